@@ -29,8 +29,9 @@ class Entry(Generic[T]):
 class Registry(Generic[T]):
     """A named mapping from component names to classes or functions."""
 
-    def __init__(self, kind: str) -> None:
+    def __init__(self, kind: str, plural: str | None = None) -> None:
         self.kind = kind
+        self.plural = plural or f"{kind}s"
         self._entries: dict[str, Entry[T]] = {}
 
     def register(self, name: str, *, summary: str = "") -> Callable[[T], T]:
@@ -71,7 +72,7 @@ class Registry(Generic[T]):
 
 ENCODERS: Registry[Any] = Registry("encoder")
 POOLINGS: Registry[Any] = Registry("pooling")
-LOSSES: Registry[Any] = Registry("loss")
+LOSSES: Registry[Any] = Registry("loss", "losses")
 METHODS: Registry[Any] = Registry("method")
 SAMPLERS: Registry[Any] = Registry("sampler")
 HEADS: Registry[Any] = Registry("head")

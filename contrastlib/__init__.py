@@ -1,0 +1,3 @@
+"""contrastlib: contrastive representation learning and embedding reward models on Lightning."""
+
+__version__ = "0.1.0"

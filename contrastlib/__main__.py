@@ -1,0 +1,5 @@
+import sys
+
+from contrastlib.cli.main import main
+
+sys.exit(main())

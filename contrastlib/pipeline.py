@@ -1,0 +1,180 @@
+"""The path of a training run: config -> parts -> Lightning Trainer -> run directory.
+
+Run directory layout::
+
+    contrastlib_run.json   marker + status (running / finished)
+    config.yaml            the resolved config
+    checkpoints/last.ckpt  for resuming (also every trainer.checkpoint_every_n_steps)
+    logs/metrics.csv       CSV log;  tensorboard/  TensorBoard events
+    model/                 the trained encoder as a sentence-transformers directory
+    metrics.json           STS before and after training
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pytorch_lightning as pl
+from torch.utils.data import DataLoader
+
+from contrastlib import __version__
+from contrastlib.config.load import to_yaml
+from contrastlib.config.schema import RunConfig
+from contrastlib.data.collate import HFTokenize, TextTupleCollator
+from contrastlib.data.readers import read_scored_pair_files, read_tuples
+from contrastlib.encoders.loading import RUN_MARKER, load_encoder
+from contrastlib.encoders.text import TextEncoder
+from contrastlib.errors import ConfigError
+from contrastlib.evaluation.sts import STSResult, evaluate_sts
+from contrastlib.registry import LOSSES, METHODS
+from contrastlib.samplers.no_duplicates import NoDuplicatesBatchSampler
+from contrastlib.training.trainer import build_trainer
+from contrastlib.utils.io import atomic_path, write_json
+
+
+@dataclass
+class FitResult:
+    run_dir: Path
+    before: dict[str, dict[str, float]] = field(default_factory=dict)
+    after: dict[str, dict[str, float]] = field(default_factory=dict)
+    steps: int = 0
+    seconds: float = 0.0
+
+
+def choose_run_dir(output_dir: str, name: str, resume: bool) -> Path:
+    base = Path(output_dir) / name
+    if resume:
+        if not (base / "checkpoints" / "last.ckpt").is_file():
+            raise ConfigError(f"resume: {base}/checkpoints/last.ckpt does not exist")
+        return base
+    if not base.exists() or not any(base.iterdir()):
+        return base
+    n = 2
+    while (base.parent / f"{base.name}-{n}").exists():
+        n += 1
+    return base.parent / f"{base.name}-{n}"
+
+
+def build_train_loader(
+    cfg: RunConfig, rows: list[tuple[str, ...]], encoder: TextEncoder
+) -> DataLoader[Any]:
+    collate = TextTupleCollator(HFTokenize(encoder.tokenizer, encoder.max_seq_length))
+    common: dict[str, Any] = {
+        "collate_fn": collate,
+        "num_workers": cfg.data.num_workers,
+        "persistent_workers": cfg.data.num_workers > 0,
+    }
+    if cfg.data.no_duplicates:
+        sampler = NoDuplicatesBatchSampler(
+            rows, cfg.data.batch_size, drop_last=cfg.data.drop_last, seed=cfg.seed
+        )
+        return DataLoader(rows, batch_sampler=sampler, **common)  # type: ignore[arg-type]
+    return DataLoader(
+        rows, batch_size=cfg.data.batch_size, shuffle=True, drop_last=cfg.data.drop_last, **common  # type: ignore[arg-type]
+    )
+
+
+def evaluate_files(encoder: TextEncoder, files: list[str], *, batch_size: int, precision: str) -> dict[str, dict[str, float]]:
+    out: dict[str, dict[str, float]] = {}
+    for f in files:
+        result: STSResult = evaluate_sts(
+            encoder, read_scored_pair_files([f]), batch_size=batch_size, precision=precision  # type: ignore[arg-type]
+        )
+        out[f] = {"spearman": result.spearman, "pearson": result.pearson, "n_pairs": result.n_pairs}
+    return out
+
+
+def _write_marker(run_dir: Path, status: str, **extra: Any) -> None:
+    write_json(
+        run_dir / RUN_MARKER,
+        {"contrastlib_version": __version__, "status": status, "time": time.strftime("%Y-%m-%dT%H:%M:%S"), **extra},
+    )
+
+
+def fit(cfg: RunConfig, *, log: Any = print) -> FitResult:
+    """Train ``cfg``'s method; evaluate ``cfg.eval.sts`` files before and after."""
+    # Read every input first: bad data fails before a model is loaded or a file written.
+    rows, roles = read_tuples(cfg.data.train)
+    if cfg.data.max_rows is not None:
+        rows = rows[: cfg.data.max_rows]
+    mode = cfg.method.mode.value
+    if mode == "supervised" and len(roles) < 2:
+        raise ConfigError(
+            f"method.mode: supervised SimCSE needs pairs or triplets, but {cfg.data.train} "
+            "holds single sentences (use method.mode=unsupervised)"
+        )
+    for f in cfg.eval.sts:
+        read_scored_pair_files([f])
+
+    run_dir = choose_run_dir(cfg.output_dir, cfg.name, cfg.resume)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    with atomic_path(run_dir / "config.yaml") as tmp:
+        tmp.write_text(to_yaml(cfg))
+    _write_marker(run_dir, "running")
+    pl.seed_everything(cfg.seed, workers=True, verbose=False)
+
+    encoder = load_encoder(
+        cfg.model.name,
+        pooling=cfg.model.pooling,
+        normalize=cfg.model.normalize,
+        max_seq_length=cfg.model.max_seq_length,
+        trust_remote_code=cfg.model.trust_remote_code,
+    )
+    result = FitResult(run_dir)
+    metrics_path = run_dir / "metrics.json"
+    if cfg.resume and metrics_path.is_file():
+        result.before = json.loads(metrics_path.read_text()).get("before", {})
+    elif cfg.eval.sts:
+        log(f"evaluating {len(cfg.eval.sts)} STS file(s) before training")
+        result.before = evaluate_files(encoder, cfg.eval.sts, batch_size=cfg.eval.batch_size, precision=cfg.eval.precision)
+        write_json(metrics_path, {"before": result.before})
+
+    loss = LOSSES.get(cfg.loss.name)(temperature=cfg.loss.temperature, symmetric=cfg.loss.symmetric)
+    method = METHODS.get(cfg.method.name)(
+        encoder,
+        loss,
+        mode=mode,
+        lr=cfg.optim.lr,
+        weight_decay=cfg.optim.weight_decay,
+        warmup_ratio=cfg.optim.warmup_ratio,
+        scheduler=cfg.optim.scheduler,
+        hparams={"encoder": encoder.spec_dict(), "loss": {"name": cfg.loss.name, "temperature": cfg.loss.temperature, "symmetric": cfg.loss.symmetric}},
+    )
+    loader = build_train_loader(cfg, rows, encoder)
+    t = cfg.trainer
+    trainer = build_trainer(
+        run_dir,
+        max_epochs=t.max_epochs,
+        max_steps=t.max_steps,
+        precision=t.precision,
+        accelerator=t.accelerator,
+        devices=t.devices,
+        strategy=t.strategy,
+        gradient_clip_val=t.gradient_clip_val,
+        accumulate_grad_batches=t.accumulate_grad_batches,
+        log_every_n_steps=t.log_every_n_steps,
+        checkpoint_every_n_steps=t.checkpoint_every_n_steps,
+        enable_progress_bar=t.enable_progress_bar,
+        deterministic=t.deterministic,
+    )
+    ckpt = run_dir / "checkpoints" / "last.ckpt" if cfg.resume else None
+    start = time.perf_counter()
+    trainer.fit(method, train_dataloaders=loader, ckpt_path=str(ckpt) if ckpt else None)
+    result.seconds = time.perf_counter() - start
+    result.steps = int(trainer.global_step)
+
+    if trainer.is_global_zero:
+        encoder.save(run_dir / "model")
+        if cfg.eval.sts:
+            log(f"evaluating {len(cfg.eval.sts)} STS file(s) after training")
+            result.after = evaluate_files(encoder, cfg.eval.sts, batch_size=cfg.eval.batch_size, precision=cfg.eval.precision)
+        write_json(
+            metrics_path,
+            {"before": result.before, "after": result.after, "steps": result.steps, "train_seconds": result.seconds},
+        )
+        _write_marker(run_dir, "finished", steps=result.steps)
+    return result

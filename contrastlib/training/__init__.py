@@ -1,0 +1,1 @@
+"""Trainer setup, optimizers and (later) gradient cache and callbacks."""
