@@ -107,6 +107,11 @@ def read_sentences(path: str | Path) -> list[str]:
     return sentences
 
 
+def _header_line(path: Path, first_record_line: int) -> int:
+    """Where a column problem is: the header row for TSV/CSV, the record itself for JSONL."""
+    return first_record_line if _kind(path) == "jsonl" else 1
+
+
 def _resolve_columns(path: Path, columns: Sequence[str], line: int) -> list[str]:
     """Map the file's columns to roles (anchor, positive[, negative]) in that order."""
     found: list[str] = []
@@ -140,7 +145,7 @@ def read_tuples(path: str | Path) -> tuple[list[tuple[str, ...]], list[str]]:
     cols: list[str] | None = None
     for n, rec in read_records(path):
         if cols is None:
-            cols = _resolve_columns(path, list(rec), n)
+            cols = _resolve_columns(path, list(rec), _header_line(path, n))
         values = []
         for c in cols:
             value = rec.get(c)
@@ -191,10 +196,11 @@ def read_scored_pairs(path: str | Path) -> ScoredPairs:
     score_col: str | None = None
     for n, rec in read_records(path):
         if score_col is None:
+            head = _header_line(path, n)
             for name in ("sentence1", "sentence2"):
                 if name not in rec:
                     raise DataError(
-                        path, f"missing column {name!r}; found columns: {', '.join(rec)}", n
+                        path, f"missing column {name!r}; found columns: {', '.join(rec)}", head
                     )
             score_col = next((c for c in SCORE_ALIASES if c in rec), None)
             if score_col is None:
@@ -202,7 +208,7 @@ def read_scored_pairs(path: str | Path) -> ScoredPairs:
                     path,
                     f"missing column 'score' (accepted: {', '.join(SCORE_ALIASES)}); "
                     f"found columns: {', '.join(rec)}",
-                    n,
+                    head,
                 )
         raw = rec.get(score_col)
         try:

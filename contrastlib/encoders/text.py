@@ -116,6 +116,9 @@ class TextEncoder(nn.Module):
             max_seq_length=min(max_seq_length or default_len or limit, limit),
             trust_remote_code=trust_remote_code,
         )
+        # from_pretrained returns eval mode; an nn.Module starts in train mode. Training
+        # code relies on dropout being on (unsupervised SimCSE's two views come from it).
+        self.train()
 
     # ------------------------------------------------------------------ properties
     @property

@@ -48,6 +48,11 @@ class ContrastiveModule(pl.LightningModule):
             }
         )
 
+    def on_train_epoch_start(self) -> None:
+        # Lightning keeps submodules' modes as found; evaluation in between may leave the
+        # encoder in eval mode, which would switch dropout off for the whole epoch.
+        self.encoder.train()
+
     def configure_optimizers(self) -> Any:
         optimizer = torch.optim.AdamW(adamw_param_groups(self, self.weight_decay), lr=self.lr)
         total = int(self.trainer.estimated_stepping_batches)

