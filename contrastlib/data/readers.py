@@ -33,7 +33,7 @@ SCORE_ALIASES = ("score", "label", "similarity")
 def _open_text(path: Path) -> io.TextIOBase:
     if path.suffix == ".gz":
         return io.TextIOWrapper(gzip.open(path, "rb"), encoding="utf-8")
-    return open(path, encoding="utf-8", newline="")  # noqa: SIM115
+    return open(path, encoding="utf-8", newline="")
 
 
 def _check_file(path: str | Path) -> Path:
@@ -74,9 +74,12 @@ def read_records(path: str | Path) -> Iterator[tuple[int, dict[str, str]]]:
             return
         if kind == "txt":
             raise DataError(path, "a .txt file holds one sentence per line, not columns")
-        delimiter = "\t" if kind == "tsv" else ","
-        quoting = csv.QUOTE_NONE if kind == "tsv" else csv.QUOTE_MINIMAL
-        reader = csv.reader(fh, delimiter=delimiter, quoting=quoting)
+        # TSV: tabs separate, quotes are text (STS files hold sentences that start with ").
+        reader = (
+            csv.reader(fh, delimiter="\t", quoting=csv.QUOTE_NONE)
+            if kind == "tsv"
+            else csv.reader(fh)
+        )
         header: list[str] | None = None
         for row in reader:
             n = reader.line_num

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from itertools import pairwise
 from pathlib import Path
+from typing import Any, cast
 
 import torch
 import torch.nn.functional as F
@@ -19,7 +21,7 @@ class ProjectionHead(nn.Sequential):
         if len(dims) < 2:
             raise ValueError(f"a projection head needs at least [in, out] dims, got {list(dims)}")
         layers: list[nn.Module] = []
-        for i, (d_in, d_out) in enumerate(zip(dims[:-1], dims[1:], strict=True)):
+        for i, (d_in, d_out) in enumerate(pairwise(dims)):
             last = i == len(dims) - 2
             layers.append(nn.Linear(d_in, d_out, bias=last or not batch_norm))
             if not last:
@@ -51,7 +53,7 @@ class ImageEncoder(nn.Module):
         projection: Sequence[int] = (),
         normalize: bool = False,
         weights: str | Path | None = None,
-        **timm_kwargs: object,
+        **timm_kwargs: Any,
     ) -> None:
         super().__init__()
         import timm
@@ -61,7 +63,7 @@ class ImageEncoder(nn.Module):
             from safetensors.torch import load_file
 
             self.backbone.load_state_dict(load_file(str(weights)), strict=False)
-        self.feature_dim = int(self.backbone.num_features)
+        self.feature_dim = int(cast(int, self.backbone.num_features))
         self.head: nn.Module = (
             ProjectionHead([self.feature_dim, *projection]) if projection else nn.Identity()
         )

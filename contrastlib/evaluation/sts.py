@@ -7,7 +7,7 @@ Each distinct sentence is encoded once.
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
-from typing import Any, Protocol
+from typing import Any
 
 import numpy as np
 import torch
@@ -15,10 +15,6 @@ import torch.nn.functional as F
 from torchmetrics.functional import pearson_corrcoef, spearman_corrcoef
 
 from contrastlib.data.readers import ScoredPairs
-
-
-class SupportsEncode(Protocol):
-    def encode(self, texts: list[str], **kwargs: Any) -> Any: ...
 
 
 @dataclass(frozen=True)
@@ -41,8 +37,12 @@ def sts_correlations(similarities: torch.Tensor, gold: torch.Tensor) -> STSResul
     )
 
 
-def evaluate_sts(encoder: SupportsEncode, data: ScoredPairs, **encode_kwargs: Any) -> STSResult:
-    """Encode both sides of every pair, score by cosine similarity, correlate with gold."""
+def evaluate_sts(encoder: Any, data: ScoredPairs, **encode_kwargs: Any) -> STSResult:
+    """Encode both sides of every pair, score by cosine similarity, correlate with gold.
+
+    ``encoder`` is anything with ``encode(texts, **encode_kwargs) -> [N, D]`` (a
+    TextEncoder, a SentenceTransformer, a cache): evaluation needs no Lightning module.
+    """
     unique = list(dict.fromkeys(data.sentences1 + data.sentences2))
     where = {s: i for i, s in enumerate(unique)}
     emb = torch.as_tensor(np.asarray(encoder.encode(unique, **encode_kwargs)), dtype=torch.float32)

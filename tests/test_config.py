@@ -1,0 +1,88 @@
+"""Config errors fail before any work, naming the file, line or key, and the valid choices."""
+
+from __future__ import annotations
+
+import pytest
+
+from contrastlib.config import load_config
+from contrastlib.config.schema import SimCSEMode
+from contrastlib.errors import ConfigError, UnknownComponentError
+
+
+def yaml_file(tmp_path, text):
+    p = tmp_path / "c.yaml"
+    p.write_text(text)
+    return p
+
+
+def test_quickstart_config_loads():
+    cfg = load_config("configs/quickstart.yaml")
+    assert cfg.method.name == "simcse" and cfg.method.mode is SimCSEMode.supervised
+    assert cfg.data.train == "datasets/nli/snli-dev.tsv"
+
+
+def test_overrides_are_typed():
+    cfg = load_config("configs/quickstart.yaml", ["trainer.max_steps=5", "loss.temperature=0.1", "method.mode=unsupervised"])
+    assert cfg.trainer.max_steps == 5 and cfg.loss.temperature == 0.1
+    assert cfg.method.mode is SimCSEMode.unsupervised
+
+
+def test_misspelt_yaml_key_names_file_line_and_suggestion(tmp_path):
+    p = yaml_file(tmp_path, "data:\n  train: x.tsv\ntrainer:\n  max_epoch: 3\n")
+    with pytest.raises(ConfigError) as info:
+        load_config(p)
+    msg = str(info.value)
+    assert msg.startswith(f"{p}:4: unknown key 'trainer.max_epoch'")
+    assert "did you mean 'max_epochs'" in msg and "valid keys here:" in msg
+
+
+def test_unknown_top_level_key(tmp_path):
+    p = yaml_file(tmp_path, "data:\n  train: x.tsv\nlearning_rate: 1\n")
+    with pytest.raises(ConfigError, match=r":3: unknown key 'learning_rate'"):
+        load_config(p)
+
+
+def test_wrong_type_names_the_key(tmp_path):
+    p = yaml_file(tmp_path, "data:\n  train: x.tsv\n  batch_size: many\n")
+    with pytest.raises(ConfigError, match=r"c.yaml:3: data.batch_size"):
+        load_config(p)
+
+
+def test_bad_override():
+    with pytest.raises(ConfigError, match="override trainer.max_stepz: unknown key 'trainer.max_stepz'"):
+        load_config("configs/quickstart.yaml", ["trainer.max_stepz=3"])
+    with pytest.raises(ConfigError, match="expected key=value"):
+        load_config("configs/quickstart.yaml", ["trainer.max_steps"])
+
+
+def test_unknown_component_lists_choices():
+    with pytest.raises(UnknownComponentError) as info:
+        load_config("configs/quickstart.yaml", ["loss.name=infonce"])
+    msg = str(info.value)
+    assert msg.startswith("loss.name: unknown loss 'infonce'; valid choices: info_nce")
+    assert "did you mean 'info_nce'" in msg
+    with pytest.raises(ConfigError, match="method.name: unknown method"):
+        load_config("configs/quickstart.yaml", ["method.name=simclr2"])
+    with pytest.raises(ConfigError, match="model.pooling: unknown pooling 'avg'"):
+        load_config("configs/quickstart.yaml", ["model.pooling=avg"])
+
+
+def test_enumerated_values():
+    with pytest.raises(ConfigError, match="trainer.precision: invalid value 'bf16'; valid choices: 32-true"):
+        load_config("configs/quickstart.yaml", ["trainer.precision=bf16"])
+    with pytest.raises(ConfigError, match="method.mode"):
+        load_config("configs/quickstart.yaml", ["method.mode=semi"])
+    with pytest.raises(ConfigError, match="loss.temperature: must be > 0"):
+        load_config("configs/quickstart.yaml", ["loss.temperature=0"])
+
+
+def test_missing_required_value(tmp_path):
+    with pytest.raises(ConfigError, match="missing value for 'data.train'"):
+        load_config(yaml_file(tmp_path, "name: x\n"))
+
+
+def test_invalid_yaml_and_missing_file(tmp_path):
+    with pytest.raises(ConfigError, match=r"c.yaml:\d+: invalid YAML"):
+        load_config(yaml_file(tmp_path, "data:\n  train: [x\n"))
+    with pytest.raises(ConfigError, match="no such config file"):
+        load_config(tmp_path / "none.yaml")
