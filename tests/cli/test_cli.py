@@ -195,3 +195,33 @@ def test_existing_run_dir_is_never_overwritten(trained_run, tmp_path):
     from contrastlib.pipeline import choose_run_dir
 
     assert choose_run_dir(str(trained_run.parent), "smoke", resume=False) == trained_run.parent / "smoke-2"
+
+
+def test_unsupervised_fit_with_dataloader_workers(tmp_path):
+    """Unsupervised SimCSE end to end, tokenising in a DataLoader worker process."""
+    from contrastlib.encoders import load_encoder
+
+    code = main(
+        [
+            "fit", str(REPO / "configs" / "simcse-unsup-wiki.yaml"),
+            f"output_dir={tmp_path}", "name=unsup", "data.max_rows=64", "data.batch_size=16",
+            "data.num_workers=1", "trainer.max_steps=2", "trainer.precision=32-true",
+            "trainer.enable_progress_bar=false", "eval.sts=[]",
+        ]
+    )
+    assert code == 0
+    run = tmp_path / "unsup"
+    assert json.loads((run / "metrics.json").read_text())["steps"] == 2
+    assert load_encoder(run).spec.max_seq_length == 32
+
+
+def test_supervised_on_single_sentences_fails_before_work(tmp_path, capsys):
+    code = main(
+        [
+            "fit", str(REPO / "configs" / "quickstart.yaml"), f"output_dir={tmp_path}",
+            f"data.train={REPO / 'datasets' / 'wiki' / 'wiki-sentences-3k.txt'}",
+        ]
+    )
+    assert code == 2
+    assert "method.mode=unsupervised" in capsys.readouterr().err
+    assert not any(tmp_path.iterdir()), "nothing may be written before the inputs are valid"
