@@ -1,6 +1,39 @@
-"""Losses: pure functions over embeddings or scores, thin modules, registry entries."""
+"""Losses: pure functions over embeddings or scores, thin modules, registry entries.
 
+The shared core is :func:`soft_cross_entropy`: a cross-entropy between a target
+distribution over candidates and the softmax of their scores. InfoNCE, NT-Xent and SupCon
+are that term with different targets; the other losses change the negative term.
+"""
+
+from contrastlib.losses.ati import ati_info_nce
+from contrastlib.losses.chunked import chunked_info_nce
+from contrastlib.losses.decoupled import dcl, debiased_info_nce, negative_von_mises_fisher_weights
 from contrastlib.losses.functional import cosine_scores, info_nce, soft_cross_entropy
-from contrastlib.losses.modules import InfoNCELoss
+from contrastlib.losses.geometry import align_uniform, alignment, uniformity
+from contrastlib.losses.margin import triplet_margin
+from contrastlib.losses.modules import (
+    AlignUniformLoss,
+    ATILoss,
+    ContrastiveLoss,
+    DCLLoss,
+    DCLWLoss,
+    DebiasedInfoNCELoss,
+    InfoNCELoss,
+    MVDHELLoss,
+    MVInfoNCELoss,
+    NTXentLoss,
+    SupConLoss,
+    TripletLoss,
+)
+from contrastlib.losses.multiview import mv_dhel, mv_info_nce
+from contrastlib.losses.supervised import nt_xent, supcon
+from contrastlib.losses.temperature import PerSampleTemperature, Temperature
 
-__all__ = ["InfoNCELoss", "cosine_scores", "info_nce", "soft_cross_entropy"]
+__all__ = [
+    "ATILoss", "AlignUniformLoss", "ContrastiveLoss", "DCLLoss", "DCLWLoss", "DebiasedInfoNCELoss",
+    "InfoNCELoss", "MVDHELLoss", "MVInfoNCELoss", "NTXentLoss", "PerSampleTemperature", "SupConLoss",
+    "Temperature", "TripletLoss", "align_uniform", "alignment", "ati_info_nce", "chunked_info_nce",
+    "cosine_scores", "dcl", "debiased_info_nce", "info_nce", "mv_dhel", "mv_info_nce",
+    "negative_von_mises_fisher_weights", "nt_xent", "soft_cross_entropy", "supcon", "triplet_margin",
+    "uniformity",
+]

@@ -27,6 +27,11 @@ def _compute_dtype(*tensors: Tensor) -> torch.dtype:
     return torch.float64 if any(t.dtype == torch.float64 for t in tensors) else torch.float32
 
 
+def upcast(x: Tensor) -> Tensor:
+    """Half precision up to float32 for loss arithmetic; float64 stays float64."""
+    return x.to(_compute_dtype(x))
+
+
 def soft_cross_entropy(
     scores: Tensor,
     target: Tensor,

@@ -1,34 +1,128 @@
-"""Thin ``nn.Module`` wrappers over :mod:`contrastlib.losses.functional`.
+"""Loss modules: thin wrappers that hold hyper-parameters, temperatures and the
+cross-device gather, and call the pure functions.
 
-A module only keeps hyper-parameters (and learnable ones, later) and calls the pure
-function, so the two cannot drift.
+Every module takes the same *pair form* ``forward(anchors [B, D], candidates [C, D])``:
+candidate ``i < B`` is anchor ``i``'s positive (its other view, or its paired text) and
+candidates beyond ``B`` are extra (hard) negatives. That is what lets any method (SimCSE,
+SimCLR, MoCo, ...) name any loss in its config. Under DDP, with ``gather_distributed``
+on (the default), candidates come from every device: local anchors against global
+candidates, indices offset by rank (see :mod:`contrastlib.losses.distributed`).
 """
 
 from __future__ import annotations
 
+from typing import ClassVar
+
+import torch
 from torch import Tensor, nn
 
+from contrastlib.losses.ati import ati_info_nce
+from contrastlib.losses.chunked import chunked_info_nce
+from contrastlib.losses.decoupled import dcl, debiased_info_nce
+from contrastlib.losses.distributed import (
+    gather_no_grad,
+    gather_with_grad,
+    place_local_block,
+    world_info,
+)
 from contrastlib.losses.functional import info_nce
+from contrastlib.losses.geometry import align_uniform
+from contrastlib.losses.margin import hardest_in_batch_negatives, triplet_margin
+from contrastlib.losses.multiview import mv_dhel, mv_info_nce
+from contrastlib.losses.supervised import nt_xent, supcon
+from contrastlib.losses.temperature import PerSampleTemperature, Temperature
 from contrastlib.registry import LOSSES
 
 
-@LOSSES.register("info_nce", summary="InfoNCE / NT-Xent / MNRL: in-batch softmax over candidates")
-class InfoNCELoss(nn.Module):
+class ContrastiveLoss(nn.Module):
+    """Base: a temperature (fixed or learnable) and the cross-device switch."""
+
+    #: Set by losses that need each example's dataset id (per-sample parameters).
+    needs_ids: ClassVar[bool] = False
+
+    def __init__(
+        self,
+        temperature: float = 0.05,
+        *,
+        learnable_temperature: bool = False,
+        gather_distributed: bool = True,
+    ) -> None:
+        super().__init__()
+        self.temperature = Temperature(temperature, learnable=learnable_temperature)
+        self.gather_distributed = gather_distributed
+
+    def _world(self) -> tuple[int, int]:
+        return world_info() if self.gather_distributed else (0, 1)
+
+    def _gather(self, x: Tensor) -> Tensor:
+        return gather_with_grad(x) if self._world()[1] > 1 else x
+
+    def extra_repr(self) -> str:
+        return f"gather_distributed={self.gather_distributed}"
+
+
+def _split_views(anchors: Tensor, candidates: Tensor, loss: str) -> tuple[Tensor, Tensor]:
+    b = anchors.shape[0]
+    if candidates.shape[0] != b:
+        raise ValueError(
+            f"{loss} takes two views of the same examples ([B, D] each); got {b} anchors and "
+            f"{candidates.shape[0]} candidates (hard negatives are not part of this loss)"
+        )
+    return anchors, candidates
+
+
+@LOSSES.register("info_nce", summary="InfoNCE / NT-Xent one-sided / MNRL: anchors vs candidates (+ queue), chunkable")
+class InfoNCELoss(ContrastiveLoss):
     """InfoNCE over (anchors, candidates); see :func:`contrastlib.losses.info_nce`.
+
+    Args:
+        temperature: softmax temperature (initial value if learnable).
+        symmetric: also score positives against anchors (CLIP-style).
+        learnable_temperature: learn a global logit scale (clamped to [0.01, 1]).
+        chunk_size: stream the softmax over anchor chunks (memory ``chunk x C``); the
+            value equals the plain loss. One positive per anchor.
+        gather_distributed: candidates from every device under DDP.
 
     Example::
 
         loss_fn = InfoNCELoss(temperature=0.05)
-        loss = loss_fn(anchor_emb, torch.cat([positive_emb, negative_emb]))
+        loss = loss_fn(anchor_emb, torch.cat([positive_emb, hard_negative_emb]))
     """
 
-    def __init__(self, temperature: float = 0.05, symmetric: bool = False, normalize: bool = True):
-        super().__init__()
-        if temperature <= 0:
-            raise ValueError(f"temperature must be > 0, got {temperature}")
-        self.temperature = temperature
-        self.symmetric = symmetric
-        self.normalize = normalize
+    def __init__(
+        self,
+        temperature: float = 0.05,
+        *,
+        symmetric: bool = False,
+        learnable_temperature: bool = False,
+        chunk_size: int | None = None,
+        gather_distributed: bool = True,
+        normalize: bool = True,
+    ) -> None:
+        super().__init__(temperature, learnable_temperature=learnable_temperature, gather_distributed=gather_distributed)
+        if chunk_size is not None and chunk_size < 1:
+            raise ValueError(f"chunk_size must be >= 1, got {chunk_size}")
+        self.symmetric, self.chunk_size, self.normalize = symmetric, chunk_size, normalize
+
+    def _one_way(
+        self, anchors: Tensor, candidates: Tensor, positives: Tensor, exclude: Tensor | None, extra: Tensor | None, tau: Tensor | float
+    ) -> Tensor:
+        if self.chunk_size is None:
+            return info_nce(
+                anchors, candidates, positive_mask=positives, exclude_mask=exclude,
+                extra_negatives=extra, temperature=tau, normalize=self.normalize,
+            )
+        if not bool((positives.sum(dim=1) == 1).all()):
+            raise ValueError("chunked InfoNCE needs exactly one positive per anchor")
+        exclude_index = None
+        if exclude is not None:
+            if not bool((exclude.sum(dim=1) == 1).all()):
+                raise ValueError("chunked InfoNCE excludes exactly one candidate per anchor (or none)")
+            exclude_index = exclude.float().argmax(dim=1)
+        return chunked_info_nce(
+            anchors, candidates, temperature=tau, positive_index=positives.float().argmax(dim=1),
+            exclude_index=exclude_index, extra_negatives=extra, chunk_size=self.chunk_size, normalize=self.normalize,
+        )
 
     def forward(
         self,
@@ -38,16 +132,236 @@ class InfoNCELoss(nn.Module):
         extra_negatives: Tensor | None = None,
         exclude_mask: Tensor | None = None,
     ) -> Tensor:
-        return info_nce(
-            anchors,
-            candidates,
-            positive_mask=positive_mask,
-            extra_negatives=extra_negatives,
-            exclude_mask=exclude_mask,
-            temperature=self.temperature,
-            symmetric=self.symmetric,
-            normalize=self.normalize,
-        )
+        b, c = anchors.shape[0], candidates.shape[0]
+        tau = self.temperature()
+        if positive_mask is None:
+            if c < b:
+                raise ValueError(f"{c} candidates for {b} anchors: give a positive_mask")
+            positive_mask = torch.eye(b, c, dtype=torch.bool, device=anchors.device)
+        rank, world = self._world()
+        cands = self._gather(candidates)
+        pos_all = place_local_block(positive_mask, world, rank)
+        excl_all = place_local_block(exclude_mask, world, rank) if exclude_mask is not None else None
+        loss = self._one_way(anchors, cands, pos_all, excl_all, extra_negatives, tau)
+        if not self.symmetric:
+            return loss
+        # Reverse direction: local positive candidates against all anchors.
+        is_pos = positive_mask.any(dim=0)  # [C]
+        anchors_all = self._gather(anchors)
+        back_pos = place_local_block(positive_mask.T[is_pos], world, rank)
+        back_excl = place_local_block(exclude_mask.T[is_pos], world, rank) if exclude_mask is not None else None
+        back = self._one_way(candidates[is_pos], anchors_all, back_pos, back_excl, None, tau)
+        return (loss + back) / 2
 
     def extra_repr(self) -> str:
-        return f"temperature={self.temperature}, symmetric={self.symmetric}"
+        return f"symmetric={self.symmetric}, chunk_size={self.chunk_size}, {super().extra_repr()}"
+
+
+@LOSSES.register("nt_xent", summary="NT-Xent (SimCLR): 2B views, each against the other 2B-1")
+class NTXentLoss(ContrastiveLoss):
+    """NT-Xent; see :func:`contrastlib.losses.nt_xent`. Candidates are the second views."""
+
+    def __init__(self, temperature: float = 0.5, *, learnable_temperature: bool = False, gather_distributed: bool = True) -> None:
+        super().__init__(temperature, learnable_temperature=learnable_temperature, gather_distributed=gather_distributed)
+
+    def forward(self, anchors: Tensor, candidates: Tensor) -> Tensor:
+        z0, z1 = _split_views(anchors, candidates, "nt_xent")
+        rank, _world = self._world()
+        return nt_xent(
+            z0, z1, temperature=self.temperature(), z0_all=self._gather(z0), z1_all=self._gather(z1),
+            offset=rank * z0.shape[0],
+        )
+
+
+@LOSSES.register("supcon", summary="SupCon: every same-label example is a positive (L_out)")
+class SupConLoss(ContrastiveLoss):
+    """SupCon; see :func:`contrastlib.losses.supcon`.
+
+    ``forward(features, labels=...)`` with class labels, or the pair form
+    ``forward(anchors, candidates)``, where anchor ``i`` and candidate ``i`` share a label
+    and extra candidates are negatives (labels made unique across devices).
+    """
+
+    def __init__(self, temperature: float = 0.1, *, learnable_temperature: bool = False, gather_distributed: bool = True) -> None:
+        super().__init__(temperature, learnable_temperature=learnable_temperature, gather_distributed=gather_distributed)
+
+    def forward(self, anchors: Tensor, candidates: Tensor | None = None, *, labels: Tensor | None = None) -> Tensor:
+        rank, world = self._world()
+        features = anchors if candidates is None else torch.cat([anchors, candidates])
+        n = features.shape[0]
+        if labels is None:
+            if candidates is None:
+                raise ValueError("supcon needs labels, or (anchors, candidates) pairs")
+            b = anchors.shape[0]
+            ids = torch.arange(n, device=anchors.device)
+            ids[b : 2 * b] = torch.arange(min(b, candidates.shape[0]), device=anchors.device)
+            labels = ids + rank * n  # unique per device
+        elif labels.shape[0] != n:
+            raise ValueError(f"labels must have {n} entries, got {labels.shape[0]}")
+        return supcon(
+            features, labels, temperature=self.temperature(), features_all=self._gather(features),
+            labels_all=gather_no_grad(labels) if world > 1 else labels, offset=rank * n,
+        )
+
+
+class _MultiViewLoss(ContrastiveLoss):
+    name: ClassVar[str]
+
+    def __init__(self, temperature: float = 0.1, *, learnable_temperature: bool = False, gather_distributed: bool = True) -> None:
+        super().__init__(temperature, learnable_temperature=learnable_temperature, gather_distributed=gather_distributed)
+
+    def _views(self, anchors: Tensor, candidates: Tensor | None) -> Tensor:
+        if candidates is None:
+            if anchors.dim() != 3:
+                raise ValueError(f"{self.name} takes views [V, B, D] or (anchors, candidates)")
+            return anchors
+        return torch.stack(_split_views(anchors, candidates, self.name))
+
+    def _gather_views(self, views: Tensor) -> Tensor:
+        if self._world()[1] == 1:
+            return views
+        per_example = views.transpose(0, 1).contiguous()  # [B, V, D]
+        return self._gather(per_example).transpose(0, 1)  # [V, W*B, D]
+
+
+@LOSSES.register("mv_info_nce", summary="MV-InfoNCE: N >= 2 views, one term per example")
+class MVInfoNCELoss(_MultiViewLoss):
+    """MV-InfoNCE; see :func:`contrastlib.losses.mv_info_nce`. Input ``[V, B, D]`` or two views."""
+
+    name = "mv_info_nce"
+
+    def forward(self, anchors: Tensor, candidates: Tensor | None = None) -> Tensor:
+        views = self._views(anchors, candidates)
+        rank, _ = self._world()
+        return mv_info_nce(views, temperature=self.temperature(), views_all=self._gather_views(views), offset=rank * views.shape[1])
+
+
+@LOSSES.register("mv_dhel", summary="MV-DHEL: multi-view, alignment decoupled from uniformity")
+class MVDHELLoss(_MultiViewLoss):
+    """MV-DHEL; see :func:`contrastlib.losses.mv_dhel`. Input ``[V, B, D]`` or two views."""
+
+    name = "mv_dhel"
+
+    def forward(self, anchors: Tensor, candidates: Tensor | None = None) -> Tensor:
+        views = self._views(anchors, candidates)
+        rank, _ = self._world()
+        return mv_dhel(views, temperature=self.temperature(), views_all=self._gather_views(views), offset=rank * views.shape[1])
+
+
+@LOSSES.register("dcl", summary="DCL: positive removed from the denominator (Yeh et al.)")
+class DCLLoss(ContrastiveLoss):
+    """Decoupled contrastive loss; DCLW when ``sigma`` is set. See :func:`contrastlib.losses.dcl`."""
+
+    def __init__(
+        self, temperature: float = 0.1, *, sigma: float | None = None, learnable_temperature: bool = False,
+        gather_distributed: bool = True,
+    ) -> None:
+        super().__init__(temperature, learnable_temperature=learnable_temperature, gather_distributed=gather_distributed)
+        self.sigma = sigma
+
+    def forward(self, anchors: Tensor, candidates: Tensor) -> Tensor:
+        b = anchors.shape[0]
+        if candidates.shape[0] < b:
+            raise ValueError(f"dcl needs at least {b} candidates (the positives), got {candidates.shape[0]}")
+        z1, extra = candidates[:b], candidates[b:]
+        rank, _world = self._world()
+        return dcl(
+            anchors, z1, temperature=self.temperature(), sigma=self.sigma, z0_all=self._gather(anchors),
+            z1_all=self._gather(z1), offset=rank * b, extra_negatives=self._gather(extra) if extra.shape[0] else None,
+        )
+
+
+@LOSSES.register("dclw", summary="DCLW: DCL with von Mises-Fisher positive weights (sigma)")
+class DCLWLoss(DCLLoss):
+    def __init__(
+        self, temperature: float = 0.1, *, sigma: float = 0.5, learnable_temperature: bool = False,
+        gather_distributed: bool = True,
+    ) -> None:
+        super().__init__(temperature, sigma=sigma, learnable_temperature=learnable_temperature, gather_distributed=gather_distributed)
+
+
+@LOSSES.register("debiased", summary="debiased (Chuang, tau_plus) + hardness-weighted (Robinson, beta) InfoNCE")
+class DebiasedInfoNCELoss(ContrastiveLoss):
+    """See :func:`contrastlib.losses.debiased_info_nce`. ``beta > 0`` adds hard-negative weighting."""
+
+    def __init__(
+        self, temperature: float = 0.5, *, tau_plus: float = 0.1, beta: float = 0.0, gather_distributed: bool = True
+    ) -> None:
+        super().__init__(temperature, gather_distributed=gather_distributed)
+        if not 0 <= tau_plus < 1:
+            raise ValueError(f"tau_plus must be in [0, 1), got {tau_plus}")
+        self.tau_plus, self.beta = tau_plus, beta
+
+    def forward(self, anchors: Tensor, candidates: Tensor, exclude_mask: Tensor | None = None) -> Tensor:
+        rank, world = self._world()
+        b = anchors.shape[0]
+        return debiased_info_nce(
+            anchors, self._gather(candidates), temperature=float(self.temperature()), tau_plus=self.tau_plus,
+            beta=self.beta, positive_index=torch.arange(b, device=anchors.device) + rank * candidates.shape[0],
+            exclude_mask=place_local_block(exclude_mask, world, rank) if exclude_mask is not None else None,
+        )
+
+
+@LOSSES.register("ati", summary="ATI: a learnable temperature per example (needs dataset ids)")
+class ATILoss(ContrastiveLoss):
+    """See :mod:`contrastlib.losses.ati`. ``num_samples`` is the training set size."""
+
+    needs_ids = True
+
+    def __init__(
+        self, num_samples: int, *, temperature: float = 0.1, min_temperature: float = 0.01, rho: float = 0.1,
+        gather_distributed: bool = True,
+    ) -> None:
+        super().__init__(temperature, gather_distributed=gather_distributed)
+        self.per_sample = PerSampleTemperature(num_samples, init=temperature, min_temperature=min_temperature)
+        self.rho = rho
+
+    def forward(self, anchors: Tensor, candidates: Tensor, *, ids: Tensor) -> Tensor:
+        rank, _ = self._world()
+        b = anchors.shape[0]
+        return ati_info_nce(
+            anchors, self._gather(candidates), self.per_sample(ids), rho=self.rho,
+            positive_index=torch.arange(b, device=anchors.device) + rank * candidates.shape[0],
+        )
+
+
+@LOSSES.register("align_uniform", summary="alignment + uniformity on the hypersphere (Wang & Isola)")
+class AlignUniformLoss(ContrastiveLoss):
+    """``alignment(a, p) + lam * (uniformity(a) + uniformity(p)) / 2``; uniformity over all devices."""
+
+    def __init__(self, *, lam: float = 1.0, alpha: float = 2.0, t: float = 2.0, gather_distributed: bool = True) -> None:
+        super().__init__(1.0, gather_distributed=gather_distributed)
+        self.lam, self.alpha, self.t = lam, alpha, t
+
+    def forward(self, anchors: Tensor, candidates: Tensor) -> Tensor:
+        from contrastlib.losses.geometry import alignment, uniformity
+
+        b = anchors.shape[0]
+        positives = candidates[:b]
+        if self._world()[1] == 1:
+            return align_uniform(anchors, positives, lam=self.lam, alpha=self.alpha, t=self.t)
+        uni = (uniformity(self._gather(anchors), t=self.t) + uniformity(self._gather(positives), t=self.t)) / 2
+        return alignment(anchors, positives, alpha=self.alpha) + self.lam * uni
+
+
+@LOSSES.register("triplet", summary="triplet margin: d(a,p) - d(a,n) + margin; batch-hard without negatives")
+class TripletLoss(ContrastiveLoss):
+    """Triplet loss on cosine or euclidean distance. Candidates ``[p; n]``, or ``[p]`` alone,
+    in which case each anchor's negative is the closest other positive (batch-hard)."""
+
+    def __init__(self, *, margin: float = 0.5, metric: str = "cosine", gather_distributed: bool = True) -> None:
+        super().__init__(1.0, gather_distributed=gather_distributed)
+        if metric not in ("cosine", "euclidean"):
+            raise ValueError(f"metric must be cosine or euclidean, got {metric!r}")
+        self.margin, self.metric = margin, metric
+
+    def forward(self, anchors: Tensor, candidates: Tensor) -> Tensor:
+        b = anchors.shape[0]
+        positives = candidates[:b]
+        if candidates.shape[0] >= 2 * b:
+            negatives = candidates[b : 2 * b]
+        else:
+            rank, _ = self._world()
+            negatives = hardest_in_batch_negatives(anchors, self._gather(positives), self.metric, offset=rank * b)
+        return triplet_margin(anchors, positives, negatives, margin=self.margin, metric=self.metric)
+

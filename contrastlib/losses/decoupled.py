@@ -1,0 +1,134 @@
+"""InfoNCE variants that change the negative term.
+
+* DCL / DCLW (Yeh et al. 2022, "Decoupled Contrastive Learning"): the positive is removed
+  from the denominator; DCLW weights the positive term with the negative von Mises-Fisher
+  weight ``w_i = 2 - N softmax_i(<z0_i, z1_i> / sigma)``.
+* Debiased (Chuang et al. 2020, "Debiased Contrastive Learning"): the negative term is
+  corrected for same-class "negatives" with class prior ``tau_plus``.
+* Hardness-weighted (Robinson et al. 2021, "Contrastive Learning with Hard Negative
+  Samples"): negatives re-weighted by ``exp(beta * logit)``; composes with the debiased form.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from contrastlib.losses.functional import cosine_scores
+
+
+def _diag_mask(b: int, m: int, offset: int, device: torch.device) -> Tensor:
+    mask = torch.zeros(b, m, dtype=torch.bool, device=device)
+    idx = torch.arange(b, device=device)
+    mask[idx, offset + idx] = True
+    return mask
+
+
+def negative_von_mises_fisher_weights(z0: Tensor, z1: Tensor, sigma: float = 0.5) -> Tensor:
+    """DCLW weights ``[N]``: ``2 - N softmax(<z0_i, z1_i> / sigma)`` over the N examples."""
+    sim = (z0 * z1).sum(dim=-1) / sigma  # [N]
+    return 2 - z0.shape[0] * torch.softmax(sim, dim=0)
+
+
+def dcl(
+    z0: Tensor,
+    z1: Tensor,
+    *,
+    temperature: float | Tensor = 0.1,
+    sigma: float | None = None,
+    z0_all: Tensor | None = None,
+    z1_all: Tensor | None = None,
+    offset: int = 0,
+    extra_negatives: Tensor | None = None,
+) -> Tensor:
+    """Decoupled contrastive loss, symmetric over the two views (DCLW when ``sigma`` is set).
+
+    For view ``a`` of example ``i`` with its pair ``b``::
+
+        l_i = -w_i <a_i, b_i> / tau + log sum_{j != i} [exp(<a_i, a_j>/tau) + exp(<a_i, b_j>/tau)]
+
+    Args:
+        z0, z1: ``[B, D]`` the two views (normalised here).
+        sigma: DCLW's weighting temperature; ``None`` gives DCL (``w = 1``). Weights are
+            computed over the global batch, so DDP equals single-process training.
+        z0_all, z1_all: ``[M, D]`` views from all devices (default: local).
+        extra_negatives: ``[K, D]`` more negatives for the ``z0`` direction (e.g. NLI hard
+            negatives).
+    """
+    z0, z1 = F.normalize(z0.float() if z0.dtype != torch.float64 else z0, dim=-1), F.normalize(
+        z1.float() if z1.dtype != torch.float64 else z1, dim=-1
+    )
+    z0_all = z0 if z0_all is None else F.normalize(z0_all.to(z0.dtype), dim=-1)
+    z1_all = z1 if z1_all is None else F.normalize(z1_all.to(z0.dtype), dim=-1)
+    b, m = z0.shape[0], z0_all.shape[0]
+    diag = _diag_mask(b, m, offset, z0.device)
+    if sigma is not None:
+        weights = negative_von_mises_fisher_weights(z0_all, z1_all, sigma)[offset : offset + b]
+    else:
+        weights = torch.ones(b, dtype=z0.dtype, device=z0.device)
+
+    def one_way(a: Tensor, a_all: Tensor, b_all: Tensor, extra: Tensor | None) -> Tensor:
+        s_aa = a @ a_all.T / temperature  # [B, M]
+        s_ab = a @ b_all.T / temperature  # [B, M]
+        positive = s_ab[diag]  # [B]
+        negatives = [s_aa[~diag].view(b, m - 1), s_ab[~diag].view(b, m - 1)]
+        if extra is not None:
+            negatives.append(cosine_scores(a, extra) / temperature)
+        negative = torch.logsumexp(torch.cat(negatives, dim=1), dim=1)  # [B]
+        return (-weights * positive + negative).mean()
+
+    return 0.5 * (one_way(z0, z0_all, z1_all, extra_negatives) + one_way(z1, z1_all, z0_all, None))
+
+
+def debiased_info_nce(
+    anchors: Tensor,
+    candidates: Tensor,
+    *,
+    temperature: float = 0.5,
+    tau_plus: float = 0.1,
+    beta: float = 0.0,
+    positive_index: Tensor | None = None,
+    exclude_mask: Tensor | None = None,
+) -> Tensor:
+    """Debiased (``tau_plus``) and hardness-weighted (``beta``) InfoNCE.
+
+    With positive logit ``p = s_i+ / tau`` and negative logits ``n_k`` (every candidate but
+    the positive and the excluded), ``N`` of them::
+
+        w_k = N softmax_k(beta * n_k)                     (w = 1 when beta = 0)
+        Ng  = max( (sum_k w_k e^{n_k} - tau_plus N e^{p}) / (1 - tau_plus),  N e^{-1/tau} )
+        l   = -log( e^p / (e^p + Ng) )
+
+    ``tau_plus = beta = 0`` is plain InfoNCE. Computed in log space relative to the row
+    maximum, so low temperatures do not overflow.
+
+    Args:
+        anchors: ``[B, D]``; candidates: ``[C, D]``.
+        positive_index: ``[B]`` column of each anchor's positive (default ``arange(B)``).
+        exclude_mask: ``[B, C]`` candidates that are neither positive nor negative.
+    """
+    if not 0 <= tau_plus < 1:
+        raise ValueError(f"tau_plus must be in [0, 1), got {tau_plus}")
+    b = anchors.shape[0]
+    logits = cosine_scores(anchors, candidates) / temperature  # [B, C]
+    pos_idx = torch.arange(b, device=anchors.device) if positive_index is None else positive_index
+    rows = torch.arange(b, device=anchors.device)
+    pos = logits[rows, pos_idx]  # [B]
+    neg_mask = torch.ones_like(logits, dtype=torch.bool)
+    neg_mask[rows, pos_idx] = False
+    if exclude_mask is not None:
+        neg_mask &= ~exclude_mask
+    n = neg_mask.sum(dim=1).to(logits.dtype)  # [B]
+    shift = torch.maximum(logits.masked_fill(~neg_mask, -math.inf).amax(dim=1), pos).detach()  # [B]
+    e_neg = torch.exp(logits - shift[:, None]) * neg_mask  # [B, C]
+    if beta:
+        w = torch.softmax((beta * logits).masked_fill(~neg_mask, -math.inf), dim=1) * n[:, None]
+        e_neg = w * e_neg
+    e_pos = torch.exp(pos - shift)  # [B]
+    ng = (e_neg.sum(dim=1) - tau_plus * n * e_pos) / (1 - tau_plus)
+    floor = n * torch.exp(-1.0 / torch.as_tensor(temperature, dtype=logits.dtype) - shift)
+    ng = torch.maximum(ng, floor)
+    return (-(pos - shift) + torch.log(e_pos + ng)).mean()

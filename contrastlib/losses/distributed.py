@@ -1,0 +1,66 @@
+"""Cross-device candidates, exactly (PEERS.md items 1 and 7).
+
+* The gather is autograd-aware (``torch.distributed.nn.functional.all_gather``): the
+  gradient of every rank's loss flows back to the rank that produced each embedding. With
+  DDP averaging parameter gradients over ranks this equals single-process training on the
+  concatenated batch; a no-grad gather would give 1/world_size of the true gradient.
+* Local anchors are scored against global candidates; every positive index and mask is
+  offset by ``rank * local_size`` (``eye(B, W*B)`` is wrong on every rank but 0).
+* Gathered tensors are made contiguous; all ranks must send equal shapes (checked).
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.distributed as dist
+from torch import Tensor
+
+
+def world_info() -> tuple[int, int]:
+    """``(rank, world_size)``; ``(0, 1)`` outside an initialised process group."""
+    if dist.is_available() and dist.is_initialized():
+        return dist.get_rank(), dist.get_world_size()
+    return 0, 1
+
+
+def _check_equal_shapes(x: Tensor, world: int) -> None:
+    shape = torch.tensor(list(x.shape), dtype=torch.long)
+    shapes = [torch.zeros_like(shape) for _ in range(world)]
+    dist.all_gather(shapes, shape)
+    if any(not torch.equal(s, shape) for s in shapes):
+        raise ValueError(
+            f"cross-device gather needs equal shapes on every rank, got {[tuple(s.tolist()) for s in shapes]} "
+            "(use drop_last or equal batch counts per rank)"
+        )
+
+
+def gather_with_grad(x: Tensor, *, check_shapes: bool = True) -> Tensor:
+    """Concatenate ``x`` from all ranks along dim 0, keeping the autograd graph."""
+    _rank, world = world_info()
+    if world == 1:
+        return x
+    if check_shapes:
+        _check_equal_shapes(x.detach().cpu() if x.device.type == "cpu" else x.detach(), world)
+    from torch.distributed.nn.functional import all_gather
+
+    return torch.cat(all_gather(x.contiguous()), dim=0)
+
+
+def gather_no_grad(x: Tensor) -> Tensor:
+    """Concatenate ``x`` (labels, ids) from all ranks along dim 0, without gradients."""
+    _rank, world = world_info()
+    if world == 1:
+        return x
+    out = [torch.empty_like(x) for _ in range(world)]
+    dist.all_gather(out, x.contiguous())
+    return torch.cat(out, dim=0)
+
+
+def place_local_block(mask: Tensor, world: int, rank: int) -> Tensor:
+    """``[B, C] -> [B, W*C]``: a local mask placed in this rank's block, zeros elsewhere."""
+    if world == 1:
+        return mask
+    b, c = mask.shape
+    out = mask.new_zeros(b, world * c)
+    out[:, rank * c : (rank + 1) * c] = mask
+    return out

@@ -1,0 +1,88 @@
+"""SupCon and NT-Xent: InfoNCE over views, with positives from labels or from the view pairing.
+
+Both are :func:`soft_cross_entropy` with the anchor itself excluded from its softmax:
+SupCon's target is uniform over every other example with the anchor's label (the
+``L_out`` form of Khosla et al. 2020); NT-Xent's is the other view of the same example
+(Chen et al. 2020, SimCLR).
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+
+from contrastlib.losses.functional import cosine_scores, soft_cross_entropy
+
+
+def _self_mask(n_local: int, n_all: int, offset: int, device: torch.device) -> Tensor:
+    mask = torch.zeros(n_local, n_all, dtype=torch.bool, device=device)
+    idx = torch.arange(n_local, device=device)
+    mask[idx, idx + offset] = True
+    return mask
+
+
+def supcon(
+    features: Tensor,
+    labels: Tensor,
+    *,
+    temperature: float | Tensor = 0.1,
+    features_all: Tensor | None = None,
+    labels_all: Tensor | None = None,
+    offset: int = 0,
+    normalize: bool = True,
+) -> Tensor:
+    """Supervised contrastive loss (Khosla et al. 2020, "Supervised Contrastive Learning"), ``L_out``.
+
+    Args:
+        features: ``[N, D]`` local embeddings (all views stacked; views of one example
+            share its label).
+        labels: ``[N]`` integer class or example ids.
+        features_all, labels_all: ``[M, D]``, ``[M]`` candidates (across devices);
+            default the local ones. Row ``i`` of ``features`` is row ``offset + i`` of
+            ``features_all``.
+    Returns:
+        Mean over anchors that have at least one positive.
+    """
+    if features.dim() != 2 or labels.shape != features.shape[:1]:
+        raise ValueError(f"features [N, D] and labels [N] expected, got {tuple(features.shape)}, {tuple(labels.shape)}")
+    cand = features if features_all is None else features_all
+    cand_labels = labels if labels_all is None else labels_all
+    scores = cosine_scores(features, cand, normalize=normalize) / temperature  # [N, M]
+    self_mask = _self_mask(features.shape[0], cand.shape[0], offset, features.device)
+    positives = (labels[:, None] == cand_labels[None, :]) & ~self_mask  # [N, M]
+    return soft_cross_entropy(scores, positives, exclude=self_mask)
+
+
+def nt_xent(
+    z0: Tensor,
+    z1: Tensor,
+    *,
+    temperature: float | Tensor = 0.5,
+    z0_all: Tensor | None = None,
+    z1_all: Tensor | None = None,
+    offset: int = 0,
+    normalize: bool = True,
+) -> Tensor:
+    """NT-Xent (SimCLR): each of the 2B views against the other 2B - 1, positive = its pair.
+
+    Args:
+        z0, z1: ``[B, D]`` two views of the same B examples.
+        z0_all, z1_all: ``[M, D]`` the views from every device (default: local);
+            local row ``i`` is global row ``offset + i``.
+    """
+    if z0.shape != z1.shape:
+        raise ValueError(f"the two views must have the same shape, got {tuple(z0.shape)} and {tuple(z1.shape)}")
+    z0_all = z0 if z0_all is None else z0_all
+    z1_all = z1 if z1_all is None else z1_all
+    b, m = z0.shape[0], z0_all.shape[0]
+    anchors = torch.cat([z0, z1])  # [2B, D]
+    candidates = torch.cat([z0_all, z1_all])  # [2M, D]
+    idx = torch.arange(b, device=z0.device)
+    self_mask = torch.zeros(2 * b, 2 * m, dtype=torch.bool, device=z0.device)
+    self_mask[idx, offset + idx] = True
+    self_mask[b + idx, m + offset + idx] = True
+    positives = torch.zeros_like(self_mask)
+    positives[idx, m + offset + idx] = True
+    positives[b + idx, offset + idx] = True
+    scores = cosine_scores(anchors, candidates, normalize=normalize) / temperature  # [2B, 2M]
+    return soft_cross_entropy(scores, positives, exclude=self_mask)
