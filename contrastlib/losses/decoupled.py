@@ -28,8 +28,12 @@ def _diag_mask(b: int, m: int, offset: int, device: torch.device) -> Tensor:
 
 
 def negative_von_mises_fisher_weights(z0: Tensor, z1: Tensor, sigma: float = 0.5) -> Tensor:
-    """DCLW weights ``[N]``: ``2 - N softmax(<z0_i, z1_i> / sigma)`` over the N examples."""
-    sim = (z0 * z1).sum(dim=-1) / sigma  # [N]
+    """DCLW weights ``[N]``: ``2 - N softmax(<z0_i, z1_i> / sigma)`` over the N examples.
+
+    The weights are constants for the backward pass (no gradient flows through them), as
+    in lightly's DCLWLoss.
+    """
+    sim = (z0.detach() * z1.detach()).sum(dim=-1) / sigma  # [N]
     return 2 - z0.shape[0] * torch.softmax(sim, dim=0)
 
 
@@ -39,6 +43,7 @@ def dcl(
     *,
     temperature: float | Tensor = 0.1,
     sigma: float | None = None,
+    weights: Tensor | None = None,
     z0_all: Tensor | None = None,
     z1_all: Tensor | None = None,
     offset: int = 0,
@@ -54,6 +59,7 @@ def dcl(
         z0, z1: ``[B, D]`` the two views (normalised here).
         sigma: DCLW's weighting temperature; ``None`` gives DCL (``w = 1``). Weights are
             computed over the global batch, so DDP equals single-process training.
+        weights: ``[B]`` positive-term weights given explicitly (overrides ``sigma``).
         z0_all, z1_all: ``[M, D]`` views from all devices (default: local).
         extra_negatives: ``[K, D]`` more negatives for the ``z0`` direction (e.g. NLI hard
             negatives).
@@ -65,10 +71,12 @@ def dcl(
     z1_all = z1 if z1_all is None else F.normalize(z1_all.to(z0.dtype), dim=-1)
     b, m = z0.shape[0], z0_all.shape[0]
     diag = _diag_mask(b, m, offset, z0.device)
-    if sigma is not None:
-        weights = negative_von_mises_fisher_weights(z0_all, z1_all, sigma)[offset : offset + b]
-    else:
-        weights = torch.ones(b, dtype=z0.dtype, device=z0.device)
+    if weights is None:
+        weights = (
+            negative_von_mises_fisher_weights(z0_all, z1_all, sigma)[offset : offset + b]
+            if sigma is not None
+            else torch.ones(b, dtype=z0.dtype, device=z0.device)
+        )
 
     def one_way(a: Tensor, a_all: Tensor, b_all: Tensor, extra: Tensor | None) -> Tensor:
         s_aa = a @ a_all.T / temperature  # [B, M]

@@ -1,9 +1,12 @@
 """Cross-device candidates, exactly (PEERS.md items 1 and 7).
 
-* The gather is autograd-aware (``torch.distributed.nn.functional.all_gather``): the
-  gradient of every rank's loss flows back to the rank that produced each embedding. With
-  DDP averaging parameter gradients over ranks this equals single-process training on the
-  concatenated batch; a no-grad gather would give 1/world_size of the true gradient.
+* The gather is autograd-aware: the gradient of every rank's loss flows back to the rank
+  that produced each embedding (backward = all-reduce of the gathered gradient, then this
+  rank's slice). With DDP averaging parameter gradients over ranks this equals
+  single-process training on the concatenated batch; a no-grad gather would give
+  1/world_size of the true gradient. torch's own ``torch.distributed.nn.functional.
+  all_gather`` (deprecated in torch 2.15) returns wrong gradients when the incoming
+  gradient is not contiguous (e.g. after a transpose): ours makes it contiguous first.
 * Local anchors are scored against global candidates; every positive index and mask is
   offset by ``rank * local_size`` (``eye(B, W*B)`` is wrong on every rank but 0).
 * Gathered tensors are made contiguous; all ranks must send equal shapes (checked).
@@ -11,9 +14,12 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import torch
 import torch.distributed as dist
 from torch import Tensor
+from torch.autograd import Function
 
 
 def world_info() -> tuple[int, int]:
@@ -34,16 +40,31 @@ def _check_equal_shapes(x: Tensor, world: int) -> None:
         )
 
 
+class _AllGatherWithGrad(Function):
+    @staticmethod
+    def forward(ctx: Any, x: Tensor) -> Tensor:
+        rank, world = world_info()
+        ctx.rank, ctx.size = rank, x.shape[0]
+        parts = [torch.empty_like(x) for _ in range(world)]
+        dist.all_gather(parts, x.contiguous())
+        return torch.cat(parts, dim=0)
+
+    @staticmethod
+    def backward(ctx: Any, grad: Tensor) -> Tensor:
+        grad = grad.contiguous()  # collectives on non-contiguous tensors go wrong
+        dist.all_reduce(grad)  # sum over ranks of d loss_r / d gathered
+        return grad[ctx.rank * ctx.size : (ctx.rank + 1) * ctx.size]
+
+
 def gather_with_grad(x: Tensor, *, check_shapes: bool = True) -> Tensor:
     """Concatenate ``x`` from all ranks along dim 0, keeping the autograd graph."""
-    _rank, world = world_info()
+    _, world = world_info()
     if world == 1:
         return x
     if check_shapes:
-        _check_equal_shapes(x.detach().cpu() if x.device.type == "cpu" else x.detach(), world)
-    from torch.distributed.nn.functional import all_gather
-
-    return torch.cat(all_gather(x.contiguous()), dim=0)
+        _check_equal_shapes(x.detach(), world)
+    out: Tensor = _AllGatherWithGrad.apply(x)
+    return out
 
 
 def gather_no_grad(x: Tensor) -> Tensor:
