@@ -22,15 +22,16 @@ import pytorch_lightning as pl
 from torch.utils.data import DataLoader
 
 from contrastlib import __version__
+from contrastlib.config.build import build_loss, loss_kwargs
 from contrastlib.config.load import to_yaml
 from contrastlib.config.schema import RunConfig
-from contrastlib.data.collate import HFTokenize, TextTupleCollator
+from contrastlib.data.collate import HFTokenize, IndexedRows, TextTupleCollator
 from contrastlib.data.readers import read_scored_pair_files, read_tuples
 from contrastlib.encoders.loading import RUN_MARKER, load_encoder
 from contrastlib.encoders.text import TextEncoder
 from contrastlib.errors import ConfigError
 from contrastlib.evaluation.sts import STSResult, evaluate_sts
-from contrastlib.registry import LOSSES, METHODS
+from contrastlib.registry import METHODS
 from contrastlib.samplers.no_duplicates import NoDuplicatesBatchSampler
 from contrastlib.training.trainer import build_trainer
 from contrastlib.utils.io import atomic_path, write_json
@@ -72,9 +73,9 @@ def build_train_loader(
         sampler = NoDuplicatesBatchSampler(
             rows, cfg.data.batch_size, drop_last=cfg.data.drop_last, seed=cfg.seed
         )
-        return DataLoader(rows, batch_sampler=sampler, **common)  # type: ignore[arg-type]
+        return DataLoader(IndexedRows(rows), batch_sampler=sampler, **common)
     return DataLoader(
-        rows, batch_size=cfg.data.batch_size, shuffle=True, drop_last=cfg.data.drop_last, **common  # type: ignore[arg-type]
+        IndexedRows(rows), batch_size=cfg.data.batch_size, shuffle=True, drop_last=cfg.data.drop_last, **common
     )
 
 
@@ -133,7 +134,7 @@ def fit(cfg: RunConfig, *, log: Any = print) -> FitResult:
         result.before = evaluate_files(encoder, cfg.eval.sts, batch_size=cfg.eval.batch_size, precision=cfg.eval.precision)
         write_json(metrics_path, {"before": result.before})
 
-    loss = LOSSES.get(cfg.loss.name)(temperature=cfg.loss.temperature, symmetric=cfg.loss.symmetric)
+    loss = build_loss(cfg.loss, num_samples=len(rows))
     method = METHODS.get(cfg.method.name)(
         encoder,
         loss,
@@ -142,7 +143,7 @@ def fit(cfg: RunConfig, *, log: Any = print) -> FitResult:
         weight_decay=cfg.optim.weight_decay,
         warmup_ratio=cfg.optim.warmup_ratio,
         scheduler=cfg.optim.scheduler,
-        hparams={"encoder": encoder.spec_dict(), "loss": {"name": cfg.loss.name, "temperature": cfg.loss.temperature, "symmetric": cfg.loss.symmetric}},
+        hparams={"encoder": encoder.spec_dict(), "loss": {"name": cfg.loss.name, **loss_kwargs(cfg.loss)}},
     )
     loader = build_train_loader(cfg, rows, encoder)
     t = cfg.trainer

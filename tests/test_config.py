@@ -59,7 +59,8 @@ def test_unknown_component_lists_choices():
     with pytest.raises(UnknownComponentError) as info:
         load_config("configs/quickstart.yaml", ["loss.name=infonce"])
     msg = str(info.value)
-    assert msg.startswith("loss.name: unknown loss 'infonce'; valid choices: info_nce")
+    assert msg.startswith("loss.name: unknown loss 'infonce'; valid choices: ")
+    assert "info_nce" in msg and "supcon" in msg and "mv_dhel" in msg
     assert "did you mean 'info_nce'" in msg
     with pytest.raises(ConfigError, match="method.name: unknown method"):
         load_config("configs/quickstart.yaml", ["method.name=simclr2"])
@@ -86,3 +87,28 @@ def test_invalid_yaml_and_missing_file(tmp_path):
         load_config(yaml_file(tmp_path, "data:\n  train: [x\n"))
     with pytest.raises(ConfigError, match="no such config file"):
         load_config(tmp_path / "none.yaml")
+
+
+def test_every_registered_loss_is_selectable_in_the_simcse_config():
+    from contrastlib.config.build import build_loss
+    from contrastlib.registry import LOSSES
+
+    for name in LOSSES.names():
+        cfg = load_config("configs/quickstart.yaml", [f"loss.name={name}", "loss.temperature=null"])
+        loss = build_loss(cfg.loss, num_samples=100)
+        assert isinstance(loss, LOSSES.get(name))
+
+
+def test_loss_parameters_are_checked_against_the_chosen_loss():
+    cfg = load_config(
+        "configs/quickstart.yaml",
+        ["loss.name=debiased", "loss.tau_plus=0.05", "loss.beta=1.0", "loss.temperature=0.2"],
+    )
+    from contrastlib.config.build import build_loss
+
+    loss = build_loss(cfg.loss, num_samples=10)
+    assert (loss.tau_plus, loss.beta, loss.temperature()) == (0.05, 1.0, 0.2)
+    with pytest.raises(ConfigError, match=r"loss.sigma: not a parameter of loss 'info_nce'; it takes: temperature"):
+        load_config("configs/quickstart.yaml", ["loss.sigma=0.5"])
+    with pytest.raises(ConfigError, match="loss.chunk_size: must be >= 1|chunk_size must be >= 1"):
+        build_loss(load_config("configs/quickstart.yaml", ["loss.chunk_size=0"]).loss, num_samples=1)

@@ -18,6 +18,7 @@ from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import ConfigKeyError, MissingMandatoryValue, OmegaConfBaseException
 
 import contrastlib.components  # noqa: F401  (fills the registries)
+from contrastlib.config.build import loss_kwargs
 from contrastlib.config.schema import (
     ENCODE_PRECISIONS,
     SCHEDULERS,
@@ -95,6 +96,7 @@ def validate(cfg: RunConfig) -> None:
     """Checks that a schema cannot express: component names and enumerated strings."""
     METHODS.check(cfg.method.name, key="method.name")
     LOSSES.check(cfg.loss.name, key="loss.name")
+    loss_kwargs(cfg.loss)  # every loss setting must be one the chosen loss takes
     if cfg.model.pooling is not None:
         POOLINGS.check(cfg.model.pooling, key="model.pooling")
     _choice(cfg.trainer.precision, TRAINER_PRECISIONS, "trainer.precision")
@@ -108,7 +110,7 @@ def validate(cfg: RunConfig) -> None:
     ]:
         if value < low:
             raise ConfigError(f"{key}: must be >= {low}, got {value}")
-    if not cfg.loss.temperature > 0:
+    if cfg.loss.temperature is not None and not cfg.loss.temperature > 0:
         raise ConfigError(f"loss.temperature: must be > 0, got {cfg.loss.temperature}")
     if not cfg.optim.lr > 0:
         raise ConfigError(f"optim.lr: must be > 0, got {cfg.optim.lr}")

@@ -49,9 +49,35 @@ class DataConfig:
 
 @dataclass
 class LossConfig:
+    """The loss and its parameters; null means the loss's own default.
+
+    A parameter the chosen loss does not take is an error (``contrastlib list`` shows the
+    losses; docs/losses.md their parameters).
+    """
+
     name: str = "info_nce"
-    temperature: float = 0.05
-    symmetric: bool = False
+    temperature: float | None = None
+    learnable_temperature: bool | None = None
+    symmetric: bool | None = None
+    #: Stream InfoNCE over anchor chunks of this size (memory ~ chunk x candidates).
+    chunk_size: int | None = None
+    #: Candidates from every device under DDP (default on).
+    gather_distributed: bool | None = None
+    #: Debiased: class prior tau+ (Chuang et al.). Hardness: concentration beta (Robinson et al.).
+    tau_plus: float | None = None
+    beta: float | None = None
+    #: DCLW weighting temperature.
+    sigma: float | None = None
+    #: ATI: lower bound of the per-example temperatures, and the DRO radius rho.
+    min_temperature: float | None = None
+    rho: float | None = None
+    #: Triplet margin and distance (cosine or euclidean).
+    margin: float | None = None
+    metric: str | None = None
+    #: Alignment-uniformity weight and exponents.
+    lam: float | None = None
+    alpha: float | None = None
+    t: float | None = None
 
 
 @dataclass

@@ -1,6 +1,6 @@
 """Readers (one per file format), datasets and collators."""
 
-from contrastlib.data.collate import HFTokenize, TextTupleCollator
+from contrastlib.data.collate import HFTokenize, IndexedRows, TextBatch, TextTupleCollator
 from contrastlib.data.readers import (
     ScoredPairs,
     read_records,
@@ -12,7 +12,9 @@ from contrastlib.data.readers import (
 
 __all__ = [
     "HFTokenize",
+    "IndexedRows",
     "ScoredPairs",
+    "TextBatch",
     "TextTupleCollator",
     "read_records",
     "read_scored_pair_files",

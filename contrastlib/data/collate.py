@@ -3,24 +3,52 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from typing import Any
 
+import torch
 from torch import Tensor
+from torch.utils.data import Dataset
+
+
+@dataclass
+class TextBatch:
+    """A tokenised batch: one dict of ``[B, T]`` tensors per column, and dataset ids ``[B]``."""
+
+    columns: list[dict[str, Tensor]]
+    ids: Tensor
+
+    def to(self, device: torch.device | str) -> TextBatch:
+        return TextBatch([{k: v.to(device) for k, v in c.items()} for c in self.columns], self.ids.to(device))
+
+
+class IndexedRows(Dataset[tuple[int, tuple[str, ...]]]):
+    """Rows of texts, each returned with its index (per-example parameters need it)."""
+
+    def __init__(self, rows: Sequence[tuple[str, ...]]) -> None:
+        self.rows = rows
+
+    def __len__(self) -> int:
+        return len(self.rows)
+
+    def __getitem__(self, i: int) -> tuple[int, tuple[str, ...]]:
+        return i, self.rows[i]
 
 
 class TextTupleCollator:
-    """Tokenise a batch of text tuples column by column.
+    """Tokenise a batch of ``(id, text tuple)`` items column by column.
 
-    Returns one tokenised batch per column: ``[anchors, positives(, negatives)]``, each a
-    dict of ``[B, T]`` tensors padded to the longest text in that column.
+    Returns a :class:`TextBatch`: one tokenised batch per column ``[anchors,
+    positives(, negatives)]``, each padded to the longest text in that column.
     """
 
     def __init__(self, tokenize: Callable[[Sequence[str]], dict[str, Tensor]]) -> None:
         self.tokenize = tokenize
 
-    def __call__(self, rows: Sequence[tuple[str, ...]]) -> list[dict[str, Tensor]]:
-        n_cols = len(rows[0])
-        return [self.tokenize([r[c] for r in rows]) for c in range(n_cols)]
+    def __call__(self, items: Sequence[tuple[int, tuple[str, ...]]]) -> TextBatch:
+        rows = [r for _, r in items]
+        columns = [self.tokenize([r[c] for r in rows]) for c in range(len(rows[0]))]
+        return TextBatch(columns, torch.tensor([i for i, _ in items], dtype=torch.long))
 
 
 class HFTokenize:

@@ -14,10 +14,11 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+from contrastlib.data.collate import TextBatch
 from contrastlib.methods.base import ContrastiveModule
 from contrastlib.registry import METHODS
 
-Batch = list[dict[str, Tensor]]  # one tokenised batch per column
+Columns = list[dict[str, Tensor]]  # one tokenised batch per column
 
 
 @METHODS.register("simcse", summary="SimCSE: dropout views (unsupervised) or NLI triplets (supervised)")
@@ -32,7 +33,7 @@ class SimCSE(ContrastiveModule):
         super().__init__(encoder, loss, hparams=hparams, **kwargs)
         self.mode = mode
 
-    def embed_views(self, batch: Batch) -> tuple[Tensor, Tensor]:
+    def embed_views(self, batch: Columns) -> tuple[Tensor, Tensor]:
         """``(anchors [B, D], candidates [C, D])`` for the loss."""
         if self.mode == "unsupervised":
             features = batch[0]
@@ -46,8 +47,11 @@ class SimCSE(ContrastiveModule):
         candidates = torch.cat([self.encoder(col) for col in batch[1:]])  # [B * (cols - 1), D]
         return anchors, candidates
 
-    def training_step(self, batch: Batch, batch_idx: int) -> Tensor:
-        anchors, candidates = self.embed_views(batch)
-        loss = self.loss_fn(anchors, candidates)
+    def training_step(self, batch: TextBatch, batch_idx: int) -> Tensor:
+        anchors, candidates = self.embed_views(batch.columns)
+        if getattr(self.loss_fn, "needs_ids", False):
+            loss = self.loss_fn(anchors, candidates, ids=batch.ids)
+        else:
+            loss = self.loss_fn(anchors, candidates)
         self.log("train/loss", loss, prog_bar=True, batch_size=anchors.shape[0])
         return loss

@@ -225,3 +225,24 @@ def test_supervised_on_single_sentences_fails_before_work(tmp_path, capsys):
     assert code == 2
     assert "method.mode=unsupervised" in capsys.readouterr().err
     assert not any(tmp_path.iterdir()), "nothing may be written before the inputs are valid"
+
+
+@pytest.mark.parametrize(
+    "overrides",
+    [
+        ["loss.name=ati", "loss.temperature=0.1"],
+        ["loss.name=info_nce", "loss.chunk_size=4", "loss.symmetric=true"],
+        ["method.mode=unsupervised", "loss.name=mv_dhel", "loss.temperature=0.1"],
+        ["loss.name=dclw", "loss.temperature=0.1"],
+    ],
+)
+def test_fit_with_other_losses(tmp_path, overrides):
+    code = main(
+        [
+            "fit", str(REPO / "configs" / "quickstart.yaml"), f"output_dir={tmp_path}", "name=x",
+            "data.max_rows=16", "data.batch_size=8", "trainer.max_steps=1", "trainer.enable_progress_bar=false",
+            "eval.sts=[]", "loss.temperature=null", *overrides,
+        ]
+    )
+    assert code == 0
+    assert json.loads((tmp_path / "x" / "metrics.json").read_text())["steps"] == 1
