@@ -134,6 +134,8 @@ class InfoNCELoss(ContrastiveLoss):
     ) -> Tensor:
         b, c = anchors.shape[0], candidates.shape[0]
         tau = self.temperature()
+        if self.chunk_size is not None and positive_mask is None and exclude_mask is None:
+            return self._chunked_diagonal(anchors, candidates, extra_negatives, tau)
         if positive_mask is None:
             if c < b:
                 raise ValueError(f"{c} candidates for {b} anchors: give a positive_mask")
@@ -153,20 +155,58 @@ class InfoNCELoss(ContrastiveLoss):
         back = self._one_way(candidates[is_pos], anchors_all, back_pos, back_excl, None, tau)
         return (loss + back) / 2
 
+    def _chunked_diagonal(
+        self, anchors: Tensor, candidates: Tensor, extra: Tensor | None, tau: Tensor | float
+    ) -> Tensor:
+        """Candidate i is anchor i's positive: index vectors only, no [B, C] mask at all."""
+        assert self.chunk_size is not None
+        b = anchors.shape[0]
+        if candidates.shape[0] < b:
+            raise ValueError(f"{candidates.shape[0]} candidates for {b} anchors: give a positive_mask")
+        rank, _ = self._world()
+        local = torch.arange(b, device=anchors.device)
+        cands = self._gather(candidates)
+        loss = chunked_info_nce(
+            anchors, cands, temperature=tau, positive_index=rank * candidates.shape[0] + local,
+            extra_negatives=extra, chunk_size=self.chunk_size, normalize=self.normalize,
+        )
+        if not self.symmetric:
+            return loss
+        back = chunked_info_nce(
+            candidates[:b], self._gather(anchors), temperature=tau, positive_index=rank * b + local,
+            chunk_size=self.chunk_size, normalize=self.normalize,
+        )
+        return (loss + back) / 2
+
     def extra_repr(self) -> str:
         return f"symmetric={self.symmetric}, chunk_size={self.chunk_size}, {super().extra_repr()}"
 
 
 @LOSSES.register("nt_xent", summary="NT-Xent (SimCLR): 2B views, each against the other 2B-1")
 class NTXentLoss(ContrastiveLoss):
-    """NT-Xent; see :func:`contrastlib.losses.nt_xent`. Candidates are the second views."""
+    """NT-Xent; see :func:`contrastlib.losses.nt_xent`. Candidates are the second views.
 
-    def __init__(self, temperature: float = 0.5, *, learnable_temperature: bool = False, gather_distributed: bool = True) -> None:
+    ``chunk_size`` streams the ``[2B, 2B]`` softmax in anchor chunks (same value).
+    """
+
+    def __init__(
+        self, temperature: float = 0.5, *, learnable_temperature: bool = False, chunk_size: int | None = None,
+        gather_distributed: bool = True,
+    ) -> None:
         super().__init__(temperature, learnable_temperature=learnable_temperature, gather_distributed=gather_distributed)
+        self.chunk_size = chunk_size
 
     def forward(self, anchors: Tensor, candidates: Tensor) -> Tensor:
         z0, z1 = _split_views(anchors, candidates, "nt_xent")
-        rank, _world = self._world()
+        rank, world = self._world()
+        if self.chunk_size is not None:
+            b, m = z0.shape[0], z0.shape[0] * world
+            local = torch.arange(b, device=z0.device) + rank * b
+            return chunked_info_nce(
+                torch.cat([z0, z1]), torch.cat([self._gather(z0), self._gather(z1)]), temperature=self.temperature(),
+                positive_index=torch.cat([local + m, local]), exclude_index=torch.cat([local, local + m]),
+                chunk_size=self.chunk_size,
+            )
         return nt_xent(
             z0, z1, temperature=self.temperature(), z0_all=self._gather(z0), z1_all=self._gather(z1),
             offset=rank * z0.shape[0],

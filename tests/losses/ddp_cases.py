@@ -71,6 +71,8 @@ CASES: dict[str, Case] = {
     "info_nce_symmetric": _pair(InfoNCELoss(0.1, symmetric=True), with_negatives=True),
     "info_nce_chunked": _pair(InfoNCELoss(0.1, chunk_size=3), with_negatives=True),
     "nt_xent": _pair(NTXentLoss(0.3)),
+    "nt_xent_chunked": _pair(NTXentLoss(0.3, chunk_size=3)),
+    "info_nce_chunked_symmetric_diagonal": _pair(InfoNCELoss(0.1, chunk_size=3, symmetric=True)),
     "supcon_labels": _supcon_labels,
     "supcon_pairs": _pair(SupConLoss(0.2), with_negatives=True),
     "mv_info_nce": _multiview(MVInfoNCELoss(0.2)),

@@ -245,6 +245,7 @@ MODULES = {
     "info_nce": lambda: InfoNCELoss(0.2),
     "info_nce_sym_chunked": lambda: InfoNCELoss(0.2, symmetric=True, chunk_size=3),
     "nt_xent": lambda: NTXentLoss(0.2),
+    "nt_xent_chunked": lambda: NTXentLoss(0.2, chunk_size=3),
     "supcon": lambda: SupConLoss(0.2),
     "mv_info_nce": lambda: MVInfoNCELoss(0.2),
     "mv_dhel": lambda: MVDHELLoss(0.2),
@@ -331,3 +332,16 @@ def test_two_view_losses_reject_hard_negatives():
         NTXentLoss()(a, c)
     with pytest.raises(ValueError, match="two views"):
         MVDHELLoss()(a, c)
+
+
+def test_chunked_modules_equal_plain_modules():
+    z0, z1 = rand(13, 6, seed=40).requires_grad_(), rand(13, 6, seed=41).requires_grad_()
+    for plain, chunked in [
+        (NTXentLoss(0.3), NTXentLoss(0.3, chunk_size=4)),
+        (InfoNCELoss(0.1, symmetric=True), InfoNCELoss(0.1, symmetric=True, chunk_size=4)),
+        (InfoNCELoss(0.1), InfoNCELoss(0.1, chunk_size=5)),
+    ]:
+        ref, ours = plain(z0, z1), chunked(z0, z1)
+        assert ours.item() == pytest.approx(ref.item(), rel=1e-12)
+        for x, y in zip(torch.autograd.grad(ours, (z0, z1)), torch.autograd.grad(ref, (z0, z1)), strict=True):
+            torch.testing.assert_close(x, y)
