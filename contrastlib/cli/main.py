@@ -86,7 +86,10 @@ def cmd_eval_sts(args: argparse.Namespace) -> int:
         precision=args.precision,
         show_progress_bar=not args.no_progress,
     )
-    text = f"STS  {', '.join(args.data)}  pairs={result.n_pairs}  spearman={result.spearman:.2f}  pearson={result.pearson:.2f}"
+    text = (
+        f"STS  {', '.join(args.data)}  pairs={result.n_pairs}  spearman={result.spearman:.2f}  "
+        f"pearson={result.pearson:.2f}  alignment={result.alignment:.3f}  uniformity={result.uniformity:.3f}"
+    )
     _emit(args, {"task": "sts", "data": args.data, "model": args.model, **result.as_dict()}, text)
     return 0
 

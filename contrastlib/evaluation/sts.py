@@ -6,7 +6,7 @@ Each distinct sentence is encoded once.
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from typing import Any
 
 import numpy as np
@@ -15,6 +15,7 @@ import torch.nn.functional as F
 from torchmetrics.functional import pearson_corrcoef, spearman_corrcoef
 
 from contrastlib.data.readers import ScoredPairs
+from contrastlib.losses.geometry import alignment, uniformity
 
 
 @dataclass(frozen=True)
@@ -22,6 +23,11 @@ class STSResult:
     spearman: float  # x100
     pearson: float  # x100
     n_pairs: int
+    #: Wang and Isola's geometry, as reported by SimCSE: alignment over pairs with gold
+    #: score >= ``positive_threshold`` and uniformity over every distinct sentence (lower
+    #: is better for both). NaN when there is no positive pair.
+    alignment: float = float("nan")
+    uniformity: float = float("nan")
 
     def as_dict(self) -> dict[str, float | int]:
         return asdict(self)
@@ -37,7 +43,9 @@ def sts_correlations(similarities: torch.Tensor, gold: torch.Tensor) -> STSResul
     )
 
 
-def evaluate_sts(encoder: Any, data: ScoredPairs, **encode_kwargs: Any) -> STSResult:
+def evaluate_sts(
+    encoder: Any, data: ScoredPairs, *, positive_threshold: float = 4.0, **encode_kwargs: Any
+) -> STSResult:
     """Encode both sides of every pair, score by cosine similarity, correlate with gold.
 
     ``encoder`` is anything with ``encode(texts, **encode_kwargs) -> [N, D]`` (a
@@ -49,4 +57,8 @@ def evaluate_sts(encoder: Any, data: ScoredPairs, **encode_kwargs: Any) -> STSRe
     e1 = emb[[where[s] for s in data.sentences1]]
     e2 = emb[[where[s] for s in data.sentences2]]
     cos = F.cosine_similarity(e1.double(), e2.double(), dim=-1)
-    return sts_correlations(cos, torch.tensor(data.scores, dtype=torch.float64))
+    gold = torch.tensor(data.scores, dtype=torch.float64)
+    result = sts_correlations(cos, gold)
+    positive = gold >= positive_threshold
+    align = float(alignment(e1[positive], e2[positive])) if bool(positive.any()) else float("nan")
+    return replace(result, alignment=align, uniformity=float(uniformity(emb)))

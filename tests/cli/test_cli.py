@@ -58,6 +58,16 @@ def test_eval_sts_json_matches_python_api(capsys, small_sts, minilm):
     ref = evaluate_sts(minilm, read_scored_pairs(small_sts))
     assert out["n_pairs"] == 120
     assert out["spearman"] == pytest.approx(ref.spearman, abs=1e-6)
+    # geometry metrics: the same pure functions the align_uniform loss uses
+    from contrastlib.losses import alignment, uniformity
+
+    d = read_scored_pairs(small_sts)
+    pos = [i for i, s in enumerate(d.scores) if s >= 4.0]
+    e1 = minilm.encode([d.sentences1[i] for i in pos], convert_to_numpy=False)
+    e2 = minilm.encode([d.sentences2[i] for i in pos], convert_to_numpy=False)
+    assert out["alignment"] == pytest.approx(float(alignment(e1, e2)), rel=1e-4)
+    uniq = list(dict.fromkeys(d.sentences1 + d.sentences2))
+    assert out["uniformity"] == pytest.approx(float(uniformity(minilm.encode(uniq, convert_to_numpy=False))), rel=1e-4)
 
 
 def test_spearman_matches_scipy(minilm, small_sts):
