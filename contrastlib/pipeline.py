@@ -33,6 +33,7 @@ from contrastlib.errors import ConfigError
 from contrastlib.evaluation.sts import STSResult, evaluate_sts
 from contrastlib.registry import METHODS
 from contrastlib.samplers.no_duplicates import NoDuplicatesBatchSampler
+from contrastlib.training.gradcache import GradCache
 from contrastlib.training.trainer import build_trainer
 from contrastlib.utils.io import atomic_path, write_json
 
@@ -96,6 +97,13 @@ def _write_marker(run_dir: Path, status: str, **extra: Any) -> None:
     )
 
 
+def _resume_log_version(run_dir: Path) -> str:
+    n = 1
+    while (run_dir / "logs" / f"resume-{n}").exists():
+        n += 1
+    return f"resume-{n}"
+
+
 def fit(cfg: RunConfig, *, log: Any = print) -> FitResult:
     """Train ``cfg``'s method; evaluate ``cfg.eval.sts`` files before and after."""
     # Read every input first: bad data fails before a model is loaded or a file written.
@@ -143,10 +151,16 @@ def fit(cfg: RunConfig, *, log: Any = print) -> FitResult:
         weight_decay=cfg.optim.weight_decay,
         warmup_ratio=cfg.optim.warmup_ratio,
         scheduler=cfg.optim.scheduler,
+        grad_cache=GradCache(cfg.gradcache.chunk_size, token_budget=cfg.gradcache.token_budget) if cfg.gradcache.enabled else None,
+        accumulate_grad_batches=cfg.trainer.accumulate_grad_batches,
+        gradient_clip_val=cfg.trainer.gradient_clip_val,
         hparams={"encoder": encoder.spec_dict(), "loss": {"name": cfg.loss.name, **loss_kwargs(cfg.loss)}},
     )
     loader = build_train_loader(cfg, rows, encoder)
     t = cfg.trainer
+    # Under a gradient cache the module optimises manually and does accumulation and
+    # clipping itself; the Trainer must not.
+    cached = cfg.gradcache.enabled
     trainer = build_trainer(
         run_dir,
         max_epochs=t.max_epochs,
@@ -155,12 +169,13 @@ def fit(cfg: RunConfig, *, log: Any = print) -> FitResult:
         accelerator=t.accelerator,
         devices=t.devices,
         strategy=t.strategy,
-        gradient_clip_val=t.gradient_clip_val,
-        accumulate_grad_batches=t.accumulate_grad_batches,
+        gradient_clip_val=None if cached else t.gradient_clip_val,
+        accumulate_grad_batches=1 if cached else t.accumulate_grad_batches,
         log_every_n_steps=t.log_every_n_steps,
         checkpoint_every_n_steps=t.checkpoint_every_n_steps,
         enable_progress_bar=t.enable_progress_bar,
         deterministic=t.deterministic,
+        log_version=_resume_log_version(run_dir) if cfg.resume else "",
     )
     ckpt = run_dir / "checkpoints" / "last.ckpt" if cfg.resume else None
     start = time.perf_counter()

@@ -102,13 +102,16 @@ def validate(cfg: RunConfig) -> None:
     _choice(cfg.trainer.precision, TRAINER_PRECISIONS, "trainer.precision")
     _choice(cfg.eval.precision, ENCODE_PRECISIONS, "eval.precision")
     _choice(cfg.optim.scheduler, SCHEDULERS, "optim.scheduler")
-    for key, value, low in [
+    bounded: list[tuple[str, int | None, int]] = [
         ("data.batch_size", cfg.data.batch_size, 1),
         ("model.max_seq_length", cfg.model.max_seq_length, 1),
         ("trainer.accumulate_grad_batches", cfg.trainer.accumulate_grad_batches, 1),
         ("data.num_workers", cfg.data.num_workers, 0),
-    ]:
-        if value < low:
+        ("gradcache.chunk_size", cfg.gradcache.chunk_size, 1),
+        ("gradcache.token_budget", cfg.gradcache.token_budget, 1),
+    ]
+    for key, value, low in bounded:
+        if value is not None and value < low:
             raise ConfigError(f"{key}: must be >= {low}, got {value}")
     if cfg.loss.temperature is not None and not cfg.loss.temperature > 0:
         raise ConfigError(f"loss.temperature: must be > 0, got {cfg.loss.temperature}")

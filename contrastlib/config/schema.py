@@ -114,6 +114,19 @@ class TrainerConfig:
 
 
 @dataclass
+class GradCacheConfig:
+    """Gradient caching: set ``chunk_size`` (rows) or ``token_budget`` (padded tokens per
+    chunk, text) to decouple the batch size from memory. Both null: off."""
+
+    chunk_size: int | None = None
+    token_budget: int | None = None
+
+    @property
+    def enabled(self) -> bool:
+        return self.chunk_size is not None or self.token_budget is not None
+
+
+@dataclass
 class EvalConfig:
     #: Scored-pair files (``sentence1 sentence2 score``) evaluated before and after training.
     sts: list[str] = field(default_factory=list)
@@ -135,4 +148,5 @@ class RunConfig:
     method: MethodConfig = field(default_factory=MethodConfig)
     optim: OptimConfig = field(default_factory=OptimConfig)
     trainer: TrainerConfig = field(default_factory=TrainerConfig)
+    gradcache: GradCacheConfig = field(default_factory=GradCacheConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)

@@ -1,25 +1,34 @@
-"""The small Lightning base every method shares: an encoder, a loss, the optimizer.
+"""The small Lightning base every method shares: an encoder, a loss, the optimizer, and
+the training step (plain, or with a gradient cache).
 
-Method-specific logic lives in the method's own file; monitors, probes and EMA updates
-are callbacks, not base-class features.
+A method says only what is specific to it: :meth:`views` (the encoder inputs of a batch)
+and :meth:`contrast` (embeddings -> loss). The base turns that into a plain step, or a
+gradient-cache step under manual optimisation, with no code in the method. Monitors,
+probes and EMA updates are callbacks, not base-class features.
 """
 
 from __future__ import annotations
 
-from typing import Any
+import contextlib
+from typing import Any, cast
 
 import pytorch_lightning as pl
 import torch
-from torch import nn
+from torch import Tensor, nn
 
+from contrastlib.training.gradcache import GradCache, Inputs
 from contrastlib.training.optim import adamw_param_groups, warmup_schedule
 
 
 class ContrastiveModule(pl.LightningModule):
     """Holds ``encoder`` and ``loss``; configures AdamW with a warm-up schedule.
 
-    Subclasses implement ``training_step``. ``hparams`` must be plain data (they are
-    stored in checkpoints, which are read back with ``weights_only=True``).
+    Args:
+        grad_cache: run every step through a :class:`GradCache` (manual optimisation:
+            the module then does gradient accumulation and clipping itself).
+        accumulate_grad_batches, gradient_clip_val: used with ``grad_cache`` (without
+            it, the Trainer's own settings apply).
+        hparams: plain data stored in checkpoints (read back with ``weights_only=True``).
     """
 
     def __init__(
@@ -31,6 +40,9 @@ class ContrastiveModule(pl.LightningModule):
         weight_decay: float = 0.01,
         warmup_ratio: float = 0.1,
         scheduler: str = "linear",
+        grad_cache: GradCache | None = None,
+        accumulate_grad_batches: int = 1,
+        gradient_clip_val: float | None = None,
         hparams: dict[str, Any] | None = None,
     ) -> None:
         super().__init__()
@@ -38,6 +50,10 @@ class ContrastiveModule(pl.LightningModule):
         self.loss_fn = loss
         self.lr, self.weight_decay = lr, weight_decay
         self.warmup_ratio, self.scheduler_kind = warmup_ratio, scheduler
+        self.grad_cache = grad_cache
+        self.accumulate_grad_batches = accumulate_grad_batches
+        self.gradient_clip_val = gradient_clip_val
+        self.automatic_optimization = grad_cache is None
         self.save_hyperparameters(
             {
                 **(hparams or {}),
@@ -48,14 +64,64 @@ class ContrastiveModule(pl.LightningModule):
             }
         )
 
+    # ------------------------------------------------------------------ method hooks
+    def views(self, batch: Any) -> list[Inputs]:
+        """The encoder inputs of a batch, one entry per view/column."""
+        raise NotImplementedError
+
+    def contrast(self, embeddings: list[Tensor], batch: Any) -> Tensor:
+        """Embeddings of every view -> the loss."""
+        raise NotImplementedError
+
+    # ------------------------------------------------------------------ training
     def on_train_epoch_start(self) -> None:
         # Lightning keeps submodules' modes as found; evaluation in between may leave the
         # encoder in eval mode, which would switch dropout off for the whole epoch.
         self.encoder.train()
 
+    def training_step(self, batch: Any, batch_idx: int) -> Tensor:
+        if self.grad_cache is None:
+            loss = self.contrast([self.encoder(v) for v in self.views(batch)], batch)
+        else:
+            loss = self._cached_step(batch, batch_idx)
+        self.log("train/loss", loss, prog_bar=True, batch_size=self._batch_size(batch))
+        return loss
+
+    def _batch_size(self, batch: Any) -> int:
+        first = self.views(batch)[0]
+        return int(first.shape[0] if isinstance(first, Tensor) else first["input_ids"].shape[0])
+
+    def _cached_step(self, batch: Any, batch_idx: int) -> Tensor:
+        assert self.grad_cache is not None
+        optimizer = cast(Any, self.optimizers())  # one LightningOptimizer
+        scheduler = cast(Any, self.lr_schedulers())
+        accumulate = self.accumulate_grad_batches
+        steps_now = (batch_idx + 1) % accumulate == 0 or bool(self.trainer.is_last_batch)
+        strategy = self.trainer.strategy
+        no_sync = getattr(strategy, "block_backward_sync", None) or contextlib.nullcontext
+        loss = self.grad_cache.step(
+            self.encoder,
+            self.views(batch),
+            lambda emb: self.contrast(emb, batch) / accumulate,
+            backward=self.manual_backward,
+            no_sync=no_sync,
+            sync_last=steps_now,
+            loss_params=list(self.loss_fn.parameters()),
+        )
+        if steps_now:
+            if self.gradient_clip_val:
+                self.clip_gradients(optimizer, gradient_clip_val=self.gradient_clip_val, gradient_clip_algorithm="norm")
+            optimizer.step()
+            optimizer.zero_grad()
+            if scheduler is not None:
+                scheduler.step()
+        return loss * accumulate
+
     def configure_optimizers(self) -> Any:
         optimizer = torch.optim.AdamW(adamw_param_groups(self, self.weight_decay), lr=self.lr)
         total = int(self.trainer.estimated_stepping_batches)
+        if not self.automatic_optimization:
+            total = -(-total // self.accumulate_grad_batches)
         schedule = warmup_schedule(
             optimizer, total_steps=total, warmup_ratio=self.warmup_ratio, kind=self.scheduler_kind
         )

@@ -5,6 +5,9 @@
 * supervised: (anchor, positive[, hard negative]) rows, e.g. NLI entailment and
   contradiction; every other row's positive and negative are negatives too (this is
   sentence-transformers' MultipleNegativesRankingLoss on the same data).
+
+Any registered loss works (it receives ``anchors [B, D]`` and ``candidates [C, D]``), and
+so does gradient caching (the base class runs it from :meth:`views` and :meth:`contrast`).
 """
 
 from __future__ import annotations
@@ -18,7 +21,7 @@ from contrastlib.data.collate import TextBatch
 from contrastlib.methods.base import ContrastiveModule
 from contrastlib.registry import METHODS
 
-Columns = list[dict[str, Tensor]]  # one tokenised batch per column
+Features = dict[str, Tensor]
 
 
 @METHODS.register("simcse", summary="SimCSE: dropout views (unsupervised) or NLI triplets (supervised)")
@@ -33,25 +36,25 @@ class SimCSE(ContrastiveModule):
         super().__init__(encoder, loss, hparams=hparams, **kwargs)
         self.mode = mode
 
-    def embed_views(self, batch: Columns) -> tuple[Tensor, Tensor]:
-        """``(anchors [B, D], candidates [C, D])`` for the loss."""
+    def views(self, batch: TextBatch) -> list[Features]:  # type: ignore[override]
         if self.mode == "unsupervised":
-            features = batch[0]
-            doubled = {k: torch.cat([v, v]) for k, v in features.items()}  # [2B, T]
-            emb = self.encoder(doubled)  # [2B, D], two dropout masks
-            anchors, positives = emb.chunk(2)
-            return anchors, positives
-        if len(batch) < 2:
+            # one forward over [x; x]: the two halves get different dropout masks
+            return [{k: torch.cat([v, v]) for k, v in batch.columns[0].items()}]
+        if len(batch.columns) < 2:
             raise ValueError("supervised SimCSE needs (anchor, positive[, negative]) columns")
-        anchors = self.encoder(batch[0])  # [B, D]
-        candidates = torch.cat([self.encoder(col) for col in batch[1:]])  # [B * (cols - 1), D]
-        return anchors, candidates
+        return list(batch.columns)
 
-    def training_step(self, batch: TextBatch, batch_idx: int) -> Tensor:
-        anchors, candidates = self.embed_views(batch.columns)
+    def pair(self, embeddings: list[Tensor]) -> tuple[Tensor, Tensor]:
+        """``(anchors [B, D], candidates [C, D])`` from the views' embeddings."""
+        if self.mode == "unsupervised":
+            anchors, positives = embeddings[0].chunk(2)
+            return anchors, positives
+        return embeddings[0], torch.cat(embeddings[1:])
+
+    def contrast(self, embeddings: list[Tensor], batch: TextBatch) -> Tensor:
+        anchors, candidates = self.pair(embeddings)
         if getattr(self.loss_fn, "needs_ids", False):
-            loss = self.loss_fn(anchors, candidates, ids=batch.ids)
-        else:
-            loss = self.loss_fn(anchors, candidates)
-        self.log("train/loss", loss, prog_bar=True, batch_size=anchors.shape[0])
-        return loss
+            loss: Tensor = self.loss_fn(anchors, candidates, ids=batch.ids)
+            return loss
+        out: Tensor = self.loss_fn(anchors, candidates)
+        return out

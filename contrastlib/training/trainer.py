@@ -26,7 +26,11 @@ def build_trainer(
     enable_progress_bar: bool,
     deterministic: bool,
     extra_callbacks: list[pl.Callback] | None = None,
+    log_version: str = "",
 ) -> pl.Trainer:
+    """A Trainer writing into ``run_dir``. ``log_version`` names a sub-folder of
+    ``logs/`` and ``tensorboard/`` (a resumed run gets its own, so that Lightning's CSV
+    logger never overwrites the earlier run's ``metrics.csv``)."""
     checkpoint = ModelCheckpoint(
         dirpath=run_dir / "checkpoints",
         filename="step-{step}",
@@ -35,8 +39,8 @@ def build_trainer(
         every_n_train_steps=checkpoint_every_n_steps,
     )
     loggers: list[Any] = [
-        CSVLogger(run_dir, name="logs", version=""),
-        TensorBoardLogger(run_dir, name="tensorboard", version="", default_hp_metric=False),
+        CSVLogger(run_dir, name="logs", version=log_version),
+        TensorBoardLogger(run_dir, name="tensorboard", version=log_version, default_hp_metric=False),
     ]
     dev: int | str = int(devices) if devices.isdigit() else devices
     return pl.Trainer(

@@ -194,11 +194,15 @@ def test_resume_continues_from_last_checkpoint(trained_run, tmp_path):
             "fit", str(REPO / "configs" / "quickstart.yaml"),
             f"output_dir={tmp_path / 'runs'}", "name=smoke", "resume=true", "data.max_rows=48",
             "data.batch_size=16", "trainer.max_steps=5", "trainer.max_epochs=5", "trainer.enable_progress_bar=false",
+            "trainer.log_every_n_steps=1",
             "trainer.checkpoint_every_n_steps=2", "eval.sts=[]",
         ]
     )
     assert code == 0
     assert json.loads((run / "metrics.json").read_text())["steps"] == 5
+    # the first run's log is still there; the resumed run logged beside it
+    assert (run / "logs" / "metrics.csv").read_text() == (trained_run / "logs" / "metrics.csv").read_text()
+    assert (run / "logs" / "resume-1" / "metrics.csv").is_file()
 
 
 def test_existing_run_dir_is_never_overwritten(trained_run, tmp_path):

@@ -1,0 +1,227 @@
+"""Gradient caching: batch size decoupled from memory (Gao et al. 2021, "Scaling Deep
+Contrastive Learning Batch Size under Memory Limited Setup").
+
+One step over a batch whose inputs are split into chunks:
+
+1. **Embed without a graph**, chunk by chunk, saving each chunk's random state first (the
+   CPU generator and every CUDA device the encoder uses, saved explicitly: PEERS.md 2).
+2. **Loss on detached embeddings** (leaf tensors): ``loss.backward()`` gives the cached
+   gradient ``dL/de`` for every embedding, cross-device gather included. This backward is
+   never loss-scaled: the cached gradients are exact.
+3. **Replay each chunk with a graph** under its saved random state (dropout masks are the
+   same, so the embeddings are identical) and back-propagate the surrogate
+   ``sum(e * dL/de)`` through the encoder with the caller's ``backward`` (Lightning's
+   ``manual_backward``, which applies an AMP loss scale once). All chunks but the last run
+   under ``no_sync`` so DDP all-reduces once per step (PEERS.md 3).
+
+The global random state ends where plain chunked forwards would leave it. BatchNorm
+running statistics are updated by pass 1 only (pass 2 restores them); chunked BatchNorm
+normalises each chunk with its own statistics, which is not full-batch BatchNorm: a
+warning says so.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import warnings
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+from torch.nn.modules.batchnorm import _BatchNorm
+
+Features = Mapping[str, Tensor]
+Inputs = Features | Tensor
+
+
+@dataclass
+class _RandomState:
+    cpu: Tensor
+    cuda: dict[int, Tensor] = field(default_factory=dict)
+
+    @classmethod
+    def capture(cls, cuda_devices: Sequence[int]) -> _RandomState:
+        return cls(torch.get_rng_state(), {d: torch.cuda.get_rng_state(d) for d in cuda_devices})
+
+    @contextlib.contextmanager
+    def replay(self) -> Iterator[None]:
+        """Run the block under this state; the global state is restored afterwards."""
+        devices = list(self.cuda)
+        with torch.random.fork_rng(devices=devices, enabled=True, device_type="cuda"):
+            torch.set_rng_state(self.cpu)
+            for d, state in self.cuda.items():
+                torch.cuda.set_rng_state(state, d)
+            yield
+
+
+def cuda_devices_of(module: nn.Module) -> list[int]:
+    """Every CUDA device holding a parameter or buffer of ``module`` (not inferred from CPU)."""
+    devices = {t.device.index for t in [*module.parameters(), *module.buffers()] if t.device.type == "cuda"}
+    return sorted(d if d is not None else torch.cuda.current_device() for d in devices)
+
+
+def split_rows(inputs: Inputs, chunk_size: int | None, token_budget: int | None) -> list[Inputs]:
+    """Split a batch into row chunks: ``chunk_size`` rows, or as many rows as fit in
+    ``token_budget`` padded tokens (text). Text chunks are trimmed to their own longest row."""
+    if isinstance(inputs, Tensor):
+        n = inputs.shape[0]
+        size = chunk_size or n
+        return [inputs[s : s + size] for s in range(0, n, size)]
+    mask = inputs["attention_mask"]
+    n = mask.shape[0]
+    lengths = mask.sum(dim=1).tolist()
+    bounds: list[tuple[int, int]] = []
+    start = 0
+    while start < n:
+        end = start + 1
+        longest = lengths[start]
+        while end < n and (chunk_size is None or end - start < chunk_size):
+            longest_next = max(longest, lengths[end])
+            if token_budget is not None and (end - start + 1) * longest_next > token_budget:
+                break
+            longest = longest_next
+            end += 1
+        bounds.append((start, end))
+        start = end
+    chunks: list[Inputs] = []
+    right_padded = bool((mask[:, 0] == 1).all())
+    for s, e in bounds:
+        width = int(max(lengths[s:e])) if right_padded else mask.shape[1]
+        chunks.append({k: v[s:e, :width] if v.dim() == 2 else v[s:e] for k, v in inputs.items()})
+    return chunks
+
+
+def _batchnorm_buffers(module: nn.Module) -> list[tuple[_BatchNorm, dict[str, Tensor]]]:
+    return [
+        (m, {k: b.detach().clone() for k, b in m.named_buffers(recurse=False) if b is not None})
+        for m in module.modules()
+        if isinstance(m, _BatchNorm) and m.training and m.track_running_stats
+    ]
+
+
+@dataclass
+class GradCacheStats:
+    """What one step did (for tests and logs)."""
+
+    chunks_per_view: list[int]
+    first_pass: list[list[Tensor]] = field(default_factory=list)
+    second_pass: list[list[Tensor]] = field(default_factory=list)
+
+
+class GradCache:
+    """Cached-gradient step over (encoder, loss); see the module docstring.
+
+    Args:
+        chunk_size: rows per chunk.
+        token_budget: for text, at most this many padded tokens per chunk (rows x longest).
+        record: keep both passes' embeddings in ``last_stats`` (tests use it).
+    """
+
+    _warned_batchnorm = False
+
+    def __init__(self, chunk_size: int | None = None, *, token_budget: int | None = None, record: bool = False) -> None:
+        if chunk_size is None and token_budget is None:
+            raise ValueError("gradient cache needs chunk_size or token_budget")
+        if chunk_size is not None and chunk_size < 1:
+            raise ValueError(f"chunk_size must be >= 1, got {chunk_size}")
+        if token_budget is not None and token_budget < 1:
+            raise ValueError(f"token_budget must be >= 1, got {token_budget}")
+        self.chunk_size, self.token_budget, self.record = chunk_size, token_budget, record
+        self.last_stats: GradCacheStats | None = None
+
+    def step(
+        self,
+        encoder: nn.Module,
+        views: Sequence[Inputs],
+        loss_fn: Callable[[list[Tensor]], Tensor],
+        *,
+        backward: Callable[[Tensor], Any] | None = None,
+        no_sync: Callable[[], contextlib.AbstractContextManager[Any]] | None = None,
+        sync_last: bool = True,
+        loss_params: Sequence[nn.Parameter] = (),
+    ) -> Tensor:
+        """Accumulate the gradient of ``loss_fn([encoder(v) for v in views])`` into ``encoder``.
+
+        Args:
+            encoder: called on each chunk of each view.
+            views: the inputs of each view (a tensor or a dict of ``[B, T]`` tensors).
+            loss_fn: embeddings per view -> scalar loss (may gather across devices).
+            backward: how to back-propagate a surrogate (default ``Tensor.backward``).
+            no_sync: context that stops DDP from all-reducing (default none).
+            sync_last: let the last chunk's backward all-reduce (off when accumulating
+                more batches before the optimizer step).
+            loss_params: parameters of the loss itself (a learnable temperature): their
+                cached gradients ride on the last surrogate, so they are synced and
+                scaled like the encoder's.
+        Returns:
+            The loss (detached).
+        """
+        backward = backward or (lambda t: t.backward())
+        no_sync = no_sync or contextlib.nullcontext
+        devices = cuda_devices_of(encoder)
+        chunked = [split_rows(v, self.chunk_size, self.token_budget) for v in views]
+        stats = GradCacheStats([len(c) for c in chunked])
+        bn = _batchnorm_buffers(encoder)
+        if bn and not GradCache._warned_batchnorm:
+            warnings.warn(
+                "gradient cache with BatchNorm: each chunk is normalised with its own batch "
+                "statistics, which is not full-batch BatchNorm; running statistics are "
+                "updated by the first pass only",
+                stacklevel=2,
+            )
+            GradCache._warned_batchnorm = True
+
+        # Pass 1: embeddings without a graph, random state saved per chunk.
+        states: list[list[_RandomState]] = []
+        embeddings: list[Tensor] = []
+        with torch.no_grad():
+            for chunks in chunked:
+                view_states, outs = [], []
+                for chunk in chunks:
+                    view_states.append(_RandomState.capture(devices))
+                    outs.append(encoder(chunk))
+                states.append(view_states)
+                embeddings.append(torch.cat(outs))
+                if self.record:
+                    stats.first_pass.append([o.detach().clone() for o in outs])
+
+        # Loss and cached gradients on detached leaves (never loss-scaled).
+        leaves = [e.detach().requires_grad_() for e in embeddings]
+        params = [p for p in loss_params if p.requires_grad]
+        with torch.enable_grad():
+            loss = loss_fn(leaves)
+            grads = torch.autograd.grad(loss, [*leaves, *params], allow_unused=True)
+        cached = [g if g is not None else torch.zeros_like(leaf) for g, leaf in zip(grads, leaves, strict=False)]
+        param_grads = [(p, g) for p, g in zip(params, grads[len(leaves) :], strict=True) if g is not None]
+
+        # Pass 2: replay each chunk with a graph, back-propagate the surrogate.
+        saved_bn = _batchnorm_buffers(encoder)
+        jobs = [(v, i) for v in range(len(chunked)) for i in range(len(chunked[v]))]
+        for n, (v, i) in enumerate(jobs):
+            last = n == len(jobs) - 1
+            offset = sum(self._rows(c) for c in chunked[v][:i])
+            chunk = chunked[v][i]
+            grad = cached[v][offset : offset + self._rows(chunk)]
+            sync = contextlib.nullcontext() if (last and sync_last) else no_sync()
+            with sync, states[v][i].replay(), torch.enable_grad():
+                out = encoder(chunk)
+                if self.record:
+                    if len(stats.second_pass) <= v:
+                        stats.second_pass.append([])
+                    stats.second_pass[v].append(out.detach().clone())
+                surrogate = (out * grad.to(out.dtype)).sum()
+                if last:
+                    for p, g in param_grads:
+                        surrogate = surrogate + (p * g).sum()
+                backward(surrogate)
+        for module, buffers in saved_bn:
+            for name, value in buffers.items():
+                getattr(module, name).copy_(value)
+        self.last_stats = stats
+        return loss.detach()
+
+    @staticmethod
+    def _rows(chunk: Inputs) -> int:
+        return chunk.shape[0] if isinstance(chunk, Tensor) else next(iter(chunk.values())).shape[0]
