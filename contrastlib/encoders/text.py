@@ -108,6 +108,11 @@ class TextEncoder(nn.Module):
                 f"cannot load model {model!r}: not a local model dir, run dir or checkpoint, "
                 f"and not available offline ({str(exc).splitlines()[0]})"
             ) from None
+        # BERT-style pooler heads feed no pooling here: freeze them, so DDP needs no
+        # find_unused_parameters (weights are kept and saved as they are).
+        pooler = getattr(self.model, "pooler", None)
+        if isinstance(pooler, nn.Module):
+            pooler.requires_grad_(False)
         limit = int(getattr(self.model.config, "max_position_embeddings", 512) or 512)
         self.spec = TextEncoderSpec(
             model=model,

@@ -76,6 +76,16 @@ def test_unknown_model_is_a_clear_error(tmp_path):
         load_encoder(bad)
 
 
+def test_unused_pooler_is_frozen_and_everything_else_trains(minilm):
+    trainable = {n for n, p in minilm.named_parameters() if p.requires_grad}
+    frozen = {n for n, p in minilm.named_parameters() if not p.requires_grad}
+    assert frozen and all(".pooler." in n for n in frozen)
+    feats = minilm.tokenize(["a b c"])
+    minilm(feats).sum().backward()
+    assert {n for n, p in minilm.named_parameters() if p.grad is not None} == trainable
+    minilm.zero_grad()
+
+
 def test_gradients_flow_in_train_mode(minilm):
     feats = minilm.tokenize(["a b c", "d e"])
     minilm.train()
