@@ -62,15 +62,33 @@ def cuda_devices_of(module: nn.Module) -> list[int]:
     return sorted(d if d is not None else torch.cuda.current_device() for d in devices)
 
 
-def split_rows(inputs: Inputs, chunk_size: int | None, token_budget: int | None) -> list[Inputs]:
+Chunk = tuple[Tensor, Inputs]  # (row indices into the batch [n], the chunk's inputs)
+
+
+def split_rows(
+    inputs: Inputs, chunk_size: int | None, token_budget: int | None, *, group_by_length: bool = True
+) -> list[Chunk]:
     """Split a batch into row chunks: ``chunk_size`` rows, or as many rows as fit in
-    ``token_budget`` padded tokens (text). Text chunks are trimmed to their own longest row."""
+    ``token_budget`` padded tokens (text).
+
+    For text, rows are grouped by length (longest first) and each chunk is trimmed to its
+    own longest row, so chunks carry little padding: the loss does not depend on row
+    order, and embeddings go back to their rows by index.
+    """
     if isinstance(inputs, Tensor):
         n = inputs.shape[0]
         size = chunk_size or n
-        return [inputs[s : s + size] for s in range(0, n, size)]
+        return [(torch.arange(s, min(s + size, n)), inputs[s : s + size]) for s in range(0, n, size)]
+    original = inputs
     mask = inputs["attention_mask"]
     n = mask.shape[0]
+    right_padded = bool((mask[:, 0] == 1).all())
+    if group_by_length and right_padded:
+        order = torch.argsort(mask.sum(dim=1), descending=True, stable=True)
+        inputs = {k: v[order] for k, v in inputs.items()}
+        mask = inputs["attention_mask"]
+    else:
+        order = torch.arange(n)
     lengths = mask.sum(dim=1).tolist()
     bounds: list[tuple[int, int]] = []
     start = 0
@@ -85,12 +103,21 @@ def split_rows(inputs: Inputs, chunk_size: int | None, token_budget: int | None)
             end += 1
         bounds.append((start, end))
         start = end
-    chunks: list[Inputs] = []
-    right_padded = bool((mask[:, 0] == 1).all())
+    if len(bounds) == 1:  # one chunk: grouping saves nothing; keep the rows as they came
+        return [(torch.arange(n), dict(original))]
+    chunks: list[Chunk] = []
     for s, e in bounds:
         width = int(max(lengths[s:e])) if right_padded else mask.shape[1]
-        chunks.append({k: v[s:e, :width] if v.dim() == 2 else v[s:e] for k, v in inputs.items()})
+        chunks.append((order[s:e], {k: v[s:e, :width] if v.dim() == 2 else v[s:e] for k, v in inputs.items()}))
     return chunks
+
+
+def embed_in_chunks(encoder: nn.Module, chunks: Sequence[Chunk]) -> Tensor:
+    """Encode every chunk and put each embedding back in its row (with the graph, if on)."""
+    outs = [encoder(c) for _, c in chunks]
+    rows = torch.cat([i for i, _ in chunks])
+    out = torch.empty(len(rows), *outs[0].shape[1:], dtype=outs[0].dtype, device=outs[0].device)
+    return out.index_copy(0, rows.to(out.device), torch.cat(outs))
 
 
 def _batchnorm_buffers(module: nn.Module) -> list[tuple[_BatchNorm, dict[str, Tensor]]]:
@@ -179,11 +206,12 @@ class GradCache:
         with torch.no_grad():
             for chunks in chunked:
                 view_states, outs = [], []
-                for chunk in chunks:
+                for _, chunk in chunks:
                     view_states.append(_RandomState.capture(devices))
                     outs.append(encoder(chunk))
                 states.append(view_states)
-                embeddings.append(torch.cat(outs))
+                rows = torch.cat([i for i, _ in chunks]).to(outs[0].device)
+                embeddings.append(torch.empty_like(torch.cat(outs)).index_copy_(0, rows, torch.cat(outs)))
                 if self.record:
                     stats.first_pass.append([o.detach().clone() for o in outs])
 
@@ -201,9 +229,8 @@ class GradCache:
         jobs = [(v, i) for v in range(len(chunked)) for i in range(len(chunked[v]))]
         for n, (v, i) in enumerate(jobs):
             last = n == len(jobs) - 1
-            offset = sum(self._rows(c) for c in chunked[v][:i])
-            chunk = chunked[v][i]
-            grad = cached[v][offset : offset + self._rows(chunk)]
+            rows, chunk = chunked[v][i]
+            grad = cached[v][rows.to(cached[v].device)]
             sync = contextlib.nullcontext() if (last and sync_last) else no_sync()
             with sync, states[v][i].replay(), torch.enable_grad():
                 out = encoder(chunk)
@@ -221,7 +248,3 @@ class GradCache:
                 getattr(module, name).copy_(value)
         self.last_stats = stats
         return loss.detach()
-
-    @staticmethod
-    def _rows(chunk: Inputs) -> int:
-        return chunk.shape[0] if isinstance(chunk, Tensor) else next(iter(chunk.values())).shape[0]

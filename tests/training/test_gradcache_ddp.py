@@ -31,7 +31,7 @@ def _worker(rank: int, init_file: str, out_dir: str) -> None:
         from contrastlib.encoders import TextEncoder
         from contrastlib.losses import InfoNCELoss
         from contrastlib.methods import SimCSE
-        from contrastlib.training.gradcache import GradCache, split_rows
+        from contrastlib.training.gradcache import GradCache, embed_in_chunks, split_rows
 
         torch.manual_seed(0)
         enc = TextEncoder("all-MiniLM-L6-v2", max_seq_length=16)
@@ -58,7 +58,7 @@ def _worker(rank: int, init_file: str, out_dir: str) -> None:
 
         # reference: chunked forwards through DDP in one graph, one backward
         torch.manual_seed(100 + rank)
-        embs = [torch.cat([ddp(c) for c in split_rows(v, 2, None)]) for v in views]
+        embs = [embed_in_chunks(ddp, split_rows(v, 2, None)) for v in views]
         ref_loss = method.contrast(embs, batch)
         ref_loss.backward()
         ref = [p.grad.detach().clone() for p in enc.parameters() if p.requires_grad]
