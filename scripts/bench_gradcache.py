@@ -15,9 +15,7 @@ from __future__ import annotations
 
 import argparse
 import json
-import multiprocessing as mp
 import os
-import resource
 import time
 from pathlib import Path
 from typing import Any
@@ -25,9 +23,7 @@ from typing import Any
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
-
-def _peak_mb() -> float:
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+from _bench_common import in_child, peak_rss_mb
 
 
 def _batches(path: str, batch: int, steps: int) -> list[list[tuple[str, ...]]]:
@@ -68,7 +64,7 @@ def ours(a: dict[str, Any], batch: int, chunk: int | None, steps: int, q: Any) -
         if i:  # step 0 is warm-up
             times.append(time.perf_counter() - start)
         losses.append(float(loss.detach()))
-    q.put({"seconds_per_step": sum(times) / max(1, len(times)), "peak_mb": _peak_mb(), "losses": losses})
+    q.put({"seconds_per_step": sum(times) / max(1, len(times)), "peak_mb": peak_rss_mb(), "losses": losses})
 
 
 def st(a: dict[str, Any], batch: int, chunk: int | None, steps: int, q: Any) -> None:
@@ -103,17 +99,7 @@ def st(a: dict[str, Any], batch: int, chunk: int | None, steps: int, q: Any) -> 
         if i:
             times.append(time.perf_counter() - start)
         losses.append(float(loss.detach()))
-    q.put({"seconds_per_step": sum(times) / max(1, len(times)), "peak_mb": _peak_mb(), "losses": losses})
-
-
-def child(fn: Any, *args: Any) -> Any:
-    ctx = mp.get_context("spawn")
-    q = ctx.Queue()
-    p = ctx.Process(target=fn, args=(*args, q))
-    p.start()
-    out = q.get()
-    p.join()
-    return out
+    q.put({"seconds_per_step": sum(times) / max(1, len(times)), "peak_mb": peak_rss_mb(), "losses": losses})
 
 
 def main() -> None:
@@ -129,9 +115,9 @@ def main() -> None:
     report: dict[str, Any] = {"args": a, "memory": {}, "speed": {}}
 
     for b in map(int, a["memory_batches"].split(",")):
-        report["memory"][f"cached@{b}"] = child(ours, a, b, a["chunk"], 1)
+        report["memory"][f"cached@{b}"] = in_child(ours, a, b, a["chunk"], 1)
         if b <= a["uncached_max"]:
-            report["memory"][f"plain@{b}"] = child(ours, a, b, None, 1)
+            report["memory"][f"plain@{b}"] = in_child(ours, a, b, None, 1)
         print("memory", b, {k: round(v["peak_mb"]) for k, v in report["memory"].items() if k.endswith(f"@{b}")}, flush=True)
 
     sb, steps = a["speed_batch"], a["speed_steps"]
@@ -139,7 +125,7 @@ def main() -> None:
         ("ours_plain", ours, None), ("ours_cached", ours, a["chunk"]),
         ("st_plain", st, None), ("st_cached", st, a["chunk"]),
     ):
-        report["speed"][name] = child(fn, a, sb, chunk, steps)
+        report["speed"][name] = in_child(fn, a, sb, chunk, steps)
         print("speed", name, round(report["speed"][name]["seconds_per_step"], 2), flush=True)
 
     mem = report["memory"]

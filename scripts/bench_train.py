@@ -13,9 +13,7 @@ from __future__ import annotations
 
 import argparse
 import json
-import multiprocessing as mp
 import os
-import resource
 import sys
 import tempfile
 import time
@@ -25,9 +23,7 @@ from typing import Any
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
-
-def _peak_rss_mb() -> float:
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+from _bench_common import in_child, peak_rss_mb
 
 
 def run_contrastlib(a: dict[str, Any], precision: str, q: Any) -> None:
@@ -60,7 +56,7 @@ def run_contrastlib(a: dict[str, Any], precision: str, q: Any) -> None:
 
     enc = load_encoder(str(res.run_dir / "model"))
     sts = evaluate_sts(enc, read_scored_pair_files([a["sts"]]), show_progress_bar=False)
-    q.put({"seconds": res.seconds, "steps": res.steps, "peak_rss_mb": _peak_rss_mb(), "sts": sts.spearman})
+    q.put({"seconds": res.seconds, "steps": res.steps, "peak_rss_mb": peak_rss_mb(), "sts": sts.spearman})
 
 
 def run_st(a: dict[str, Any], q: Any) -> None:
@@ -106,7 +102,7 @@ def run_st(a: dict[str, Any], q: Any) -> None:
     seconds = time.perf_counter() - start
     sts = evaluate_sts(model, read_scored_pair_files([a["sts"]]), show_progress_bar=False)
     steps = int(trainer.state.global_step)  # its sampler may round the epoch differently
-    q.put({"seconds": seconds, "steps": steps, "peak_rss_mb": _peak_rss_mb(), "sts": sts.spearman})
+    q.put({"seconds": seconds, "steps": steps, "peak_rss_mb": peak_rss_mb(), "sts": sts.spearman})
 
 
 def run_encode(a: dict[str, Any], q: Any) -> None:
@@ -149,16 +145,6 @@ def run_encode(a: dict[str, Any], q: Any) -> None:
     for name in ("st_fp32", "ours_fp32", "ours_bf16"):
         results[name]["sts"] = evaluate_sts(Precomputed(results[name].pop("emb")), data).spearman
     q.put(results)
-
-
-def in_child(target: Any, *args: Any) -> Any:
-    ctx = mp.get_context("spawn")
-    q = ctx.Queue()
-    p = ctx.Process(target=target, args=(*args, q))
-    p.start()
-    out = q.get()
-    p.join()
-    return out
 
 
 def main() -> None:
