@@ -26,7 +26,7 @@ from contrastlib.config.build import build_loss, loss_kwargs
 from contrastlib.config.load import to_yaml
 from contrastlib.config.schema import RunConfig
 from contrastlib.data.collate import HFTokenize, IndexedRows, TextTupleCollator
-from contrastlib.data.readers import read_scored_pair_files, read_tuples
+from contrastlib.data.readers import ScoredPairs, read_scored_pair_files, read_tuples
 from contrastlib.encoders.loading import RUN_MARKER, load_encoder
 from contrastlib.encoders.text import TextEncoder
 from contrastlib.errors import ConfigError
@@ -80,12 +80,12 @@ def build_train_loader(
     )
 
 
-def evaluate_files(encoder: TextEncoder, files: list[str], *, batch_size: int, precision: str) -> dict[str, dict[str, float]]:
+def evaluate_files(
+    encoder: TextEncoder, data: dict[str, ScoredPairs], *, batch_size: int, precision: str
+) -> dict[str, dict[str, float]]:
     out: dict[str, dict[str, float]] = {}
-    for f in files:
-        result: STSResult = evaluate_sts(
-            encoder, read_scored_pair_files([f]), batch_size=batch_size, precision=precision
-        )
+    for f, pairs in data.items():
+        result: STSResult = evaluate_sts(encoder, pairs, batch_size=batch_size, precision=precision)
         out[f] = {"spearman": result.spearman, "pearson": result.pearson, "n_pairs": result.n_pairs}
     return out
 
@@ -116,8 +116,7 @@ def fit(cfg: RunConfig, *, log: Any = print) -> FitResult:
             f"method.mode: supervised SimCSE needs pairs or triplets, but {cfg.data.train} "
             "holds single sentences (use method.mode=unsupervised)"
         )
-    for f in cfg.eval.sts:
-        read_scored_pair_files([f])
+    sts_data = {f: read_scored_pair_files([f]) for f in cfg.eval.sts}  # read once, up front
 
     run_dir = choose_run_dir(cfg.output_dir, cfg.name, cfg.resume)
     run_dir.mkdir(parents=True, exist_ok=True)
@@ -139,7 +138,7 @@ def fit(cfg: RunConfig, *, log: Any = print) -> FitResult:
         result.before = json.loads(metrics_path.read_text()).get("before", {})
     elif cfg.eval.sts:
         log(f"evaluating {len(cfg.eval.sts)} STS file(s) before training")
-        result.before = evaluate_files(encoder, cfg.eval.sts, batch_size=cfg.eval.batch_size, precision=cfg.eval.precision)
+        result.before = evaluate_files(encoder, sts_data, batch_size=cfg.eval.batch_size, precision=cfg.eval.precision)
         write_json(metrics_path, {"before": result.before})
 
     loss = build_loss(cfg.loss, num_samples=len(rows))
@@ -190,7 +189,7 @@ def fit(cfg: RunConfig, *, log: Any = print) -> FitResult:
         encoder.save(run_dir / "model")
         if cfg.eval.sts:
             log(f"evaluating {len(cfg.eval.sts)} STS file(s) after training")
-            result.after = evaluate_files(encoder, cfg.eval.sts, batch_size=cfg.eval.batch_size, precision=cfg.eval.precision)
+            result.after = evaluate_files(encoder, sts_data, batch_size=cfg.eval.batch_size, precision=cfg.eval.precision)
         write_json(
             metrics_path,
             {"before": result.before, "after": result.after, "steps": result.steps, "train_seconds": result.seconds},

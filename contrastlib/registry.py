@@ -9,7 +9,6 @@ A config names a component by string; the registry turns the name into the objec
 
 from __future__ import annotations
 
-import difflib
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any, Generic, TypeVar
@@ -64,10 +63,6 @@ class Registry(Generic[T]):
 
     def __contains__(self, name: object) -> bool:
         return name in self._entries
-
-    def closest(self, name: str) -> str | None:
-        match = difflib.get_close_matches(name, self.names(), n=1)
-        return match[0] if match else None
 
 
 ENCODERS: Registry[Any] = Registry("encoder")

@@ -52,12 +52,11 @@ def read_sbert_dir(path: Path) -> SbertLayout:
         elif kind == "Normalize":
             normalize = True
     max_len = None
-    for cfg_name in ("sentence_bert_config.json",):
-        cfg_path = transformer_dir / cfg_name
-        if not cfg_path.is_file():
-            cfg_path = path / cfg_name
-        if cfg_path.is_file():
-            max_len = json.loads(cfg_path.read_text()).get("max_seq_length")
+    cfg_path = transformer_dir / "sentence_bert_config.json"
+    if not cfg_path.is_file():
+        cfg_path = path / "sentence_bert_config.json"
+    if cfg_path.is_file():
+        max_len = json.loads(cfg_path.read_text()).get("max_seq_length")
     return SbertLayout(transformer_dir, pooling, normalize, max_len)
 
 

@@ -80,18 +80,17 @@ class ContrastiveModule(pl.LightningModule):
         self.encoder.train()
 
     def training_step(self, batch: Any, batch_idx: int) -> Tensor:
+        views = self.views(batch)
         if self.grad_cache is None:
-            loss = self.contrast([self.encoder(v) for v in self.views(batch)], batch)
+            loss = self.contrast([self.encoder(v) for v in views], batch)
         else:
-            loss = self._cached_step(batch, batch_idx)
-        self.log("train/loss", loss, prog_bar=True, batch_size=self._batch_size(batch))
+            loss = self._cached_step(views, batch, batch_idx)
+        first = views[0]
+        rows = first.shape[0] if isinstance(first, Tensor) else first["input_ids"].shape[0]
+        self.log("train/loss", loss, prog_bar=True, batch_size=int(rows))
         return loss
 
-    def _batch_size(self, batch: Any) -> int:
-        first = self.views(batch)[0]
-        return int(first.shape[0] if isinstance(first, Tensor) else first["input_ids"].shape[0])
-
-    def _cached_step(self, batch: Any, batch_idx: int) -> Tensor:
+    def _cached_step(self, views: list[Inputs], batch: Any, batch_idx: int) -> Tensor:
         assert self.grad_cache is not None
         optimizer = cast(Any, self.optimizers())  # one LightningOptimizer
         scheduler = cast(Any, self.lr_schedulers())
@@ -101,7 +100,7 @@ class ContrastiveModule(pl.LightningModule):
         no_sync = getattr(strategy, "block_backward_sync", None) or contextlib.nullcontext
         loss = self.grad_cache.step(
             self.encoder,
-            self.views(batch),
+            views,
             lambda emb: self.contrast(emb, batch) / accumulate,
             backward=self.manual_backward,
             no_sync=no_sync,

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable
 
 import torch
 from torch import nn
@@ -46,8 +45,3 @@ def warmup_schedule(
         return max(0.0, 1.0 - progress)
 
     return LambdaLR(optimizer, factor)
-
-
-def parameters_of(*modules: nn.Module) -> Iterable[nn.Parameter]:
-    for m in modules:
-        yield from m.parameters()
