@@ -17,14 +17,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from contrastlib.losses.functional import cosine_scores
-
-
-def _diag_mask(b: int, m: int, offset: int, device: torch.device) -> Tensor:
-    mask = torch.zeros(b, m, dtype=torch.bool, device=device)
-    idx = torch.arange(b, device=device)
-    mask[idx, offset + idx] = True
-    return mask
+from contrastlib.losses.functional import cosine_scores, offset_eye, upcast
 
 
 def negative_von_mises_fisher_weights(z0: Tensor, z1: Tensor, sigma: float = 0.5) -> Tensor:
@@ -64,13 +57,11 @@ def dcl(
         extra_negatives: ``[K, D]`` more negatives for the ``z0`` direction (e.g. NLI hard
             negatives).
     """
-    z0, z1 = F.normalize(z0.float() if z0.dtype != torch.float64 else z0, dim=-1), F.normalize(
-        z1.float() if z1.dtype != torch.float64 else z1, dim=-1
-    )
+    z0, z1 = F.normalize(upcast(z0), dim=-1), F.normalize(upcast(z1), dim=-1)
     z0_all = z0 if z0_all is None else F.normalize(z0_all.to(z0.dtype), dim=-1)
     z1_all = z1 if z1_all is None else F.normalize(z1_all.to(z0.dtype), dim=-1)
     b, m = z0.shape[0], z0_all.shape[0]
-    diag = _diag_mask(b, m, offset, z0.device)
+    diag = offset_eye(b, m, offset, device=z0.device)
     if weights is None:
         weights = (
             negative_von_mises_fisher_weights(z0_all, z1_all, sigma)[offset : offset + b]

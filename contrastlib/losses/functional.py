@@ -32,6 +32,15 @@ def upcast(x: Tensor) -> Tensor:
     return x.to(_compute_dtype(x))
 
 
+def offset_eye(n: int, m: int, offset: int = 0, *, device: torch.device | None = None) -> Tensor:
+    """``[n, m]`` bool, True at ``(i, offset + i)``: each local row's own column among the
+    candidates gathered from every device (``offset = rank * n``)."""
+    mask = torch.zeros(n, m, dtype=torch.bool, device=device)
+    idx = torch.arange(n, device=device)
+    mask[idx, offset + idx] = True
+    return mask
+
+
 def soft_cross_entropy(
     scores: Tensor,
     target: Tensor,

@@ -24,6 +24,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from contrastlib.losses.functional import offset_eye
+
 
 def _prep(views: Tensor, views_all: Tensor | None, normalize: bool) -> tuple[Tensor, Tensor]:
     if views.dim() != 3 or views.shape[0] < 2:
@@ -59,12 +61,8 @@ def mv_info_nce(
     m = z_all.shape[1]
     scores = torch.einsum("vbd,wmd->vbwm", z, z_all) / temperature  # [V, B, V, M]
     scores = scores.reshape(v * b, v * m)
-    rows = torch.arange(v * b, device=z.device)
-    self_col = (rows // b) * m + offset + rows % b
-    scores = scores.masked_fill(
-        torch.zeros_like(scores, dtype=torch.bool).index_put_((rows, self_col), torch.tensor(True, device=z.device)),
-        torch.finfo(scores.dtype).min,
-    )
+    self_mask = torch.block_diag(*[offset_eye(b, m, offset, device=z.device)] * v)  # row (v, i) -> (v, offset + i)
+    scores = scores.masked_fill(self_mask, torch.finfo(scores.dtype).min)
     denominator = torch.logsumexp(scores, dim=-1).view(v, b)  # [V, B]
     numerator = _positive_lse(z, temperature, "all")  # [B]
     return (denominator - numerator[None, :]).mean()
@@ -83,9 +81,7 @@ def mv_dhel(
     _v, b, _ = z.shape
     m = z_all.shape[1]
     scores = torch.einsum("vbd,vmd->vbm", z, z_all) / temperature  # [V, B, M] within each view
-    idx = torch.arange(b, device=z.device)
-    self_mask = torch.zeros(b, m, dtype=torch.bool, device=z.device)
-    self_mask[idx, offset + idx] = True
+    self_mask = offset_eye(b, m, offset, device=z.device)
     scores = scores.masked_fill(self_mask[None], torch.finfo(scores.dtype).min)
     uniformity = torch.logsumexp(scores, dim=-1).sum(dim=0)  # [B]
     alignment = _positive_lse(z, temperature, "upper")  # [B]

@@ -11,14 +11,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from contrastlib.losses.functional import cosine_scores, soft_cross_entropy
-
-
-def _self_mask(n_local: int, n_all: int, offset: int, device: torch.device) -> Tensor:
-    mask = torch.zeros(n_local, n_all, dtype=torch.bool, device=device)
-    idx = torch.arange(n_local, device=device)
-    mask[idx, idx + offset] = True
-    return mask
+from contrastlib.losses.functional import cosine_scores, offset_eye, soft_cross_entropy
 
 
 def supcon(
@@ -48,7 +41,7 @@ def supcon(
     cand = features if features_all is None else features_all
     cand_labels = labels if labels_all is None else labels_all
     scores = cosine_scores(features, cand, normalize=normalize) / temperature  # [N, M]
-    self_mask = _self_mask(features.shape[0], cand.shape[0], offset, features.device)
+    self_mask = offset_eye(features.shape[0], cand.shape[0], offset, device=features.device)
     positives = (labels[:, None] == cand_labels[None, :]) & ~self_mask  # [N, M]
     return soft_cross_entropy(scores, positives, exclude=self_mask)
 
@@ -77,12 +70,10 @@ def nt_xent(
     b, m = z0.shape[0], z0_all.shape[0]
     anchors = torch.cat([z0, z1])  # [2B, D]
     candidates = torch.cat([z0_all, z1_all])  # [2M, D]
-    idx = torch.arange(b, device=z0.device)
-    self_mask = torch.zeros(2 * b, 2 * m, dtype=torch.bool, device=z0.device)
-    self_mask[idx, offset + idx] = True
-    self_mask[b + idx, m + offset + idx] = True
-    positives = torch.zeros_like(self_mask)
-    positives[idx, m + offset + idx] = True
-    positives[b + idx, offset + idx] = True
+    # rows: [view 0; view 1] local; columns: [view 0; view 1] of all devices
+    first = offset_eye(b, 2 * m, offset, device=z0.device)  # a view-0 row's own column
+    second = offset_eye(b, 2 * m, m + offset, device=z0.device)  # ... and its view-1 column
+    self_mask = torch.cat([first, second])
+    positives = torch.cat([second, first])
     scores = cosine_scores(anchors, candidates, normalize=normalize) / temperature  # [2B, 2M]
     return soft_cross_entropy(scores, positives, exclude=self_mask)
