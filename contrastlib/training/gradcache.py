@@ -112,12 +112,16 @@ def split_rows(
     return chunks
 
 
+def _to_rows(chunks: Sequence[Chunk], outs: Sequence[Tensor]) -> Tensor:
+    """Chunk outputs back in batch-row order."""
+    stacked = torch.cat(list(outs))
+    rows = torch.cat([i for i, _ in chunks]).to(stacked.device)
+    return torch.empty_like(stacked).index_copy(0, rows, stacked)
+
+
 def embed_in_chunks(encoder: nn.Module, chunks: Sequence[Chunk]) -> Tensor:
     """Encode every chunk and put each embedding back in its row (with the graph, if on)."""
-    outs = [encoder(c) for _, c in chunks]
-    rows = torch.cat([i for i, _ in chunks])
-    out = torch.empty(len(rows), *outs[0].shape[1:], dtype=outs[0].dtype, device=outs[0].device)
-    return out.index_copy(0, rows.to(out.device), torch.cat(outs))
+    return _to_rows(chunks, [encoder(c) for _, c in chunks])
 
 
 def _batchnorm_buffers(module: nn.Module) -> list[tuple[_BatchNorm, dict[str, Tensor]]]:
@@ -190,8 +194,8 @@ class GradCache:
         devices = cuda_devices_of(encoder)
         chunked = [split_rows(v, self.chunk_size, self.token_budget) for v in views]
         stats = GradCacheStats([len(c) for c in chunked])
-        bn = _batchnorm_buffers(encoder)
-        if bn and not GradCache._warned_batchnorm:
+        has_bn = any(isinstance(m, _BatchNorm) and m.training for m in encoder.modules())
+        if has_bn and not GradCache._warned_batchnorm:
             warnings.warn(
                 "gradient cache with BatchNorm: each chunk is normalised with its own batch "
                 "statistics, which is not full-batch BatchNorm; running statistics are "
@@ -210,8 +214,7 @@ class GradCache:
                     view_states.append(_RandomState.capture(devices))
                     outs.append(encoder(chunk))
                 states.append(view_states)
-                rows = torch.cat([i for i, _ in chunks]).to(outs[0].device)
-                embeddings.append(torch.empty_like(torch.cat(outs)).index_copy_(0, rows, torch.cat(outs)))
+                embeddings.append(_to_rows(chunks, outs))
                 if self.record:
                     stats.first_pass.append([o.detach().clone() for o in outs])
 
