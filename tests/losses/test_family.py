@@ -205,13 +205,12 @@ def test_special_cases_reduce_to_info_nce():
     assert supcon(torch.cat([z0, z1]), labels, temperature=0.3).item() == pytest.approx(
         nt_xent(z0, z1, temperature=0.3).item(), rel=1e-9
     )
-    # ATI with every temperature tau and rho = 0 is tau * log-mean-exp of shifted logits.
-    taus = torch.full((6,), 0.3, dtype=torch.float64)
-    n_neg = c.shape[0] - 1
-    expected = 0.3 * (plain - math.log(n_neg) + 0.0)  # InfoNCE = log(1 + sum e^{(s_n - s_p)/t}); see below
-    ati = ati_info_nce(a, c, taus, rho=0.0).item()
-    loop = loop_ati(a, c, taus, 0.0)
-    assert ati == pytest.approx(loop, rel=1e-9) and math.isfinite(expected)
+    # ATI for one anchor with temperature t and rho = 0 is t * (log(e^L - 1) - log N), where
+    # L = log(1 + sum_n e^{(s_n - s_p)/t}) is that anchor's InfoNCE and N its negatives.
+    one, n_neg, t = a[:1], c.shape[0] - 1, 0.3
+    nce = info_nce(one, c, temperature=t).item()
+    ati = ati_info_nce(one, c, torch.tensor([t], dtype=torch.float64), rho=0.0).item()
+    assert ati == pytest.approx(t * (math.log(math.expm1(nce)) - math.log(n_neg)), rel=1e-9)
 
 
 def test_chunked_equals_plain_with_every_option():
