@@ -43,11 +43,12 @@ def cmd_fit(args: argparse.Namespace) -> int:
 
     result = fit(cfg, log=lambda m: print(m, file=sys.stderr))
     rows = [["data", "spearman before", "spearman after", "delta"]]
+    short_names = len({Path(x).name for x in result.before}) == len(result.before)
     for f, before in result.before.items():
         after = result.after.get(f)
         rows.append(
             [
-                Path(f).name if len({Path(x).name for x in result.before}) == len(result.before) else f,
+                Path(f).name if short_names else f,
                 f"{before['spearman']:.2f}",
                 f"{after['spearman']:.2f}" if after else "-",
                 f"{after['spearman'] - before['spearman']:+.2f}" if after else "-",
