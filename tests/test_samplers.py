@@ -67,3 +67,54 @@ def test_large_batches_are_built_quickly():
     assert n >= 100_000 // 8192
     # not a timing assertion on the machine, a complexity guard: quadratic would take minutes
     assert elapsed < 60
+
+
+# ----------------------------------------------------------------------------- DDP sharding
+from contrastlib.samplers import RandomBatchSampler  # noqa: E402
+
+SAMPLERS = [NoDuplicatesBatchSampler, RandomBatchSampler]
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    n=st.integers(1, 70), batch_size=st.integers(1, 6), world=st.integers(1, 4), drop_last=st.booleans(),
+    epoch=st.integers(0, 2), which=st.sampled_from([0, 1]),
+)
+def test_every_rank_gets_an_equal_slice_of_the_one_process_global_batch(n, batch_size, world, drop_last, epoch, which):
+    """Rank slices concatenate to the batch a 1-process run at world x batch sees (cut to a
+    multiple of the world size); every rank has the same length and the same batch shapes."""
+    cls = SAMPLERS[which]
+    rows = [(f"a{i % 23}", f"b{i}") for i in range(n)]
+    shards = []
+    for r in range(world):
+        s = cls(rows, batch_size, drop_last=drop_last, seed=5, num_replicas=world, rank=r)
+        s.set_epoch(epoch)
+        shards.append(list(s))
+        assert len(s) == len(shards[-1])
+    one = cls(rows, batch_size * world, drop_last=drop_last, seed=5, num_replicas=1, rank=0)
+    one.set_epoch(epoch)
+    assert len({len(s) for s in shards}) == 1
+    for step, global_batch in enumerate(one.global_batches(epoch, batch_size * world)):
+        if step >= len(shards[0]):
+            break
+        sizes = {len(s[step]) for s in shards}
+        assert len(sizes) == 1 and sizes.pop() >= 1
+        joined = [i for s in shards for i in s[step]]
+        assert joined == global_batch[: len(joined)]
+        assert len(global_batch) - len(joined) < world
+
+
+def test_lightning_reaches_set_epoch():
+    """Lightning calls set_epoch on ``dataloader.batch_sampler.sampler`` only: without it
+    every epoch would repeat the first one's order (PEERS.md 5 and 12)."""
+    from lightning_fabric.utilities.data import _set_sampler_epoch
+    from torch.utils.data import DataLoader
+
+    rows = [(f"a{i}", f"b{i}") for i in range(40)]
+    for cls in SAMPLERS:
+        sampler = cls(rows, 4, seed=0, num_replicas=1, rank=0)
+        loader = DataLoader(list(range(40)), batch_sampler=sampler)
+        first = list(loader)
+        _set_sampler_epoch(loader, 1)
+        assert sampler.epoch == 1
+        assert [b.tolist() for b in loader] != [b.tolist() for b in first]

@@ -36,25 +36,37 @@ def _table(rows: list[list[str]]) -> str:
 
 # ----------------------------------------------------------------------------- verbs
 def cmd_fit(args: argparse.Namespace) -> int:
-    from contrastlib.config import load_config
+    from contrastlib.config import load_config, to_yaml
 
     cfg = load_config(args.config, args.overrides)
-    from contrastlib.pipeline import fit
+    from contrastlib.pipeline import describe, fit, plan_fit
 
-    result = fit(cfg, log=lambda m: print(m, file=sys.stderr))
-    rows = [["data", "spearman before", "spearman after", "delta"]]
+    plan = plan_fit(cfg)  # reads and checks the data: bad input fails before any work
+    if args.dry_run:
+        text = to_yaml(cfg).rstrip() + "\n---\n" + describe(plan)
+        _emit(args, {"ok": True, "rows": len(plan.data.rows), "precision": plan.precision}, text)
+        return 0
+    result = fit(cfg, log=lambda m: print(m, file=sys.stderr), plan=plan)
+    if not result.is_zero:  # another DDP rank: rank 0 reports
+        return 0
+    rows = [["data", "metric", "before", "after", "delta"]]
     short_names = len({Path(x).name for x in result.before}) == len(result.before)
-    for f, before in result.before.items():
-        after = result.after.get(f)
+    for name, before in result.before.items():
+        metric = result.main_metrics.get(name, next(iter(before)))
+        after = result.after.get(name)
         rows.append(
             [
-                Path(f).name if short_names else f,
-                f"{before['spearman']:.2f}",
-                f"{after['spearman']:.2f}" if after else "-",
-                f"{after['spearman'] - before['spearman']:+.2f}" if after else "-",
+                Path(name).name if short_names else name,
+                metric,
+                f"{before[metric]:.2f}",
+                f"{after[metric]:.2f}" if after else "-",
+                f"{after[metric] - before[metric]:+.2f}" if after else "-",
             ]
         )
-    text = f"run: {result.run_dir}  ({result.steps} steps, {result.seconds:.0f} s)\nmodel: {result.run_dir / 'model'}"
+    text = (
+        f"run: {result.run_dir}  ({result.steps} steps, {result.seconds:.0f} s, precision {result.precision})\n"
+        f"model: {result.run_dir / 'model'}"
+    )
     if len(rows) > 1:
         text = _table(rows) + "\n" + text
     _emit(
@@ -64,6 +76,7 @@ def cmd_fit(args: argparse.Namespace) -> int:
             "model": str(result.run_dir / "model"),
             "steps": result.steps,
             "train_seconds": result.seconds,
+            "precision": result.precision,
             "before": result.before,
             "after": result.after,
         },
@@ -76,8 +89,8 @@ def cmd_eval_sts(args: argparse.Namespace) -> int:
     from contrastlib.data.readers import read_scored_pair_files
 
     data = read_scored_pair_files(args.data)  # bad data fails before the model loads
-    from contrastlib.encoders import load_encoder
     from contrastlib.evaluation import evaluate_sts
+    from contrastlib.jobs import load_encoder
 
     encoder = load_encoder(args.model)
     result = evaluate_sts(
@@ -102,7 +115,7 @@ def cmd_embed(args: argparse.Namespace) -> int:
     out = Path(args.out)
     if out.suffix not in (".npy", ".safetensors"):
         raise ContrastlibError(f"{out}: output must end in .npy or .safetensors")
-    from contrastlib.encoders import load_encoder
+    from contrastlib.jobs import load_encoder
     from contrastlib.utils.io import atomic_path
 
     encoder = load_encoder(args.model)
@@ -129,7 +142,7 @@ def cmd_embed(args: argparse.Namespace) -> int:
 
 
 def cmd_export(args: argparse.Namespace) -> int:
-    from contrastlib.encoders import load_encoder
+    from contrastlib.jobs import load_encoder
 
     encoder = load_encoder(args.source)
     out = encoder.save(args.out)
@@ -139,10 +152,16 @@ def cmd_export(args: argparse.Namespace) -> int:
 
 def cmd_list(args: argparse.Namespace) -> int:
     import contrastlib.components  # noqa: F401
+    from contrastlib.config.load import recipes
     from contrastlib.registry import ALL
 
     payload: dict[str, list[dict[str, str]]] = {}
     lines: list[str] = []
+    shipped = recipes()
+    payload["recipes"] = [{"name": n, "summary": d, "path": str(p)} for n, (p, d) in shipped.items()]
+    lines.append("recipes (contrastlib fit NAME):")
+    width = max((len(n) for n in shipped), default=0)
+    lines.extend(f"  {n:<{width}}  {d}" for n, (_, d) in shipped.items())
     for reg in ALL:
         entries = list(reg.entries())
         payload[reg.plural] = [{"name": e.name, "summary": e.summary} for e in entries]
@@ -167,9 +186,13 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("--json", action="store_true", help="print one JSON object as the last stdout line")
         return p
 
-    p = add("fit", "train a method from a YAML config, with key=value overrides")
-    p.add_argument("config", help="YAML file (see configs/)")
+    p = add("fit", "train a method from a YAML config or a shipped recipe, with key=value overrides")
+    p.add_argument("config", help="YAML file, or a recipe name (contrastlib list): e.g. quickstart")
     p.add_argument("overrides", nargs="*", help="dotlist overrides, e.g. trainer.max_steps=10")
+    p.add_argument(
+        "--dry-run", action="store_true",
+        help="validate the config and read the data, print the resolved config, train nothing",
+    )
     p.set_defaults(func=cmd_fit)
 
     p_eval = sub.add_parser("eval", help="evaluate a model", description="evaluate a model")
@@ -200,7 +223,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", "-o", required=True)
     p.set_defaults(func=cmd_export)
 
-    p = add("list", "list registered encoders, poolings, losses, methods, samplers, ...")
+    p = add("list", "list shipped recipes and registered encoders, poolings, losses, methods, samplers, ...")
     p.set_defaults(func=cmd_list)
     return parser
 

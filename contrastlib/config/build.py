@@ -1,49 +1,166 @@
-"""Turn config sections into parts, with explicit keyword arguments."""
+"""Open config sections -> registered components, with explicit keyword arguments.
+
+``model``, ``method`` and ``loss`` are open sections: a selector key names a registered
+component (``model.encoder``, ``method.name``, ``loss.name``) and every other key must be
+one of *that* component's own parameters, read from its signature (losses, encoders) or
+its ``Config`` dataclass (methods). Adding a component adds its parameters; no shared
+list grows.
+"""
 
 from __future__ import annotations
 
 import dataclasses
+import difflib
 import inspect
+from collections.abc import Mapping
+from typing import Any, cast
 
+from omegaconf import OmegaConf
+from omegaconf.errors import OmegaConfBaseException
 from torch import nn
 
-from contrastlib.config.schema import LossConfig
 from contrastlib.errors import ConfigError
-from contrastlib.registry import LOSSES
+from contrastlib.registry import ENCODERS, LOSSES, METHODS, Registry
 
-#: Arguments a method supplies itself, never set from the config.
-_SUPPLIED = {"num_samples"}
+#: Loss arguments a method supplies itself, never set from the config.
+SUPPLIED = {"num_samples"}
 
 
+class SectionKeyError(ConfigError):
+    """A bad key in an open section; ``dotted`` names it (load.py adds the YAML line)."""
+
+    def __init__(self, dotted: str, message: str) -> None:
+        self.dotted = dotted
+        super().__init__(message)
+
+
+def _signature_parameters(obj: Any, skip_first: bool) -> tuple[list[str], bool]:
+    """(keyword parameter names, whether it takes **kwargs) of a class or function."""
+    fn = obj.__init__ if inspect.isclass(obj) else obj
+    params = [p for p in inspect.signature(fn).parameters.values() if p.name != "self"]
+    if skip_first and params:
+        params = params[1:]
+    open_kwargs = any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params)
+    names = [
+        p.name for p in params
+        if p.kind not in (inspect.Parameter.VAR_KEYWORD, inspect.Parameter.VAR_POSITIONAL) and p.name not in SUPPLIED
+    ]
+    return names, open_kwargs
+
+
+def _unknown(section: str, key: str, kind: str, name: str, accepted: list[str]) -> SectionKeyError:
+    hint = difflib.get_close_matches(key, accepted, n=1)
+    msg = f"{section}.{key}: not a parameter of {kind} {name!r}"
+    if hint:
+        msg += f" (did you mean {hint[0]!r}?)"
+    return SectionKeyError(f"{section}.{key}", msg + f"; it takes: {', '.join(accepted) or '(nothing)'}")
+
+
+def _selected(section: str, values: Mapping[str, Any], selector: str, registry: Registry[Any]) -> tuple[str, Any]:
+    name = values.get(selector)
+    if not isinstance(name, str):
+        raise SectionKeyError(f"{section}.{selector}", f"{section}.{selector}: missing; valid choices: {', '.join(registry.names())}")
+    try:
+        registry.check(name, key=f"{section}.{selector}")
+    except ConfigError as exc:
+        raise SectionKeyError(f"{section}.{selector}", str(exc)) from None
+    return name, registry.get(name)
+
+
+def signature_kwargs(
+    section: str, values: Mapping[str, Any], *, selector: str, registry: Registry[Any], positional: str | None = None
+) -> tuple[Any, dict[str, Any], Any]:
+    """``(component, keyword arguments, positional value)`` for an open section.
+
+    ``positional`` names a section key passed as the component's first argument (the
+    encoder's model ``name``). Null values are left out (the component's default holds).
+    """
+    name, obj = _selected(section, values, selector, registry)
+    accepted, open_kwargs = _signature_parameters(obj, skip_first=positional is not None)
+    kwargs: dict[str, Any] = {}
+    first = None
+    for key, value in values.items():
+        if key == selector:
+            continue
+        if key == positional:
+            first = value
+            continue
+        if value is None:  # null: the component's default (or a key it does not take, unset)
+            continue
+        if key not in accepted and not open_kwargs:
+            raise _unknown(section, key, registry.kind, name, accepted + ([positional] if positional else []))
+        kwargs[key] = value
+    return obj, kwargs, first
+
+
+# ---------------------------------------------------------------------------- losses
 def loss_parameters(name: str) -> list[str]:
     """The config keys loss ``name`` accepts."""
-    sig = inspect.signature(LOSSES.get(name).__init__)
-    return [p for p in sig.parameters if p not in ("self", *_SUPPLIED)]
+    return _signature_parameters(LOSSES.get(name), skip_first=False)[0]
 
 
-def loss_kwargs(cfg: LossConfig) -> dict[str, object]:
-    """The non-null loss settings, checked against what the loss takes."""
-    accepted = loss_parameters(cfg.name)
-    kwargs: dict[str, object] = {}
-    for f in dataclasses.fields(cfg):
-        value = getattr(cfg, f.name)
-        if f.name == "name" or value is None:
-            continue
-        if f.name not in accepted:
-            raise ConfigError(
-                f"loss.{f.name}: not a parameter of loss {cfg.name!r}; it takes: {', '.join(accepted)}"
-            )
-        kwargs[f.name] = value
-    return kwargs
+def loss_spec(values: Mapping[str, Any]) -> tuple[type[nn.Module], dict[str, Any]]:
+    cls, kwargs, _ = signature_kwargs("loss", values, selector="name", registry=LOSSES)
+    return cls, kwargs
 
 
-def build_loss(cfg: LossConfig, *, num_samples: int) -> nn.Module:
-    cls = LOSSES.get(cfg.name)
-    kwargs = loss_kwargs(cfg)
+def build_loss(values: Mapping[str, Any], *, num_samples: int) -> nn.Module:
+    cls, kwargs = loss_spec(values)
     if "num_samples" in inspect.signature(cls.__init__).parameters:
         kwargs["num_samples"] = num_samples
     try:
         loss: nn.Module = cls(**kwargs)
     except (TypeError, ValueError) as exc:
-        raise ConfigError(f"loss {cfg.name!r}: {exc}") from None
+        raise ConfigError(f"loss {values['name']!r}: {exc}") from None
     return loss
+
+
+# ---------------------------------------------------------------------------- encoders
+def encoder_spec(values: Mapping[str, Any]) -> tuple[Any, str, dict[str, Any]]:
+    """(encoder class, model name, keyword arguments) from the ``model`` section."""
+    cls, kwargs, name = signature_kwargs("model", values, selector="encoder", registry=ENCODERS, positional="name")
+    if not isinstance(name, str) or not name:
+        raise SectionKeyError("model.name", "model.name: missing (a Hugging Face id or dir for text, a timm name for images)")
+    check = getattr(cls, "check_arguments", None)
+    if check is not None:
+        try:
+            check(**kwargs)
+        except (ValueError, KeyError) as exc:
+            message = str(exc.args[0]) if exc.args else str(exc)
+            raise SectionKeyError(message.split(":", 1)[0], message) from None
+    return cls, name, kwargs
+
+
+def build_encoder(values: Mapping[str, Any]) -> nn.Module:
+    cls, name, kwargs = encoder_spec(values)
+    try:
+        encoder: nn.Module = cls(name, **kwargs)
+    except (TypeError, ValueError) as exc:
+        raise ConfigError(f"model {name!r}: {exc}") from None
+    return encoder
+
+
+# ---------------------------------------------------------------------------- methods
+def method_config(values: Mapping[str, Any]) -> tuple[Any, Any]:
+    """(method class, its typed ``Config`` instance) from the ``method`` section."""
+    name, cls = _selected("method", values, "name", METHODS)
+    schema = cls.Config
+    accepted = [f.name for f in dataclasses.fields(schema)]
+    rest = {k: v for k, v in values.items() if k != "name"}
+    for key in rest:
+        if key not in accepted:
+            raise _unknown("method", key, "method", name, accepted)
+    try:
+        typed = OmegaConf.merge(OmegaConf.structured(schema), OmegaConf.create(rest))
+        return cls, OmegaConf.to_object(typed)
+    except OmegaConfBaseException as exc:
+        key = str(getattr(exc, "full_key", "") or "")
+        first = str(exc).splitlines()[0]
+        raise SectionKeyError(f"method.{key}", f"method.{key}: {first}" if key else f"method: {first}") from None
+
+
+def section_dict(values: Any) -> dict[str, Any]:
+    """A plain dict of an open section (DictConfig or dict)."""
+    if OmegaConf.is_config(values):
+        return cast(dict[str, Any], OmegaConf.to_container(values, resolve=True))
+    return dict(values)

@@ -18,15 +18,52 @@ from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import ConfigKeyError, MissingMandatoryValue, OmegaConfBaseException
 
 import contrastlib.components  # noqa: F401  (fills the registries)
-from contrastlib.config.build import loss_kwargs
+from contrastlib.config.build import SectionKeyError, encoder_spec, loss_spec, method_config
 from contrastlib.config.schema import (
     ENCODE_PRECISIONS,
+    OPTIMIZERS,
     SCHEDULERS,
+    SECTION_SELECTORS,
     TRAINER_PRECISIONS,
     RunConfig,
 )
 from contrastlib.errors import ConfigError
-from contrastlib.registry import LOSSES, METHODS, POOLINGS
+from contrastlib.registry import SAMPLERS
+
+#: Recipes and the small datasets they need ship inside the package.
+PACKAGE_DIR = Path(__file__).resolve().parents[1]
+RECIPES_DIR = PACKAGE_DIR / "recipes"
+BUNDLED_DATA_DIR = PACKAGE_DIR / "datasets"
+
+
+def bundled(relative: str) -> str:
+    """``${bundled:nli/snli-dev.tsv}`` in a config: a data file shipped with the package."""
+    return str(BUNDLED_DATA_DIR / relative)
+
+
+OmegaConf.register_new_resolver("bundled", bundled, replace=True)
+
+
+def recipes() -> dict[str, tuple[Path, str]]:
+    """Shipped recipes: name -> (path, first comment line)."""
+    out: dict[str, tuple[Path, str]] = {}
+    for path in sorted(RECIPES_DIR.glob("*.yaml")):
+        first = next((ln.lstrip("# ").strip() for ln in path.read_text().splitlines() if ln.startswith("#")), "")
+        out[path.stem] = (path, first)
+    return out
+
+
+def resolve_config_path(spec: str | Path) -> Path:
+    """A YAML path, or the name of a shipped recipe (``quickstart``)."""
+    path = Path(spec)
+    if path.is_file():
+        return path
+    shipped = recipes()
+    if str(spec) in shipped:
+        return shipped[str(spec)][0]
+    hint = difflib.get_close_matches(str(spec), list(shipped), n=1)
+    extra = f" (did you mean recipe {hint[0]!r}?)" if hint else ""
+    raise ConfigError(f"{spec}: no such config file, and not a recipe{extra}; recipes: {', '.join(shipped)}")
 
 
 def _yaml_line(path: Path, dotted: str) -> int | None:
@@ -93,18 +130,18 @@ def _choice(value: str, choices: Sequence[str], key: str) -> None:
 
 
 def validate(cfg: RunConfig) -> None:
-    """Checks that a schema cannot express: component names and enumerated strings."""
-    METHODS.check(cfg.method.name, key="method.name")
-    LOSSES.check(cfg.loss.name, key="loss.name")
-    loss_kwargs(cfg.loss)  # every loss setting must be one the chosen loss takes
-    if cfg.model.pooling is not None:
-        POOLINGS.check(cfg.model.pooling, key="model.pooling")
+    """Checks that a schema cannot express: components, their parameters, enumerations."""
+    method_config(cfg.method)  # the method's own section, typed
+    loss_spec(cfg.loss)  # every loss key must be one the chosen loss takes
+    encoder_spec(cfg.model)
+    if cfg.data.sampler is not None:
+        SAMPLERS.check(cfg.data.sampler, key="data.sampler")
     _choice(cfg.trainer.precision, TRAINER_PRECISIONS, "trainer.precision")
     _choice(cfg.eval.precision, ENCODE_PRECISIONS, "eval.precision")
     _choice(cfg.optim.scheduler, SCHEDULERS, "optim.scheduler")
+    _choice(cfg.optim.name, OPTIMIZERS, "optim.name")
     bounded: list[tuple[str, int | None, int]] = [
         ("data.batch_size", cfg.data.batch_size, 1),
-        ("model.max_seq_length", cfg.model.max_seq_length, 1),
         ("trainer.accumulate_grad_batches", cfg.trainer.accumulate_grad_batches, 1),
         ("data.num_workers", cfg.data.num_workers, 0),
         ("gradcache.chunk_size", cfg.gradcache.chunk_size, 1),
@@ -113,20 +150,29 @@ def validate(cfg: RunConfig) -> None:
     for key, value, low in bounded:
         if value is not None and value < low:
             raise ConfigError(f"{key}: must be >= {low}, got {value}")
-    if cfg.loss.temperature is not None and not cfg.loss.temperature > 0:
-        raise ConfigError(f"loss.temperature: must be > 0, got {cfg.loss.temperature}")
+    temperature = cfg.loss.get("temperature")
+    if temperature is not None and not (isinstance(temperature, (int, float)) and temperature > 0):
+        raise SectionKeyError("loss.temperature", f"loss.temperature: must be > 0, got {temperature}")
     if not cfg.optim.lr > 0:
         raise ConfigError(f"optim.lr: must be > 0, got {cfg.optim.lr}")
+    if not 0 <= cfg.optim.warmup_ratio < 1:
+        raise ConfigError(f"optim.warmup_ratio: must be in [0, 1), got {cfg.optim.warmup_ratio}")
+
+
+def _open_sections(cfg: DictConfig) -> DictConfig:
+    """Struct mode everywhere but inside the open sections (checked by :func:`validate`)."""
+    OmegaConf.set_struct(cfg, True)
+    for section in SECTION_SELECTORS:
+        OmegaConf.set_struct(cfg[section], False)
+    return cfg
 
 
 def load_config(path: str | Path | None, overrides: Sequence[str] = ()) -> RunConfig:
-    """Schema <- YAML file <- dotlist overrides, validated; returns a typed RunConfig."""
-    cfg = OmegaConf.structured(RunConfig)
-    OmegaConf.set_struct(cfg, True)
+    """Schema <- YAML file (or shipped recipe name) <- dotlist overrides, validated;
+    returns a typed RunConfig (``${bundled:...}`` paths resolved)."""
+    cfg = _open_sections(OmegaConf.structured(RunConfig))
     if path is not None:
-        path = Path(path)
-        if not path.is_file():
-            raise ConfigError(f"{path}: no such config file")
+        path = resolve_config_path(path)
         try:
             raw = yaml.safe_load(path.read_text())
         except yaml.YAMLError as exc:
@@ -137,7 +183,10 @@ def load_config(path: str | Path | None, overrides: Sequence[str] = ()) -> RunCo
             raw = {}
         if not isinstance(raw, dict):
             raise ConfigError(f"{path}: expected a mapping of keys at the top level")
-        cfg = _merge(cfg, OmegaConf.create(raw), str(path), path)
+        for section in SECTION_SELECTORS:  # an open section replaced whole would lose its selector
+            if section in raw and raw[section] is not None and not isinstance(raw[section], dict):
+                raise ConfigError(f"{path}:{_yaml_line(path, section)}: {section} must be a mapping")
+        cfg = _open_sections(_merge(cfg, OmegaConf.create(raw), str(path), path))
     for item in overrides:
         if "=" not in item:
             raise ConfigError(f"override {item!r}: expected key=value")
@@ -146,7 +195,7 @@ def load_config(path: str | Path | None, overrides: Sequence[str] = ()) -> RunCo
             dot = OmegaConf.from_dotlist([item])
         except OmegaConfBaseException as exc:
             raise ConfigError(f"override {item!r}: {str(exc).splitlines()[0]}") from None
-        cfg = _merge(cfg, dot, f"override {key}", None)
+        cfg = _open_sections(_merge(cfg, dot, f"override {key}", None))
     try:
         missing = sorted(OmegaConf.missing_keys(cfg))
         if missing:
@@ -154,7 +203,13 @@ def load_config(path: str | Path | None, overrides: Sequence[str] = ()) -> RunCo
         obj = cast(RunConfig, OmegaConf.to_object(cfg))
     except OmegaConfBaseException as exc:
         raise ConfigError(_describe(exc)[1]) from None
-    validate(obj)
+    try:
+        validate(obj)
+    except SectionKeyError as exc:
+        overridden = any(o.split("=", 1)[0].startswith(exc.dotted) for o in overrides)
+        line = _yaml_line(path, exc.dotted) if path is not None and not overridden else None
+        prefix = "override " if overridden else f"{path}:{line}: " if line else ""
+        raise ConfigError(prefix + str(exc)) from None
     return obj
 
 

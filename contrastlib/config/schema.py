@@ -7,90 +7,44 @@ keyword arguments to the parts it builds.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from enum import Enum
+from typing import Any
 
 from omegaconf import MISSING
 
-#: Lightning precision names accepted by ``trainer.precision``.
-TRAINER_PRECISIONS = ("32-true", "bf16-mixed", "16-mixed", "bf16-true", "64-true")
-ENCODE_PRECISIONS = ("fp32", "bf16", "fp16")
+#: Lightning precision names accepted by ``trainer.precision`` ("auto": bf16-mixed where
+#: the hardware does bf16 matrix work natively, else 32-true).
+TRAINER_PRECISIONS = ("auto", "32-true", "bf16-mixed", "16-mixed", "bf16-true", "64-true")
+ENCODE_PRECISIONS = ("auto", "fp32", "bf16", "fp16")
 SCHEDULERS = ("linear", "constant", "cosine")
+OPTIMIZERS = ("adamw", "sgd")
 
-
-class SimCSEMode(Enum):
-    unsupervised = "unsupervised"
-    supervised = "supervised"
-
-
-@dataclass
-class ModelConfig:
-    #: Hugging Face id, local model dir, sentence-transformers dir, run dir or checkpoint.
-    name: str = "all-MiniLM-L6-v2"
-    #: Pooling over tokens; null keeps the model's own (sentence-transformers dirs) or mean.
-    pooling: str | None = None
-    #: L2-normalise embeddings; null keeps the model's own setting.
-    normalize: bool | None = None
-    max_seq_length: int = 64
-    trust_remote_code: bool = False
+#: Open sections: ``model``, ``method`` and ``loss`` hold a selector key naming a
+#: registered component and that component's own parameters, checked against it.
+SECTION_SELECTORS = {"model": "encoder", "method": "name", "loss": "name"}
 
 
 @dataclass
 class DataConfig:
-    #: Training file: .txt (one sentence per line) or .tsv/.csv/.jsonl pairs or triplets.
+    #: Training file (its format is the method's: see the method's docs).
     train: str = MISSING
+    #: Rows per device and step; the global batch is ``batch_size x devices``.
     batch_size: int = 64
+    #: A registered batch sampler (``contrastlib list``); null: the method's default.
+    sampler: str | None = None
     num_workers: int = 0
-    #: Never put the same text twice in a batch (in-batch negatives stay negatives).
-    no_duplicates: bool = True
+    #: Drop a global batch shorter than ``batch_size x devices``.
     drop_last: bool = False
     #: Use only the first N rows of the training file (null: all).
     max_rows: int | None = None
 
 
 @dataclass
-class LossConfig:
-    """The loss and its parameters; null means the loss's own default.
-
-    A parameter the chosen loss does not take is an error (``contrastlib list`` shows the
-    losses; docs/losses.md their parameters).
-    """
-
-    name: str = "info_nce"
-    temperature: float | None = None
-    learnable_temperature: bool | None = None
-    symmetric: bool | None = None
-    #: Stream InfoNCE over anchor chunks of this size (memory ~ chunk x candidates).
-    chunk_size: int | None = None
-    #: Candidates from every device under DDP (default on).
-    gather_distributed: bool | None = None
-    #: Debiased: class prior tau+ (Chuang et al.). Hardness: concentration beta (Robinson et al.).
-    tau_plus: float | None = None
-    beta: float | None = None
-    #: DCLW weighting temperature.
-    sigma: float | None = None
-    #: ATI: lower bound of the per-example temperatures, and the DRO radius rho.
-    min_temperature: float | None = None
-    rho: float | None = None
-    #: Triplet margin and distance (cosine or euclidean).
-    margin: float | None = None
-    metric: str | None = None
-    #: Alignment-uniformity weight and exponents.
-    lam: float | None = None
-    alpha: float | None = None
-    t: float | None = None
-
-
-@dataclass
-class MethodConfig:
-    name: str = "simcse"
-    #: unsupervised: each sentence twice under dropout; supervised: (anchor, positive[, negative]).
-    mode: SimCSEMode = SimCSEMode.supervised
-
-
-@dataclass
 class OptimConfig:
+    #: adamw, or sgd (with ``momentum``).
+    name: str = "adamw"
     lr: float = 2e-5
     weight_decay: float = 0.01
+    momentum: float = 0.9
     warmup_ratio: float = 0.1
     scheduler: str = "linear"
 
@@ -100,7 +54,9 @@ class TrainerConfig:
     max_epochs: int = 1
     #: Stop after this many optimizer steps (-1: run max_epochs).
     max_steps: int = -1
-    precision: str = "32-true"
+    #: auto: bf16-mixed where the hardware does bf16 matrix work natively (CPUs with AMX
+    #: or AVX512-BF16, GPUs with bf16), else 32-true. The run records what it chose.
+    precision: str = "auto"
     accelerator: str = "auto"
     devices: str = "auto"
     strategy: str = "auto"
@@ -109,6 +65,8 @@ class TrainerConfig:
     log_every_n_steps: int = 10
     #: Save checkpoints/last.ckpt every N optimizer steps (and at the end), for resuming.
     checkpoint_every_n_steps: int = 100
+    #: Also keep each of those as checkpoints/step-N.ckpt (for evaluating intermediate steps).
+    keep_step_checkpoints: bool = False
     enable_progress_bar: bool = True
     deterministic: bool = False
 
@@ -131,7 +89,12 @@ class EvalConfig:
     #: Scored-pair files (``sentence1 sentence2 score``) evaluated before and after training.
     sts: list[str] = field(default_factory=list)
     batch_size: int = 128
-    precision: str = "fp32"
+    #: auto: bf16 where training would pick bf16-mixed, else fp32.
+    precision: str = "auto"
+
+
+def _model_default() -> dict[str, Any]:
+    return {"encoder": "text", "name": "all-MiniLM-L6-v2"}
 
 
 @dataclass
@@ -142,10 +105,14 @@ class RunConfig:
     seed: int = 42
     #: Continue ``output_dir/name`` from its ``checkpoints/last.ckpt``.
     resume: bool = False
-    model: ModelConfig = field(default_factory=ModelConfig)
+    #: ``encoder`` (a registered encoder: text, image), ``name`` (its model: a Hugging
+    #: Face id or dir for text, a timm name for images) and the encoder's own parameters.
+    model: dict[str, Any] = field(default_factory=_model_default)
     data: DataConfig = field(default_factory=DataConfig)
-    loss: LossConfig = field(default_factory=LossConfig)
-    method: MethodConfig = field(default_factory=MethodConfig)
+    #: ``name`` (a registered method) and the method's own parameters.
+    method: dict[str, Any] = field(default_factory=lambda: {"name": "simcse"})
+    #: ``name`` (a registered loss) and the loss's own parameters (null: its default).
+    loss: dict[str, Any] = field(default_factory=lambda: {"name": "info_nce"})
     optim: OptimConfig = field(default_factory=OptimConfig)
     trainer: TrainerConfig = field(default_factory=TrainerConfig)
     gradcache: GradCacheConfig = field(default_factory=GradCacheConfig)

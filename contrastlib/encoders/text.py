@@ -51,6 +51,14 @@ class TextEncoderSpec:
     normalize: bool
     max_seq_length: int
     trust_remote_code: bool = False
+    dropout: float | None = None
+
+
+#: Config attributes that hold dropout probabilities, across Hugging Face architectures.
+DROPOUT_ATTRIBUTES = (
+    "hidden_dropout_prob", "attention_probs_dropout_prob", "dropout", "attention_dropout",
+    "hidden_dropout", "activation_dropout", "dropout_rate",
+)
 
 
 def autocast_context(device: torch.device, precision: Precision) -> contextlib.AbstractContextManager[Any]:
@@ -71,6 +79,8 @@ class TextEncoder(nn.Module):
         normalize: L2-normalise the output embeddings.
         max_seq_length: tokens kept per text (longer texts are truncated).
         trust_remote_code: allow model code from the model dir; off unless asked for.
+        dropout: set every dropout probability of the model (null: the model's own; 0
+            makes training deterministic; unsupervised SimCSE needs it above 0).
     """
 
     def __init__(
@@ -81,10 +91,13 @@ class TextEncoder(nn.Module):
         normalize: bool | None = None,
         max_seq_length: int | None = None,
         trust_remote_code: bool = False,
+        dropout: float | None = None,
     ) -> None:
         super().__init__()
-        from transformers import AutoModel, AutoTokenizer
+        from transformers import AutoConfig, AutoModel, AutoTokenizer
 
+        if dropout is not None and not 0 <= dropout < 1:
+            raise ValueError(f"dropout must be in [0, 1), got {dropout}")
         path = Path(resolve_model_path(model))
         weights_dir: str | Path = path if path.exists() else model
         default_pooling, default_normalize, default_len = "mean", False, None
@@ -97,9 +110,18 @@ class TextEncoder(nn.Module):
         pooling = pooling or default_pooling
         POOLINGS.check(pooling, key="model.pooling")
         try:
+            config = AutoConfig.from_pretrained(str(weights_dir), trust_remote_code=trust_remote_code)
+            if dropout is not None:
+                for name in DROPOUT_ATTRIBUTES:
+                    if isinstance(getattr(config, name, None), float):
+                        setattr(config, name, dropout)
             self.model = AutoModel.from_pretrained(
-                str(weights_dir), trust_remote_code=trust_remote_code
+                str(weights_dir), config=config, trust_remote_code=trust_remote_code
             )
+            if dropout is not None:
+                for module in self.model.modules():
+                    if isinstance(module, nn.Dropout):
+                        module.p = dropout
             self.tokenizer = AutoTokenizer.from_pretrained(
                 str(weights_dir), trust_remote_code=trust_remote_code
             )
@@ -120,10 +142,24 @@ class TextEncoder(nn.Module):
             normalize=default_normalize if normalize is None else normalize,
             max_seq_length=min(max_seq_length or default_len or limit, limit),
             trust_remote_code=trust_remote_code,
+            dropout=dropout,
         )
         # from_pretrained returns eval mode; an nn.Module starts in train mode. Training
         # code relies on dropout being on (unsupervised SimCSE's two views come from it).
         self.train()
+
+    @classmethod
+    def check_arguments(cls, **kwargs: Any) -> None:
+        """Cheap checks of config values, run before any model loads (``model.*`` keys)."""
+        pooling = kwargs.get("pooling")
+        if pooling is not None:
+            POOLINGS.check(pooling, key="model.pooling")
+        dropout = kwargs.get("dropout")
+        if dropout is not None and not 0 <= dropout < 1:
+            raise ValueError(f"model.dropout: must be in [0, 1), got {dropout}")
+        length = kwargs.get("max_seq_length")
+        if length is not None and length < 1:
+            raise ValueError(f"model.max_seq_length: must be >= 1, got {length}")
 
     # ------------------------------------------------------------------ properties
     @property

@@ -1,5 +1,15 @@
-"""Evaluators take any encoder (an object with ``encode``), never a Lightning module."""
+"""Evaluators take any encoder (an object with ``encode``), never a Lightning module.
 
-from contrastlib.evaluation.sts import STSResult, evaluate_sts, sts_correlations
+:data:`EVALUATIONS` maps each ``eval.*`` list in a config to its evaluator; a method
+declares which of them apply to it (``evaluations``).
+"""
 
-__all__ = ["STSResult", "evaluate_sts", "sts_correlations"]
+from collections.abc import Callable
+from typing import Any
+
+from contrastlib.evaluation.sts import STSEvaluator, STSResult, evaluate_sts, sts_correlations
+
+#: ``eval.<kind>`` -> a builder from one file (read at once: bad data fails before work).
+EVALUATIONS: dict[str, Callable[..., Any]] = {"sts": STSEvaluator.from_file}
+
+__all__ = ["EVALUATIONS", "STSEvaluator", "STSResult", "evaluate_sts", "sts_correlations"]

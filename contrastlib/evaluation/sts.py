@@ -62,3 +62,24 @@ def evaluate_sts(
     positive = gold >= positive_threshold
     align = float(alignment(e1[positive], e2[positive])) if bool(positive.any()) else float("nan")
     return replace(result, alignment=align, uniformity=float(uniformity(emb)))
+
+
+@dataclass
+class STSEvaluator:
+    """``eval.sts``: one scored-pair file, read when built (before any model loads)."""
+
+    name: str
+    data: ScoredPairs
+    batch_size: int = 128
+    precision: str = "fp32"
+    main_metric: str = "spearman"
+
+    @classmethod
+    def from_file(cls, path: str, *, batch_size: int, precision: str) -> STSEvaluator:
+        from contrastlib.data.readers import read_scored_pair_files
+
+        return cls(path, read_scored_pair_files([path]), batch_size=batch_size, precision=precision)
+
+    def __call__(self, encoder: Any) -> dict[str, float]:
+        r = evaluate_sts(encoder, self.data, batch_size=self.batch_size, precision=self.precision)
+        return {"spearman": r.spearman, "pearson": r.pearson, "n_pairs": r.n_pairs}

@@ -18,9 +18,10 @@ import math
 import torch
 from torch import Tensor
 
-from contrastlib.losses.functional import cosine_scores
+from contrastlib.losses.functional import cosine_scores, full_precision
 
 
+@full_precision
 def ati_info_nce(
     anchors: Tensor,
     candidates: Tensor,

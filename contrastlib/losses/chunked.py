@@ -22,6 +22,8 @@ import torch.nn.functional as F
 from torch import Tensor
 from torch.autograd import Function
 
+from contrastlib.losses.functional import autocast_off, full_precision
+
 
 class _StreamedCrossEntropy(Function):
     """mean_i [ logsumexp_j(a_i . c_j) - a_i . c_{pos_i} ], excluding (i, excl_i) if given."""
@@ -45,6 +47,13 @@ class _StreamedCrossEntropy(Function):
 
     @staticmethod
     def backward(ctx: Any, grad: Tensor) -> tuple[Tensor | None, ...]:
+        # The forward ran with autocast off (chunked_info_nce); so must the backward, or
+        # its softmax would be recomputed in bf16 and not match the forward's lse.
+        with autocast_off(grad.device.type):
+            return _StreamedCrossEntropy._backward(ctx, grad)
+
+    @staticmethod
+    def _backward(ctx: Any, grad: Tensor) -> tuple[Tensor | None, ...]:
         a, c, pos, lse, excl = ctx.saved_tensors
         b, chunk = a.shape[0], ctx.chunk
         scale = grad / b
@@ -65,6 +74,7 @@ class _StreamedCrossEntropy(Function):
         return grad_a, grad_c, None, None, None
 
 
+@full_precision
 def chunked_info_nce(
     anchors: Tensor,
     candidates: Tensor,

@@ -17,9 +17,10 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from contrastlib.losses.functional import cosine_scores, offset_eye, upcast
+from contrastlib.losses.functional import cosine_scores, full_precision, offset_eye, upcast
 
 
+@full_precision
 def negative_von_mises_fisher_weights(z0: Tensor, z1: Tensor, sigma: float = 0.5) -> Tensor:
     """DCLW weights ``[N]``: ``2 - N softmax(<z0_i, z1_i> / sigma)`` over the N examples.
 
@@ -30,6 +31,7 @@ def negative_von_mises_fisher_weights(z0: Tensor, z1: Tensor, sigma: float = 0.5
     return 2 - z0.shape[0] * torch.softmax(sim, dim=0)
 
 
+@full_precision
 def dcl(
     z0: Tensor,
     z1: Tensor,
@@ -82,6 +84,7 @@ def dcl(
     return 0.5 * (one_way(z0, z0_all, z1_all, extra_negatives) + one_way(z1, z1_all, z0_all, None))
 
 
+@full_precision
 def debiased_info_nce(
     anchors: Tensor,
     candidates: Tensor,

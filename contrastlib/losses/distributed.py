@@ -30,13 +30,14 @@ def world_info() -> tuple[int, int]:
 
 
 def _check_equal_shapes(x: Tensor, world: int) -> None:
-    shape = torch.tensor(list(x.shape), dtype=torch.long)
+    # On x's device: NCCL (the GPU backend) refuses CPU tensors.
+    shape = torch.tensor(list(x.shape), dtype=torch.long, device=x.device)
     shapes = [torch.zeros_like(shape) for _ in range(world)]
     dist.all_gather(shapes, shape)
     if any(not torch.equal(s, shape) for s in shapes):
         raise ValueError(
             f"cross-device gather needs equal shapes on every rank, got {[tuple(s.tolist()) for s in shapes]} "
-            "(use drop_last or equal batch counts per rank)"
+            "(contrastlib's batch samplers guarantee this; a custom loader must too)"
         )
 
 
@@ -75,6 +76,24 @@ def gather_no_grad(x: Tensor) -> Tensor:
     out = [torch.empty_like(x) for _ in range(world)]
     dist.all_gather(out, x.contiguous())
     return torch.cat(out, dim=0)
+
+
+def global_row_mean(per_row: Tensor, valid: Tensor) -> Tensor:
+    """Mean of ``per_row[valid]`` over every rank's valid rows, as this rank's share.
+
+    DDP averages gradients over ranks, so each rank returns ``W * local_sum / global_count``:
+    the average over ranks is then the mean over all valid rows of the global batch, also
+    when ranks hold different numbers of valid rows (a per-rank mean would weight a rank
+    with few valid rows as much as one with many).
+    """
+    _rank, world = world_info()
+    local_sum = per_row.masked_fill(~valid, 0.0).sum()
+    count = valid.sum().to(per_row.dtype).detach()
+    if world == 1:
+        return local_sum / count.clamp_min(1)
+    total = count.clone()
+    dist.all_reduce(total)
+    return world * local_sum / total.clamp_min(1)
 
 
 def place_local_block(mask: Tensor, world: int, rank: int) -> Tensor:

@@ -18,9 +18,45 @@ minimum, never with a huge constant in half precision.
 
 from __future__ import annotations
 
+import contextlib
+import functools
+from collections.abc import Callable, Iterator
+from typing import Any, TypeVar
+
 import torch
 import torch.nn.functional as F
 from torch import Tensor
+
+_F = TypeVar("_F", bound=Callable[..., Any])
+
+
+@contextlib.contextmanager
+def autocast_off(*device_types: str) -> Iterator[None]:
+    """Switch autocast off for ``device_types`` (default: cpu, and cuda where present).
+
+    Inside an active ``torch.autocast`` a matmul runs in bf16/fp16 even on float32
+    inputs; the loss core must not (PEERS.md 7): at temperature 0.05 a bf16 logit is off
+    by up to ``2**-8 / 0.05 ~ 0.08``.
+    """
+    types = set(device_types) or {"cpu", *(("cuda",) if torch.cuda.is_available() else ())}
+    with contextlib.ExitStack() as stack:
+        for t in sorted(types):
+            if torch.is_autocast_enabled(t):
+                stack.enter_context(torch.autocast(device_type=t, enabled=False))
+        yield
+
+
+def full_precision(fn: _F) -> _F:
+    """Decorator: run ``fn`` with autocast off for the devices of its tensor arguments, so
+    scores, softmax and reductions are float32 (or float64) whatever autocast is active."""
+
+    @functools.wraps(fn)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        types = {a.device.type for a in (*args, *kwargs.values()) if isinstance(a, Tensor)}
+        with autocast_off(*types):
+            return fn(*args, **kwargs)
+
+    return wrapper  # type: ignore[return-value]
 
 
 def _compute_dtype(*tensors: Tensor) -> torch.dtype:
@@ -41,6 +77,7 @@ def offset_eye(n: int, m: int, offset: int = 0, *, device: torch.device | None =
     return mask
 
 
+@full_precision
 def soft_cross_entropy(
     scores: Tensor,
     target: Tensor,
@@ -54,7 +91,9 @@ def soft_cross_entropy(
         scores: ``[N, C]`` logits, one row per query, one column per candidate.
         target: ``[N, C]`` non-negative weights; each row is normalised to sum to one.
             A boolean or 0/1 mask gives a uniform distribution over the marked candidates.
-            Rows whose weights sum to zero contribute nothing and are left out of the mean.
+            Excluded entries are removed *before* normalising (an excluded positive does
+            not down-weight its row). Rows whose remaining weights sum to zero contribute
+            nothing and are left out of the mean.
         exclude: optional ``[N, C]`` bool mask of candidates removed from the softmax
             (for example an anchor's similarity with itself).
         reduction: ``"mean"`` over contributing rows, ``"sum"``, or ``"none"`` (``[N]``).
@@ -70,11 +109,11 @@ def soft_cross_entropy(
         scores = scores.masked_fill(exclude, torch.finfo(dtype).min)
     log_probs = F.log_softmax(scores, dim=-1)  # [N, C]
     weights = target.to(dtype)
+    if exclude is not None:
+        weights = weights.masked_fill(exclude, 0.0)
     mass = weights.sum(dim=-1, keepdim=True)  # [N, 1]
     valid = mass.squeeze(-1) > 0  # [N]
     weights = weights / mass.clamp_min(torch.finfo(dtype).tiny)
-    if exclude is not None:
-        weights = weights.masked_fill(exclude, 0.0)
     per_row = -(weights * log_probs).sum(dim=-1)  # [N]
     if reduction == "none":
         return per_row
@@ -85,6 +124,7 @@ def soft_cross_entropy(
     raise ValueError(f"unknown reduction {reduction!r}; valid: mean, sum, none")
 
 
+@full_precision
 def cosine_scores(anchors: Tensor, candidates: Tensor, *, normalize: bool = True) -> Tensor:
     """``[B, D] x [C, D] -> [B, C]`` similarity in float32 (cosine if ``normalize``)."""
     dtype = _compute_dtype(anchors, candidates)
@@ -95,6 +135,7 @@ def cosine_scores(anchors: Tensor, candidates: Tensor, *, normalize: bool = True
     return a @ c.T
 
 
+@full_precision
 def info_nce(
     anchors: Tensor,
     candidates: Tensor,

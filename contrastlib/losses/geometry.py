@@ -7,9 +7,11 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from contrastlib.losses.functional import full_precision
 from contrastlib.losses.functional import upcast as _f
 
 
+@full_precision
 def alignment(x: Tensor, y: Tensor, *, alpha: float = 2.0, normalize: bool = True) -> Tensor:
     """``E ||x_i - y_i||^alpha`` over positive pairs ``[N, D] x [N, D]`` (lower is better)."""
     if normalize:
@@ -17,6 +19,7 @@ def alignment(x: Tensor, y: Tensor, *, alpha: float = 2.0, normalize: bool = Tru
     return (x - y).norm(dim=1).pow(alpha).mean()
 
 
+@full_precision
 def uniformity(x: Tensor, *, t: float = 2.0, normalize: bool = True) -> Tensor:
     """``log E_{i<j} exp(-t ||x_i - x_j||^2)`` over ``[N, D]`` (lower is more uniform)."""
     if normalize:
@@ -25,6 +28,7 @@ def uniformity(x: Tensor, *, t: float = 2.0, normalize: bool = True) -> Tensor:
     return torch.logsumexp(-t * sq, dim=0) - torch.log(torch.tensor(float(sq.numel()), dtype=sq.dtype))
 
 
+@full_precision
 def align_uniform(x: Tensor, y: Tensor, *, lam: float = 1.0, alpha: float = 2.0, t: float = 2.0) -> Tensor:
     """Wang and Isola's training loss: ``alignment + lam * (uniformity(x) + uniformity(y)) / 2``."""
     return alignment(x, y, alpha=alpha) + lam * (uniformity(x, t=t) + uniformity(y, t=t)) / 2

@@ -6,9 +6,11 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from contrastlib.losses.functional import full_precision
 from contrastlib.losses.functional import upcast as _f
 
 
+@full_precision
 def pair_distance(x: Tensor, y: Tensor, metric: str = "cosine") -> Tensor:
     """Row-wise distance ``[N, D] x [N, D] -> [N]``: ``cosine`` (1 - cos) or ``euclidean``."""
     if metric == "cosine":
@@ -18,6 +20,7 @@ def pair_distance(x: Tensor, y: Tensor, metric: str = "cosine") -> Tensor:
     raise ValueError(f"unknown metric {metric!r}; valid: cosine, euclidean")
 
 
+@full_precision
 def triplet_margin(
     anchors: Tensor, positives: Tensor, negatives: Tensor, *, margin: float = 0.5, metric: str = "cosine"
 ) -> Tensor:
@@ -25,6 +28,7 @@ def triplet_margin(
     return F.relu(pair_distance(anchors, positives, metric) - pair_distance(anchors, negatives, metric) + margin).mean()
 
 
+@full_precision
 def hardest_in_batch_negatives(
     anchors: Tensor, pool: Tensor, metric: str = "cosine", *, offset: int = 0
 ) -> Tensor:

@@ -22,6 +22,7 @@ from contrastlib.losses.decoupled import dcl, debiased_info_nce
 from contrastlib.losses.distributed import (
     gather_no_grad,
     gather_with_grad,
+    global_row_mean,
     place_local_block,
     world_info,
 )
@@ -39,6 +40,9 @@ class ContrastiveLoss(nn.Module):
 
     #: Set by losses that need each example's dataset id (per-sample parameters).
     needs_ids: ClassVar[bool] = False
+    #: Whether candidates beyond the B positives (hard negatives) are part of the loss.
+    #: Checked against the method's data before any model loads.
+    hard_negatives: ClassVar[bool] = True
 
     def __init__(
         self,
@@ -66,7 +70,8 @@ def _split_views(anchors: Tensor, candidates: Tensor, loss: str) -> tuple[Tensor
     if candidates.shape[0] != b:
         raise ValueError(
             f"{loss} takes two views of the same examples ([B, D] each); got {b} anchors and "
-            f"{candidates.shape[0]} candidates (hard negatives are not part of this loss)"
+            f"{candidates.shape[0]} candidates (hard negatives are not part of this loss: "
+            "train on pairs, or pick a loss that takes them, e.g. info_nce)"
         )
     return anchors, candidates
 
@@ -189,6 +194,8 @@ class NTXentLoss(ContrastiveLoss):
     ``chunk_size`` streams the ``[2B, 2B]`` softmax in anchor chunks (same value).
     """
 
+    hard_negatives = False
+
     def __init__(
         self, temperature: float = 0.5, *, learnable_temperature: bool = False, chunk_size: int | None = None,
         gather_distributed: bool = True,
@@ -238,14 +245,19 @@ class SupConLoss(ContrastiveLoss):
             labels = ids + rank * n  # unique per device
         elif labels.shape[0] != n:
             raise ValueError(f"labels must have {n} entries, got {labels.shape[0]}")
-        return supcon(
+        labels_all = gather_no_grad(labels) if world > 1 else labels
+        per_row = supcon(
             features, labels, temperature=self.temperature(), features_all=self._gather(features),
-            labels_all=gather_no_grad(labels) if world > 1 else labels, offset=rank * n,
+            labels_all=labels_all, offset=rank * n, reduction="none",
         )
+        # an anchor counts if some other row of the global batch shares its label
+        valid = (labels[:, None] == labels_all[None, :]).sum(dim=1) > 1
+        return global_row_mean(per_row, valid)
 
 
 class _MultiViewLoss(ContrastiveLoss):
     name: ClassVar[str]
+    hard_negatives = False
 
     def __init__(self, temperature: float = 0.1, *, learnable_temperature: bool = False, gather_distributed: bool = True) -> None:
         super().__init__(temperature, learnable_temperature=learnable_temperature, gather_distributed=gather_distributed)
@@ -373,11 +385,12 @@ class AlignUniformLoss(ContrastiveLoss):
         super().__init__(1.0, gather_distributed=gather_distributed)
         self.lam, self.alpha, self.t = lam, alpha, t
 
+    hard_negatives = False
+
     def forward(self, anchors: Tensor, candidates: Tensor) -> Tensor:
         from contrastlib.losses.geometry import alignment, uniformity
 
-        b = anchors.shape[0]
-        positives = candidates[:b]
+        positives = _split_views(anchors, candidates, "align_uniform")[1]
         if self._world()[1] == 1:
             return align_uniform(anchors, positives, lam=self.lam, alpha=self.alpha, t=self.t)
         uni = (uniformity(self._gather(anchors), t=self.t) + uniformity(self._gather(positives), t=self.t)) / 2

@@ -24,7 +24,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from contrastlib.losses.functional import offset_eye
+from contrastlib.losses.functional import full_precision, offset_eye
 
 
 def _prep(views: Tensor, views_all: Tensor | None, normalize: bool) -> tuple[Tensor, Tensor]:
@@ -47,6 +47,7 @@ def _positive_lse(z: Tensor, temperature: float | Tensor, pairs: str) -> Tensor:
     return torch.logsumexp(s[:, keep], dim=-1)
 
 
+@full_precision
 def mv_info_nce(
     views: Tensor,
     *,
@@ -68,6 +69,7 @@ def mv_info_nce(
     return (denominator - numerator[None, :]).mean()
 
 
+@full_precision
 def mv_dhel(
     views: Tensor,
     *,

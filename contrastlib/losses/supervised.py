@@ -11,9 +11,15 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from contrastlib.losses.functional import cosine_scores, offset_eye, soft_cross_entropy
+from contrastlib.losses.functional import (
+    cosine_scores,
+    full_precision,
+    offset_eye,
+    soft_cross_entropy,
+)
 
 
+@full_precision
 def supcon(
     features: Tensor,
     labels: Tensor,
@@ -23,6 +29,7 @@ def supcon(
     labels_all: Tensor | None = None,
     offset: int = 0,
     normalize: bool = True,
+    reduction: str = "mean",
 ) -> Tensor:
     """Supervised contrastive loss (Khosla et al. 2020, "Supervised Contrastive Learning"), ``L_out``.
 
@@ -33,8 +40,10 @@ def supcon(
         features_all, labels_all: ``[M, D]``, ``[M]`` candidates (across devices);
             default the local ones. Row ``i`` of ``features`` is row ``offset + i`` of
             ``features_all``.
+        reduction: ``"mean"`` over anchors with at least one positive, or ``"none"``
+            (``[N]``, zero for anchors without one).
     Returns:
-        Mean over anchors that have at least one positive.
+        The loss (see ``reduction``).
     """
     if features.dim() != 2 or labels.shape != features.shape[:1]:
         raise ValueError(f"features [N, D] and labels [N] expected, got {tuple(features.shape)}, {tuple(labels.shape)}")
@@ -43,9 +52,10 @@ def supcon(
     scores = cosine_scores(features, cand, normalize=normalize) / temperature  # [N, M]
     self_mask = offset_eye(features.shape[0], cand.shape[0], offset, device=features.device)
     positives = (labels[:, None] == cand_labels[None, :]) & ~self_mask  # [N, M]
-    return soft_cross_entropy(scores, positives, exclude=self_mask)
+    return soft_cross_entropy(scores, positives, exclude=self_mask, reduction=reduction)
 
 
+@full_precision
 def nt_xent(
     z0: Tensor,
     z1: Tensor,

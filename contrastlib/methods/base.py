@@ -1,35 +1,87 @@
-"""The small Lightning base every method shares: an encoder, a loss, the optimizer, and
-the training step (plain, or with a gradient cache).
+"""The small Lightning base every method shares, and the protocol a method file fills in.
 
-A method says only what is specific to it: :meth:`views` (the encoder inputs of a batch)
-and :meth:`contrast` (embeddings -> loss). The base turns that into a plain step, or a
-gradient-cache step under manual optimisation, with no code in the method. Monitors,
-probes and EMA updates are callbacks, not base-class features.
+A method is one file in ``methods/``. Besides the training step's two hooks,
+:meth:`~ContrastiveModule.views` (the encoder inputs of a batch) and
+:meth:`~ContrastiveModule.contrast` (embeddings -> loss), it declares:
+
+* ``Config``: a dataclass, the method's own config section (``method.*``);
+* :meth:`~ContrastiveModule.read_train_data`: how it reads its training file (before any
+  model loads), and what the loss will receive (hard negatives or not);
+* :meth:`~ContrastiveModule.collator`: how items become a batch; ``default_sampler``;
+* ``evaluations``: which ``eval.*`` evaluations apply to it;
+* :meth:`~ContrastiveModule.callbacks` and :meth:`~ContrastiveModule.export`.
+
+The pipeline only orchestrates. The base turns ``views``/``contrast`` into a plain step,
+or a gradient-cache step under manual optimisation, with no code in the method; every
+trainable parameter of the module (encoder, heads outside it, loss temperatures) gets
+its gradient either way. Monitors, probes and EMA updates are callbacks.
 """
 
 from __future__ import annotations
 
 import contextlib
-from typing import Any, cast
+import dataclasses
+import math
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from enum import Enum
+from pathlib import Path
+from typing import Any, ClassVar, cast
 
 import pytorch_lightning as pl
 import torch
 from torch import Tensor, nn
+from torch.utils.data import Dataset
 
+from contrastlib.errors import ConfigError
 from contrastlib.training.gradcache import GradCache, Inputs
-from contrastlib.training.optim import adamw_param_groups, warmup_schedule
+from contrastlib.training.optim import build_optimizer, warmup_schedule
+
+
+@dataclass
+class TrainData:
+    """A method's training data, read before any model loads."""
+
+    #: The file it came from (for messages).
+    source: str
+    #: One key per row for the batch sampler (the no-duplicates sampler reads the texts).
+    rows: Sequence[Any]
+    #: Items for the collator, one per row, in the same order.
+    dataset: Dataset[Any]
+    #: What each row holds, e.g. "triplets (anchor, positive, negative)".
+    description: str
+    #: Whether the loss receives candidates beyond the positives (hard negatives).
+    hard_negatives: bool = False
+
+
+@dataclass
+class NoConfig:
+    """A method without parameters of its own."""
+
+
+def config_kwargs(config: Any) -> dict[str, Any]:
+    """A method ``Config`` instance as plain keyword arguments (enums as their values)."""
+    return {k: v.value if isinstance(v, Enum) else v for k, v in dataclasses.asdict(config).items()}
 
 
 class ContrastiveModule(pl.LightningModule):
-    """Holds ``encoder`` and ``loss``; configures AdamW with a warm-up schedule.
+    """Holds ``encoder`` and ``loss``; configures the optimizer with a warm-up schedule.
 
     Args:
+        optimizer: ``adamw`` or ``sgd`` (with ``momentum``).
         grad_cache: run every step through a :class:`GradCache` (manual optimisation:
             the module then does gradient accumulation and clipping itself).
         accumulate_grad_batches, gradient_clip_val: used with ``grad_cache`` (without
             it, the Trainer's own settings apply).
         hparams: plain data stored in checkpoints (read back with ``weights_only=True``).
     """
+
+    #: The method's own config section (``method.*``), a dataclass.
+    Config: ClassVar[type] = NoConfig
+    #: The batch sampler used when ``data.sampler`` is null.
+    default_sampler: ClassVar[str] = "random"
+    #: Which ``eval.*`` evaluations apply (e.g. ``("sts",)``).
+    evaluations: ClassVar[tuple[str, ...]] = ()
 
     def __init__(
         self,
@@ -40,6 +92,8 @@ class ContrastiveModule(pl.LightningModule):
         weight_decay: float = 0.01,
         warmup_ratio: float = 0.1,
         scheduler: str = "linear",
+        optimizer: str = "adamw",
+        momentum: float = 0.9,
         grad_cache: GradCache | None = None,
         accumulate_grad_batches: int = 1,
         gradient_clip_val: float | None = None,
@@ -49,6 +103,7 @@ class ContrastiveModule(pl.LightningModule):
         self.encoder = encoder
         self.loss_fn = loss
         self.lr, self.weight_decay = lr, weight_decay
+        self.optimizer_name, self.momentum = optimizer, momentum
         self.warmup_ratio, self.scheduler_kind = warmup_ratio, scheduler
         self.grad_cache = grad_cache
         self.accumulate_grad_batches = accumulate_grad_batches
@@ -61,8 +116,47 @@ class ContrastiveModule(pl.LightningModule):
                 "weight_decay": weight_decay,
                 "warmup_ratio": warmup_ratio,
                 "scheduler": scheduler,
+                "optimizer": optimizer,
             }
         )
+
+    # ------------------------------------------------------------------ the protocol
+    @classmethod
+    def read_train_data(cls, path: str, config: Any, *, max_rows: int | None = None) -> TrainData:
+        """Read the training file (errors name the file and line); no model is loaded."""
+        raise NotImplementedError
+
+    @classmethod
+    def check_loss(cls, loss_cls: type, loss_name: str, data: TrainData) -> None:
+        """Fail before any work if the loss cannot take what this method's data gives it."""
+        if data.hard_negatives and not getattr(loss_cls, "hard_negatives", True):
+            raise ConfigError(
+                f"loss.name: loss {loss_name!r} takes two views of the same examples, but "
+                f"{data.source} holds {data.description}: its hard negatives would have no "
+                "place in the loss (train on pairs, or use a loss that takes hard negatives, "
+                "e.g. info_nce, supcon, dcl, debiased, triplet)"
+            )
+
+    @classmethod
+    def from_config(cls, encoder: nn.Module, loss: nn.Module, config: Any, **common: Any) -> ContrastiveModule:
+        """Build the module from its typed ``Config`` and the shared training settings."""
+        return cls(encoder, loss, **config_kwargs(config), **common)
+
+    def collator(self) -> Callable[[list[Any]], Any]:
+        """Items of :attr:`TrainData.dataset` -> a batch."""
+        raise NotImplementedError
+
+    def callbacks(self) -> list[pl.Callback]:
+        """Callbacks this method needs (momentum updates, monitors)."""
+        return []
+
+    def export(self, out_dir: Path) -> Path:
+        """Write the trained encoder for use outside contrastlib."""
+        save = getattr(self.encoder, "save", None)
+        if save is None:
+            torch.save(self.encoder.state_dict(), Path(out_dir) / "encoder.pt")
+            return Path(out_dir)
+        return Path(save(out_dir))
 
     # ------------------------------------------------------------------ method hooks
     def views(self, batch: Any) -> list[Inputs]:
@@ -87,8 +181,20 @@ class ContrastiveModule(pl.LightningModule):
             loss = self._cached_step(views, batch, batch_idx)
         first = views[0]
         rows = first.shape[0] if isinstance(first, Tensor) else first["input_ids"].shape[0]
-        self.log("train/loss", loss, prog_bar=True, batch_size=int(rows))
+        # sync_dist: the logged loss is the mean over ranks, i.e. the global batch's loss
+        self.log("train/loss", loss, prog_bar=True, batch_size=int(rows), sync_dist=True)
         return loss
+
+    def on_before_optimizer_step(self, optimizer: Any) -> None:
+        # Parameters a loss updates by its own rule (ATI's per-example temperatures).
+        step_own = getattr(self.loss_fn, "step_own_parameters", None)
+        if step_own is not None:
+            step_own()
+
+    def _outside_encoder(self) -> list[nn.Parameter]:
+        """Trainable parameters that are not the encoder's: heads, predictors, temperatures."""
+        inside = {id(p) for p in self.encoder.parameters()}
+        return [p for p in self.parameters() if p.requires_grad and id(p) not in inside]
 
     def _cached_step(self, views: list[Inputs], batch: Any, batch_idx: int) -> Tensor:
         assert self.grad_cache is not None
@@ -105,7 +211,7 @@ class ContrastiveModule(pl.LightningModule):
             backward=self.manual_backward,
             no_sync=no_sync,
             sync_last=steps_now,
-            loss_params=list(self.loss_fn.parameters()),
+            extra_params=self._outside_encoder(),
         )
         if steps_now:
             if self.gradient_clip_val:
@@ -116,12 +222,28 @@ class ContrastiveModule(pl.LightningModule):
                 scheduler.step()
         return loss * accumulate
 
+    def optimizer_steps(self) -> int:
+        """Optimizer steps the run will take: the schedule's length, the same with and
+        without the gradient cache, for any accumulation and for max_steps or max_epochs."""
+        trainer = self.trainer
+        if self.automatic_optimization:
+            return int(trainer.estimated_stepping_batches)
+        # Manual optimisation (gradient cache): the Trainer runs with accumulation 1 and
+        # counts optimizer steps in global_step; the module steps every `accumulate`
+        # batches and at the end of each epoch, as Lightning's own accumulation does.
+        trainer.estimated_stepping_batches  # noqa: B018  (sets num_training_batches)
+        batches = trainer.num_training_batches
+        if math.isinf(batches):
+            return int(trainer.max_steps)
+        total = math.ceil(batches / self.accumulate_grad_batches) * max(trainer.max_epochs or 1, 1)
+        return min(total, trainer.max_steps) if trainer.max_steps != -1 else total
+
     def configure_optimizers(self) -> Any:
-        optimizer = torch.optim.AdamW(adamw_param_groups(self, self.weight_decay), lr=self.lr)
-        total = int(self.trainer.estimated_stepping_batches)
-        if not self.automatic_optimization:
-            total = -(-total // self.accumulate_grad_batches)
+        optimizer = build_optimizer(
+            self, self.optimizer_name, lr=self.lr, weight_decay=self.weight_decay, momentum=self.momentum,
+            exclude=getattr(self.loss_fn, "own_parameters", lambda: [])(),
+        )
         schedule = warmup_schedule(
-            optimizer, total_steps=total, warmup_ratio=self.warmup_ratio, kind=self.scheduler_kind
+            optimizer, total_steps=self.optimizer_steps(), warmup_ratio=self.warmup_ratio, kind=self.scheduler_kind
         )
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": schedule, "interval": "step"}}

@@ -6,26 +6,48 @@
   contradiction; every other row's positive and negative are negatives too (this is
   sentence-transformers' MultipleNegativesRankingLoss on the same data).
 
-Any registered loss works (it receives ``anchors [B, D]`` and ``candidates [C, D]``), and
-so does gradient caching (the base class runs it from :meth:`views` and :meth:`contrast`).
+Config section ``method``: ``name: simcse``, ``mode: supervised | unsupervised``.
+Training file: ``.txt`` (one sentence per line; unsupervised) or ``.tsv``/``.csv``/
+``.jsonl`` pairs or triplets (``anchor positive [negative]``, see
+:func:`contrastlib.data.read_tuples`). Any registered loss works (it receives
+``anchors [B, D]`` and ``candidates [C, D]``), and so does gradient caching.
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+from enum import Enum
 from typing import Any
 
 import torch
 from torch import Tensor, nn
 
-from contrastlib.data.collate import TextBatch
-from contrastlib.methods.base import ContrastiveModule
+from contrastlib.data.collate import HFTokenize, IndexedRows, TextBatch, TextTupleCollator
+from contrastlib.data.readers import read_tuples
+from contrastlib.errors import ConfigError
+from contrastlib.methods.base import ContrastiveModule, TrainData
 from contrastlib.registry import METHODS
 
 Features = dict[str, Tensor]
 
 
+class SimCSEMode(Enum):
+    unsupervised = "unsupervised"
+    supervised = "supervised"
+
+
+@dataclass
+class SimCSEConfig:
+    #: unsupervised: each sentence twice under dropout; supervised: (anchor, positive[, negative]).
+    mode: SimCSEMode = SimCSEMode.supervised
+
+
 @METHODS.register("simcse", summary="SimCSE: dropout views (unsupervised) or NLI triplets (supervised)")
 class SimCSE(ContrastiveModule):
+    Config = SimCSEConfig
+    default_sampler = "no_duplicates"
+    evaluations = ("sts",)
+
     def __init__(
         self, encoder: nn.Module, loss: nn.Module, *, mode: str = "supervised", **kwargs: Any
     ) -> None:
@@ -36,6 +58,33 @@ class SimCSE(ContrastiveModule):
         super().__init__(encoder, loss, hparams=hparams, **kwargs)
         self.mode = mode
 
+    # ------------------------------------------------------------------ protocol
+    @classmethod
+    def read_train_data(cls, path: str, config: Any, *, max_rows: int | None = None) -> TrainData:
+        rows, roles = read_tuples(path)
+        if max_rows is not None:
+            rows = rows[:max_rows]
+        mode = config.mode.value if isinstance(config.mode, Enum) else config.mode
+        if mode == "supervised" and len(roles) < 2:
+            raise ConfigError(
+                f"method.mode: supervised SimCSE needs pairs or triplets, but {path} "
+                "holds single sentences (use method.mode=unsupervised)"
+            )
+        if mode == "unsupervised":
+            rows = [r[:1] for r in rows]  # dropout views of the first column
+            description = "single sentences (two dropout views each)"
+        else:
+            description = "triplets (anchor, positive, negative)" if len(roles) == 3 else "pairs (anchor, positive)"
+        return TrainData(
+            source=path, rows=rows, dataset=IndexedRows(rows), description=description,
+            hard_negatives=mode == "supervised" and len(roles) == 3,
+        )
+
+    def collator(self) -> TextTupleCollator:
+        enc: Any = self.encoder
+        return TextTupleCollator(HFTokenize(enc.tokenizer, enc.max_seq_length))
+
+    # ------------------------------------------------------------------ step
     def views(self, batch: TextBatch) -> list[Features]:  # type: ignore[override]
         if self.mode == "unsupervised":
             # one forward over [x; x]: the two halves get different dropout masks

@@ -3,39 +3,27 @@
 In-batch negatives assume every other row's texts are negatives; a duplicated text
 would be its own negative. The batches of an epoch are built once per epoch (seed +
 epoch), so ``__len__`` is exact and the order changes every epoch (PEERS.md item 5).
-Under DDP each rank takes every ``world_size``-th batch of the same global order, all
-ranks the same number.
+Under DDP the rule holds for the global batch (every rank's slice together), since that is
+what the loss gathers; see :mod:`contrastlib.samplers.base`.
 """
 
 from __future__ import annotations
 
 import random
-from collections.abc import Hashable, Iterator, Sequence
-
-import torch.distributed as dist
-from torch.utils.data import Sampler
+from collections.abc import Hashable, Sequence
 
 from contrastlib.registry import SAMPLERS
+from contrastlib.samplers.base import GlobalBatchSampler
 
 
-def _dist_info(num_replicas: int | None, rank: int | None) -> tuple[int, int]:
-    if num_replicas is None:
-        num_replicas = dist.get_world_size() if dist.is_available() and dist.is_initialized() else 1
-    if rank is None:
-        rank = dist.get_rank() if dist.is_available() and dist.is_initialized() else 0
-    return num_replicas, rank
-
-
-@SAMPLERS.register("no_duplicates", summary="no text twice in a batch; exact len; reseeded per epoch")
-class NoDuplicatesBatchSampler(Sampler[list[int]]):
-    """Yield batches of indices into ``rows`` with no repeated text within a batch.
+@SAMPLERS.register("no_duplicates", summary="no text twice in a global batch; exact len; reseeded per epoch")
+class NoDuplicatesBatchSampler(GlobalBatchSampler):
+    """Yield batches of indices into ``rows`` with no repeated text within a global batch
+    (the batch gathered across devices), so no text is its own negative.
 
     Args:
         rows: the dataset's text tuples (or any hashable keys per row).
-        batch_size: rows per batch.
-        drop_last: drop the final batch if it has fewer than ``batch_size`` rows.
-        seed: base seed; the epoch number is added to it.
-        num_replicas, rank: DDP split (default: read from ``torch.distributed``).
+        batch_size, drop_last, seed, num_replicas, rank: see :class:`GlobalBatchSampler`.
     """
 
     def __init__(
@@ -48,22 +36,14 @@ class NoDuplicatesBatchSampler(Sampler[list[int]]):
         num_replicas: int | None = None,
         rank: int | None = None,
     ) -> None:
-        if batch_size < 1:
-            raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+        super().__init__(
+            rows, batch_size, drop_last=drop_last, seed=seed, num_replicas=num_replicas, rank=rank
+        )
         self.keys = [tuple(r) for r in rows]
-        self.batch_size = batch_size
-        self.drop_last = drop_last
-        self.seed = seed
-        self.epoch = 0
-        self.num_replicas, self.rank = num_replicas, rank
-        self._cache: tuple[int, list[list[int]]] | None = None
 
-    def set_epoch(self, epoch: int) -> None:
-        self.epoch = epoch
-
-    def _build(self) -> list[list[int]]:
+    def global_batches(self, epoch: int, global_batch_size: int) -> list[list[int]]:
         order = list(range(len(self.keys)))
-        random.Random(self.seed + self.epoch).shuffle(order)
+        random.Random(self.seed + epoch).shuffle(order)
         batches: list[list[int]] = []
         pending = order
         while pending:
@@ -71,7 +51,7 @@ class NoDuplicatesBatchSampler(Sampler[list[int]]):
             seen: set[Hashable] = set()
             deferred: list[int] = []
             pos = 0
-            while pos < len(pending) and len(batch) < self.batch_size:
+            while pos < len(pending) and len(batch) < global_batch_size:
                 i = pending[pos]
                 pos += 1
                 texts = self.keys[i]
@@ -82,23 +62,4 @@ class NoDuplicatesBatchSampler(Sampler[list[int]]):
                 seen.update(texts)
             pending = deferred + pending[pos:]
             batches.append(batch)
-        if self.drop_last and batches and len(batches[-1]) < self.batch_size:
-            batches = [b for b in batches if len(b) == self.batch_size]
         return batches
-
-    def _global_batches(self) -> list[list[int]]:
-        if self._cache is None or self._cache[0] != self.epoch:
-            self._cache = (self.epoch, self._build())
-        return self._cache[1]
-
-    def _local_batches(self) -> list[list[int]]:
-        world, rank = _dist_info(self.num_replicas, self.rank)
-        batches = self._global_batches()
-        usable = len(batches) - len(batches) % world  # every rank gets the same count
-        return batches[rank:usable:world]
-
-    def __iter__(self) -> Iterator[list[int]]:
-        yield from self._local_batches()
-
-    def __len__(self) -> int:
-        return len(self._local_batches())

@@ -5,14 +5,19 @@ One step over a batch whose inputs are split into chunks:
 
 1. **Embed without a graph**, chunk by chunk, saving each chunk's random state first (the
    CPU generator and every CUDA device the encoder uses, saved explicitly: PEERS.md 2).
-2. **Loss on detached embeddings** (leaf tensors): ``loss.backward()`` gives the cached
-   gradient ``dL/de`` for every embedding, cross-device gather included. This backward is
-   never loss-scaled: the cached gradients are exact.
+2. **Loss on detached embeddings** (leaf tensors): ``autograd.grad`` gives the cached
+   gradient ``dL/de`` for every embedding, cross-device gather included, and ``dL/dp`` for
+   every trainable parameter outside the encoder (a projection head or predictor applied
+   in the loss step, a learnable temperature). This backward is never loss-scaled: the
+   cached gradients are exact, and they stay float32.
 3. **Replay each chunk with a graph** under its saved random state (dropout masks are the
    same, so the embeddings are identical) and back-propagate the surrogate
-   ``sum(e * dL/de)`` through the encoder with the caller's ``backward`` (Lightning's
-   ``manual_backward``, which applies an AMP loss scale once). All chunks but the last run
-   under ``no_sync`` so DDP all-reduces once per step (PEERS.md 3).
+   ``sum(float(e) * dL/de)`` through the encoder with the caller's ``backward`` (Lightning's
+   ``manual_backward``, which applies an AMP loss scale once). The product is taken in
+   float32, so the loss scale multiplies the cached gradient before anything is cast to
+   fp16 (small cached gradients would underflow otherwise). The parameters outside the
+   encoder ride on the last chunk's surrogate as ``sum(p * dL/dp)``. All chunks but the
+   last run under ``no_sync`` so DDP all-reduces once per step (PEERS.md 3).
 
 The global random state ends where plain chunked forwards would leave it. BatchNorm
 running statistics are updated by pass 1 only (pass 2 restores them); chunked BatchNorm
@@ -171,7 +176,7 @@ class GradCache:
         backward: Callable[[Tensor], Any] | None = None,
         no_sync: Callable[[], contextlib.AbstractContextManager[Any]] | None = None,
         sync_last: bool = True,
-        loss_params: Sequence[nn.Parameter] = (),
+        extra_params: Sequence[nn.Parameter] = (),
     ) -> Tensor:
         """Accumulate the gradient of ``loss_fn([encoder(v) for v in views])`` into ``encoder``.
 
@@ -183,9 +188,9 @@ class GradCache:
             no_sync: context that stops DDP from all-reducing (default none).
             sync_last: let the last chunk's backward all-reduce (off when accumulating
                 more batches before the optimizer step).
-            loss_params: parameters of the loss itself (a learnable temperature): their
-                cached gradients ride on the last surrogate, so they are synced and
-                scaled like the encoder's.
+            extra_params: every trainable parameter ``loss_fn`` uses besides the encoder's
+                (heads, predictors, learnable temperatures): their cached gradients ride
+                on the last surrogate, so they are synced and scaled like the encoder's.
         Returns:
             The loss (detached).
         """
@@ -219,8 +224,9 @@ class GradCache:
                     stats.first_pass.append([o.detach().clone() for o in outs])
 
         # Loss and cached gradients on detached leaves (never loss-scaled).
-        leaves = [e.detach().requires_grad_() for e in embeddings]
-        params = [p for p in loss_params if p.requires_grad]
+        # float32 leaves: dL/de takes the leaf's dtype, and must not be fp16 (underflow)
+        leaves = [e.detach().float().requires_grad_() for e in embeddings]
+        params = [p for p in extra_params if p.requires_grad]
         with torch.enable_grad():
             loss = loss_fn(leaves)
             grads = torch.autograd.grad(loss, [*leaves, *params], allow_unused=True)
@@ -241,7 +247,7 @@ class GradCache:
                     if len(stats.second_pass) <= v:
                         stats.second_pass.append([])
                     stats.second_pass[v].append(out.detach().clone())
-                surrogate = (out * grad.to(out.dtype)).sum()
+                surrogate = (out.float() * grad.float()).sum()  # fp32: scaled before any cast
                 if last:
                     for p, g in param_grads:
                         surrogate = surrogate + (p * g).sum()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 
 import torch
 from torch import nn
@@ -11,11 +12,15 @@ from torch.optim.lr_scheduler import LambdaLR
 _NO_DECAY = ("bias", "LayerNorm.weight", "layer_norm.weight", "norm.weight", "bn")
 
 
-def adamw_param_groups(model: nn.Module, weight_decay: float) -> list[dict[str, object]]:
-    """Weight decay on matrices only: not on biases or normalisation weights."""
+def adamw_param_groups(
+    model: nn.Module, weight_decay: float, exclude: Sequence[nn.Parameter] = ()
+) -> list[dict[str, object]]:
+    """Weight decay on matrices only: not on biases or normalisation weights.
+    ``exclude``: parameters updated by their own rule, kept out of the optimizer."""
+    skip = {id(p) for p in exclude}
     decay, no_decay = [], []
     for name, param in model.named_parameters():
-        if not param.requires_grad:
+        if not param.requires_grad or id(param) in skip:
             continue
         if param.ndim < 2 or any(tag in name for tag in _NO_DECAY):
             no_decay.append(param)
@@ -27,12 +32,33 @@ def adamw_param_groups(model: nn.Module, weight_decay: float) -> list[dict[str, 
     ]
 
 
+def build_optimizer(
+    model: nn.Module,
+    name: str,
+    *,
+    lr: float,
+    weight_decay: float,
+    momentum: float = 0.9,
+    exclude: Sequence[nn.Parameter] = (),
+) -> torch.optim.Optimizer:
+    """``adamw`` or ``sgd`` (with momentum) over the model's trainable parameters."""
+    groups = adamw_param_groups(model, weight_decay, exclude)
+    if name == "adamw":
+        return torch.optim.AdamW(groups, lr=lr)
+    if name == "sgd":
+        return torch.optim.SGD(groups, lr=lr, momentum=momentum)
+    raise ValueError(f"unknown optimizer {name!r}; valid: adamw, sgd")
+
+
 def warmup_schedule(
     optimizer: torch.optim.Optimizer, *, total_steps: int, warmup_ratio: float, kind: str
 ) -> LambdaLR:
-    """Linear warm-up, then ``linear`` decay to zero, ``cosine`` decay, or ``constant``."""
+    """Linear warm-up, then ``linear`` decay to zero, ``cosine`` decay, or ``constant``.
+
+    The warm-up is ``ceil(total * warmup_ratio)`` steps, as in Hugging Face's trainer.
+    """
     total = max(1, total_steps)
-    warmup = int(total * warmup_ratio)
+    warmup = math.ceil(total * warmup_ratio)
 
     def factor(step: int) -> float:
         if step < warmup:

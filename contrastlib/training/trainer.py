@@ -24,6 +24,7 @@ def build_trainer(
     log_every_n_steps: int,
     checkpoint_every_n_steps: int,
     enable_progress_bar: bool,
+    keep_step_checkpoints: bool = False,
     deterministic: bool,
     extra_callbacks: list[pl.Callback] | None = None,
     log_version: str = "",
@@ -34,8 +35,9 @@ def build_trainer(
     checkpoint = ModelCheckpoint(
         dirpath=run_dir / "checkpoints",
         filename="step-{step}",
+        auto_insert_metric_name=False,
         save_last=True,
-        save_top_k=0,
+        save_top_k=-1 if keep_step_checkpoints else 0,
         every_n_train_steps=checkpoint_every_n_steps,
     )
     loggers: list[Any] = [

@@ -27,7 +27,7 @@ def last_json(stdout: str) -> dict:
 
 @pytest.fixture(scope="module")
 def small_sts(tmp_path_factory) -> Path:
-    src = (REPO / "datasets" / "stsb" / "test.tsv").read_text().splitlines()
+    src = (REPO / "contrastlib" / "datasets" / "stsb" / "test.tsv").read_text().splitlines()
     p = tmp_path_factory.mktemp("sts") / "small.tsv"
     p.write_text("\n".join(src[:121]) + "\n")
     return p
@@ -101,7 +101,7 @@ def test_bad_data_is_one_line_exit_2(tmp_path, capsys, content, needle):
 
 
 def test_bad_config_key_is_one_line_exit_2_in_a_real_process():
-    proc = run_cli("fit", "configs/quickstart.yaml", "trainer.max_epoch=1")
+    proc = run_cli("fit", "quickstart", "trainer.max_epoch=1")
     assert proc.returncode == 2
     err = proc.stderr.strip()
     assert "Traceback" not in err and err.count("\n") == 0
@@ -136,11 +136,11 @@ def trained_run(tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("runs")
     code = main(
         [
-            "fit", str(REPO / "configs" / "quickstart.yaml"),
+            "fit", "quickstart",
             f"output_dir={out}", "name=smoke", "data.max_rows=48", "data.batch_size=16",
             "trainer.max_steps=3", "trainer.enable_progress_bar=false", "trainer.checkpoint_every_n_steps=2",
             "trainer.log_every_n_steps=1", "trainer.max_epochs=5",
-            f"eval.sts=[{REPO / 'datasets' / 'stsb' / 'dev.tsv'}]", "optim.lr=1e-4",
+            f"eval.sts=[{REPO / 'contrastlib' / 'datasets' / 'stsb' / 'dev.tsv'}]", "optim.lr=1e-4",
         ]
     )
     assert code == 0
@@ -159,7 +159,7 @@ def test_fit_writes_a_complete_run_dir(trained_run):
 
 
 def test_trained_model_changed_and_reloads_from_run_dir_and_checkpoint(trained_run, minilm, stsb_sentences):
-    from contrastlib.encoders import load_encoder
+    from contrastlib.jobs import load_encoder
 
     texts = stsb_sentences[:50]
     from_run = load_encoder(trained_run).encode(texts)
@@ -172,7 +172,7 @@ def test_trained_model_changed_and_reloads_from_run_dir_and_checkpoint(trained_r
 def test_export_loads_in_sentence_transformers(trained_run, tmp_path, stsb_sentences, capsys):
     from sentence_transformers import SentenceTransformer
 
-    from contrastlib.encoders import load_encoder
+    from contrastlib.jobs import load_encoder
 
     out = tmp_path / "exported"
     assert main(["export", str(trained_run / "checkpoints" / "last.ckpt"), "--out", str(out), "--json"]) == 0
@@ -191,7 +191,7 @@ def test_resume_continues_from_last_checkpoint(trained_run, tmp_path):
     shutil.copytree(trained_run, run)
     code = main(
         [
-            "fit", str(REPO / "configs" / "quickstart.yaml"),
+            "fit", "quickstart",
             f"output_dir={tmp_path / 'runs'}", "name=smoke", "resume=true", "data.max_rows=48",
             "data.batch_size=16", "trainer.max_steps=5", "trainer.max_epochs=5", "trainer.enable_progress_bar=false",
             "trainer.log_every_n_steps=1",
@@ -206,18 +206,21 @@ def test_resume_continues_from_last_checkpoint(trained_run, tmp_path):
 
 
 def test_existing_run_dir_is_never_overwritten(trained_run, tmp_path):
-    from contrastlib.pipeline import choose_run_dir
+    from contrastlib.jobs import JOB_DIR_ENV, Job
 
-    assert choose_run_dir(str(trained_run.parent), "smoke", resume=False) == trained_run.parent / "smoke-2"
+    job = Job.open(trained_run.parent, "smoke", kind="fit")
+    with job.running():
+        assert job.dir == (trained_run.parent / "smoke-2").resolve()
+    assert JOB_DIR_ENV not in __import__("os").environ  # the next job chooses afresh
 
 
 def test_unsupervised_fit_with_dataloader_workers(tmp_path):
     """Unsupervised SimCSE end to end, tokenising in a DataLoader worker process."""
-    from contrastlib.encoders import load_encoder
+    from contrastlib.jobs import load_encoder
 
     code = main(
         [
-            "fit", str(REPO / "configs" / "simcse-unsup-wiki.yaml"),
+            "fit", "simcse-unsup-wiki",
             f"output_dir={tmp_path}", "name=unsup", "data.max_rows=64", "data.batch_size=16",
             "data.num_workers=1", "trainer.max_steps=2", "trainer.precision=32-true",
             "trainer.enable_progress_bar=false", "eval.sts=[]",
@@ -232,8 +235,8 @@ def test_unsupervised_fit_with_dataloader_workers(tmp_path):
 def test_supervised_on_single_sentences_fails_before_work(tmp_path, capsys):
     code = main(
         [
-            "fit", str(REPO / "configs" / "quickstart.yaml"), f"output_dir={tmp_path}",
-            f"data.train={REPO / 'datasets' / 'wiki' / 'wiki-sentences-3k.txt'}",
+            "fit", "quickstart", f"output_dir={tmp_path}",
+            f"data.train={REPO / 'contrastlib' / 'datasets' / 'wiki' / 'wiki-sentences-3k.txt'}",
         ]
     )
     assert code == 2
@@ -253,7 +256,7 @@ def test_supervised_on_single_sentences_fails_before_work(tmp_path, capsys):
 def test_fit_with_other_losses(tmp_path, overrides):
     code = main(
         [
-            "fit", str(REPO / "configs" / "quickstart.yaml"), f"output_dir={tmp_path}", "name=x",
+            "fit", "quickstart", f"output_dir={tmp_path}", "name=x",
             "data.max_rows=16", "data.batch_size=8", "trainer.max_steps=1", "trainer.enable_progress_bar=false",
             "eval.sts=[]", "loss.temperature=null", *overrides,
         ]

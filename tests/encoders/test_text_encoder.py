@@ -6,8 +6,9 @@ import numpy as np
 import pytest
 import torch
 
-from contrastlib.encoders import TextEncoder, load_encoder
+from contrastlib.encoders import TextEncoder
 from contrastlib.errors import ModelLoadError
+from contrastlib.jobs import load_encoder
 
 
 def test_reads_sentence_transformers_layout(minilm):

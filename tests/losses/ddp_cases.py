@@ -59,6 +59,13 @@ def _supcon_labels(enc: nn.Module, data: dict[str, Tensor], s: slice) -> Tensor:
     return SupConLoss(0.2)(feats, labels=labels)
 
 
+def _supcon_uneven_valid(enc: nn.Module, data: dict[str, Tensor], s: slice) -> Tensor:
+    """One view, labels chosen so rank 0 holds 3 anchors with positives and rank 1 one:
+    a per-rank mean would weight them equally; the global mean weights each anchor once."""
+    labels = torch.tensor([0, 0, 0, 1, 1, 2, 3, 4])[s]
+    return SupConLoss(0.2)(enc(data["views"][0, s]), labels=labels)
+
+
 def _multiview(loss: nn.Module) -> Case:
     def run(enc: nn.Module, data: dict[str, Tensor], s: slice) -> Tensor:
         return loss(torch.stack([enc(data["views"][v, s]) for v in range(3)]))
@@ -74,6 +81,7 @@ CASES: dict[str, Case] = {
     "nt_xent_chunked": _pair(NTXentLoss(0.3, chunk_size=3)),
     "info_nce_chunked_symmetric_diagonal": _pair(InfoNCELoss(0.1, chunk_size=3, symmetric=True)),
     "supcon_labels": _supcon_labels,
+    "supcon_uneven_valid": _supcon_uneven_valid,
     "supcon_pairs": _pair(SupConLoss(0.2), with_negatives=True),
     "mv_info_nce": _multiview(MVInfoNCELoss(0.2)),
     "mv_dhel": _multiview(MVDHELLoss(0.2)),

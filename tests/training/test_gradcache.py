@@ -49,7 +49,7 @@ def cached_grads(method: SimCSE, batch: TextBatch, cache: GradCache, seed: int):
     method.zero_grad()
     torch.manual_seed(seed)
     loss = cache.step(method.encoder, method.views(batch), lambda e: method.contrast(e, batch),
-                      loss_params=list(method.loss_fn.parameters()))
+                      extra_params=list(method.loss_fn.parameters()))
     return loss, grads_of(method), torch.get_rng_state()
 
 
@@ -156,9 +156,9 @@ def _fit(tmp_path: Path, name: str, *extra: str) -> Path:
     from contrastlib.cli.main import main
 
     code = main([
-        "fit", str(REPO / "configs" / "quickstart.yaml"), f"output_dir={tmp_path}", f"name={name}",
+        "fit", "quickstart", f"output_dir={tmp_path}", f"name={name}",
         "data.max_rows=16", "data.batch_size=8", "trainer.max_steps=2", "trainer.enable_progress_bar=false",
-        "eval.sts=[]", "model.max_seq_length=32", "optim.lr=1e-4", *extra,
+        "eval.sts=[]", "model.max_seq_length=32", "optim.lr=1e-4", "trainer.precision=32-true", *extra,
     ])
     assert code == 0
     return tmp_path / name
@@ -186,7 +186,7 @@ def test_lightning_cached_with_accumulation_clipping_and_resume(tmp_path):
     from contrastlib.cli.main import main
 
     code = main([
-        "fit", str(REPO / "configs" / "quickstart.yaml"), f"output_dir={tmp_path}", "name=acc", "resume=true",
+        "fit", "quickstart", f"output_dir={tmp_path}", "name=acc", "resume=true",
         "data.max_rows=16", "data.batch_size=8", "trainer.max_steps=3", "trainer.max_epochs=4",
         "trainer.enable_progress_bar=false", "eval.sts=[]", "model.max_seq_length=32", "gradcache.token_budget=64",
         "trainer.accumulate_grad_batches=2", "trainer.gradient_clip_val=1.0",

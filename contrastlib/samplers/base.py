@@ -1,0 +1,115 @@
+"""What every batch sampler shares: the global batch of a step is formed once, identically
+on every rank, and each rank takes an equal slice of it (PEERS.md items 5 and 12).
+
+With ``W`` ranks and a per-device batch ``B``, a subclass forms global batches of
+``W * B`` rows from a seeded order (seed + epoch). Rank ``r`` takes rows
+``[r * n / W, (r + 1) * n / W)`` of each global batch of ``n`` rows, so that:
+
+* a DDP run at ``B`` per device sees, step by step, the batches a 1-process run at
+  ``W * B`` sees (what is gathered across devices is exactly that global batch);
+* ``__len__`` is exact and the same on every rank (no rank waits on a collective that
+  another never reaches);
+* every rank's batch has the same number of rows: a short last global batch is cut to a
+  multiple of ``W`` (at most ``W - 1`` rows are left out of that epoch), or dropped
+  entirely with ``drop_last``.
+
+Lightning calls ``set_epoch`` on ``dataloader.batch_sampler.sampler`` (not on the batch
+sampler itself), so a batch sampler here is also its own ``sampler``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from typing import Any
+
+import torch.distributed as dist
+from torch.utils.data import Sampler
+
+
+def dist_info(num_replicas: int | None = None, rank: int | None = None) -> tuple[int, int]:
+    """``(world_size, rank)``: given values, else the initialised process group's, else (1, 0)."""
+    initialised = dist.is_available() and dist.is_initialized()
+    if num_replicas is None:
+        num_replicas = dist.get_world_size() if initialised else 1
+    if rank is None:
+        rank = dist.get_rank() if initialised else 0
+    return num_replicas, rank
+
+
+class GlobalBatchSampler(Sampler[list[int]]):
+    """Base class: subclasses implement :meth:`global_batches`.
+
+    Every sampler takes the same arguments, so ``data.sampler`` can name any of them.
+
+    Args:
+        rows: the dataset's rows (their keys, for samplers that look at content; others
+            use only ``len(rows)``).
+        batch_size: rows per device and step (the global batch is ``batch_size * W``).
+        drop_last: drop a global batch shorter than ``batch_size * W``.
+        seed: base seed; the epoch number is added to it.
+        num_replicas, rank: the DDP split (default: read from ``torch.distributed`` when
+            iterated, so a sampler built before the process group starts is still right).
+    """
+
+    def __init__(
+        self,
+        rows: Sequence[Any],
+        batch_size: int,
+        *,
+        drop_last: bool = False,
+        seed: int = 0,
+        num_replicas: int | None = None,
+        rank: int | None = None,
+    ) -> None:
+        if batch_size < 1:
+            raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+        self.num_rows = len(rows)
+        self.batch_size = batch_size
+        self.drop_last = drop_last
+        self.seed = seed
+        self.epoch = 0
+        self.num_replicas, self.rank = num_replicas, rank
+        self._cache: tuple[tuple[int, int], list[list[int]]] | None = None
+
+    # ---------------------------------------------------------------- for subclasses
+    def global_batches(self, epoch: int, global_batch_size: int) -> list[list[int]]:
+        """Every global batch of ``epoch`` (at most ``global_batch_size`` rows each)."""
+        raise NotImplementedError
+
+    # ---------------------------------------------------------------- the protocol
+    @property
+    def sampler(self) -> GlobalBatchSampler:
+        """Lightning's ``_set_sampler_epoch`` looks for ``batch_sampler.sampler.set_epoch``."""
+        return self
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def _shared(self) -> list[list[int]]:
+        world, _ = dist_info(self.num_replicas, self.rank)
+        key = (self.epoch, world)
+        if self._cache is None or self._cache[0] != key:
+            size = self.batch_size * world
+            kept = []
+            for batch in self.global_batches(self.epoch, size):
+                if self.drop_last and len(batch) < size:
+                    continue
+                n = len(batch) - len(batch) % world  # equal shapes on every rank
+                if n:
+                    kept.append(batch[:n])
+            self._cache = (key, kept)
+        return self._cache[1]
+
+    def local_batches(self) -> list[list[int]]:
+        world, rank = dist_info(self.num_replicas, self.rank)
+        out = []
+        for batch in self._shared():
+            share = len(batch) // world
+            out.append(batch[rank * share : (rank + 1) * share])
+        return out
+
+    def __iter__(self) -> Iterator[list[int]]:
+        yield from self.local_batches()
+
+    def __len__(self) -> int:
+        return len(self._shared())

@@ -1,0 +1,86 @@
+"""Recipes travel with the package; every check runs before any work; a crash is recorded;
+``precision: auto`` says what it chose (issue: "Errors after work", "Recipes that travel")."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from contrastlib.cli.main import main
+
+
+def run_cli(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
+    env = {k: v for k, v in os.environ.items() if k != "CONTRASTLIB_JOB_DIR"}
+    return subprocess.run(
+        [sys.executable, "-m", "contrastlib", *args], cwd=cwd, capture_output=True, text=True, timeout=600, env=env
+    )
+
+
+def test_a_loss_that_cannot_take_the_data_fails_before_any_work(tmp_path):
+    """nt_xent on triplets used to load the model, evaluate STS, then die in a traceback."""
+    proc = run_cli("fit", "quickstart", f"output_dir={tmp_path / 'runs'}", "loss.name=nt_xent", cwd=tmp_path)
+    assert proc.returncode == 2
+    err = proc.stderr.strip()
+    assert "Traceback" not in err and err.count("\n") == 0, err
+    assert err.startswith("error: loss.name: loss 'nt_xent' takes two views") and "triplets" in err
+    assert not (tmp_path / "runs").exists(), "nothing may be written before the inputs are valid"
+
+
+def test_recipe_by_name_from_any_directory_dry_run(tmp_path):
+    proc = run_cli("fit", "quickstart", "--dry-run", "--json", cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    out = proc.stdout
+    assert "train: " in out and "contrastlib/datasets/nli/snli-dev.tsv" in out  # resolved
+    assert "2943 rows, triplets (anchor, positive, negative)" in out
+    assert json.loads(out.strip().splitlines()[-1])["rows"] == 2943
+    assert not any(tmp_path.iterdir()), "a dry run writes nothing"
+
+
+def test_list_shows_the_recipes(capsys):
+    assert main(["list", "--json"]) == 0
+    payload = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    names = {r["name"] for r in payload["recipes"]}
+    assert {"quickstart", "simcse-unsup-wiki"} <= names
+    for r in payload["recipes"]:
+        assert Path(r["path"]).is_file() and r["summary"]
+
+
+def test_unknown_recipe_suggests_the_closest(tmp_path, capsys):
+    assert main(["fit", "quickstar"]) == 2
+    assert "did you mean recipe 'quickstart'" in capsys.readouterr().err
+
+
+def test_a_crash_marks_the_run_failed_with_its_error(tmp_path, monkeypatch, capsys):
+    from contrastlib.methods import SimCSE
+
+    def boom(self, embeddings, batch):
+        raise RuntimeError("boom in the loss")
+
+    monkeypatch.setattr(SimCSE, "contrast", boom)
+    with pytest.raises(RuntimeError, match="boom"):
+        main([
+            "fit", "quickstart", f"output_dir={tmp_path}", "name=crash", "data.max_rows=16", "data.batch_size=8",
+            "trainer.max_steps=1", "trainer.enable_progress_bar=false", "eval.sts=[]",
+        ])
+    marker = json.loads((tmp_path / "crash" / "contrastlib_run.json").read_text())
+    assert marker["status"] == "failed"
+    assert marker["error"] == "RuntimeError: boom in the loss"
+    assert marker["versions"]["torch"] and "git_commit" in marker
+    assert os.environ.get("CONTRASTLIB_JOB_DIR") is None
+
+
+@pytest.mark.parametrize("native,expected", [(True, "bf16-mixed"), (False, "32-true")])
+def test_precision_auto_follows_the_hardware(monkeypatch, native, expected):
+    from contrastlib.training import precision
+
+    monkeypatch.setattr(precision, "cpu_bf16_native", lambda: (native, "AMX" if native else "no native bf16"))
+    monkeypatch.setattr(precision.torch.cuda, "is_available", lambda: False)
+    chosen, why = precision.resolve_precision("auto", "auto")
+    assert chosen == expected and why.startswith("auto: CPU with")
+    assert precision.resolve_precision("32-true", "auto")[0] == "32-true"
+    assert precision.encode_precision("auto", chosen) == ("bf16" if native else "fp32")
