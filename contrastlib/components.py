@@ -1,3 +1,14 @@
-"""Import every room that registers components, so the registries are complete."""
+"""Import every module of the rooms that register components, so the registries are
+complete: a new method, loss, sampler or encoder file registers itself by being there,
+with no shared list to edit."""
 
-from contrastlib import encoders, losses, methods, samplers  # noqa: F401
+from __future__ import annotations
+
+import importlib
+import pkgutil
+
+from contrastlib import encoders, losses, methods, samplers
+
+for _room in (encoders, losses, methods, samplers):
+    for _info in pkgutil.iter_modules(_room.__path__, prefix=f"{_room.__name__}."):
+        importlib.import_module(_info.name)

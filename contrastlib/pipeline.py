@@ -184,6 +184,7 @@ def _build_trainer(plan: FitPlan, job: Job, module: ContrastiveModule) -> pl.Tra
         precision=plan.precision,
         accelerator=t.accelerator,
         devices=t.devices,
+        num_nodes=t.num_nodes,
         strategy=t.strategy,
         gradient_clip_val=None if cached else t.gradient_clip_val,
         accumulate_grad_batches=1 if cached else t.accumulate_grad_batches,

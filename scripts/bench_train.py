@@ -55,10 +55,9 @@ def set_threads(a: dict[str, Any]) -> int:
 
 # ----------------------------------------------------------------------------------
 # OUR CONFIG: the one place that builds contrastlib's run for this benchmark.
-# contrastlib's pipeline is being refactored (e.g. ``data.no_duplicates`` may become
-# ``data.sampler``; recipes may move): adapt the overrides here only. The defaults this
-# relies on: supervised SimCSE, info_nce at temperature 0.05, no-duplicates batches,
-# linear schedule, all-MiniLM-L6-v2.
+# Everything that must match the sentence-transformers side is set explicitly: supervised
+# SimCSE with info_nce at temperature 0.05 (MNRL's scale 20), no-duplicates batches,
+# linear schedule with 10% warm-up (ceil, as Hugging Face), all-MiniLM-L6-v2.
 # ----------------------------------------------------------------------------------
 def our_config(a: dict[str, Any], precision: str, output_dir: str) -> Any:
     from contrastlib.config import load_config
@@ -68,6 +67,11 @@ def our_config(a: dict[str, Any], precision: str, output_dir: str) -> Any:
         [
             f"data.train={a['data']}",
             f"data.batch_size={a['batch_size']}",
+            "data.sampler=no_duplicates",
+            "method.mode=supervised",
+            "loss.name=info_nce",
+            "loss.temperature=0.05",
+            "optim.scheduler=linear",
             f"model.max_seq_length={a['max_len']}",
             f"optim.lr={a['lr']}",
             "optim.warmup_ratio=0.1",

@@ -59,6 +59,8 @@ class TrainerConfig:
     precision: str = "auto"
     accelerator: str = "auto"
     devices: str = "auto"
+    #: Machines in a multi-node run (torchrun / SLURM; see docs/distributed.md).
+    num_nodes: int = 1
     strategy: str = "auto"
     gradient_clip_val: float | None = None
     accumulate_grad_batches: int = 1

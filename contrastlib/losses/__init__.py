@@ -5,7 +5,7 @@ distribution over candidates and the softmax of their scores. InfoNCE, NT-Xent a
 are that term with different targets; the other losses change the negative term.
 """
 
-from contrastlib.losses.ati import ati_info_nce
+from contrastlib.losses.ati import ati_info_nce, ati_log_g, ati_surrogate
 from contrastlib.losses.chunked import chunked_info_nce
 from contrastlib.losses.decoupled import dcl, debiased_info_nce, negative_von_mises_fisher_weights
 from contrastlib.losses.functional import cosine_scores, info_nce, soft_cross_entropy
@@ -32,7 +32,7 @@ from contrastlib.losses.temperature import PerSampleTemperature, Temperature
 __all__ = [
     "ATILoss", "AlignUniformLoss", "ContrastiveLoss", "DCLLoss", "DCLWLoss", "DebiasedInfoNCELoss",
     "InfoNCELoss", "MVDHELLoss", "MVInfoNCELoss", "NTXentLoss", "PerSampleTemperature", "SupConLoss",
-    "Temperature", "TripletLoss", "align_uniform", "alignment", "ati_info_nce", "chunked_info_nce",
+    "Temperature", "TripletLoss", "align_uniform", "alignment", "ati_info_nce", "ati_log_g", "ati_surrogate", "chunked_info_nce",
     "cosine_scores", "dcl", "debiased_info_nce", "info_nce", "mv_dhel", "mv_info_nce",
     "negative_von_mises_fisher_weights", "nt_xent", "soft_cross_entropy", "supcon", "triplet_margin",
     "uniformity",

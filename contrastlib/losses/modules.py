@@ -11,12 +11,13 @@ candidates, indices offset by rank (see :mod:`contrastlib.losses.distributed`).
 
 from __future__ import annotations
 
+import math
 from typing import ClassVar
 
 import torch
 from torch import Tensor, nn
 
-from contrastlib.losses.ati import ati_info_nce
+from contrastlib.losses.ati import ati_info_nce, ati_log_g, ati_surrogate
 from contrastlib.losses.chunked import chunked_info_nce
 from contrastlib.losses.decoupled import dcl, debiased_info_nce
 from contrastlib.losses.distributed import (
@@ -31,7 +32,7 @@ from contrastlib.losses.geometry import align_uniform
 from contrastlib.losses.margin import hardest_in_batch_negatives, triplet_margin
 from contrastlib.losses.multiview import mv_dhel, mv_info_nce
 from contrastlib.losses.supervised import nt_xent, supcon
-from contrastlib.losses.temperature import PerSampleTemperature, Temperature
+from contrastlib.losses.temperature import Temperature
 from contrastlib.registry import LOSSES
 
 
@@ -354,27 +355,88 @@ class DebiasedInfoNCELoss(ContrastiveLoss):
         )
 
 
-@LOSSES.register("ati", summary="ATI: a learnable temperature per example (needs dataset ids)")
+@LOSSES.register("ati", summary="ATI: a temperature per example, own step size, SogCLR moving average (needs ids)")
 class ATILoss(ContrastiveLoss):
-    """See :mod:`contrastlib.losses.ati`. ``num_samples`` is the training set size."""
+    """ATI / iSogCLR (see :mod:`contrastlib.losses.ati`). ``num_samples`` is the training
+    set size; the temperatures ``tau [N]``, the moving averages ``log_s [N]`` and the
+    momentum ``u [N]`` are saved in checkpoints.
+
+    Args:
+        temperature: initial ``tau_i``.
+        min_temperature: ``tau_0``, the lower bound of the projection.
+        rho: the DRO radius.
+        gamma: moving-average weight of a new mini-batch estimate of ``g_i``.
+        temperature_lr: ``eta``, the temperatures' own step size.
+        temperature_beta: ``beta``, weight of the new gradient in the temperatures' momentum.
+
+    The temperatures are not in the encoder's optimizer: a method calls
+    :meth:`step_own_parameters` before each optimizer step (the Lightning base does).
+    """
 
     needs_ids = True
+    log_s: Tensor  # [N] buffers (checkpointed)
+    u: Tensor
 
     def __init__(
         self, num_samples: int, *, temperature: float = 0.1, min_temperature: float = 0.01, rho: float = 0.1,
+        gamma: float = 0.9, temperature_lr: float = 0.01, temperature_beta: float = 0.9,
         gather_distributed: bool = True,
     ) -> None:
         super().__init__(temperature, gather_distributed=gather_distributed)
-        self.per_sample = PerSampleTemperature(num_samples, init=temperature, min_temperature=min_temperature)
-        self.rho = rho
+        if not temperature > min_temperature > 0:
+            raise ValueError(f"need temperature > min_temperature > 0, got {temperature} and {min_temperature}")
+        if not 0 < gamma <= 1 or not 0 < temperature_beta <= 1:
+            raise ValueError(f"gamma and temperature_beta must be in (0, 1], got {gamma} and {temperature_beta}")
+        self.rho, self.gamma = rho, gamma
+        self.min_temperature, self.temperature_lr, self.temperature_beta = min_temperature, temperature_lr, temperature_beta
+        self.tau = nn.Parameter(torch.full((num_samples,), float(temperature)))
+        self.register_buffer("log_s", torch.full((num_samples,), math.nan))  # NaN: not seen yet
+        self.register_buffer("u", torch.zeros(num_samples))
+        self._pending_ids: list[Tensor] = []
+        self._pending_rows = 0
+
+    def own_parameters(self) -> list[nn.Parameter]:
+        return [self.tau]
+
+    @torch.no_grad()
+    def _update_moving_average(self, ids: Tensor, log_g: Tensor) -> None:
+        """``s_i <- (1 - gamma) s_i + gamma g_i`` for every id of the global batch, on every rank."""
+        if self._world()[1] > 1:
+            ids, log_g = gather_no_grad(ids), gather_no_grad(log_g.contiguous())
+        old = self.log_s[ids]
+        mixed = torch.logaddexp(old + math.log1p(-self.gamma), log_g + math.log(self.gamma)) if self.gamma < 1 else log_g
+        self.log_s[ids] = torch.where(torch.isnan(old), log_g, mixed).to(self.log_s.dtype)
+        self._pending_ids.append(ids)
 
     def forward(self, anchors: Tensor, candidates: Tensor, *, ids: Tensor) -> Tensor:
         rank, _ = self._world()
         b = anchors.shape[0]
-        return ati_info_nce(
-            anchors, self._gather(candidates), self.per_sample(ids), rho=self.rho,
-            positive_index=torch.arange(b, device=anchors.device) + rank * candidates.shape[0],
-        )
+        positive_index = torch.arange(b, device=anchors.device) + rank * candidates.shape[0]
+        cands = self._gather(candidates)
+        tau = self.tau[ids]
+        if not self.training:  # evaluation: the objective with the mini-batch estimate
+            return ati_info_nce(anchors, cands, tau, rho=self.rho, positive_index=positive_index)
+        log_g = ati_log_g(anchors, cands, tau, positive_index)  # [B], with its graph
+        self._update_moving_average(ids, log_g.detach())
+        self._pending_rows += b
+        return ati_surrogate(log_g, tau, self.log_s[ids], rho=self.rho)
+
+    @torch.no_grad()
+    def step_own_parameters(self, grad_scale: float = 1.0) -> None:
+        """The temperatures' step: momentum, then a projected step, for this step's rows."""
+        grad = self.tau.grad
+        ids = torch.cat(self._pending_ids).unique() if self._pending_ids else None
+        rows = self._pending_rows * self._world()[1]
+        self._pending_ids, self._pending_rows, self.tau.grad = [], 0, None
+        if grad is None or ids is None or rows == 0:
+            return
+        # tau.grad is dL/dtau of a mean over `rows` anchors (DDP averages over ranks; an
+        # accumulated loss is divided by the accumulation): per-example gradient = grad * rows
+        g = grad[ids] * rows / grad_scale
+        if not bool(torch.isfinite(g).all()):  # an fp16 step the scaler will skip
+            return
+        self.u[ids] = (1 - self.temperature_beta) * self.u[ids] + self.temperature_beta * g
+        self.tau[ids] = (self.tau[ids] - self.temperature_lr * self.u[ids]).clamp_min(self.min_temperature)
 
 
 @LOSSES.register("align_uniform", summary="alignment + uniformity on the hypersphere (Wang & Isola)")

@@ -189,7 +189,9 @@ class ContrastiveModule(pl.LightningModule):
         # Parameters a loss updates by its own rule (ATI's per-example temperatures).
         step_own = getattr(self.loss_fn, "step_own_parameters", None)
         if step_own is not None:
-            step_own()
+            # fp16: Lightning unscaled the optimizer's gradients, not these
+            scaler = getattr(self.trainer.precision_plugin, "scaler", None)
+            step_own(grad_scale=float(scaler.get_scale()) if scaler is not None else 1.0)
 
     def _outside_encoder(self) -> list[nn.Parameter]:
         """Trainable parameters that are not the encoder's: heads, predictors, temperatures."""

@@ -19,6 +19,7 @@ def build_trainer(
     accelerator: str,
     devices: str,
     strategy: str,
+    num_nodes: int = 1,
     gradient_clip_val: float | None,
     accumulate_grad_batches: int,
     log_every_n_steps: int,
@@ -52,6 +53,7 @@ def build_trainer(
         precision=precision,  # type: ignore[arg-type]
         accelerator=accelerator,
         devices=dev,
+        num_nodes=num_nodes,
         strategy=strategy,
         gradient_clip_val=gradient_clip_val,
         accumulate_grad_batches=accumulate_grad_batches,

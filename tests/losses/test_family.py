@@ -313,9 +313,11 @@ def test_ati_module_learns_per_sample_temperatures():
     a, c = rand(4, 3, seed=30, dtype=torch.float32), rand(4, 3, seed=31, dtype=torch.float32)
     ids = torch.tensor([1, 3, 5, 7])
     loss(a, c, ids=ids).backward()
-    grad = loss.per_sample.raw.grad
+    grad = loss.tau.grad
     assert grad is not None and (grad[ids] != 0).all() and (grad[[0, 2, 4]] == 0).all()
-    assert float(loss.per_sample(ids).min()) > 0.01
+    loss.step_own_parameters()
+    assert (loss.tau[ids] != 0.2).all() and (loss.tau[[0, 2, 4]] == 0.2).all()
+    assert float(loss.tau.min()) >= 0.01
 
 
 def test_every_loss_is_registered():
