@@ -138,7 +138,7 @@ def fit(cfg: RunConfig, *, log: Any = print, plan: FitPlan | None = None) -> Fit
         result.steps = int(trainer.global_step)
         # last.ckpt must hold the final state, not the last periodic save (a run that stops
         # on max_steps mid-epoch is otherwise a few steps behind model/). Every rank calls it.
-        trainer.save_checkpoint(job.dir / "checkpoints" / "last.ckpt")
+        trainer.save_checkpoint(job.dir / "checkpoints" / "last.ckpt", weights_only=False)
 
         if job.is_zero:
             module.export(job.dir / "model")
