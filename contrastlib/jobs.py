@@ -60,6 +60,9 @@ ENCODER_PREFIX = "encoder."
 JOB_DIR_ENV = "CONTRASTLIB_JOB_DIR"
 #: How long a rank > 0 of an externally launched job waits for rank 0's choice.
 CLAIM_WAIT_S = 600.0
+#: A claim older than this when a rank starts waiting is an earlier launch's (ranks of
+#: one launch start within seconds of each other).
+CLAIM_MAX_AGE_S = 120.0
 
 
 def launch_rank() -> int:
@@ -83,12 +86,13 @@ def _external_launch_id() -> str | None:
     env = os.environ
     if int(env.get("WORLD_SIZE", "1")) <= 1 and int(env.get("SLURM_NTASKS", "1")) <= 1:
         return None
+    restart = env.get("TORCHELASTIC_RESTART_COUNT", env.get("SLURM_RESTART_COUNT", "0"))
     if env.get("TORCHELASTIC_RUN_ID", "none") != "none":
-        return f"torchelastic-{env['TORCHELASTIC_RUN_ID']}"
+        return f"torchelastic-{env['TORCHELASTIC_RUN_ID']}-r{restart}"
     if "SLURM_JOB_ID" in env:
-        return f"slurm-{env['SLURM_JOB_ID']}-{env.get('SLURM_STEP_ID', '0')}"
+        return f"slurm-{env['SLURM_JOB_ID']}-{env.get('SLURM_STEP_ID', '0')}-r{restart}"
     if "MASTER_ADDR" in env and "MASTER_PORT" in env:
-        return f"master-{env['MASTER_ADDR']}-{env['MASTER_PORT']}"
+        return f"master-{env['MASTER_ADDR']}-{env['MASTER_PORT']}-r{restart}"
     return None
 
 
@@ -96,13 +100,20 @@ def is_run_dir(path: Path) -> bool:
     return path.is_dir() and (path / RUN_MARKER).is_file()
 
 
-def _fresh_name(base: Path) -> Path:
-    if not base.exists() or not any(base.iterdir()):
+def _claim_fresh_dir(base: Path) -> Path:
+    """``base`` if absent or empty, else the first free ``base-N``, created atomically
+    (two jobs started at once with the same name get different directories)."""
+    base.parent.mkdir(parents=True, exist_ok=True)
+    if base.is_dir() and not any(base.iterdir()):
         return base
-    n = 2
-    while (base.parent / f"{base.name}-{n}").exists():
-        n += 1
-    return base.parent / f"{base.name}-{n}"
+    n = 1
+    while True:
+        path = base if n == 1 else base.parent / f"{base.name}-{n}"
+        try:
+            path.mkdir()
+            return path
+        except FileExistsError:
+            n += 1
 
 
 def git_commit() -> str | None:
@@ -136,7 +147,6 @@ class Job:
     dir: Path
     kind: str
     is_zero: bool
-    resumed: bool = False
     #: This process exported JOB_DIR_ENV (for ranks it launches) and must clear it after.
     exported: bool = False
 
@@ -147,22 +157,22 @@ class Job:
         zero = launch_rank() == 0
         inherited = os.environ.get(JOB_DIR_ENV)
         if inherited:  # a rank started by Lightning's launcher: rank 0 chose already
-            return cls(Path(inherited), kind, zero, resumed=resume)
+            return cls(Path(inherited), kind, zero)
         base = Path(output_dir) / name
         if resume:
             if not (base / "checkpoints" / "last.ckpt").is_file():
                 raise ConfigError(f"resume: {base}/checkpoints/last.ckpt does not exist")
             run_dir = base
         elif zero:
-            run_dir = _fresh_name(base)
+            run_dir = _claim_fresh_dir(base)
         else:
             run_dir = cls._wait_for_claim(Path(output_dir))
         if zero:
             run_dir.mkdir(parents=True, exist_ok=True)
             os.environ[JOB_DIR_ENV] = str(run_dir.resolve())
             cls._claim(Path(output_dir), run_dir)
-            return cls(run_dir.resolve(), kind, True, resumed=resume, exported=True)
-        return cls(run_dir, kind, False, resumed=resume)
+            return cls(run_dir.resolve(), kind, True, exported=True)
+        return cls(run_dir, kind, False)
 
     @staticmethod
     def _claim_path(output_dir: Path) -> Path | None:
@@ -189,7 +199,7 @@ class Job:
         while time.time() - started < CLAIM_WAIT_S:
             with contextlib.suppress(OSError, ValueError):
                 claim = json.loads(path.read_text())
-                if claim["time"] >= started - CLAIM_WAIT_S:  # not a claim left by an older launch
+                if claim["time"] >= started - CLAIM_MAX_AGE_S:  # not a claim left by an older launch
                     return Path(claim["dir"])
             time.sleep(0.5)
         raise ConfigError(f"rank {launch_rank()}: rank 0 chose no run directory within {CLAIM_WAIT_S:.0f} s ({path})")
@@ -206,9 +216,9 @@ class Job:
         except (OSError, ValueError):
             return {}
 
-    def update(self, **fields: Any) -> None:
-        """Merge ``fields`` into the marker (rank 0 only; other ranks do nothing)."""
-        if not self.is_zero:
+    def update(self, *, any_rank: bool = False, **fields: Any) -> None:
+        """Merge ``fields`` into the marker (rank 0 only, unless ``any_rank``)."""
+        if not (self.is_zero or any_rank):
             return
         marker = self.marker()
         marker.update(fields, updated=time.strftime("%Y-%m-%dT%H:%M:%S"))
@@ -231,8 +241,12 @@ class Job:
         self.update(status="finished", **fields)
 
     def fail(self, error: BaseException) -> None:
+        """Record a failure. Any rank writes it: when a rank > 0 dies, Lightning's launcher
+        kills rank 0, which then cannot."""
         first = str(error).strip().splitlines()[0] if str(error).strip() else ""
-        self.update(status="failed", error=f"{type(error).__name__}: {first}" if first else type(error).__name__)
+        message = f"{type(error).__name__}: {first}" if first else type(error).__name__
+        rank = launch_rank()
+        self.update(any_rank=True, status="failed", error=message if rank == 0 else f"rank {rank}: {message}")
 
     @contextlib.contextmanager
     def running(self) -> Iterator[Job]:

@@ -44,6 +44,8 @@ class FitPlan:
     method_cls: type[ContrastiveModule]
     method_config: Any
     data: TrainData
+    #: Built here: its own argument checks run before any model loads.
+    loss: Any
     sampler: str
     precision: str
     precision_reason: str
@@ -66,9 +68,16 @@ class FitResult:
 def plan_fit(cfg: RunConfig) -> FitPlan:
     """Read the data and check that method, loss, sampler and evaluations fit together."""
     method_cls, config = method_config(cfg.method)
+    encoder = cfg.model.get("encoder")
+    if encoder not in method_cls.encoders:
+        raise ConfigError(
+            f"model.encoder: method {cfg.method['name']!r} trains a {' or '.join(method_cls.encoders)} "
+            f"encoder, not {encoder!r}"
+        )
     loss_cls, _ = loss_spec(cfg.loss)
     data = method_cls.read_train_data(cfg.data.train, config, max_rows=cfg.data.max_rows)
     method_cls.check_loss(loss_cls, cfg.loss["name"], data)
+    loss = build_loss(cfg.loss, num_samples=len(data.rows))
     sampler = cfg.data.sampler or method_cls.default_sampler
     SAMPLERS.check(sampler, key="data.sampler")
     precision, reason = resolve_precision(cfg.trainer.precision, cfg.trainer.accelerator)
@@ -81,7 +90,7 @@ def plan_fit(cfg: RunConfig) -> FitPlan:
             builder(f, batch_size=cfg.eval.batch_size, precision=encode_precision(cfg.eval.precision, precision))
             for f in files
         ]
-    return FitPlan(cfg, method_cls, config, data, sampler, precision, reason, evaluators)
+    return FitPlan(cfg, method_cls, config, data, loss, sampler, precision, reason, evaluators)
 
 
 def _evaluate(evaluators: list[Any], encoder: Any) -> Metrics:
@@ -156,7 +165,7 @@ def fit(cfg: RunConfig, *, log: Any = print, plan: FitPlan | None = None) -> Fit
 
 def _build_module(plan: FitPlan, encoder: Any) -> ContrastiveModule:
     cfg = plan.cfg
-    loss = build_loss(cfg.loss, num_samples=len(plan.data.rows))
+    loss = plan.loss
     grad_cache = (
         GradCache(cfg.gradcache.chunk_size, token_budget=cfg.gradcache.token_budget) if cfg.gradcache.enabled else None
     )

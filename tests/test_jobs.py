@@ -61,4 +61,40 @@ def test_torchrun_ranks_agree_on_one_directory(tmp_path):
     outs = [p.communicate(timeout=120)[0].split() for p in procs]
     assert {o[0] for o in outs} == {str((tmp_path / "x-2").resolve())}
     assert sorted(o[1] for o in outs) == ["False", "True"]
-    assert [p.name for p in Path(tmp_path).iterdir() if not p.name.startswith(".")].count("x-3") == 0
+    assert sorted(p.name for p in Path(tmp_path).iterdir() if not p.name.startswith(".")) == ["x", "x-2"]
+
+
+def test_a_stale_claim_from_an_earlier_launch_is_not_used(tmp_path, monkeypatch):
+    import time
+
+    from contrastlib import jobs
+
+    monkeypatch.setenv("RANK", "1")
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    monkeypatch.setenv("TORCHELASTIC_RUN_ID", "same-id")
+    monkeypatch.delenv(JOB_DIR_ENV, raising=False)
+    claim = Job._claim_path(tmp_path)
+    assert claim is not None
+    claim.parent.mkdir(parents=True)
+    claim.write_text(json.dumps({"dir": str(tmp_path / "old-run"), "time": time.time() - 3600}))
+    monkeypatch.setattr(jobs, "CLAIM_WAIT_S", 1.0)
+    import pytest
+
+    with pytest.raises(jobs.ConfigError, match="rank 0 chose no run directory"):
+        Job.open(tmp_path, "x", kind="fit")
+
+
+def test_a_failure_on_another_rank_is_recorded(tmp_path, monkeypatch):
+    monkeypatch.delenv(JOB_DIR_ENV, raising=False)
+    job = Job.open(tmp_path, "x", kind="fit")
+    job.start("name: x\n")
+    monkeypatch.setenv("LOCAL_RANK", "1")  # the same job seen from rank 1
+    other = Job(job.dir, "fit", is_zero=False)
+    try:
+        with other.running():
+            raise RuntimeError("out of memory on rank 1")
+    except RuntimeError:
+        pass
+    marker = json.loads((job.dir / "contrastlib_run.json").read_text())
+    assert marker["status"] == "failed" and marker["error"] == "rank 1: RuntimeError: out of memory on rank 1"
+    os.environ.pop(JOB_DIR_ENV, None)

@@ -142,6 +142,12 @@ def validate(cfg: RunConfig) -> None:
     _choice(cfg.optim.name, OPTIMIZERS, "optim.name")
     bounded: list[tuple[str, int | None, int]] = [
         ("data.batch_size", cfg.data.batch_size, 1),
+        ("data.max_rows", cfg.data.max_rows, 1),
+        ("trainer.max_epochs", cfg.trainer.max_epochs, -1),
+        ("trainer.max_steps", cfg.trainer.max_steps, -1),
+        ("trainer.num_nodes", cfg.trainer.num_nodes, 1),
+        ("trainer.log_every_n_steps", cfg.trainer.log_every_n_steps, 1),
+        ("trainer.checkpoint_every_n_steps", cfg.trainer.checkpoint_every_n_steps, 1),
         ("trainer.accumulate_grad_batches", cfg.trainer.accumulate_grad_batches, 1),
         ("data.num_workers", cfg.data.num_workers, 0),
         ("gradcache.chunk_size", cfg.gradcache.chunk_size, 1),
@@ -150,6 +156,9 @@ def validate(cfg: RunConfig) -> None:
     for key, value, low in bounded:
         if value is not None and value < low:
             raise ConfigError(f"{key}: must be >= {low}, got {value}")
+    t = cfg.trainer
+    if t.max_epochs == -1 and t.max_steps == -1:
+        raise ConfigError("trainer.max_epochs, trainer.max_steps: set at least one of them (both are unbounded)")
     temperature = cfg.loss.get("temperature")
     if temperature is not None and not (isinstance(temperature, (int, float)) and temperature > 0):
         raise SectionKeyError("loss.temperature", f"loss.temperature: must be > 0, got {temperature}")

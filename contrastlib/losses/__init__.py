@@ -27,11 +27,11 @@ from contrastlib.losses.modules import (
 )
 from contrastlib.losses.multiview import mv_dhel, mv_info_nce
 from contrastlib.losses.supervised import nt_xent, supcon
-from contrastlib.losses.temperature import PerSampleTemperature, Temperature
+from contrastlib.losses.temperature import Temperature
 
 __all__ = [
     "ATILoss", "AlignUniformLoss", "ContrastiveLoss", "DCLLoss", "DCLWLoss", "DebiasedInfoNCELoss",
-    "InfoNCELoss", "MVDHELLoss", "MVInfoNCELoss", "NTXentLoss", "PerSampleTemperature", "SupConLoss",
+    "InfoNCELoss", "MVDHELLoss", "MVInfoNCELoss", "NTXentLoss", "SupConLoss",
     "Temperature", "TripletLoss", "align_uniform", "alignment", "ati_info_nce", "ati_log_g", "ati_surrogate", "chunked_info_nce",
     "cosine_scores", "dcl", "debiased_info_nce", "info_nce", "mv_dhel", "mv_info_nce",
     "negative_von_mises_fisher_weights", "nt_xent", "soft_cross_entropy", "supcon", "triplet_margin",

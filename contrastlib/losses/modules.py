@@ -401,7 +401,9 @@ class ATILoss(ContrastiveLoss):
     @torch.no_grad()
     def _update_moving_average(self, ids: Tensor, log_g: Tensor) -> None:
         """``s_i <- (1 - gamma) s_i + gamma g_i`` for every id of the global batch, on every rank."""
-        if self._world()[1] > 1:
+        # Always across the process group (even with gather_distributed off): DDP keeps
+        # tau's gradient in sync, so s, u and tau must be updated identically on every rank.
+        if world_info()[1] > 1:
             ids, log_g = gather_no_grad(ids), gather_no_grad(log_g.contiguous())
         old = self.log_s[ids]
         mixed = torch.logaddexp(old + math.log1p(-self.gamma), log_g + math.log(self.gamma)) if self.gamma < 1 else log_g
@@ -426,7 +428,7 @@ class ATILoss(ContrastiveLoss):
         """The temperatures' step: momentum, then a projected step, for this step's rows."""
         grad = self.tau.grad
         ids = torch.cat(self._pending_ids).unique() if self._pending_ids else None
-        rows = self._pending_rows * self._world()[1]
+        rows = self._pending_rows * world_info()[1]
         self._pending_ids, self._pending_rows, self.tau.grad = [], 0, None
         if grad is None or ids is None or rows == 0:
             return

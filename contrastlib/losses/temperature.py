@@ -1,4 +1,5 @@
-"""Temperatures: fixed, learnable global (CLIP's clamped logit scale), per sample (ATI)."""
+"""Temperatures: fixed, or learnable global (CLIP's clamped logit scale). Per-example
+temperatures live with ATI (:mod:`contrastlib.losses.ati`)."""
 
 from __future__ import annotations
 
@@ -51,24 +52,3 @@ class Temperature(nn.Module):
         self.init = float(value)
         with torch.no_grad():
             self.log_scale.fill_(math.log(1.0 / value))
-
-
-class PerSampleTemperature(nn.Module):
-    """One learnable temperature per training example (ATI; Qiu et al. 2023, "Not All
-    Semantics are Created Equal: Contrastive Self-supervised Learning with Automatic
-    Temperature Individualization").
-
-    Indexed by each example's dataset id; bounded below by ``min_temperature`` (the
-    paper's ``tau_0``) through a softplus.
-    """
-
-    def __init__(self, num_samples: int, init: float = 0.1, min_temperature: float = 0.01) -> None:
-        super().__init__()
-        if not init > min_temperature:
-            raise ValueError(f"init {init} must exceed min_temperature {min_temperature}")
-        self.min_temperature = min_temperature
-        raw = math.log(math.expm1(init - min_temperature))  # softplus^-1
-        self.raw = nn.Parameter(torch.full((num_samples,), raw))
-
-    def forward(self, ids: Tensor) -> Tensor:
-        return self.min_temperature + nn.functional.softplus(self.raw[ids])

@@ -29,7 +29,6 @@ from pathlib import Path
 from typing import Any, ClassVar, cast
 
 import pytorch_lightning as pl
-import torch
 from torch import Tensor, nn
 from torch.utils.data import Dataset
 
@@ -82,6 +81,8 @@ class ContrastiveModule(pl.LightningModule):
     default_sampler: ClassVar[str] = "random"
     #: Which ``eval.*`` evaluations apply (e.g. ``("sts",)``).
     evaluations: ClassVar[tuple[str, ...]] = ()
+    #: Which registered encoders (``model.encoder``) the method can train.
+    encoders: ClassVar[tuple[str, ...]] = ("text", "image")
 
     def __init__(
         self,
@@ -154,7 +155,11 @@ class ContrastiveModule(pl.LightningModule):
         """Write the trained encoder for use outside contrastlib."""
         save = getattr(self.encoder, "save", None)
         if save is None:
-            torch.save(self.encoder.state_dict(), Path(out_dir) / "encoder.pt")
+            from safetensors.torch import save_file
+
+            Path(out_dir).mkdir(parents=True, exist_ok=True)
+            state = {k: v.contiguous() for k, v in self.encoder.state_dict().items()}
+            save_file(state, str(Path(out_dir) / "encoder.safetensors"))
             return Path(out_dir)
         return Path(save(out_dir))
 
@@ -193,17 +198,16 @@ class ContrastiveModule(pl.LightningModule):
             scaler = getattr(self.trainer.precision_plugin, "scaler", None)
             step_own(grad_scale=float(scaler.get_scale()) if scaler is not None else 1.0)
 
-    def _outside_encoder(self) -> list[nn.Parameter]:
-        """Trainable parameters that are not the encoder's: heads, predictors, temperatures."""
-        inside = {id(p) for p in self.encoder.parameters()}
-        return [p for p in self.parameters() if p.requires_grad and id(p) not in inside]
-
     def _cached_step(self, views: list[Inputs], batch: Any, batch_idx: int) -> Tensor:
         assert self.grad_cache is not None
         optimizer = cast(Any, self.optimizers())  # one LightningOptimizer
         scheduler = cast(Any, self.lr_schedulers())
         accumulate = self.accumulate_grad_batches
-        steps_now = (batch_idx + 1) % accumulate == 0 or bool(self.trainer.is_last_batch)
+        steps_now = (
+            (batch_idx + 1) % accumulate == 0
+            or bool(self.trainer.is_last_batch)
+            or batch_idx + 1 == self.trainer.num_training_batches
+        )
         strategy = self.trainer.strategy
         no_sync = getattr(strategy, "block_backward_sync", None) or contextlib.nullcontext
         loss = self.grad_cache.step(
@@ -213,7 +217,7 @@ class ContrastiveModule(pl.LightningModule):
             backward=self.manual_backward,
             no_sync=no_sync,
             sync_last=steps_now,
-            extra_params=self._outside_encoder(),
+            extra_params=[p for p in self.parameters() if p.requires_grad],
         )
         if steps_now:
             if self.gradient_clip_val:

@@ -47,6 +47,7 @@ class SimCSE(ContrastiveModule):
     Config = SimCSEConfig
     default_sampler = "no_duplicates"
     evaluations = ("sts",)
+    encoders = ("text",)
 
     def __init__(
         self, encoder: nn.Module, loss: nn.Module, *, mode: str = "supervised", **kwargs: Any

@@ -11,7 +11,13 @@ With ``W`` ranks and a per-device batch ``B``, a subclass forms global batches o
   another never reaches);
 * every rank's batch has the same number of rows: a short last global batch is cut to a
   multiple of ``W`` (at most ``W - 1`` rows are left out of that epoch), or dropped
-  entirely with ``drop_last``.
+  entirely with ``drop_last``;
+* every epoch has the same number of steps, ``N // (W B)``, plus one for a last partial
+  batch of at least ``W`` rows unless ``drop_last``: Lightning reads the length once and
+  builds the learning-rate schedule from it. A sampler that forms more batches than that
+  in some epoch (the no-duplicates sampler, when colliding texts leave partial batches)
+  leaves the extra rows out of that epoch; one that forms fewer repeats batches of the
+  same epoch. ``epoch_stats`` counts both.
 
 Lightning calls ``set_epoch`` on ``dataloader.batch_sampler.sampler`` (not on the batch
 sampler itself), so a batch sampler here is also its own ``sampler``.
@@ -70,6 +76,8 @@ class GlobalBatchSampler(Sampler[list[int]]):
         self.epoch = 0
         self.num_replicas, self.rank = num_replicas, rank
         self._cache: tuple[tuple[int, int], list[list[int]]] | None = None
+        #: Rows left out of / repeated in the last epoch built (see the module docstring).
+        self.epoch_stats = {"left_out": 0, "repeated": 0}
 
     # ---------------------------------------------------------------- for subclasses
     def global_batches(self, epoch: int, global_batch_size: int) -> list[list[int]]:
@@ -85,18 +93,30 @@ class GlobalBatchSampler(Sampler[list[int]]):
     def set_epoch(self, epoch: int) -> None:
         self.epoch = epoch
 
+    def steps_per_epoch(self, world: int) -> int:
+        """Global batches in every epoch (see the module docstring)."""
+        size = self.batch_size * world
+        full, rest = divmod(self.num_rows, size)
+        return full + int(not self.drop_last and rest >= world)
+
     def _shared(self) -> list[list[int]]:
         world, _ = dist_info(self.num_replicas, self.rank)
         key = (self.epoch, world)
         if self._cache is None or self._cache[0] != key:
             size = self.batch_size * world
-            kept = []
+            usable = []
             for batch in self.global_batches(self.epoch, size):
-                if self.drop_last and len(batch) < size:
-                    continue
                 n = len(batch) - len(batch) % world  # equal shapes on every rank
                 if n:
-                    kept.append(batch[:n])
+                    usable.append(batch[:n])
+            steps = self.steps_per_epoch(world)
+            kept = usable[:steps]
+            left_out = sum(len(b) for b in usable[steps:])
+            repeated = 0
+            while kept and len(kept) < steps:  # fewer batches than steps: repeat some
+                kept.append(kept[len(kept) % len(usable)] if usable else [])
+                repeated += len(kept[-1])
+            self.epoch_stats = {"left_out": left_out, "repeated": repeated}
             self._cache = (key, kept)
         return self._cache[1]
 

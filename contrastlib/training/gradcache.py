@@ -37,6 +37,8 @@ import torch
 from torch import Tensor, nn
 from torch.nn.modules.batchnorm import _BatchNorm
 
+from contrastlib.losses.functional import autocast_off
+
 Features = Mapping[str, Tensor]
 Inputs = Features | Tensor
 
@@ -188,9 +190,11 @@ class GradCache:
             no_sync: context that stops DDP from all-reducing (default none).
             sync_last: let the last chunk's backward all-reduce (off when accumulating
                 more batches before the optimizer step).
-            extra_params: every trainable parameter ``loss_fn`` uses besides the encoder's
-                (heads, predictors, learnable temperatures): their cached gradients ride
-                on the last surrogate, so they are synced and scaled like the encoder's.
+            extra_params: parameters ``loss_fn`` may use directly (pass every trainable
+                parameter of the module: heads, predictors, learnable temperatures, tied
+                encoder weights). Their cached gradients ride on the last surrogate, so
+                they are synced and scaled like the encoder's; parameters the loss step
+                does not reach get none (the encoder's come from pass 2).
         Returns:
             The loss (detached).
         """
@@ -223,13 +227,17 @@ class GradCache:
                 if self.record:
                     stats.first_pass.append([o.detach().clone() for o in outs])
 
-        # Loss and cached gradients on detached leaves (never loss-scaled).
-        # float32 leaves: dL/de takes the leaf's dtype, and must not be fp16 (underflow)
-        leaves = [e.detach().float().requires_grad_() for e in embeddings]
+        # Loss and cached gradients on detached leaves (never loss-scaled). The loss step's
+        # forward runs under the caller's autocast, as in a plain step (heads in bf16; the
+        # losses switch autocast off themselves); its backward runs with autocast off, as
+        # Lightning's automatic backward does (inside autocast it would run in bf16).
+        # Leaves at least float32: dL/de takes the leaf's dtype and must not be fp16.
+        leaves = [e.detach().to(torch.promote_types(e.dtype, torch.float32)).requires_grad_() for e in embeddings]
         params = [p for p in extra_params if p.requires_grad]
         with torch.enable_grad():
             loss = loss_fn(leaves)
-            grads = torch.autograd.grad(loss, [*leaves, *params], allow_unused=True)
+            with autocast_off():
+                grads = torch.autograd.grad(loss, [*leaves, *params], allow_unused=True)
         cached = [g if g is not None else torch.zeros_like(leaf) for g, leaf in zip(grads, leaves, strict=False)]
         param_grads = [(p, g) for p, g in zip(params, grads[len(leaves) :], strict=True) if g is not None]
 
@@ -241,17 +249,21 @@ class GradCache:
             rows, chunk = chunked[v][i]
             grad = cached[v][rows.to(cached[v].device)]
             sync = contextlib.nullcontext() if (last and sync_last) else no_sync()
-            with sync, states[v][i].replay(), torch.enable_grad():
-                out = encoder(chunk)
+            with sync, torch.enable_grad():
+                with states[v][i].replay():
+                    out = encoder(chunk)  # under the caller's autocast, as in pass 1
                 if self.record:
                     if len(stats.second_pass) <= v:
                         stats.second_pass.append([])
                     stats.second_pass[v].append(out.detach().clone())
-                surrogate = (out.float() * grad.float()).sum()  # fp32: scaled before any cast
-                if last:
-                    for p, g in param_grads:
-                        surrogate = surrogate + (p * g).sum()
-                backward(surrogate)
+                # The backward runs outside autocast, as Lightning's automatic optimisation
+                # runs it; the product is float32, so the loss scale applies before any cast.
+                with autocast_off():
+                    surrogate = (out.to(grad.dtype) * grad).sum()
+                    if last:
+                        for p, g in param_grads:
+                            surrogate = surrogate + (p * g).sum()
+                    backward(surrogate)
         for module, buffers in saved_bn:
             for name, value in buffers.items():
                 getattr(module, name).copy_(value)

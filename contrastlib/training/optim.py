@@ -58,7 +58,7 @@ def warmup_schedule(
     The warm-up is ``ceil(total * warmup_ratio)`` steps, as in Hugging Face's trainer.
     """
     total = max(1, total_steps)
-    warmup = math.ceil(total * warmup_ratio)
+    warmup = math.ceil(total * warmup_ratio - 1e-9)  # 100 x 0.07 = 7.000000000000001 -> 7
 
     def factor(step: int) -> float:
         if step < warmup:

@@ -41,7 +41,7 @@ def resolve_precision(precision: str, accelerator: str = "auto") -> tuple[str, s
     if precision != "auto":
         return precision, "set in the config"
     if _uses_cuda(accelerator):
-        if torch.cuda.is_bf16_supported():
+        if torch.cuda.is_bf16_supported(including_emulation=False):  # not emulated (pre-Ampere)
             return "bf16-mixed", f"auto: {torch.cuda.get_device_name()} supports bf16"
         return "32-true", f"auto: {torch.cuda.get_device_name()} has no bf16"
     native, what = cpu_bf16_native()

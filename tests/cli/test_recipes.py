@@ -31,6 +31,21 @@ def test_a_loss_that_cannot_take_the_data_fails_before_any_work(tmp_path):
     assert not (tmp_path / "runs").exists(), "nothing may be written before the inputs are valid"
 
 
+@pytest.mark.parametrize(
+    "overrides,needle",
+    [
+        (["loss.name=ati", "loss.temperature=0.005"], "loss 'ati': need temperature > min_temperature"),
+        (["model.encoder=image", "model.name=resnet18", "model.max_seq_length=null"], "model.encoder: method 'simcse' trains a text encoder"),
+        (["trainer.max_epochs=-1", "trainer.max_steps=-1"], "set at least one of them"),
+    ],
+)
+def test_bad_settings_fail_before_any_work(tmp_path, capsys, overrides, needle):
+    assert main(["fit", "quickstart", f"output_dir={tmp_path / 'runs'}", *overrides]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.count("\n") == 0 and needle in err, err
+    assert not (tmp_path / "runs").exists()
+
+
 def test_recipe_by_name_from_any_directory_dry_run(tmp_path):
     proc = run_cli("fit", "quickstart", "--dry-run", "--json", cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr
