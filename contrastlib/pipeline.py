@@ -177,7 +177,8 @@ def _build_module(plan: FitPlan, encoder: Any) -> ContrastiveModule:
         lr=cfg.optim.lr, weight_decay=cfg.optim.weight_decay, warmup_ratio=cfg.optim.warmup_ratio,
         scheduler=cfg.optim.scheduler, optimizer=cfg.optim.name, momentum=cfg.optim.momentum,
         grad_cache=grad_cache, accumulate_grad_batches=cfg.trainer.accumulate_grad_batches,
-        gradient_clip_val=cfg.trainer.gradient_clip_val, hparams=hparams,
+        gradient_clip_val=cfg.trainer.gradient_clip_val, length_group_rows=cfg.trainer.length_group_rows,
+        hparams=hparams,
     )
 
 

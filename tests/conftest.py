@@ -24,3 +24,10 @@ def stsb_sentences() -> list[str]:
 
     d = read_scored_pairs(REPO / "contrastlib" / "datasets" / "stsb" / "test.tsv")
     return list(dict.fromkeys(d.sentences1 + d.sentences2))
+
+
+@pytest.fixture(scope="session")
+def minilm_no_dropout():
+    from contrastlib.encoders import TextEncoder
+
+    return TextEncoder("all-MiniLM-L6-v2", max_seq_length=32, dropout=0.0)

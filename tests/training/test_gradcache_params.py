@@ -170,3 +170,31 @@ def test_cached_step_inside_bf16_autocast_equals_the_automatic_path(loss_name):
         else:
             # head and temperature: gradients of the loss step alone, float32 on both paths
             torch.testing.assert_close(got[n], ref[n], atol=1e-5 * max(scale, 1e-3), rtol=1e-5, msg=lambda m, n=n: f"{n}: {m}")
+
+
+def test_length_grouped_step_equals_one_forward_per_view(minilm_no_dropout):
+    """``trainer.length_group_rows``: text rows encoded in length-sorted groups, each padded
+    to its own longest row, give the embeddings and gradients of one padded forward."""
+    from contrastlib.data import TextBatch
+    from contrastlib.methods import SimCSE
+
+    texts = [
+        "A man is playing a guitar on a stage in front of a very large and enthusiastic crowd.",
+        "Dogs run.", "A woman slices onions in the kitchen.", "Rain.", "Two children play soccer in the park.",
+        "The cat sleeps on a warm windowsill while the sun sets behind the hills.", "A chef cooks.", "Birds fly.",
+    ]
+    enc = minilm_no_dropout
+    batch = TextBatch([enc.tokenize(texts), enc.tokenize(texts[::-1])], torch.arange(len(texts)))
+    results = []
+    for group in (None, 3):
+        m = SimCSE(enc, InfoNCELoss(0.05), mode="supervised", length_group_rows=group)
+        m.zero_grad()
+        embs = [m.embed(v) for v in m.views(batch)]
+        m.contrast(embs, batch).backward()
+        results.append(([e.detach() for e in embs], _grads(m)))
+    (e_one, g_one), (e_grp, g_grp) = results
+    for x, y in zip(e_grp, e_one, strict=True):
+        torch.testing.assert_close(x, y, atol=1e-5, rtol=0)
+    assert g_one.keys() == g_grp.keys()
+    for n in g_one:
+        torch.testing.assert_close(g_grp[n], g_one[n], atol=1e-5, rtol=1e-4, msg=lambda m, n=n: f"{n}: {m}")
