@@ -69,6 +69,7 @@ class GlobalBatchSampler(Sampler[list[int]]):
     ) -> None:
         if batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+        self.rows = rows
         self.num_rows = len(rows)
         self.batch_size = batch_size
         self.drop_last = drop_last

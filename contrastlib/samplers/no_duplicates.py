@@ -9,8 +9,9 @@ what the loss gathers; see :mod:`contrastlib.samplers.base`.
 
 from __future__ import annotations
 
+import functools
 import random
-from collections.abc import Hashable, Sequence
+from collections.abc import Hashable
 
 from contrastlib.registry import SAMPLERS
 from contrastlib.samplers.base import GlobalBatchSampler
@@ -21,25 +22,13 @@ class NoDuplicatesBatchSampler(GlobalBatchSampler):
     """Yield batches of indices into ``rows`` with no repeated text within a global batch
     (the batch gathered across devices), so no text is its own negative.
 
-    Args:
-        rows: the dataset's text tuples (or any hashable keys per row).
-        batch_size, drop_last, seed, num_replicas, rank: see :class:`GlobalBatchSampler`.
+    Args (see :class:`GlobalBatchSampler`): ``rows`` are the dataset's text tuples (or any
+    hashable keys per row); ``batch_size``, ``drop_last``, ``seed``, ``num_replicas``, ``rank``.
     """
 
-    def __init__(
-        self,
-        rows: Sequence[Sequence[Hashable]],
-        batch_size: int,
-        *,
-        drop_last: bool = False,
-        seed: int = 0,
-        num_replicas: int | None = None,
-        rank: int | None = None,
-    ) -> None:
-        super().__init__(
-            rows, batch_size, drop_last=drop_last, seed=seed, num_replicas=num_replicas, rank=rank
-        )
-        self.keys = [tuple(r) for r in rows]
+    @functools.cached_property
+    def keys(self) -> list[tuple[Hashable, ...]]:
+        return [tuple(r) for r in self.rows]
 
     def global_batches(self, epoch: int, global_batch_size: int) -> list[list[int]]:
         order = list(range(len(self.keys)))
