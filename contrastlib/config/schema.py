@@ -69,9 +69,10 @@ class TrainerConfig:
     checkpoint_every_n_steps: int = 100
     #: Also keep each of those as checkpoints/step-N.ckpt (for evaluating intermediate steps).
     keep_step_checkpoints: bool = False
-    #: Encode text in length-sorted groups of this many rows, each padded to its own
-    #: longest row (fewer padded tokens, same embeddings); null: one forward per view.
-    length_group_rows: int | None = 16
+    #: Encode a batch's text views pooled, in length-sorted groups of this many rows, each
+    #: padded to its own longest row (fewer padded tokens, same embeddings); null: one
+    #: padded forward per view.
+    length_group_rows: int | None = 32
     enable_progress_bar: bool = True
     deterministic: bool = False
 

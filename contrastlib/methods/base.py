@@ -29,6 +29,7 @@ from pathlib import Path
 from typing import Any, ClassVar, cast
 
 import pytorch_lightning as pl
+import torch
 from torch import Tensor, nn
 from torch.utils.data import Dataset
 
@@ -72,8 +73,8 @@ class ContrastiveModule(pl.LightningModule):
             the module then does gradient accumulation and clipping itself).
         accumulate_grad_batches, gradient_clip_val: used with ``grad_cache`` (without
             it, the Trainer's own settings apply).
-        length_group_rows: encode text views in length-sorted groups of this many rows
-            (see :meth:`embed`); None: one forward per view.
+        length_group_rows: encode text views pooled, in length-sorted groups of this many
+            rows (see :meth:`embed_views`); None: one forward per view.
         hparams: plain data stored in checkpoints (read back with ``weights_only=True``).
     """
 
@@ -185,7 +186,7 @@ class ContrastiveModule(pl.LightningModule):
     def training_step(self, batch: Any, batch_idx: int) -> Tensor:
         views = self.views(batch)
         if self.grad_cache is None:
-            loss = self.contrast([self.embed(v) for v in views], batch)
+            loss = self.contrast(self.embed_views(views), batch)
         else:
             loss = self._cached_step(views, batch, batch_idx)
         first = views[0]
@@ -194,15 +195,25 @@ class ContrastiveModule(pl.LightningModule):
         self.log("train/loss", loss, prog_bar=True, batch_size=int(rows), sync_dist=True)
         return loss
 
-    def embed(self, inputs: Inputs) -> Tensor:
-        """Encoder output for one view, with its graph. Text rows are grouped by length in
-        groups of ``length_group_rows``, each padded only to its own longest row, and put
-        back in order: the same embeddings with fewer padded tokens (a batch of SNLI
-        triplets holds 55% padding at one width per column, 25% in groups of 16)."""
-        if self.length_group_rows and not isinstance(inputs, Tensor):
-            return embed_in_chunks(self.encoder, split_rows(inputs, self.length_group_rows, None))
-        out: Tensor = self.encoder(inputs)
-        return out
+    def embed_views(self, views: list[Inputs]) -> list[Tensor]:
+        """Encoder outputs for every view, with their graph.
+
+        Text views (dicts of ``[B, T]`` tensors) are pooled, sorted by length and encoded in
+        groups of ``length_group_rows`` rows, each padded only to its own longest row, then
+        put back in order: the same embeddings with fewer padded tokens and fewer, fuller
+        forward calls (an SNLI triplet batch is 55% padding at one width per column, 27% in
+        pooled groups of 32; ``scripts/bench_grouping.py``). Padding positions are masked,
+        so their token ids do not matter.
+        """
+        texts = [v for v in views if not isinstance(v, Tensor)]
+        if not self.length_group_rows or len(texts) != len(views) or len({frozenset(v) for v in texts}) != 1:
+            return [self.encoder(v) for v in views]
+        width = max(v["input_ids"].shape[1] for v in texts)
+        pooled = {
+            k: torch.cat([nn.functional.pad(v[k], (0, width - v[k].shape[1])) for v in texts]) for k in texts[0]
+        }
+        emb = embed_in_chunks(self.encoder, split_rows(pooled, self.length_group_rows, None))
+        return list(emb.split([v["input_ids"].shape[0] for v in texts]))
 
     def on_before_optimizer_step(self, optimizer: Any) -> None:
         # Parameters a loss updates by its own rule (ATI's per-example temperatures).

@@ -173,8 +173,9 @@ def test_cached_step_inside_bf16_autocast_equals_the_automatic_path(loss_name):
 
 
 def test_length_grouped_step_equals_one_forward_per_view(minilm_no_dropout):
-    """``trainer.length_group_rows``: text rows encoded in length-sorted groups, each padded
-    to its own longest row, give the embeddings and gradients of one padded forward."""
+    """``trainer.length_group_rows``: the views' text rows pooled and encoded in
+    length-sorted groups, each padded to its own longest row, give the embeddings and
+    gradients of one padded forward per view."""
     from contrastlib.data import TextBatch
     from contrastlib.methods import SimCSE
 
@@ -189,7 +190,7 @@ def test_length_grouped_step_equals_one_forward_per_view(minilm_no_dropout):
     for group in (None, 3):
         m = SimCSE(enc, InfoNCELoss(0.05), mode="supervised", length_group_rows=group)
         m.zero_grad()
-        embs = [m.embed(v) for v in m.views(batch)]
+        embs = m.embed_views(m.views(batch))
         m.contrast(embs, batch).backward()
         results.append(([e.detach() for e in embs], _grads(m)))
     (e_one, g_one), (e_grp, g_grp) = results
