@@ -6,7 +6,10 @@ With ``W`` ranks and a per-device batch ``B``, a subclass forms global batches o
 ``[r * n / W, (r + 1) * n / W)`` of each global batch of ``n`` rows, so that:
 
 * a DDP run at ``B`` per device sees, step by step, the batches a 1-process run at
-  ``W * B`` sees (what is gathered across devices is exactly that global batch);
+  ``W * B`` sees (what is gathered across devices is exactly that global batch), cut to
+  a multiple of ``W``. A global batch of fewer than ``W`` rows has no DDP counterpart:
+  the last one, or (no-duplicates sampler, when colliding texts leave a batch partial
+  mid-epoch) one in the middle, after which the two runs' steps no longer line up;
 * ``__len__`` is exact and the same on every rank (no rank waits on a collective that
   another never reaches);
 * every rank's batch has the same number of rows: a short last global batch is cut to a
