@@ -1,0 +1,5 @@
+"""The FAISS index layer shared by mining, samplers, retrieval evaluation and kNN monitors."""
+
+from contrastlib.index.faiss_index import KINDS, IndexSpec, VectorIndex, gpu_available
+
+__all__ = ["KINDS", "IndexSpec", "VectorIndex", "gpu_available"]

@@ -1,0 +1,207 @@
+"""One FAISS index layer for every nearest-neighbour search in contrastlib (mining,
+cluster samplers, retrieval evaluation, kNN monitors).
+
+Kinds, chosen by name with their parameters (:class:`IndexSpec`):
+
+* ``flat``: exact inner product (``IndexFlatIP``);
+* ``ivf_flat``: inverted lists over ``nlist`` k-means cells, ``nprobe`` searched;
+* ``hnsw``: HNSW graph with ``m`` links per node, ``ef_search`` / ``ef_construction``;
+* ``ivf_pq``: inverted lists with product-quantised codes of ``pq_bytes`` bytes a vector.
+
+Scores are inner products (cosine for normalised vectors). Vectors are added and
+searched in batches: FAISS keeps a running top-k per query, so no query x corpus matrix
+is ever built (PEERS.md 9, 10). Trained kinds are trained on a seeded sample of at most
+``train_size`` vectors. ``save`` is atomic. faiss-gpu is used when it is installed and
+CUDA is present (``flat``, ``ivf_flat`` and ``ivf_pq``; HNSW has no GPU version), else CPU.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from contrastlib.utils.io import atomic_path, write_json
+
+KINDS = ("flat", "ivf_flat", "hnsw", "ivf_pq")
+
+
+@dataclass(frozen=True)
+class IndexSpec:
+    """Which index, and its parameters (those of other kinds are ignored)."""
+
+    kind: str = "flat"
+    nlist: int = 1024
+    nprobe: int = 16
+    m: int = 32
+    ef_search: int = 64
+    ef_construction: int = 80
+    pq_bytes: int = 32
+    train_size: int = 100_000
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        if self.kind not in KINDS:
+            raise ValueError(f"unknown index kind {self.kind!r}; valid: {', '.join(KINDS)}")
+        for name in ("nlist", "nprobe", "m", "ef_search", "ef_construction", "pq_bytes", "train_size"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"index {name} must be >= 1, got {getattr(self, name)}")
+
+    @property
+    def trained(self) -> bool:
+        """Whether the kind needs training before vectors are added."""
+        return self.kind in ("ivf_flat", "ivf_pq")
+
+
+def _faiss() -> Any:
+    import faiss
+
+    return faiss
+
+
+def gpu_available() -> bool:
+    """faiss-gpu installed and a CUDA device present."""
+    faiss = _faiss()
+    return hasattr(faiss, "StandardGpuResources") and getattr(faiss, "get_num_gpus", lambda: 0)() > 0
+
+
+def _as_float32(x: Any, dim: int, what: str) -> np.ndarray:
+    arr = np.ascontiguousarray(np.asarray(x, dtype=np.float32))
+    if arr.ndim != 2 or arr.shape[1] != dim:
+        raise ValueError(f"{what} must be [n, {dim}], got {tuple(arr.shape)}")
+    if not np.isfinite(arr).all():
+        raise ValueError(f"{what} holds NaN or infinite values (un-normalisable embeddings?)")
+    return arr
+
+
+def _batches(n: int, size: int) -> Iterator[slice]:
+    for start in range(0, n, size):
+        yield slice(start, min(start + size, n))
+
+
+class VectorIndex:
+    """A FAISS index of ``dim``-dimensional vectors, searched by inner product.
+
+    Args:
+        dim: vector size.
+        spec: kind and parameters.
+        use_gpu: ``"auto"`` (faiss-gpu and CUDA present), or True / False.
+    """
+
+    def __init__(self, dim: int, spec: IndexSpec | None = None, *, use_gpu: bool | str = "auto") -> None:
+        if dim < 1:
+            raise ValueError(f"dim must be >= 1, got {dim}")
+        self.dim, self.spec = dim, spec or IndexSpec()
+        self._index = self._build()
+        want_gpu = gpu_available() if use_gpu == "auto" else bool(use_gpu)
+        if want_gpu and self.spec.kind != "hnsw":
+            if not gpu_available():
+                raise RuntimeError("use_gpu=True, but faiss-gpu or a CUDA device is missing")
+            faiss = _faiss()
+            self._gpu_resources = faiss.StandardGpuResources()
+            self._index = faiss.index_cpu_to_gpu(self._gpu_resources, 0, self._index)
+        self.on_gpu = want_gpu and self.spec.kind != "hnsw"
+        self._set_search_parameters()
+
+    # ------------------------------------------------------------------ building
+    def _build(self) -> Any:
+        faiss, s, d = _faiss(), self.spec, self.dim
+        ip = faiss.METRIC_INNER_PRODUCT
+        if s.kind == "flat":
+            return faiss.IndexFlatIP(d)
+        if s.kind == "hnsw":
+            index = faiss.IndexHNSWFlat(d, s.m, ip)
+            index.hnsw.efConstruction = s.ef_construction
+            return index
+        self._quantizer = faiss.IndexFlatIP(d)
+        if s.kind == "ivf_flat":
+            return faiss.IndexIVFFlat(self._quantizer, d, s.nlist, ip)
+        if d % s.pq_bytes:
+            raise ValueError(f"ivf_pq: dim {d} must be a multiple of pq_bytes {s.pq_bytes}")
+        return faiss.IndexIVFPQ(self._quantizer, d, s.nlist, s.pq_bytes, 8, ip)
+
+    def _set_search_parameters(self) -> None:
+        faiss, s = _faiss(), self.spec
+        if s.kind == "hnsw":
+            self._index.hnsw.efSearch = s.ef_search
+        elif s.trained:
+            if self.on_gpu:
+                faiss.GpuParameterSpace().set_index_parameter(self._index, "nprobe", s.nprobe)
+            else:
+                self._index.nprobe = s.nprobe
+
+    @property
+    def ntotal(self) -> int:
+        return int(self._index.ntotal)
+
+    @property
+    def is_trained(self) -> bool:
+        return bool(self._index.is_trained)
+
+    def train(self, vectors: Any) -> None:
+        """Train on a seeded sample of at most ``train_size`` vectors (trained kinds only)."""
+        if not self.spec.trained:
+            return
+        x = _as_float32(vectors, self.dim, "training vectors")
+        if len(x) < self.spec.nlist:
+            raise ValueError(f"{self.spec.kind}: {len(x)} training vectors for nlist={self.spec.nlist}; need at least nlist")
+        if len(x) > self.spec.train_size:
+            rows = np.random.default_rng(self.spec.seed).choice(len(x), self.spec.train_size, replace=False)
+            x = x[np.sort(rows)]
+        self._index.train(x)
+        self._set_search_parameters()
+
+    def add(self, vectors: Any, *, batch_size: int = 65_536) -> None:
+        """Append vectors (ids continue from ``ntotal``), in batches."""
+        if not self.is_trained:
+            raise RuntimeError(f"{self.spec.kind} index: call train() before add()")
+        x = _as_float32(vectors, self.dim, "vectors")
+        for part in _batches(len(x), batch_size):
+            self._index.add(x[part])
+
+    def search(self, queries: Any, k: int, *, batch_size: int = 4_096) -> tuple[np.ndarray, np.ndarray]:
+        """``(scores [n, k], ids [n, k])``, best first; ids are -1 where fewer than ``k``
+        vectors were found. Memory is bounded by ``batch_size x k`` per batch."""
+        if k < 1:
+            raise ValueError(f"k must be >= 1, got {k}")
+        q = _as_float32(queries, self.dim, "queries")
+        scores = np.empty((len(q), k), dtype=np.float32)
+        ids = np.empty((len(q), k), dtype=np.int64)
+        for part in _batches(len(q), batch_size):
+            scores[part], ids[part] = self._index.search(q[part], k)
+        return scores, ids
+
+    # ------------------------------------------------------------------ files
+    def save(self, path: str | Path) -> Path:
+        """Write ``path`` (the FAISS index) and ``path.json`` (its spec), each atomically."""
+        faiss, path = _faiss(), Path(path)
+        index = faiss.index_gpu_to_cpu(self._index) if self.on_gpu else self._index
+        with atomic_path(path) as tmp:
+            faiss.write_index(index, str(tmp))
+        write_json(path.with_name(path.name + ".json"), {"dim": self.dim, "spec": asdict(self.spec)})
+        return path
+
+    @classmethod
+    def load(cls, path: str | Path, *, use_gpu: bool | str = "auto") -> VectorIndex:
+        faiss, path = _faiss(), Path(path)
+        meta_path = path.with_name(path.name + ".json")
+        if not path.is_file() or not meta_path.is_file():
+            raise FileNotFoundError(f"{path}: no saved index (needs {path.name} and {meta_path.name})")
+        import json
+
+        meta = json.loads(meta_path.read_text())
+        out = cls.__new__(cls)
+        out.dim, out.spec = int(meta["dim"]), IndexSpec(**meta["spec"])
+        out._index = faiss.read_index(str(path))
+        want_gpu = gpu_available() if use_gpu == "auto" else bool(use_gpu)
+        out.on_gpu = want_gpu and out.spec.kind != "hnsw"
+        if out.on_gpu:
+            out._gpu_resources = faiss.StandardGpuResources()
+            out._index = faiss.index_cpu_to_gpu(out._gpu_resources, 0, out._index)
+        with contextlib.suppress(AttributeError):
+            out._set_search_parameters()
+        return out

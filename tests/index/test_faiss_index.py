@@ -1,0 +1,136 @@
+"""The FAISS index layer: exact search against a brute-force reference, approximate kinds
+against exact search, batched search, atomic save/load, clear errors."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from contrastlib.index import IndexSpec, VectorIndex
+
+DIM = 32
+
+
+def unit(n: int, seed: int) -> np.ndarray:
+    x = np.random.default_rng(seed).standard_normal((n, DIM)).astype(np.float32)
+    return x / np.linalg.norm(x, axis=1, keepdims=True)
+
+
+def brute_force(corpus: np.ndarray, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+    scores = torch.from_numpy(queries) @ torch.from_numpy(corpus).T
+    top = scores.topk(k, dim=1)
+    return top.values.numpy(), top.indices.numpy()
+
+
+def recall_at_k(ids: np.ndarray, exact: np.ndarray) -> float:
+    return float(np.mean([len(set(a) & set(b)) / len(b) for a, b in zip(ids, exact, strict=True)]))
+
+
+def test_flat_equals_brute_force_in_batches():
+    corpus, queries = unit(2_000, 0), unit(300, 1)
+    index = VectorIndex(DIM, IndexSpec("flat"), use_gpu=False)
+    index.add(corpus, batch_size=700)  # several add batches
+    scores, ids = index.search(queries, 10, batch_size=64)  # several search batches
+    ref_scores, ref_ids = brute_force(corpus, queries, 10)
+    np.testing.assert_allclose(scores, ref_scores, atol=1e-5)
+    assert recall_at_k(ids, ref_ids) == 1.0
+    assert index.ntotal == 2_000
+
+
+def test_ivf_with_every_cell_probed_is_exact():
+    corpus, queries = unit(3_000, 2), unit(100, 3)
+    index = VectorIndex(DIM, IndexSpec("ivf_flat", nlist=16, nprobe=16), use_gpu=False)
+    index.train(corpus)
+    index.add(corpus)
+    _, ids = index.search(queries, 10)
+    assert recall_at_k(ids, brute_force(corpus, queries, 10)[1]) == 1.0
+
+
+@pytest.mark.parametrize(
+    "spec,floor",
+    [
+        (IndexSpec("ivf_flat", nlist=32, nprobe=8), 0.6),
+        (IndexSpec("hnsw", m=16, ef_search=128), 0.9),
+        (IndexSpec("ivf_pq", nlist=16, nprobe=16, pq_bytes=8), 0.3),
+    ],
+)
+def test_approximate_kinds_recall_against_exact(spec, floor):
+    corpus, queries = unit(4_000, 4), unit(200, 5)
+    index = VectorIndex(DIM, spec, use_gpu=False)
+    index.train(corpus)
+    index.add(corpus)
+    _, ids = index.search(queries, 10)
+    recall = recall_at_k(ids, brute_force(corpus, queries, 10)[1])
+    assert floor <= recall <= 1.0, recall
+
+
+def test_training_uses_a_seeded_sample():
+    corpus = unit(2_000, 6)
+    spec = IndexSpec("ivf_flat", nlist=8, nprobe=2, train_size=500, seed=3)
+    a, b = VectorIndex(DIM, spec, use_gpu=False), VectorIndex(DIM, spec, use_gpu=False)
+    for index in (a, b):
+        index.train(corpus)
+        index.add(corpus)
+    queries = unit(50, 7)
+    assert np.array_equal(a.search(queries, 5)[1], b.search(queries, 5)[1])
+
+
+def test_save_load_round_trip(tmp_path):
+    corpus, queries = unit(1_500, 8), unit(40, 9)
+    index = VectorIndex(DIM, IndexSpec("ivf_flat", nlist=8, nprobe=3), use_gpu=False)
+    index.train(corpus)
+    index.add(corpus)
+    path = index.save(tmp_path / "corpus.faiss")
+    loaded = VectorIndex.load(path, use_gpu=False)
+    assert loaded.spec == index.spec and loaded.ntotal == 1_500
+    for x, y in zip(loaded.search(queries, 7), index.search(queries, 7), strict=True):
+        np.testing.assert_array_equal(x, y)  # nprobe restored from the spec
+
+
+def test_a_failed_save_leaves_the_previous_file(tmp_path, monkeypatch):
+    index = VectorIndex(DIM, use_gpu=False)
+    index.add(unit(100, 10))
+    path = index.save(tmp_path / "i.faiss")
+    before = path.read_bytes()
+    import faiss
+
+    def broken(*args):
+        raise OSError("disk full")
+
+    monkeypatch.setattr(faiss, "write_index", broken)
+    index.add(unit(10, 11))
+    with pytest.raises(OSError, match="disk full"):
+        index.save(path)
+    assert path.read_bytes() == before
+    assert {p.name for p in tmp_path.iterdir()} == {"i.faiss", "i.faiss.json"}  # no temp file left
+
+
+def test_clear_errors():
+    with pytest.raises(ValueError, match="unknown index kind 'ivf'; valid: flat, ivf_flat, hnsw, ivf_pq"):
+        IndexSpec("ivf")
+    with pytest.raises(ValueError, match="nprobe must be >= 1"):
+        IndexSpec("ivf_flat", nprobe=0)
+    index = VectorIndex(DIM, IndexSpec("ivf_flat", nlist=8), use_gpu=False)
+    with pytest.raises(RuntimeError, match="call train"):
+        index.add(unit(10, 0))
+    with pytest.raises(ValueError, match="need at least nlist"):
+        index.train(unit(4, 0))
+    flat = VectorIndex(DIM, use_gpu=False)
+    with pytest.raises(ValueError, match=r"vectors must be \[n, 32\], got \(3, 5\)"):
+        flat.add(np.zeros((3, 5)))
+    bad = unit(3, 0)
+    bad[1, 0] = np.nan
+    with pytest.raises(ValueError, match="NaN"):
+        flat.add(bad)
+    with pytest.raises(ValueError, match="multiple of pq_bytes"):
+        VectorIndex(30, IndexSpec("ivf_pq", pq_bytes=8), use_gpu=False)
+    with pytest.raises(FileNotFoundError, match="no saved index"):
+        VectorIndex.load("/nonexistent/x.faiss")
+
+
+def test_fewer_vectors_than_k_pads_with_minus_one():
+    index = VectorIndex(DIM, use_gpu=False)
+    index.add(unit(3, 12))
+    _, ids = index.search(unit(2, 13), 5)
+    assert (ids[:, 3:] == -1).all() and (ids[:, :3] >= 0).all()
