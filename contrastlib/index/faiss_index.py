@@ -17,7 +17,7 @@ CUDA is present (``flat``, ``ivf_flat`` and ``ivf_pq``; HNSW has no GPU version)
 
 from __future__ import annotations
 
-import contextlib
+import json
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -97,15 +97,19 @@ class VectorIndex:
             raise ValueError(f"dim must be >= 1, got {dim}")
         self.dim, self.spec = dim, spec or IndexSpec()
         self._index = self._build()
+        self._place(use_gpu)
+        self._set_search_parameters()
+
+    def _place(self, use_gpu: bool | str) -> None:
+        """Move the index to the GPU when asked (``"auto"``: faiss-gpu and CUDA present)."""
         want_gpu = gpu_available() if use_gpu == "auto" else bool(use_gpu)
-        if want_gpu and self.spec.kind != "hnsw":
+        self.on_gpu = want_gpu and self.spec.kind != "hnsw"  # HNSW has no GPU version
+        if self.on_gpu:
             if not gpu_available():
                 raise RuntimeError("use_gpu=True, but faiss-gpu or a CUDA device is missing")
             faiss = _faiss()
             self._gpu_resources = faiss.StandardGpuResources()
             self._index = faiss.index_cpu_to_gpu(self._gpu_resources, 0, self._index)
-        self.on_gpu = want_gpu and self.spec.kind != "hnsw"
-        self._set_search_parameters()
 
     # ------------------------------------------------------------------ building
     def _build(self) -> Any:
@@ -191,17 +195,10 @@ class VectorIndex:
         meta_path = path.with_name(path.name + ".json")
         if not path.is_file() or not meta_path.is_file():
             raise FileNotFoundError(f"{path}: no saved index (needs {path.name} and {meta_path.name})")
-        import json
-
         meta = json.loads(meta_path.read_text())
         out = cls.__new__(cls)
         out.dim, out.spec = int(meta["dim"]), IndexSpec(**meta["spec"])
         out._index = faiss.read_index(str(path))
-        want_gpu = gpu_available() if use_gpu == "auto" else bool(use_gpu)
-        out.on_gpu = want_gpu and out.spec.kind != "hnsw"
-        if out.on_gpu:
-            out._gpu_resources = faiss.StandardGpuResources()
-            out._index = faiss.index_cpu_to_gpu(out._gpu_resources, 0, out._index)
-        with contextlib.suppress(AttributeError):
-            out._set_search_parameters()
+        out._place(use_gpu)
+        out._set_search_parameters()
         return out
