@@ -31,6 +31,9 @@ class DataConfig:
     batch_size: int = 64
     #: A registered batch sampler (``contrastlib list``); null: the method's default.
     sampler: str | None = None
+    #: The sampler's own parameters (checked against its signature), e.g. ``m`` for
+    #: ``m_per_class`` or ``clusters`` for ``cluster``.
+    sampler_options: dict[str, Any] = field(default_factory=dict)
     num_workers: int = 0
     #: Drop a global batch shorter than ``batch_size x devices``.
     drop_last: bool = False
@@ -94,6 +97,9 @@ class GradCacheConfig:
 class EvalConfig:
     #: Scored-pair files (``sentence1 sentence2 score``) evaluated before and after training.
     sts: list[str] = field(default_factory=list)
+    #: BEIR-layout directories (corpus.jsonl, queries.jsonl, qrels/{split}.tsv), scored on
+    #: their ``test`` split; ``DIR:split`` picks another split.
+    retrieval: list[str] = field(default_factory=list)
     batch_size: int = 128
     #: auto: bf16 where training would pick bf16-mixed, else fp32.
     precision: str = "auto"
