@@ -108,6 +108,49 @@ def cmd_eval_sts(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_eval_retrieval(args: argparse.Namespace) -> int:
+    from contrastlib.data.beir import read_beir
+
+    data = read_beir(args.data, args.split)  # bad data fails before the model loads
+    from contrastlib.evaluation.retrieval import DEFAULT_KS, evaluate_retrieval, write_trec_run
+    from contrastlib.index import IndexSpec
+    from contrastlib.jobs import load_encoder
+
+    spec = IndexSpec(kind=args.index, nprobe=args.nprobe, ef_search=args.ef_search)
+    encoder = load_encoder(args.model)
+    embed = None
+    if args.cache_dir:
+        from contrastlib.index.cache import EmbeddingCache
+
+        cache = EmbeddingCache(args.cache_dir)
+        embed = cache.embedder(
+            encoder, batch_size=args.batch_size, precision=args.precision, show_progress_bar=not args.no_progress
+        )
+    result = evaluate_retrieval(
+        encoder, data, top_k=args.top_k, index_spec=spec, ignore_identical_ids=args.ignore_identical_ids,
+        embed=embed, batch_size=args.batch_size, precision=args.precision, show_progress_bar=not args.no_progress,
+    )
+    if args.run_file:
+        write_trec_run(args.run_file, result.run)
+    m = result.x100()
+    rows = [["metric", *[f"@{k}" for k in (1, 3, 5, 10, 100)]]]
+    for name in DEFAULT_KS:
+        rows.append([name, *[f"{m[f'{name}@{k}']:.2f}" if f"{name}@{k}" in m else "" for k in (1, 3, 5, 10, 100)]])
+    text = (
+        f"retrieval  {data.name}  queries={result.n_queries}  documents={result.n_documents}  "
+        f"nDCG@10={m['ndcg@10']:.2f}\n" + _table(rows)
+    )
+    if args.run_file:
+        text += f"\nrun file: {args.run_file}"
+    _emit(
+        args,
+        {"task": "retrieval", "data": str(args.data), "split": args.split, "model": args.model,
+         "n_queries": result.n_queries, "n_documents": result.n_documents, **m},
+        text,
+    )
+    return 0
+
+
 def cmd_embed(args: argparse.Namespace) -> int:
     from contrastlib.data.readers import read_sentences
 
@@ -138,6 +181,69 @@ def cmd_embed(args: argparse.Namespace) -> int:
         {"out": str(out), "n": len(texts), "dim": int(emb.shape[1])},
         f"wrote {len(texts)} x {emb.shape[1]} embeddings to {out}",
     )
+    return 0
+
+
+def default_cache_dir() -> Path:
+    """``$CONTRASTLIB_CACHE`` or ``~/.cache/contrastlib``: embeddings reused across runs."""
+    root = os.environ.get("CONTRASTLIB_CACHE") or Path.home() / ".cache" / "contrastlib"
+    return Path(root) / "embeddings"
+
+
+def cmd_mine(args: argparse.Namespace) -> int:
+    from contrastlib.index import IndexSpec
+    from contrastlib.mining import MineOptions, MineSettings, read_mining_input
+    from contrastlib.mining.output import check_output_path
+
+    try:
+        options = MineOptions(
+            range_min=args.range_min, range_max=args.range_max, num_negatives=args.num_negatives,
+            sampling_strategy=args.sampling_strategy, absolute_margin=args.absolute_margin,
+            relative_margin=args.relative_margin, max_score=args.max_score, min_score=args.min_score,
+            near_duplicate=None if args.near_duplicate <= 0 else args.near_duplicate, seed=args.seed,
+        )
+        settings = MineSettings(
+            options=options, output_format=args.output_format, output_scores=args.output_scores,
+            index=IndexSpec(kind=args.index, nprobe=args.nprobe, ef_search=args.ef_search),
+            shard_size=args.shard_size, batch_size=args.batch_size, precision=args.precision,
+            query_prompt=args.query_prompt, corpus_prompt=args.corpus_prompt, cross_encoder=args.cross_encoder,
+        )
+        out = check_output_path(args.out)
+    except ValueError as exc:
+        raise ContrastlibError(str(exc)) from None
+    if args.cross_encoder and not Path(args.cross_encoder).is_dir():
+        raise ContrastlibError(f"--cross-encoder {args.cross_encoder}: not a directory")
+    data = read_mining_input(args.data, corpus=args.corpus, split=args.split)  # before the model loads
+    from contrastlib.jobs import load_encoder
+    from contrastlib.mining import run_mining
+
+    encoder = load_encoder(args.model)
+    report = run_mining(
+        encoder, data, out, settings, cache_dir=args.cache_dir or default_cache_dir(),
+        show_progress_bar=not args.no_progress, log=lambda m: print(m, file=sys.stderr),
+    )
+    from contrastlib.mining.job import summary_dict
+
+    summary = summary_dict(report, data, settings)
+    st = report.stats
+    rows = [["filter", "candidates dropped"]] + [[k, str(v)] for k, v in summary["dropped"].items()]
+    rows.append(["not sampled (beyond num_negatives)", str(st.not_sampled)])
+    lines = [
+        f"mined {data.source}: {st.anchors} anchors, {st.pairs} pairs, corpus {len(data.corpus_ids)}, "
+        f"window {report.range_max}",
+        _table(rows),
+        f"negatives kept: {st.kept}; pairs short of {options.num_negatives} negatives: {st.short_pairs} "
+        f"({st.missing_negatives} missing, not padded)",
+        f"wrote {report.rows} {settings.output_format} rows to {out}",
+        f"summary: {report.files['summary']}  plot: {report.files['plot']}",
+    ]
+    if report.top_negatives:
+        lines.append(f"highest-scoring negatives kept (check for false negatives; all in {report.files['top_negatives']}):")
+        for r in report.top_negatives[:5]:
+            lines.append(f"  {r['score']:.3f} (positive {r['positive_score']:.3f})  {r['anchor'][:60]!r} -> {r['negative'][:70]!r}")
+    if report.shards_reused or report.embed_shards_reused:
+        lines.append(f"resumed: {report.shards_reused} mining shard(s), {report.embed_shards_reused} embedding shard(s) reused")
+    _emit(args, {k: v for k, v in summary.items() if k != "top_negatives"}, "\n".join(lines))
     return 0
 
 
@@ -209,6 +315,27 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true", help="print one JSON object as the last stdout line")
     p.set_defaults(func=cmd_eval_sts)
 
+    p = eval_sub.add_parser(
+        "retrieval", help="nDCG/MRR/MAP/accuracy/precision/recall@k on a BEIR-layout directory, as MTEB scores it"
+    )
+    p.add_argument("--model", "-m", required=True, help="HF id, model dir, sentence-transformers dir, run dir or .ckpt")
+    p.add_argument("--data", "-d", required=True, help="BEIR-layout dir: corpus.jsonl, queries.jsonl, qrels/SPLIT.tsv")
+    p.add_argument("--split", default="test", help="qrels split (default: test)")
+    p.add_argument("--top-k", type=int, default=100, help="documents retrieved per query (default 100)")
+    p.add_argument("--index", choices=["flat", "ivf_flat", "hnsw", "ivf_pq"], default="flat",
+                   help="FAISS index (default flat: exact)")
+    p.add_argument("--nprobe", type=int, default=16, help="IVF cells searched")
+    p.add_argument("--ef-search", type=int, default=64, help="HNSW efSearch")
+    p.add_argument("--ignore-identical-ids", action="store_true",
+                   help="never match a query to the document with its own id (BEIR's default; MTEB's is off)")
+    p.add_argument("--run-file", help="also write a TREC run file here")
+    p.add_argument("--cache-dir", help="embedding cache directory (reused by later runs)")
+    p.add_argument("--batch-size", type=int, default=128)
+    p.add_argument("--precision", choices=["fp32", "bf16", "fp16"], default="fp32")
+    p.add_argument("--no-progress", action="store_true", help="hide the progress bars")
+    p.add_argument("--json", action="store_true", help="print one JSON object as the last stdout line")
+    p.set_defaults(func=cmd_eval_retrieval)
+
     p = add("embed", "embed one text per line into .npy or .safetensors")
     p.add_argument("--model", "-m", required=True)
     p.add_argument("--input", "-i", required=True, help="text file, one text per line")
@@ -217,6 +344,40 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--precision", choices=["fp32", "bf16", "fp16"], default="fp32")
     p.add_argument("--no-progress", action="store_true")
     p.set_defaults(func=cmd_embed)
+
+    p = add("mine", "mine hard negatives for (anchor, positive) pairs or a BEIR directory, resumably")
+    p.add_argument("--model", "-m", required=True, help="HF id, model dir, sentence-transformers dir, run dir or .ckpt")
+    p.add_argument("--data", "-d", required=True,
+                   help="pair file (TSV/CSV/JSONL with anchor and positive columns) or a BEIR-layout directory")
+    p.add_argument("--out", "-o", required=True, help="output .jsonl or .parquet (written when the job is done)")
+    p.add_argument("--corpus", help="extra corpus: .txt (one text per line) or a BEIR corpus.jsonl")
+    p.add_argument("--split", help="qrels split of a BEIR directory (default: test)")
+    p.add_argument("--range-min", type=int, default=0, help="skip this many best candidates that pass the filters")
+    p.add_argument("--range-max", type=int, default=None,
+                   help="consider this many best candidates (default: as sentence-transformers)")
+    p.add_argument("--num-negatives", type=int, default=3)
+    p.add_argument("--sampling-strategy", choices=["top", "random"], default="top")
+    p.add_argument("--absolute-margin", type=float, help="drop candidates scoring above positive - margin")
+    p.add_argument("--relative-margin", type=float, help="drop candidates scoring above positive * (1 - margin)")
+    p.add_argument("--max-score", type=float, help="drop candidates scoring above this")
+    p.add_argument("--min-score", type=float, help="drop candidates scoring below this")
+    p.add_argument("--near-duplicate", type=float, default=0.98,
+                   help="drop candidates this similar to a positive (cosine; 0 turns it off; default 0.98)")
+    p.add_argument("--cross-encoder", help="sentence-transformers CrossEncoder directory to rescore candidates")
+    p.add_argument("--output-format", choices=["triplet", "n-tuple", "labeled-pair", "labeled-list"], default="triplet")
+    p.add_argument("--output-scores", action="store_true", help="write the scores too")
+    p.add_argument("--index", choices=["flat", "ivf_flat", "hnsw", "ivf_pq"], default="flat")
+    p.add_argument("--nprobe", type=int, default=16)
+    p.add_argument("--ef-search", type=int, default=64)
+    p.add_argument("--shard-size", type=int, default=1000, help="anchors per committed shard")
+    p.add_argument("--cache-dir", help="embedding cache (default $CONTRASTLIB_CACHE or ~/.cache/contrastlib)")
+    p.add_argument("--query-prompt", default="", help="text put before every anchor when encoding")
+    p.add_argument("--corpus-prompt", default="", help="text put before every corpus text when encoding")
+    p.add_argument("--batch-size", type=int, default=128)
+    p.add_argument("--precision", choices=["fp32", "bf16", "fp16"], default="fp32")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--no-progress", action="store_true")
+    p.set_defaults(func=cmd_mine)
 
     p = add("export", "write a run, checkpoint or model as a sentence-transformers directory")
     p.add_argument("source", help="run dir, .ckpt, or any model spec")

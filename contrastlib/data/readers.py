@@ -15,6 +15,7 @@ import gzip
 import io
 import json
 import math
+import re
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -116,29 +117,41 @@ def _header_line(path: Path, first_record_line: int) -> int:
 
 
 def _resolve_columns(path: Path, columns: Sequence[str], line: int) -> list[str]:
-    """Map the file's columns to roles (anchor, positive[, negative]) in that order."""
+    """Map the file's columns to roles (anchor, positive[, negative...]) in that order.
+
+    Negatives are one ``negative`` column (or an alias), or numbered columns
+    ``negative_1 ... negative_n`` (the n-tuple layout that ``contrastlib mine`` and
+    sentence-transformers' miner write).
+    """
     found: list[str] = []
-    for role in ("anchor", "positive", "negative"):
+    for role in ("anchor", "positive"):
         for alias in ROLE_ALIASES[role]:
             if alias in columns:
                 found.append(alias)
                 break
         else:
-            if role == "negative":
-                break
             raise DataError(
                 path,
                 f"missing column {role!r} (accepted names: {', '.join(ROLE_ALIASES[role])}); "
                 f"found columns: {', '.join(columns)}",
                 line,
             )
-    return found
+    single = next((a for a in ROLE_ALIASES["negative"] if a in columns), None)
+    numbered = sorted(
+        (c for c in columns if re.fullmatch(r"negative_[0-9]+", c)), key=lambda c: int(c.split("_")[1])
+    )
+    if single is not None and numbered:
+        raise DataError(path, f"both {single!r} and numbered negative columns; keep one layout", line)
+    if numbered and [int(c.split("_")[1]) for c in numbered] != list(range(1, len(numbered) + 1)):
+        raise DataError(path, f"numbered negative columns must run negative_1..negative_n, found {', '.join(numbered)}", line)
+    return found + ([single] if single is not None else numbered)
 
 
 def read_tuples(path: str | Path) -> tuple[list[tuple[str, ...]], list[str]]:
-    """Read pairs ``(anchor, positive)`` or triplets ``(anchor, positive, negative)``.
+    """Read pairs ``(anchor, positive)``, triplets ``(anchor, positive, negative)`` or
+    n-tuples ``(anchor, positive, negative_1, ..., negative_n)``.
 
-    Returns the rows and the role names found (``["anchor", "positive"(, "negative")]``).
+    Returns the rows and the role names found (``["anchor", "positive", "negative", ...]``).
     A ``.txt`` file gives 1-tuples (single sentences, for unsupervised methods).
     """
     path = _check_file(path)
@@ -163,7 +176,7 @@ def read_tuples(path: str | Path) -> tuple[list[tuple[str, ...]], list[str]]:
     if not rows:
         raise DataError(path, "no data rows after the header")
     assert cols is not None
-    roles = ["anchor", "positive", "negative"][: len(cols)]
+    roles = ["anchor", "positive"][: len(cols)] + ["negative"] * max(0, len(cols) - 2)
     return rows, roles
 
 

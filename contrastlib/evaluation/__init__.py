@@ -7,9 +7,30 @@ declares which of them apply to it (``evaluations``).
 from collections.abc import Callable
 from typing import Any
 
+from contrastlib.evaluation.retrieval import (
+    RetrievalEvaluator,
+    RetrievalResult,
+    evaluate_retrieval,
+    mean_metrics,
+    query_metrics,
+)
 from contrastlib.evaluation.sts import STSEvaluator, STSResult, evaluate_sts, sts_correlations
 
 #: ``eval.<kind>`` -> a builder from one file (read at once: bad data fails before work).
-EVALUATIONS: dict[str, Callable[..., Any]] = {"sts": STSEvaluator.from_file}
+EVALUATIONS: dict[str, Callable[..., Any]] = {
+    "sts": STSEvaluator.from_file,
+    "retrieval": RetrievalEvaluator.from_spec,
+}
 
-__all__ = ["EVALUATIONS", "STSEvaluator", "STSResult", "evaluate_sts", "sts_correlations"]
+__all__ = [
+    "EVALUATIONS",
+    "RetrievalEvaluator",
+    "RetrievalResult",
+    "STSEvaluator",
+    "STSResult",
+    "evaluate_retrieval",
+    "evaluate_sts",
+    "mean_metrics",
+    "query_metrics",
+    "sts_correlations",
+]

@@ -46,7 +46,7 @@ class SimCSEConfig:
 class SimCSE(ContrastiveModule):
     Config = SimCSEConfig
     default_sampler = "no_duplicates"
-    evaluations = ("sts",)
+    evaluations = ("sts", "retrieval")
     encoders = ("text",)
 
     def __init__(
@@ -75,10 +75,15 @@ class SimCSE(ContrastiveModule):
             rows = [r[:1] for r in rows]  # dropout views of the first column
             description = "single sentences (two dropout views each)"
         else:
-            description = "triplets (anchor, positive, negative)" if len(roles) == 3 else "pairs (anchor, positive)"
+            negatives = len(roles) - 2
+            description = (
+                "pairs (anchor, positive)" if negatives == 0
+                else "triplets (anchor, positive, negative)" if negatives == 1
+                else f"n-tuples (anchor, positive, {negatives} negatives)"
+            )
         return TrainData(
             source=path, rows=rows, dataset=IndexedRows(rows), description=description,
-            hard_negatives=mode == "supervised" and len(roles) == 3,
+            hard_negatives=mode == "supervised" and len(roles) >= 3,
         )
 
     def collator(self) -> TextTupleCollator:

@@ -1,0 +1,202 @@
+"""Retrieval evaluation on any BEIR-layout directory, as MTEB scores it.
+
+Documents and queries are encoded, documents go into a FAISS index (the index layer:
+exact inner product by default), and each query's top ``top_k`` documents are found by a
+batched search that keeps only a running top-k, never a query x corpus matrix. Scores are
+cosine similarities (embeddings L2-normalised) unless ``similarity="dot"``.
+
+Metrics follow trec_eval, which MTEB runs through pytrec_eval (checked against
+pytrec_eval in the tests, ties included):
+
+* ranking: score descending; equal scores in *descending* document-id order (trec_eval's
+  rule), so a tie does not depend on the index or the encoding order;
+* a document is relevant when its grade is above 0; nDCG uses the grades as linear gains
+  and the ideal ranking of every judged document;
+* ``map@k`` is trec_eval's ``map_cut``: precision at each relevant document retrieved
+  within k, divided by the number of relevant documents (not by ``min(k, R)`` as
+  sentence-transformers' evaluator does);
+* ``mrr@k`` is the reciprocal rank of the first relevant document within k (0 if none);
+* ``accuracy@k`` (sentence-transformers' name; MTEB's ``hit rate``): 1 if any relevant
+  document is within k; ``precision@k`` divides by k; ``recall@k`` by the number of
+  relevant documents.
+
+All are averaged over the queries that have a relevant document, x100 in the reports.
+A query whose id is also a document id is not matched to that document when
+``ignore_identical_ids`` is set (BEIR's default; MTEB's default is off, and SciFact's ids
+never collide).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from contrastlib.data.beir import BeirData, read_beir, split_spec
+from contrastlib.utils.io import atomic_path
+
+#: k values reported per metric (sentence-transformers' names; recall also at 100).
+DEFAULT_KS: dict[str, tuple[int, ...]] = {
+    "ndcg": (1, 3, 5, 10),
+    "mrr": (1, 3, 5, 10),
+    "map": (100,),
+    "accuracy": (1, 3, 5, 10),
+    "precision": (1, 3, 5, 10),
+    "recall": (1, 3, 5, 10, 100),
+}
+
+Ranking = Sequence[tuple[str, float]]
+
+
+def trec_order(hits: Ranking) -> list[tuple[str, float]]:
+    """Sort ``(doc id, score)`` as trec_eval does: score descending, then doc id descending."""
+    return sorted(hits, key=lambda h: (h[1], h[0]), reverse=True)
+
+
+def query_metrics(
+    hits: Ranking, grades: Mapping[str, int], ks: Mapping[str, Sequence[int]] = DEFAULT_KS
+) -> dict[str, float]:
+    """Every metric for one query: ``hits`` in any order, ``grades`` its qrels."""
+    ranked = [doc for doc, _ in trec_order(hits)]
+    relevant = {d for d, g in grades.items() if g > 0}
+    n_rel = len(relevant)
+    rel_flags = [doc in relevant for doc in ranked]
+    ideal = sorted((g for g in grades.values() if g > 0), reverse=True)
+    out: dict[str, float] = {}
+    for k in ks.get("ndcg", ()):
+        dcg = sum(grades.get(doc, 0) / math.log2(i + 2) for i, doc in enumerate(ranked[:k]) if grades.get(doc, 0) > 0)
+        idcg = sum(g / math.log2(i + 2) for i, g in enumerate(ideal[:k]))
+        out[f"ndcg@{k}"] = dcg / idcg if idcg > 0 else 0.0
+    for k in ks.get("mrr", ()):
+        first = next((i for i, r in enumerate(rel_flags[:k]) if r), None)
+        out[f"mrr@{k}"] = 0.0 if first is None else 1.0 / (first + 1)
+    for k in ks.get("map", ()):
+        found, total = 0, 0.0
+        for i, r in enumerate(rel_flags[:k]):
+            if r:
+                found += 1
+                total += found / (i + 1)
+        out[f"map@{k}"] = total / n_rel if n_rel else 0.0
+    for k in ks.get("accuracy", ()):
+        out[f"accuracy@{k}"] = float(any(rel_flags[:k]))
+    for k in ks.get("precision", ()):
+        out[f"precision@{k}"] = sum(rel_flags[:k]) / k
+    for k in ks.get("recall", ()):
+        out[f"recall@{k}"] = sum(rel_flags[:k]) / n_rel if n_rel else 0.0
+    return out
+
+
+def mean_metrics(
+    run: Mapping[str, Ranking], qrels: Mapping[str, Mapping[str, int]], ks: Mapping[str, Sequence[int]] = DEFAULT_KS
+) -> dict[str, float]:
+    """Metrics averaged over the queries of ``qrels`` that have a relevant document (a
+    query missing from ``run`` retrieved nothing and scores 0)."""
+    per_query = [
+        query_metrics(run.get(q, ()), grades, ks) for q, grades in qrels.items() if any(g > 0 for g in grades.values())
+    ]
+    if not per_query:
+        raise ValueError("no query with a relevant document")
+    return {name: float(np.mean([m[name] for m in per_query])) for name in per_query[0]}
+
+
+@dataclass(frozen=True)
+class RetrievalResult:
+    #: metric name (``ndcg@10``, ...) -> value in [0, 1].
+    metrics: dict[str, float]
+    n_queries: int
+    n_documents: int
+    run: dict[str, list[tuple[str, float]]] = field(default_factory=dict, repr=False)
+
+    def x100(self) -> dict[str, float]:
+        return {k: 100 * v for k, v in self.metrics.items()}
+
+
+def write_trec_run(path: str | Path, run: Mapping[str, Ranking], name: str = "contrastlib") -> Path:
+    """A TREC run file (``qid Q0 docid rank score name``), written atomically."""
+    path = Path(path)
+    with atomic_path(path) as tmp, open(tmp, "w", encoding="utf-8") as fh:
+        for qid, hits in run.items():
+            for rank, (doc, score) in enumerate(trec_order(hits), start=1):
+                fh.write(f"{qid} Q0 {doc} {rank} {score:.6f} {name}\n")
+    return path
+
+
+def _normalise(x: np.ndarray) -> np.ndarray:
+    norms = np.linalg.norm(x, axis=1, keepdims=True)
+    return x / np.maximum(norms, 1e-12)
+
+
+def evaluate_retrieval(
+    encoder: Any,
+    data: BeirData,
+    *,
+    top_k: int = 100,
+    similarity: str = "cosine",
+    ignore_identical_ids: bool = False,
+    index_spec: Any = None,
+    embed: Any = None,
+    ks: Mapping[str, Sequence[int]] = DEFAULT_KS,
+    **encode_kwargs: Any,
+) -> RetrievalResult:
+    """Encode ``data``'s corpus and queries with ``encoder``, search, score.
+
+    ``encoder`` is anything with ``encode(texts, **encode_kwargs)`` (a TextEncoder, a
+    SentenceTransformer). ``embed(texts, kind)``, when given, replaces ``encoder.encode``
+    (the embedding cache passes itself here). ``index_spec`` picks the FAISS index
+    (:class:`~contrastlib.index.IndexSpec`; default exact).
+    """
+    from contrastlib.index import IndexSpec, VectorIndex
+
+    if similarity not in ("cosine", "dot"):
+        raise ValueError(f"similarity must be 'cosine' or 'dot', got {similarity!r}")
+    needed = max(top_k, *(k for v in ks.values() for k in v))
+
+    def encode(texts: list[str], kind: str) -> np.ndarray:
+        out = embed(texts, kind) if embed is not None else encoder.encode(texts, **encode_kwargs)
+        x = np.asarray(out, dtype=np.float32)
+        return _normalise(x) if similarity == "cosine" else x
+
+    docs = encode(data.corpus_texts, "corpus")
+    index = VectorIndex(docs.shape[1], index_spec or IndexSpec())
+    index.train(docs)
+    index.add(docs)
+    del docs
+    queries = encode(data.query_texts, "queries")
+    # one more hit per query when a document may be dropped for sharing the query's id
+    k = min(needed + int(ignore_identical_ids), index.ntotal)
+    scores, ids = index.search(queries, k)
+    run: dict[str, list[tuple[str, float]]] = {}
+    for qi, qid in enumerate(data.query_ids):
+        hits = [
+            (data.corpus_ids[j], float(s))
+            for s, j in zip(scores[qi], ids[qi], strict=True)
+            if j >= 0 and not (ignore_identical_ids and data.corpus_ids[j] == qid)
+        ]
+        run[qid] = trec_order(hits)[:needed]
+    metrics = mean_metrics(run, data.qrels, ks)
+    return RetrievalResult(metrics, len(data.query_ids), len(data.corpus_ids), run)
+
+
+@dataclass
+class RetrievalEvaluator:
+    """``eval.retrieval``: one BEIR-layout directory (``DIR`` or ``DIR:split``), read
+    when built, before any model loads."""
+
+    name: str
+    data: BeirData
+    batch_size: int = 128
+    precision: str = "fp32"
+    main_metric: str = "ndcg@10"
+
+    @classmethod
+    def from_spec(cls, spec: str, *, batch_size: int, precision: str) -> RetrievalEvaluator:
+        root, split = split_spec(spec)
+        return cls(spec, read_beir(root, split), batch_size=batch_size, precision=precision)
+
+    def __call__(self, encoder: Any) -> dict[str, float]:
+        r = evaluate_retrieval(encoder, self.data, batch_size=self.batch_size, precision=self.precision)
+        return {**r.x100(), "n_queries": r.n_queries}

@@ -1,0 +1,170 @@
+"""On-disk embedding cache: sharded, fingerprinted, resumable.
+
+Embeddings of a list of texts are stored under ``root/<key>/`` where the key is a hash of
+
+* the model's weights (every parameter and buffer, by name) and its settings (pooling,
+  normalisation, max length: a TextEncoder's spec, or the module's repr for other
+  encoders),
+* the encoding settings (precision, prompt),
+* the texts themselves, in order.
+
+Change any of them and the key changes: a stale cache is never read. The texts are
+encoded in shards of ``shard_size`` rows; each shard is written atomically
+(``shard-00000.npy``) and recorded with its SHA-256 in ``manifest.json`` (also written
+atomically) as soon as it is done. A run killed halfway resumes at the first shard the
+manifest does not list; a shard whose bytes no longer match its checksum is encoded again.
+(sentence-transformers' miner caches with one plain ``np.save`` of the whole matrix, so a
+kill loses all of it and a half-written file is read back: PEERS.md item 10.)
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from tqdm.auto import tqdm
+
+from contrastlib.utils.io import atomic_path, write_json
+
+FORMAT_VERSION = 1
+
+
+def _sha256_file(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def model_fingerprint(encoder: Any) -> str:
+    """A hash of ``encoder``'s weights and architecture settings."""
+    h = hashlib.blake2b(digest_size=20)
+    spec = getattr(encoder, "spec_dict", None)
+    h.update(json.dumps(spec() if callable(spec) else repr(encoder), sort_keys=True, default=str).encode())
+    state = encoder.state_dict() if hasattr(encoder, "state_dict") else {}
+    for name in sorted(state):
+        tensor = state[name]
+        h.update(name.encode())
+        h.update(str(tuple(tensor.shape)).encode() + str(tensor.dtype).encode())
+        h.update(tensor.detach().cpu().contiguous().view(-1).view(dtype=_byte_dtype()).numpy().tobytes())
+    return h.hexdigest()
+
+
+def _byte_dtype() -> Any:
+    import torch
+
+    return torch.uint8
+
+
+def texts_fingerprint(texts: Sequence[str]) -> str:
+    h = hashlib.blake2b(digest_size=20)
+    for t in texts:
+        b = t.encode("utf-8", "surrogatepass")
+        h.update(len(b).to_bytes(8, "little"))
+        h.update(b)
+    return h.hexdigest()
+
+
+class EmbeddingCache:
+    """Embeddings on disk under ``root``, one directory per (model, settings, texts).
+
+    Args:
+        root: cache directory (created when needed).
+        shard_size: texts per shard: the unit that a killed run keeps.
+    """
+
+    def __init__(self, root: str | Path, *, shard_size: int = 2048) -> None:
+        if shard_size < 1:
+            raise ValueError(f"shard_size must be >= 1, got {shard_size}")
+        self.root = Path(root)
+        self.shard_size = shard_size
+        #: What the last :meth:`embed` did: shards reused and encoded.
+        self.last_stats: dict[str, int] = {}
+
+    def key(self, encoder: Any, texts: Sequence[str], *, precision: str = "fp32", prompt: str = "",
+            model_fp: str | None = None) -> str:
+        h = hashlib.blake2b(digest_size=16)
+        settings = {"v": FORMAT_VERSION, "precision": precision, "prompt": prompt, "shard_size": self.shard_size}
+        h.update((model_fp or model_fingerprint(encoder)).encode())
+        h.update(json.dumps(settings, sort_keys=True).encode())
+        h.update(texts_fingerprint(texts).encode())
+        return h.hexdigest()
+
+    def embed(
+        self,
+        encoder: Any,
+        texts: Sequence[str],
+        *,
+        prompt: str = "",
+        batch_size: int = 128,
+        precision: str = "fp32",
+        show_progress_bar: bool = True,
+        desc: str = "embed",
+        model_fp: str | None = None,
+        encode_kwargs: dict[str, Any] | None = None,
+    ) -> np.ndarray:
+        """``[len(texts), dim]`` float32 embeddings: read from the cache, encoding only
+        the shards it does not hold yet."""
+        texts = list(texts)
+        key = self.key(encoder, texts, precision=precision, prompt=prompt, model_fp=model_fp)
+        folder = self.root / key
+        folder.mkdir(parents=True, exist_ok=True)
+        manifest_path = folder / "manifest.json"
+        n_shards = -(-len(texts) // self.shard_size)
+        manifest: dict[str, Any] = {"version": FORMAT_VERSION, "n": len(texts), "shard_size": self.shard_size,
+                                    "precision": precision, "prompt": prompt, "shards": {}}
+        if manifest_path.is_file():
+            try:
+                stored = json.loads(manifest_path.read_text())
+                if stored.get("n") == len(texts) and stored.get("shard_size") == self.shard_size:
+                    manifest = stored
+            except json.JSONDecodeError:
+                pass  # a damaged manifest: start over (shards are re-checked below anyway)
+        parts: list[np.ndarray | None] = [None] * n_shards
+        for i in range(n_shards):
+            entry = manifest["shards"].get(str(i))
+            path = folder / f"shard-{i:05d}.npy"
+            if entry and path.is_file() and _sha256_file(path) == entry["sha256"]:
+                parts[i] = np.load(path)
+            else:
+                manifest["shards"].pop(str(i), None)
+        missing = [i for i, p in enumerate(parts) if p is None]
+        self.last_stats = {"shards": n_shards, "reused": n_shards - len(missing), "encoded": len(missing)}
+        kwargs = {"batch_size": batch_size, **(encode_kwargs or {})}
+        if precision != "fp32":  # (a SentenceTransformer's ``precision`` means quantisation)
+            kwargs["precision"] = precision
+        with tqdm(total=len(texts), desc=desc, unit="text", disable=not show_progress_bar or not missing) as bar:
+            bar.update(sum(len(p) for p in parts if p is not None))
+            for i in missing:
+                chunk = texts[i * self.shard_size : (i + 1) * self.shard_size]
+                emb = np.asarray(
+                    encoder.encode([prompt + t for t in chunk], show_progress_bar=False, **kwargs), dtype=np.float32
+                )
+                path = folder / f"shard-{i:05d}.npy"
+                buf = io.BytesIO()
+                np.save(buf, emb)
+                with atomic_path(path) as tmp:
+                    tmp.write_bytes(buf.getvalue())
+                manifest["shards"][str(i)] = {"rows": len(chunk), "sha256": hashlib.sha256(buf.getvalue()).hexdigest()}
+                write_json(manifest_path, manifest)
+                parts[i] = emb
+                bar.update(len(chunk))
+        if not parts:
+            return np.zeros((0, 0), dtype=np.float32)
+        return np.concatenate([p for p in parts if p is not None])
+
+    def embedder(self, encoder: Any, **kwargs: Any) -> Callable[[Sequence[str], str], np.ndarray]:
+        """``embed(texts, kind)`` for evaluators and the miner: the model is hashed once."""
+        fp = model_fingerprint(encoder)
+
+        def embed(texts: Sequence[str], kind: str) -> np.ndarray:
+            return self.embed(encoder, texts, desc=f"embed {kind}", model_fp=fp, **kwargs)
+
+        return embed
+

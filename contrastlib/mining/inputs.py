@@ -1,0 +1,115 @@
+"""What a mining job reads: anchors, their known positives, and the corpus to mine from.
+
+Two inputs:
+
+* a pair file (any of our pair formats: TSV/CSV/JSONL with anchor and positive columns;
+  extra columns are ignored). A repeated anchor is one anchor with several positives.
+  The corpus is every distinct positive text, plus the texts of ``--corpus`` if given.
+* a BEIR-layout directory: the queries of one qrels split are the anchors, their
+  relevant documents (grade > 0) the positives, ``corpus.jsonl`` the corpus.
+
+Corpus entries have ids (BEIR ``_id``; for pair files the text itself). A candidate is a
+known positive when its id is one of the anchor's positives *or* its text equals a
+positive's text (the same document under two ids), or when it is the anchor's own text.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+from pathlib import Path
+
+from contrastlib.data.beir import read_beir, split_spec
+from contrastlib.data.readers import read_records, read_sentences, read_tuples
+from contrastlib.errors import DataError
+
+
+@dataclass
+class MiningInput:
+    source: str
+    #: Distinct anchor texts, in first-seen order.
+    anchors: list[str]
+    #: ``(anchor index, corpus index of the positive)`` per input pair, in input order.
+    pairs: list[tuple[int, int]]
+    corpus_ids: list[str]
+    corpus_texts: list[str]
+
+    def fingerprint(self) -> str:
+        h = hashlib.blake2b(digest_size=16)
+        for part in (self.anchors, self.corpus_ids, self.corpus_texts):
+            for t in part:
+                h.update(t.encode("utf-8", "surrogatepass") + b"\0")
+            h.update(b"\1")
+        for a, p in self.pairs:
+            h.update(f"{a},{p};".encode())
+        return h.hexdigest()
+
+    def positives_by_anchor(self) -> list[list[int]]:
+        out: list[list[int]] = [[] for _ in self.anchors]
+        for a, p in self.pairs:
+            if p not in out[a]:
+                out[a].append(p)
+        return out
+
+
+def _read_corpus_file(path: Path) -> tuple[list[str], list[str]]:
+    """``(ids, texts)`` of an extra corpus: ``.txt`` (one text per line; the text is its
+    id) or a BEIR ``corpus.jsonl`` (``_id``, ``title``, ``text``)."""
+    if path.suffix == ".txt":
+        texts = list(dict.fromkeys(read_sentences(path)))
+        return texts, texts
+    if path.name.endswith(".jsonl") or path.name.endswith(".jsonl.gz"):
+        ids: list[str] = []
+        texts = []
+        seen: set[str] = set()
+        for n, rec in read_records(path):
+            if "_id" not in rec or not isinstance(rec.get("text"), str):
+                raise DataError(path, "corpus records need '_id' and 'text' (BEIR's corpus.jsonl)", n)
+            doc_id = str(rec["_id"])
+            if doc_id in seen:
+                raise DataError(path, f"duplicate _id {doc_id!r}", n)
+            seen.add(doc_id)
+            title = rec.get("title")
+            text = (f"{title} {rec['text']}" if isinstance(title, str) else rec["text"]).strip()
+            if not text:
+                raise DataError(path, f"empty document (_id {doc_id!r})", n)
+            ids.append(doc_id)
+            texts.append(text)
+        return ids, texts
+    raise DataError(path, "a corpus is a .txt file (one text per line) or a BEIR corpus.jsonl")
+
+
+def read_mining_input(data: str, *, corpus: str | None = None, split: str | None = None) -> MiningInput:
+    """Read and check a mining job's input (before any model loads)."""
+    path = Path(data)
+    if path.is_dir() or (split is None and ":" in data and Path(split_spec(data)[0]).is_dir()):
+        root, default_split = split_spec(data) if not path.is_dir() else (data, "test")
+        beir = read_beir(root, split or default_split)
+        index = {d: i for i, d in enumerate(beir.corpus_ids)}
+        pairs: list[tuple[int, int]] = []
+        for qi, qid in enumerate(beir.query_ids):
+            pairs += [(qi, index[d]) for d, g in beir.qrels[qid].items() if g > 0]
+        ids, texts = list(beir.corpus_ids), list(beir.corpus_texts)
+        if corpus:
+            extra_ids, extra_texts = _read_corpus_file(Path(corpus))
+            for i, t in zip(extra_ids, extra_texts, strict=True):
+                if i not in index:
+                    index[i] = len(ids)
+                    ids.append(i)
+                    texts.append(t)
+        return MiningInput(beir.name, list(beir.query_texts), pairs, ids, texts)
+    rows, _ = read_tuples(path)
+    if len(rows[0]) < 2:
+        raise DataError(path, "mining needs (anchor, positive) pairs, not single sentences")
+    anchors: dict[str, int] = {}
+    corpus_index: dict[str, int] = {}
+    pairs = []
+    for row in rows:
+        a = anchors.setdefault(row[0], len(anchors))
+        p = corpus_index.setdefault(row[1], len(corpus_index))
+        pairs.append((a, p))
+    if corpus:
+        for t in _read_corpus_file(Path(corpus))[1]:
+            corpus_index.setdefault(t, len(corpus_index))
+    texts = list(corpus_index)
+    return MiningInput(str(path), list(anchors), pairs, texts, texts)

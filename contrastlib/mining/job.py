@@ -1,0 +1,289 @@
+"""A mining job on disk: sharded, resumable, written atomically, with a summary.
+
+``OUT`` is never written until the whole job is done. Meanwhile ``OUT.parts/`` holds
+
+* ``job.json``: a fingerprint of the input, the model, the options and the layout; a
+  ``.parts`` folder left by a job with different settings is discarded, not mixed in;
+* ``shard-00000.jsonl`` + ``shard-00000.stats.json``: each shard of anchors, committed
+  atomically (rows first, then stats: a shard counts as done when both exist).
+
+A killed job started again with the same settings reuses the embedding cache (its
+shards) and every finished mining shard, and produces the same ``OUT`` as an
+uninterrupted run. At the end, ``OUT``, ``OUT.summary.json``, ``OUT.top-negatives.tsv``
+and ``OUT.scores.png`` are written atomically and ``OUT.parts/`` is removed.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import shutil
+from collections.abc import Callable, Iterator
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from tqdm.auto import tqdm
+
+from contrastlib.index import IndexSpec, VectorIndex
+from contrastlib.index.cache import EmbeddingCache, model_fingerprint
+from contrastlib.mining.inputs import MiningInput
+from contrastlib.mining.miner import FILTERS, MineOptions, ShardStats, excluded_sets, mine_shard
+from contrastlib.mining.output import (
+    FORMATS,
+    check_output_path,
+    read_jsonl_lines,
+    rows_for,
+    write_jsonl_lines,
+    write_rows,
+)
+from contrastlib.utils.io import atomic_path, write_json
+
+#: Highest-scoring kept negatives listed for a person to look at.
+TOP_NEGATIVES = 20
+
+
+@dataclass
+class MineSettings:
+    """Everything about the job besides its input and model."""
+
+    options: MineOptions = field(default_factory=MineOptions)
+    output_format: str = "triplet"
+    output_scores: bool = False
+    index: IndexSpec = field(default_factory=IndexSpec)
+    shard_size: int = 1000
+    batch_size: int = 128
+    precision: str = "fp32"
+    query_prompt: str = ""
+    corpus_prompt: str = ""
+    cross_encoder: str | None = None
+
+    def __post_init__(self) -> None:
+        if self.output_format not in FORMATS:
+            raise ValueError(f"unknown output format {self.output_format!r}; valid: {', '.join(FORMATS)}")
+        if self.shard_size < 1:
+            raise ValueError(f"shard_size must be >= 1, got {self.shard_size}")
+
+
+@dataclass
+class MineReport:
+    out: Path
+    rows: int
+    stats: ShardStats
+    shards: int
+    shards_reused: int
+    embed_shards_reused: int
+    range_max: int
+    top_negatives: list[dict[str, Any]]
+    files: dict[str, str]
+
+
+def _normalise(x: np.ndarray) -> np.ndarray:
+    return x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-12)
+
+
+def _anchor_shards(n_anchors: int, size: int) -> list[list[int]]:
+    return [list(range(s, min(s + size, n_anchors))) for s in range(0, n_anchors, size)]
+
+
+def _cross_encoder_scorer(path: str, anchors: list[str], corpus: list[str], batch_size: int) -> Callable[..., list[float]]:
+    from sentence_transformers import CrossEncoder
+
+    model = CrossEncoder(path, trust_remote_code=False)
+
+    def rescore(pairs: list[tuple[int, int]]) -> list[float]:
+        texts = [(anchors[a], corpus[j]) for a, j in pairs]
+        out = model.predict(texts, batch_size=batch_size, show_progress_bar=False, convert_to_numpy=True)
+        return [float(x) for x in np.asarray(out).reshape(-1)]
+
+    return rescore
+
+
+def run_mining(
+    encoder: Any,
+    data: MiningInput,
+    out: str | Path,
+    settings: MineSettings,
+    *,
+    cache_dir: str | Path,
+    show_progress_bar: bool = True,
+    log: Callable[[str], None] = lambda _m: None,
+) -> MineReport:
+    out = check_output_path(out)
+    s, o = settings, settings.options
+    parts = out.with_name(out.name + ".parts")
+    model_fp = model_fingerprint(encoder)
+    job_key = hashlib.blake2b(
+        json.dumps(
+            {"input": data.fingerprint(), "model": model_fp, "settings": asdict(s), "v": 1}, sort_keys=True, default=str
+        ).encode(),
+        digest_size=16,
+    ).hexdigest()
+    job_file = parts / "job.json"
+    if parts.exists():
+        stored = json.loads(job_file.read_text()).get("key") if job_file.is_file() else None
+        if stored != job_key:
+            log(f"{parts}: left by a job with other settings; starting over")
+            shutil.rmtree(parts)
+    parts.mkdir(parents=True, exist_ok=True)
+    write_json(job_file, {"key": job_key, "source": data.source, "out": str(out)})
+
+    cache = EmbeddingCache(cache_dir)
+    kw: dict[str, Any] = {"batch_size": s.batch_size, "precision": s.precision, "show_progress_bar": show_progress_bar, "model_fp": model_fp}
+    corpus_emb = _normalise(cache.embed(encoder, data.corpus_texts, prompt=s.corpus_prompt, desc="embed corpus", **kw))
+    reused = cache.last_stats.get("reused", 0)
+    anchor_emb = _normalise(cache.embed(encoder, data.anchors, prompt=s.query_prompt, desc="embed anchors", **kw))
+    reused += cache.last_stats.get("reused", 0)
+
+    index = VectorIndex(corpus_emb.shape[1], s.index)
+    index.train(corpus_emb)
+    index.add(corpus_emb)
+    positives = data.positives_by_anchor()
+    excluded = excluded_sets(data.anchors, positives, data.corpus_ids, data.corpus_texts)
+    range_max = o.window(max(len(p) for p in positives))
+    rescore = _cross_encoder_scorer(s.cross_encoder, data.anchors, data.corpus_texts, s.batch_size) if s.cross_encoder else None
+
+    pairs_by_anchor: dict[int, list[tuple[int, tuple[int, int]]]] = {}
+    for i, pair in enumerate(data.pairs):
+        pairs_by_anchor.setdefault(pair[0], []).append((i, pair))
+    shards = _anchor_shards(len(data.anchors), s.shard_size)
+    total = ShardStats()
+    done = 0
+    bar = tqdm(total=len(data.anchors), desc="mine", unit="anchor", disable=not show_progress_bar)
+    for n, anchors in enumerate(shards):
+        rows_path, stats_path = parts / f"shard-{n:05d}.jsonl", parts / f"shard-{n:05d}.stats.json"
+        if rows_path.is_file() and stats_path.is_file():
+            total.add(ShardStats.from_dict(json.loads(stats_path.read_text())))
+            done += 1
+            bar.update(len(anchors))
+            continue
+        shard_pairs = [p for a in anchors for p in pairs_by_anchor.get(a, [])]
+        results, stats = mine_shard(
+            anchors, shard_pairs, anchor_emb[anchors], corpus_emb, index.search, excluded, o,
+            range_max=range_max, rescore=rescore,
+        )
+        results.sort(key=lambda r: r.pair)
+        records = []
+        for r in results:
+            records.append(
+                {"pair": r.pair, "anchor": r.anchor, "positive": r.positive, "positive_score": r.positive_score,
+                 "negatives": r.negatives, "scores": r.scores}
+            )
+        write_jsonl_lines(rows_path, records)
+        write_json(stats_path, stats.as_dict())
+        total.add(stats)
+        bar.update(len(anchors))
+    bar.close()
+
+    report_files = {
+        "out": str(out),
+        "summary": str(out.with_name(out.name + ".summary.json")),
+        "top_negatives": str(out.with_name(out.name + ".top-negatives.tsv")),
+        "plot": str(out.with_name(out.name + ".scores.png")),
+    }
+    top = _top_negatives(parts, len(shards), data)
+    n_rows = write_rows(out, _output_rows(parts, len(shards), data, s))
+    report = MineReport(out, n_rows, total, len(shards), done, reused, range_max, top, report_files)
+    _write_top_negatives(Path(report_files["top_negatives"]), top)
+    _plot_scores(Path(report_files["plot"]), total)
+    write_json(Path(report_files["summary"]), summary_dict(report, data, s))
+    shutil.rmtree(parts)
+    return report
+
+
+def _shard_records(parts: Path, n_shards: int) -> Iterator[dict[str, Any]]:
+    for n in range(n_shards):
+        yield from read_jsonl_lines(parts / f"shard-{n:05d}.jsonl")
+
+
+def _output_rows(parts: Path, n_shards: int, data: MiningInput, s: MineSettings) -> Iterator[dict[str, Any]]:
+    from contrastlib.mining.miner import PairResult
+
+    for rec in _shard_records(parts, n_shards):
+        result = PairResult(rec["pair"], rec["anchor"], rec["positive"], rec["positive_score"], rec["negatives"], rec["scores"])
+        yield from rows_for(result, data.anchors, data.corpus_texts, s.output_format, s.options.num_negatives, s.output_scores)
+
+
+def _top_negatives(parts: Path, n_shards: int, data: MiningInput) -> list[dict[str, Any]]:
+    """The highest-scoring kept negatives (each (anchor, negative) once): the likeliest
+    false negatives, for a person to look at."""
+    best: dict[tuple[int, int], dict[str, Any]] = {}
+    for rec in _shard_records(parts, n_shards):
+        for j, sc in zip(rec["negatives"], rec["scores"], strict=True):
+            key = (rec["anchor"], j)
+            if key not in best:
+                best[key] = {
+                    "score": sc, "positive_score": rec["positive_score"], "anchor": data.anchors[rec["anchor"]],
+                    "positive": data.corpus_texts[rec["positive"]], "negative": data.corpus_texts[j],
+                }
+        if len(best) > 50 * TOP_NEGATIVES:
+            best = dict(sorted(best.items(), key=lambda kv: -kv[1]["score"])[:TOP_NEGATIVES])
+    return sorted(best.values(), key=lambda r: -r["score"])[:TOP_NEGATIVES]
+
+
+def _write_top_negatives(path: Path, rows: list[dict[str, Any]]) -> None:
+    def clean(t: str) -> str:
+        return " ".join(t.split())
+
+    with atomic_path(path) as tmp, open(tmp, "w", encoding="utf-8") as fh:
+        fh.write("score\tpositive_score\tanchor\tnegative\tpositive\n")
+        for r in rows:
+            fh.write(
+                f"{r['score']:.4f}\t{r['positive_score']:.4f}\t{clean(r['anchor'])}\t{clean(r['negative'])}\t{clean(r['positive'])}\n"
+            )
+
+
+def _plot_scores(path: Path, stats: ShardStats) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(7, 4), dpi=110)
+    groups = [
+        (stats.positive_scores, "positives", "tab:green"),
+        (stats.negative_scores, "negatives kept", "tab:blue"),
+        (stats.false_negative_scores, "dropped by margin / near-duplicate", "tab:red"),
+    ]
+    values = [v for g, _, _ in groups for v in g]
+    if values:
+        bins: Any = np.linspace(min(values), max(values), 50) if max(values) > min(values) else 10
+        for g, label, colour in groups:
+            if g:
+                ax.hist(g, bins=bins, alpha=0.55, label=f"{label} ({len(g)})", color=colour, density=True)
+    ax.set_xlabel("score (anchor, text)")
+    ax.set_ylabel("density")
+    ax.set_title("Mined scores: positives against negatives")
+    ax.legend(loc="upper left", fontsize=8)
+    fig.tight_layout()
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, format="png")
+    plt.close(fig)
+
+
+def summary_dict(report: MineReport, data: MiningInput, s: MineSettings) -> dict[str, Any]:
+    st = report.stats
+    return {
+        "input": data.source,
+        "anchors": st.anchors,
+        "pairs": st.pairs,
+        "corpus": len(data.corpus_ids),
+        "rows_written": report.rows,
+        "output_format": s.output_format,
+        "range_max": report.range_max,
+        "options": asdict(s.options),
+        "candidates": st.candidates,
+        "dropped": {k: st.dropped.get(k, 0) for k in FILTERS},
+        "not_sampled": st.not_sampled,
+        "negatives_kept": st.kept,
+        "short_pairs": st.short_pairs,
+        "missing_negatives": st.missing_negatives,
+        "mean_positive_score": float(np.mean(st.positive_scores)) if st.positive_scores else None,
+        "mean_negative_score": float(np.mean(st.negative_scores)) if st.negative_scores else None,
+        "shards": report.shards,
+        "shards_reused": report.shards_reused,
+        "embedding_shards_reused": report.embed_shards_reused,
+        "top_negatives": report.top_negatives,
+        "files": report.files,
+    }
