@@ -190,6 +190,15 @@ def default_cache_dir() -> Path:
     return Path(root) / "embeddings"
 
 
+def _auto_encode_precision(precision: str) -> str:
+    """``auto``: bf16 where the hardware does bf16 matrix work natively, else fp32."""
+    if precision != "auto":
+        return precision
+    from contrastlib.training.precision import encode_precision, resolve_precision
+
+    return encode_precision("auto", resolve_precision("auto")[0])
+
+
 def cmd_mine(args: argparse.Namespace) -> int:
     from contrastlib.index import IndexSpec
     from contrastlib.mining import MineOptions, MineSettings, read_mining_input
@@ -205,7 +214,7 @@ def cmd_mine(args: argparse.Namespace) -> int:
         settings = MineSettings(
             options=options, output_format=args.output_format, output_scores=args.output_scores,
             index=IndexSpec(kind=args.index, nprobe=args.nprobe, ef_search=args.ef_search),
-            shard_size=args.shard_size, batch_size=args.batch_size, precision=args.precision,
+            shard_size=args.shard_size, batch_size=args.batch_size, precision=_auto_encode_precision(args.precision),
             query_prompt=args.query_prompt, corpus_prompt=args.corpus_prompt, cross_encoder=args.cross_encoder,
         )
         out = check_output_path(args.out)
@@ -230,7 +239,7 @@ def cmd_mine(args: argparse.Namespace) -> int:
     rows.append(["not sampled (beyond num_negatives)", str(st.not_sampled)])
     lines = [
         f"mined {data.source}: {st.anchors} anchors, {st.pairs} pairs, corpus {len(data.corpus_ids)}, "
-        f"window {report.range_max}",
+        f"window {report.range_max}, precision {settings.precision}",
         _table(rows),
         f"negatives kept: {st.kept}; pairs short of {options.num_negatives} negatives: {st.short_pairs} "
         f"({st.missing_negatives} missing, not padded)",
@@ -374,7 +383,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--query-prompt", default="", help="text put before every anchor when encoding")
     p.add_argument("--corpus-prompt", default="", help="text put before every corpus text when encoding")
     p.add_argument("--batch-size", type=int, default=128)
-    p.add_argument("--precision", choices=["fp32", "bf16", "fp16"], default="fp32")
+    p.add_argument("--precision", choices=["auto", "fp32", "bf16", "fp16"], default="auto",
+                   help="encoding precision; auto: bf16 on CPUs with AMX / AVX512-BF16 and bf16 GPUs, else fp32")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--no-progress", action="store_true")
     p.set_defaults(func=cmd_mine)

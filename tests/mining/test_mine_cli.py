@@ -63,7 +63,7 @@ def test_parity_with_sentence_transformers(pairs, cache_dir, tmp_path, capsys):
     out = tmp_path / "ours.jsonl"
     summary = mine("-m", "all-MiniLM-L6-v2", "-d", str(pairs), "-o", str(out), "--cache-dir", str(cache_dir),
                    "--range-min", "1", "--range-max", "20", "--relative-margin", "0.05", "--num-negatives", "3",
-                   "--near-duplicate", "0", capsys=capsys)
+                   "--near-duplicate", "0", "--precision", "fp32", capsys=capsys)
     ours = {(r["anchor"], r["positive"], r["negative"]) for r in read_jsonl(out)}
     ref = {(r["anchor"], r["positive"], r["negative"]) for r in theirs}
     assert summary["rows_written"] == len(ours)
