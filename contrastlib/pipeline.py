@@ -12,8 +12,10 @@ job directory is made or a model loaded. Under DDP the job directory is chosen o
 
 from __future__ import annotations
 
+import inspect
 import json
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -21,7 +23,14 @@ from typing import Any
 import pytorch_lightning as pl
 from torch.utils.data import DataLoader
 
-from contrastlib.config.build import build_encoder, build_loss, loss_spec, method_config
+from contrastlib.config.build import (
+    _signature_parameters,
+    _unknown,
+    build_encoder,
+    build_loss,
+    loss_spec,
+    method_config,
+)
 from contrastlib.config.load import to_yaml
 from contrastlib.config.schema import RunConfig
 from contrastlib.errors import ConfigError
@@ -50,6 +59,8 @@ class FitPlan:
     precision: str
     precision_reason: str
     evaluators: list[Any]
+    #: ``data.sampler_options``, checked against the sampler's signature (nulls left out).
+    sampler_options: dict[str, Any] = field(default_factory=dict)
 
 
 @dataclass
@@ -80,6 +91,7 @@ def plan_fit(cfg: RunConfig) -> FitPlan:
     loss = build_loss(cfg.loss, num_samples=len(data.rows))
     sampler = cfg.data.sampler or method_cls.default_sampler
     SAMPLERS.check(sampler, key="data.sampler")
+    options = check_sampler(sampler, cfg.data.sampler_options, data, cfg.data.batch_size)
     precision, reason = resolve_precision(cfg.trainer.precision, cfg.trainer.accelerator)
     evaluators: list[Any] = []
     for kind, builder in EVALUATIONS.items():
@@ -90,7 +102,47 @@ def plan_fit(cfg: RunConfig) -> FitPlan:
             builder(f, batch_size=cfg.eval.batch_size, precision=encode_precision(cfg.eval.precision, precision))
             for f in files
         ]
-    return FitPlan(cfg, method_cls, config, data, loss, sampler, precision, reason, evaluators)
+    return FitPlan(cfg, method_cls, config, data, loss, sampler, precision, reason, evaluators, options)
+
+
+#: Sampler arguments the pipeline or the data supply, never ``data.sampler_options``.
+SAMPLER_SUPPLIED = frozenset(
+    {"rows", "batch_size", "drop_last", "seed", "num_replicas", "rank", "labels", "neighbours", "embeddings"}
+)
+#: ``TrainData`` attributes passed to a sampler that takes them (when a method sets them).
+SAMPLER_DATA = ("labels", "neighbours")
+
+
+def _sampler_data(cls: Any, data: TrainData) -> dict[str, Any]:
+    params = inspect.signature(cls.__init__).parameters
+    found = {name: getattr(data, name, None) for name in SAMPLER_DATA if name in params}
+    return {k: v for k, v in found.items() if v is not None}
+
+
+def check_sampler(name: str, options: Mapping[str, Any], data: TrainData, batch_size: int) -> dict[str, Any]:
+    """``data.sampler_options`` checked against sampler ``name``'s own parameters; a sampler
+    that needs no embeddings is built once on the data, so its errors come before a model loads."""
+    cls = SAMPLERS.get(name)
+    params, _ = _signature_parameters(cls, skip_first=False)
+    accepted = [p for p in params if p not in SAMPLER_SUPPLIED]
+    kwargs = {k: v for k, v in options.items() if v is not None}  # null: the sampler's default
+    for key in kwargs:
+        if key not in accepted:
+            raise _unknown("data.sampler_options", key, "sampler", name, accepted)
+    try:
+        if getattr(cls, "needs_embeddings", False):
+            check = getattr(cls, "check_options", None)
+            if check is not None:
+                check(batch_size, **kwargs)
+        else:
+            cls(data.rows, batch_size, seed=0, **_sampler_data(cls, data), **kwargs)
+    except (TypeError, ValueError) as exc:
+        message = str(exc)
+        key = message.split(":", 1)[0]
+        raise ConfigError(
+            f"data.sampler_options.{message}" if key in accepted else f"data.sampler {name!r}: {message}"
+        ) from None
+    return kwargs
 
 
 def _evaluate(evaluators: list[Any], encoder: Any) -> Metrics:
@@ -104,9 +156,25 @@ def _resume_log_version(run_dir: Path) -> str:
     return f"resume-{n}"
 
 
+def _anchor_embeddings(plan: FitPlan, module: ContrastiveModule) -> Any:
+    """Embeddings of every row's first text by the run's encoder, at evaluation precision."""
+    texts = [row[0] if isinstance(row, (tuple, list)) else row for row in plan.data.rows]
+    unique = list(dict.fromkeys(texts))
+    encoder: Any = module.encoder
+    emb = encoder.encode(
+        unique, batch_size=plan.cfg.eval.batch_size, precision=encode_precision(plan.cfg.eval.precision, plan.precision)
+    )
+    where = {t: i for i, t in enumerate(unique)}
+    return emb[[where[t] for t in texts]]
+
+
 def build_loader(plan: FitPlan, module: ContrastiveModule) -> DataLoader[Any]:
     cfg = plan.cfg.data
-    sampler = SAMPLERS.get(plan.sampler)(plan.data.rows, cfg.batch_size, drop_last=cfg.drop_last, seed=plan.cfg.seed)
+    cls = SAMPLERS.get(plan.sampler)
+    kwargs = {**_sampler_data(cls, plan.data), **plan.sampler_options}
+    if getattr(cls, "needs_embeddings", False):
+        kwargs["embeddings"] = _anchor_embeddings(plan, module)
+    sampler = cls(plan.data.rows, cfg.batch_size, drop_last=cfg.drop_last, seed=plan.cfg.seed, **kwargs)
     return DataLoader(
         plan.data.dataset,
         batch_sampler=sampler,
@@ -210,10 +278,11 @@ def _build_trainer(plan: FitPlan, job: Job, module: ContrastiveModule) -> pl.Tra
 
 def describe(plan: FitPlan) -> str:
     """What ``fit --dry-run`` prints after the resolved config."""
+    options = ", ".join(f"{k}={v}" for k, v in plan.sampler_options.items())
     lines = [
         f"method: {plan.cfg.method['name']} {plan.method_config}",
         f"data: {plan.data.source}: {len(plan.data.rows)} rows, {plan.data.description}",
-        f"sampler: {plan.sampler}, batch {plan.cfg.data.batch_size} per device",
+        f"sampler: {plan.sampler}{f' ({options})' if options else ''}, batch {plan.cfg.data.batch_size} per device",
         f"loss: {plan.cfg.loss['name']}",
         f"precision: {plan.precision} ({plan.precision_reason})",
         f"evaluations: {', '.join(e.name for e in plan.evaluators) or 'none'}",

@@ -174,6 +174,7 @@ def _open_sections(cfg: DictConfig) -> DictConfig:
     OmegaConf.set_struct(cfg, True)
     for section in SECTION_SELECTORS:
         OmegaConf.set_struct(cfg[section], False)
+    OmegaConf.set_struct(cfg.data.sampler_options, False)  # checked against the sampler in plan_fit
     return cfg
 
 
