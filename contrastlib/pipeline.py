@@ -61,6 +61,8 @@ class FitPlan:
     evaluators: list[Any]
     #: ``data.sampler_options``, checked against the sampler's signature (nulls left out).
     sampler_options: dict[str, Any] = field(default_factory=dict)
+    #: The miner's rules for ``remine`` (None: no re-mining).
+    remine_options: Any = None
 
 
 @dataclass
@@ -102,7 +104,32 @@ def plan_fit(cfg: RunConfig) -> FitPlan:
             builder(f, batch_size=cfg.eval.batch_size, precision=encode_precision(cfg.eval.precision, precision))
             for f in files
         ]
-    return FitPlan(cfg, method_cls, config, data, loss, sampler, precision, reason, evaluators, options)
+    remine = None
+    if cfg.remine.enabled:
+        from contrastlib.training.remining import check_remining
+
+        remine = check_remining(cfg.remine, data.rows, cfg.data.num_workers)
+        if cfg.remine.corpus:
+            from contrastlib.mining.inputs import read_corpus_file
+
+            read_corpus_file(Path(cfg.remine.corpus))  # bad corpus fails before work
+    return FitPlan(cfg, method_cls, config, data, loss, sampler, precision, reason, evaluators, options, remine)
+
+
+def _remining_callback(plan: FitPlan) -> list[Any]:
+    if plan.remine_options is None:
+        return []
+    from contrastlib.mining.inputs import read_corpus_file
+    from contrastlib.training.remining import ReMiningCallback
+
+    r = plan.cfg.remine
+    extra = read_corpus_file(Path(r.corpus))[1] if r.corpus else None
+    return [
+        ReMiningCallback(
+            plan.data.rows, r.every_n_steps, plan.remine_options, extra_corpus=extra, drift_k=r.drift_k,
+            batch_size=plan.cfg.eval.batch_size, precision=encode_precision(plan.cfg.eval.precision, plan.precision),
+        )
+    ]
 
 
 #: Sampler arguments the pipeline or the data supply, never ``data.sampler_options``.
@@ -271,7 +298,7 @@ def _build_trainer(plan: FitPlan, job: Job, module: ContrastiveModule) -> pl.Tra
         keep_step_checkpoints=t.keep_step_checkpoints,
         enable_progress_bar=t.enable_progress_bar,
         deterministic=t.deterministic,
-        extra_callbacks=module.callbacks(),
+        extra_callbacks=[*module.callbacks(), *_remining_callback(plan)],
         log_version=_resume_log_version(job.dir) if plan.cfg.resume else "",
     )
 

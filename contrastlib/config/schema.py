@@ -105,6 +105,33 @@ class EvalConfig:
     precision: str = "auto"
 
 
+@dataclass
+class RemineConfig:
+    """Re-mining during training (ANCE-style): every ``every_n_steps`` optimizer steps the
+    rows' negatives are mined again with the model being trained. Needs n-tuple training
+    rows ``(anchor, positive, negative_1..k)``, e.g. from ``contrastlib mine
+    --output-format n-tuple``. The rules are the miner's (``contrastlib mine --help``)."""
+
+    every_n_steps: int | None = None
+    #: More texts to mine from (.txt, one per line, or a BEIR corpus.jsonl) besides the
+    #: rows' own positives and negatives.
+    corpus: str | None = None
+    range_min: int = 0
+    range_max: int | None = None
+    absolute_margin: float | None = None
+    relative_margin: float | None = None
+    max_score: float | None = None
+    min_score: float | None = None
+    near_duplicate: float | None = 0.98
+    sampling_strategy: str = "top"
+    #: k of the logged drift ``remine/overlap@k``.
+    drift_k: int = 10
+
+    @property
+    def enabled(self) -> bool:
+        return self.every_n_steps is not None
+
+
 def _model_default() -> dict[str, Any]:
     return {"encoder": "text", "name": "all-MiniLM-L6-v2"}
 
@@ -129,3 +156,4 @@ class RunConfig:
     trainer: TrainerConfig = field(default_factory=TrainerConfig)
     gradcache: GradCacheConfig = field(default_factory=GradCacheConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)
+    remine: RemineConfig = field(default_factory=RemineConfig)

@@ -52,7 +52,7 @@ class MiningInput:
         return out
 
 
-def _read_corpus_file(path: Path) -> tuple[list[str], list[str]]:
+def read_corpus_file(path: Path) -> tuple[list[str], list[str]]:
     """``(ids, texts)`` of an extra corpus: ``.txt`` (one text per line; the text is its
     id) or a BEIR ``corpus.jsonl`` (``_id``, ``title``, ``text``)."""
     if path.suffix == ".txt":
@@ -91,7 +91,7 @@ def read_mining_input(data: str, *, corpus: str | None = None, split: str | None
             pairs += [(qi, index[d]) for d, g in beir.qrels[qid].items() if g > 0]
         ids, texts = list(beir.corpus_ids), list(beir.corpus_texts)
         if corpus:
-            extra_ids, extra_texts = _read_corpus_file(Path(corpus))
+            extra_ids, extra_texts = read_corpus_file(Path(corpus))
             for i, t in zip(extra_ids, extra_texts, strict=True):
                 if i not in index:
                     index[i] = len(ids)
@@ -109,7 +109,7 @@ def read_mining_input(data: str, *, corpus: str | None = None, split: str | None
         p = corpus_index.setdefault(row[1], len(corpus_index))
         pairs.append((a, p))
     if corpus:
-        for t in _read_corpus_file(Path(corpus))[1]:
+        for t in read_corpus_file(Path(corpus))[1]:
             corpus_index.setdefault(t, len(corpus_index))
     texts = list(corpus_index)
     return MiningInput(str(path), list(anchors), pairs, texts, texts)

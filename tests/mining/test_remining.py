@@ -1,0 +1,65 @@
+"""Re-mining during training: consistent with ``contrastlib mine``, drift logged through a
+real ``fit``, bad configs refused before work."""
+
+from __future__ import annotations
+
+import csv
+import json
+from pathlib import Path
+
+import pytest
+
+from contrastlib.cli.main import main
+from contrastlib.data.readers import read_tuples
+from contrastlib.mining import MineOptions
+from contrastlib.training.remining import ReMiningCallback
+
+REPO = Path(__file__).resolve().parents[2]
+SNLI = REPO / "contrastlib" / "datasets" / "nli" / "snli-dev.tsv"
+
+
+@pytest.fixture(scope="module")
+def ntuples(tmp_path_factory) -> Path:
+    rows, _ = read_tuples(SNLI)
+    folder = tmp_path_factory.mktemp("remine")
+    pairs = folder / "pairs.tsv"
+    pairs.write_text("anchor\tpositive\n" + "".join(f"{a}\t{p}\n" for a, p, _ in rows[:64]))
+    out = folder / "mined.jsonl"
+    code = main(["mine", "-m", "all-MiniLM-L6-v2", "-d", str(pairs), "-o", str(out), "--output-format", "n-tuple",
+                 "--num-negatives", "2", "--precision", "fp32", "--cache-dir", str(folder / "cache"), "--no-progress"])
+    assert code == 0
+    return out
+
+
+def test_a_round_with_the_mining_model_reproduces_the_mined_file(ntuples, minilm):
+    rows, _ = read_tuples(ntuples)
+    rows = list(rows)
+    before = list(rows)
+    cb = ReMiningCallback(rows, every_n_steps=1, options=MineOptions(), batch_size=64)
+    negatives, drift = cb.mine(minilm)
+    cb.apply(negatives)
+    assert rows == before  # same model, same rules, same corpus: the same negatives
+    assert drift["remine/changed"] == 0.0 and drift["remine/short_rows"] == 0
+    _, drift2 = cb.mine(minilm)
+    assert drift2["remine/overlap@10"] == 1.0
+
+
+def test_fit_remines_and_logs_drift(ntuples, tmp_path, capsys):
+    code = main(["fit", "quickstart", f"output_dir={tmp_path}", f"data.train={ntuples}", "data.batch_size=8",
+                 "trainer.max_steps=4", "eval.sts=[]", "remine.every_n_steps=2", "optim.lr=1e-4", "--json"])
+    assert code == 0, capsys.readouterr().err
+    run = Path(json.loads(capsys.readouterr().out.strip().splitlines()[-1])["run_dir"])
+    with open(run / "logs" / "metrics.csv") as fh:
+        rows = [r for r in csv.DictReader(fh) if r.get("remine/changed")]
+    assert [int(r["step"]) for r in rows] == [2, 4]
+    assert 0 <= float(rows[1]["remine/changed"]) <= 1
+    assert 0 <= float(rows[1]["remine/overlap@10"]) <= 1
+    assert json.loads((run / "contrastlib_run.json").read_text())["status"] == "finished"
+
+
+def test_remining_refuses_pairs_and_workers_before_work(tmp_path, capsys):
+    assert main(["fit", "quickstart", f"output_dir={tmp_path}", "remine.every_n_steps=2",
+                 f"data.train={REPO / 'contrastlib' / 'datasets' / 'stsb' / 'test.tsv'}"]) == 2
+    err = capsys.readouterr().err
+    assert "remine" in err or "column" in err
+    assert not any(tmp_path.iterdir())
