@@ -124,9 +124,10 @@ def _remining_callback(plan: FitPlan) -> list[Any]:
 
     r = plan.cfg.remine
     extra = read_corpus_file(Path(r.corpus))[1] if r.corpus else None
+    rows: Any = plan.data.rows  # the dataset's own list: re-mining changes it in place
     return [
         ReMiningCallback(
-            plan.data.rows, r.every_n_steps, plan.remine_options, extra_corpus=extra, drift_k=r.drift_k,
+            rows, int(r.every_n_steps or 0), plan.remine_options, extra_corpus=extra, drift_k=r.drift_k,
             batch_size=plan.cfg.eval.batch_size, precision=encode_precision(plan.cfg.eval.precision, plan.precision),
         )
     ]
