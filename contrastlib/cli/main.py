@@ -116,7 +116,8 @@ def cmd_eval_retrieval(args: argparse.Namespace) -> int:
     from contrastlib.index import IndexSpec
     from contrastlib.jobs import load_encoder
 
-    spec = IndexSpec(kind=args.index, nprobe=args.nprobe, ef_search=args.ef_search)
+    spec = IndexSpec(kind=args.index, nlist=args.nlist, nprobe=args.nprobe, ef_search=args.ef_search)
+    _check_index_fits(spec, len(data.corpus_ids))
     encoder = load_encoder(args.model)
     embed = None
     if args.cache_dir:
@@ -190,6 +191,15 @@ def default_cache_dir() -> Path:
     return Path(root) / "embeddings"
 
 
+def _check_index_fits(spec: object, n_docs: int, option: str = "--index") -> None:
+    """An IVF index needs at least ``nlist`` documents to train: say so before encoding."""
+    kind, nlist = getattr(spec, "kind", "flat"), getattr(spec, "nlist", 0)
+    if kind in ("ivf_flat", "ivf_pq") and n_docs < nlist:
+        raise ContrastlibError(
+            f"{option} {kind}: the corpus has {n_docs} documents, fewer than nlist={nlist}; use --index flat or hnsw"
+        )
+
+
 def _auto_encode_precision(precision: str) -> str:
     """``auto``: bf16 where the hardware does bf16 matrix work natively, else fp32."""
     if precision != "auto":
@@ -213,7 +223,7 @@ def cmd_mine(args: argparse.Namespace) -> int:
         )
         settings = MineSettings(
             options=options, output_format=args.output_format, output_scores=args.output_scores,
-            index=IndexSpec(kind=args.index, nprobe=args.nprobe, ef_search=args.ef_search),
+            index=IndexSpec(kind=args.index, nlist=args.nlist, nprobe=args.nprobe, ef_search=args.ef_search),
             shard_size=args.shard_size, batch_size=args.batch_size, precision=_auto_encode_precision(args.precision),
             query_prompt=args.query_prompt, corpus_prompt=args.corpus_prompt, cross_encoder=args.cross_encoder,
         )
@@ -223,6 +233,7 @@ def cmd_mine(args: argparse.Namespace) -> int:
     if args.cross_encoder and not Path(args.cross_encoder).is_dir():
         raise ContrastlibError(f"--cross-encoder {args.cross_encoder}: not a directory")
     data = read_mining_input(args.data, corpus=args.corpus, split=args.split)  # before the model loads
+    _check_index_fits(settings.index, len(data.corpus_ids))
     from contrastlib.jobs import load_encoder
     from contrastlib.mining import run_mining
 
@@ -333,6 +344,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--top-k", type=int, default=100, help="documents retrieved per query (default 100)")
     p.add_argument("--index", choices=["flat", "ivf_flat", "hnsw", "ivf_pq"], default="flat",
                    help="FAISS index (default flat: exact)")
+    p.add_argument("--nlist", type=int, default=1024, help="IVF cells")
     p.add_argument("--nprobe", type=int, default=16, help="IVF cells searched")
     p.add_argument("--ef-search", type=int, default=64, help="HNSW efSearch")
     p.add_argument("--ignore-identical-ids", action="store_true",
@@ -376,8 +388,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--output-format", choices=["triplet", "n-tuple", "labeled-pair", "labeled-list"], default="triplet")
     p.add_argument("--output-scores", action="store_true", help="write the scores too")
     p.add_argument("--index", choices=["flat", "ivf_flat", "hnsw", "ivf_pq"], default="flat")
-    p.add_argument("--nprobe", type=int, default=16)
-    p.add_argument("--ef-search", type=int, default=64)
+    p.add_argument("--nlist", type=int, default=1024, help="IVF cells")
+    p.add_argument("--nprobe", type=int, default=16, help="IVF cells searched")
+    p.add_argument("--ef-search", type=int, default=64, help="HNSW efSearch")
     p.add_argument("--shard-size", type=int, default=1000, help="anchors per committed shard")
     p.add_argument("--cache-dir", help="embedding cache (default $CONTRASTLIB_CACHE or ~/.cache/contrastlib)")
     p.add_argument("--query-prompt", default="", help="text put before every anchor when encoding")

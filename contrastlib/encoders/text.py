@@ -197,19 +197,23 @@ class TextEncoder(nn.Module):
 
     # ------------------------------------------------------------------ inference
     def _length_sorted_batches(
-        self, texts: Sequence[str], batch_size: int
+        self, texts: Sequence[str], batch_size: int, *, length_chunk: int = 2048
     ) -> Iterator[tuple[list[int], dict[str, Tensor]]]:
-        encoded = self.tokenizer(
-            list(texts), truncation=True, max_length=self.spec.max_seq_length, padding=False
-        )
-        ids = encoded["input_ids"]
-        order = sorted(range(len(ids)), key=lambda i: -len(ids[i]))
-        keys = list(encoded.keys())
+        """Batches of texts of similar token length, longest first, each padded to its own
+        longest. Lengths are measured in chunks and only the lengths are kept: holding
+        every text's tokenisation at once (ids and the tokenizer's per-text objects) cost
+        ~200 MB more peak memory on SciFact's 5,183 abstracts than encoding itself."""
+        lengths: list[int] = []
+        for start in range(0, len(texts), length_chunk):
+            out = self.tokenizer(
+                list(texts[start : start + length_chunk]), truncation=True, max_length=self.spec.max_seq_length,
+                padding=False, return_attention_mask=False, return_token_type_ids=False, return_length=True,
+            )
+            lengths += [int(n) for n in out["length"]]
+        order = sorted(range(len(texts)), key=lambda i: -lengths[i])
         for start in range(0, len(order), batch_size):
             idx = order[start : start + batch_size]
-            rows = [{k: encoded[k][i] for k in keys} for i in idx]
-            batch = self.tokenizer.pad(rows, padding=True, return_tensors="pt")
-            yield idx, dict(batch)
+            yield idx, self.tokenize([texts[i] for i in idx])
 
     @torch.inference_mode()
     def encode(

@@ -33,6 +33,8 @@ class MiningInput:
     pairs: list[tuple[int, int]]
     corpus_ids: list[str]
     corpus_texts: list[str]
+    #: Input pairs identical to an earlier one (same anchor, same positive): mined once.
+    duplicate_pairs: int = 0
 
     def fingerprint(self) -> str:
         h = hashlib.blake2b(digest_size=16)
@@ -104,12 +106,15 @@ def read_mining_input(data: str, *, corpus: str | None = None, split: str | None
     anchors: dict[str, int] = {}
     corpus_index: dict[str, int] = {}
     pairs = []
+    seen: set[tuple[int, int]] = set()
     for row in rows:
         a = anchors.setdefault(row[0], len(anchors))
         p = corpus_index.setdefault(row[1], len(corpus_index))
-        pairs.append((a, p))
+        if (a, p) not in seen:  # an identical pair again adds nothing (sentence-transformers
+            seen.add((a, p))  # collapses them too); counted in the summary
+            pairs.append((a, p))
     if corpus:
         for t in read_corpus_file(Path(corpus))[1]:
             corpus_index.setdefault(t, len(corpus_index))
     texts = list(corpus_index)
-    return MiningInput(str(path), list(anchors), pairs, texts, texts)
+    return MiningInput(str(path), list(anchors), pairs, texts, texts, duplicate_pairs=len(rows) - len(pairs))

@@ -141,7 +141,8 @@ def run_mining(
     index.add(corpus_emb)
     positives = data.positives_by_anchor()
     excluded = excluded_sets(data.anchors, positives, data.corpus_ids, data.corpus_texts)
-    range_max = o.window(max(len(p) for p in positives))
+    max_positives = max(len(p) for p in positives)
+    range_max = o.window(max_positives)
     rescore = _cross_encoder_scorer(s.cross_encoder, data.anchors, data.corpus_texts, s.batch_size) if s.cross_encoder else None
 
     pairs_by_anchor: dict[int, list[tuple[int, tuple[int, int]]]] = {}
@@ -161,7 +162,7 @@ def run_mining(
         shard_pairs = [p for a in anchors for p in pairs_by_anchor.get(a, [])]
         results, stats = mine_shard(
             anchors, shard_pairs, anchor_emb[anchors], corpus_emb, index.search, excluded, o,
-            range_max=range_max, rescore=rescore,
+            range_max=range_max, max_positives=max_positives, rescore=rescore,
         )
         results.sort(key=lambda r: r.pair)
         records = []
@@ -235,12 +236,10 @@ def _write_top_negatives(path: Path, rows: list[dict[str, Any]]) -> None:
 
 
 def _plot_scores(path: Path, stats: ShardStats) -> None:
-    import matplotlib
+    from matplotlib.figure import Figure  # no pyplot: no global state, no GUI backend
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(7, 4), dpi=110)
+    fig = Figure(figsize=(7, 4), dpi=110)
+    ax = fig.subplots()
     groups = [
         (stats.positive_scores, "positives", "tab:green"),
         (stats.negative_scores, "negatives kept", "tab:blue"),
@@ -259,7 +258,6 @@ def _plot_scores(path: Path, stats: ShardStats) -> None:
     fig.tight_layout()
     with atomic_path(path) as tmp:
         fig.savefig(tmp, format="png")
-    plt.close(fig)
 
 
 def summary_dict(report: MineReport, data: MiningInput, s: MineSettings) -> dict[str, Any]:
@@ -268,6 +266,7 @@ def summary_dict(report: MineReport, data: MiningInput, s: MineSettings) -> dict
         "input": data.source,
         "anchors": st.anchors,
         "pairs": st.pairs,
+        "duplicate_pairs_skipped": data.duplicate_pairs,
         "corpus": len(data.corpus_ids),
         "rows_written": report.rows,
         "output_format": s.output_format,

@@ -4,24 +4,24 @@ The semantics are sentence-transformers' ``mine_hard_negatives`` (the tool peopl
 so that its options mean the same here; where we differ, it says so below.
 
 For every distinct anchor, the corpus is searched (batched, running top-k: memory is
-bounded by the batch, never a query x corpus matrix) for ``range_max`` candidates plus
-as many as the anchor has known positives (PEERS.md item 6: an anchor with several
-positives must not come up short). The candidates then pass, in order, and each one
-dropped is counted against the first filter that dropped it:
+bounded by the batch, never a query x corpus matrix) for its best ``range_max + P``
+candidates, where ``P`` is the most known positives any anchor of the job has (PEERS.md
+item 6: an anchor with several positives must not come up short), plus room for the
+anchor's own exclusions. That pool is sentence-transformers' window. Its candidates then
+pass, in order, and each one dropped is counted against the first filter that dropped it:
 
 1. ``known_positive``: its id is one of the anchor's positives, its text equals a
    positive's text, or it is the anchor's own text (by id and exact text, never by a
    similarity of 1, which dropout and near-copies break). sentence-transformers
    excludes by deduplicated text only: a document under two ids slips through there;
-2. ``outside_window``: beyond the first ``range_max`` of the remaining candidates;
-3. ``max_score`` / ``min_score``: a score above / below a bound;
-4. ``absolute_margin``: ``score > positive_score - absolute_margin``;
-5. ``relative_margin``: ``score > positive_score - |positive_score| * relative_margin``;
+2. ``max_score`` / ``min_score``: a score above / below a bound;
+3. ``absolute_margin``: ``score > positive_score - absolute_margin``;
+4. ``relative_margin``: ``score > positive_score - |positive_score| * relative_margin``;
    the margins compare against the anchor's *lowest* positive score, as
    sentence-transformers does (the safe choice when an anchor has several positives);
-6. ``near_duplicate`` (ours): its cosine similarity to one of the anchor's positives is
+5. ``near_duplicate`` (ours): its cosine similarity to one of the anchor's positives is
    at least ``near_duplicate`` (a near-copy of a positive is a false negative);
-7. ``below_range_min``: the first ``range_min`` survivors are skipped (the ranks most
+6. ``below_range_min``: the first ``range_min`` survivors are skipped (the ranks most
    likely to hold unlabelled positives).
 
 Of the rest, ``num_negatives`` are kept: the best-scoring (``top``) or a seeded random
@@ -45,7 +45,6 @@ import numpy as np
 
 FILTERS = (
     "known_positive",
-    "outside_window",
     "max_score",
     "min_score",
     "absolute_margin",
@@ -177,6 +176,7 @@ def mine_shard(
     options: MineOptions,
     *,
     range_max: int,
+    max_positives: int = 1,
     rescore: Callable[[list[tuple[int, int]]], list[float]] | None = None,
 ) -> tuple[list[PairResult], ShardStats]:
     """Mine one shard of anchors.
@@ -189,7 +189,9 @@ def mine_shard(
             near-duplicate check).
         search: ``(queries, k) -> (scores, ids)`` over the corpus, best first.
         excluded: per job anchor, the corpus indices that are known positives.
-        range_max: the window (``options.window(...)`` for the whole job).
+        range_max: ``options.window(P)`` for the whole job (``P``: the most positives an
+            anchor of the job has).
+        max_positives: ``P``.
         rescore: ``[(anchor index, corpus index)] -> scores`` (a cross-encoder), or None.
     """
     o = options
@@ -200,18 +202,22 @@ def mine_shard(
         positives.setdefault(a, [])
         if p not in positives[a]:
             positives[a].append(p)
-    extra = max((len(excluded[a]) for a in anchor_ids), default=0)
-    k = min(range_max + extra, len(corpus_emb))
+    # sentence-transformers' pool: range_max + P candidates, positives among them; the
+    # exclusions it does not make (same text under another id, the anchor's own text)
+    # get room of their own, so they never shrink the pool
+    extra = max((len(excluded[a]) - len(positives.get(a, ())) for a in anchor_ids), default=0)
+    k = min(range_max + max_positives + extra, len(corpus_emb))
     scores, ids = search(anchor_emb, k) if k > 0 else (np.zeros((len(anchor_ids), 0)), np.zeros((len(anchor_ids), 0), dtype=np.int64))
     window: dict[int, list[tuple[int, float]]] = {}
     for a in anchor_ids:
         r = row_of[a]
         cand = [(int(j), float(s)) for s, j in zip(scores[r], ids[r], strict=True) if j >= 0]
+        own_extra = len(excluded[a]) - len(positives.get(a, ()))
+        cand = cand[: range_max + max_positives + own_extra]
         rest = [(j, s) for j, s in cand if j not in excluded[a]]
         stats.candidates += len(cand)
         stats.dropped["known_positive"] += len(cand) - len(rest)
-        stats.dropped["outside_window"] += max(0, len(rest) - range_max)
-        window[a] = rest[:range_max]
+        window[a] = rest
     pos_score: dict[tuple[int, int], float] = {}
     if rescore is not None:
         todo = sorted({(a, j) for a in anchor_ids for j, _ in window[a]} | {(a, p) for _, (a, p) in pairs})

@@ -108,6 +108,7 @@ class ReMiningCallback(pl.Callback):
         results, stats = mine_shard(
             list(range(len(self.anchors))), list(enumerate(self.pairs)), queries, docs, index.search,
             self.excluded, self.options, range_max=self.options.window(max(len(p) for p in self.positives)),
+            max_positives=max(len(p) for p in self.positives),
         )
         # drift: top-k candidates per anchor, known positives excluded
         extra = max(len(e) for e in self.excluded)

@@ -24,7 +24,7 @@ def mine(anchor_emb, corpus_emb, pairs, anchors, corpus_texts, corpus_ids=None, 
     excluded = excluded_sets(anchors, positives, corpus_ids or corpus_texts, corpus_texts)
     return mine_shard(
         list(range(len(anchors))), list(enumerate(pairs)), anchor_emb, corpus_emb, index.search, excluded, options,
-        range_max=options.window(max(len(p) for p in positives)),
+        range_max=options.window(max(len(p) for p in positives)), max_positives=max(len(p) for p in positives),
     )
 
 
@@ -61,19 +61,28 @@ def test_no_known_positive_is_ever_a_negative(seed):
     assert stats.dropped["known_positive"] == sum(len(e) for e in expected)
 
 
+def pool(anchor, corpus, pairs, a, range_max):
+    """sentence-transformers' window for anchor ``a``: its best ``range_max + P`` candidates
+    (``P``: the most positives an anchor has), its own positives set aside, best first."""
+    n_pos = max(sum(1 for b, _ in pairs if b == c) for c in {b for b, _ in pairs})
+    pos = {p for b, p in pairs if b == a}
+    sims = anchor @ corpus.T
+    return [int(j) for j in np.argsort(-sims[a])[: range_max + n_pos] if j not in pos], sims
+
+
 def test_shortfall_counted_exactly_when_the_window_is_smaller_than_num_negatives():
     anchor, corpus, pairs, anchors, texts = random_case(0)
-    results, stats = mine(anchor, corpus, pairs, anchors, texts, range_max=2, num_negatives=5, near_duplicate=None)
-    assert all(len(r.negatives) == 2 for r in results)
-    assert stats.short_pairs == len(pairs)
-    assert stats.missing_negatives == 3 * len(pairs)
-    assert stats.kept == 2 * len(pairs)
-    # a window of 2 after range_min=1 leaves 1 each
-    results, stats = mine(anchor, corpus, pairs, anchors, texts, range_min=1, range_max=2, num_negatives=5,
-                          near_duplicate=None)
-    assert all(len(r.negatives) == 1 for r in results)
-    assert stats.missing_negatives == 4 * len(pairs)
-    assert stats.dropped["below_range_min"] == len(anchors)
+    for range_min in (0, 1):
+        results, stats = mine(anchor, corpus, pairs, anchors, texts, range_min=range_min, range_max=2,
+                              num_negatives=5, near_duplicate=None)
+        want = {a: pool(anchor, corpus, pairs, a, 2)[0][range_min:] for a in range(len(anchors))}
+        assert all(r.negatives == want[r.anchor] for r in results)
+        short = [a for a, _ in pairs if len(want[a]) < 5]
+        assert len(short) > len(pairs) // 2  # most pairs are short: the count is tested
+        assert stats.short_pairs == len(short)
+        assert stats.missing_negatives == sum(5 - len(want[a]) for a, _ in pairs)
+        assert stats.kept == sum(len(want[a]) for a, _ in pairs)
+        assert stats.dropped["below_range_min"] == range_min * len(anchors)
 
 
 def test_margins_and_bounds_against_a_loop_reference():
@@ -84,7 +93,7 @@ def test_margins_and_bounds_against_a_loop_reference():
     for a in range(len(anchors)):
         pos = [p for b, p in pairs if b == a]
         lowest = min(sims[a, p] for p in pos)
-        ranked = [j for j in np.argsort(-sims[a]) if j not in pos][:30]
+        ranked = pool(anchor, corpus, pairs, a, 30)[0]
         keep = [j for j in ranked if -0.2 <= sims[a, j] <= 0.9 and sims[a, j] <= lowest - abs(lowest) * 0.1][:4]
         for r in results:
             if r.anchor == a:

@@ -74,7 +74,8 @@ def test_parity_with_sentence_transformers(pairs, cache_dir, tmp_path, capsys):
 def test_formats_scores_summary_and_training_readback(pairs, cache_dir, tmp_path, capsys):
     out = tmp_path / "n.jsonl"
     s = mine("-m", "all-MiniLM-L6-v2", "-d", str(pairs), "-o", str(out), "--cache-dir", str(cache_dir),
-             "--output-format", "n-tuple", "--num-negatives", "2", "--output-scores", capsys=capsys)
+             "--output-format", "n-tuple", "--num-negatives", "2", "--output-scores", "--precision", "fp32",
+             capsys=capsys)
     rows = read_jsonl(out)
     assert set(rows[0]) == {"anchor", "positive", "negative_1", "negative_2", "score"}
     assert rows[0]["score"][0] > rows[0]["score"][1] >= rows[0]["score"][2]
@@ -176,3 +177,18 @@ def test_cross_encoder_rescoring(pairs, cache_dir, tmp_path, capsys):
     for r in rows:
         want = reloaded.predict([(r["anchor"], r["positive"]), (r["anchor"], r["negative"])])
         assert r["score"] == pytest.approx([float(x) for x in want], abs=1e-4)
+
+
+def test_ivf_on_a_corpus_smaller_than_nlist_is_refused_before_encoding(pairs, tmp_path, capsys):
+    assert main(["mine", "-m", "no/such-model", "-d", str(pairs), "-o", str(tmp_path / "o.jsonl"),
+                 "--index", "ivf_flat"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "nlist=1024" in err
+
+
+def test_hnsw_index_gives_the_exact_output_on_a_small_corpus(pairs, cache_dir, tmp_path, capsys):
+    exact, approx = tmp_path / "exact.jsonl", tmp_path / "hnsw.jsonl"
+    common = ["-m", "all-MiniLM-L6-v2", "-d", str(pairs), "--cache-dir", str(cache_dir), "--num-negatives", "2"]
+    mine(*common, "-o", str(exact), capsys=capsys)
+    mine(*common, "-o", str(approx), "--index", "hnsw", "--ef-search", "256", capsys=capsys)
+    assert exact.read_text() == approx.read_text()
