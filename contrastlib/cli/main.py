@@ -109,16 +109,21 @@ def cmd_eval_sts(args: argparse.Namespace) -> int:
 
 
 def cmd_eval_retrieval(args: argparse.Namespace) -> int:
-    from contrastlib.data.beir import read_beir
+    from contrastlib.data.beir import read_beir, split_spec
 
-    data = read_beir(args.data, args.split)  # bad data fails before the model loads
+    root, split = split_spec(args.data) if args.split is None else (args.data, args.split)
+    spec = _index_spec(args)
+    data = read_beir(root, split)  # bad data fails before the model loads
     from contrastlib.evaluation.retrieval import DEFAULT_KS, evaluate_retrieval, write_trec_run
-    from contrastlib.index import IndexSpec
     from contrastlib.jobs import load_encoder
 
-    spec = IndexSpec(kind=args.index, nlist=args.nlist, nprobe=args.nprobe, ef_search=args.ef_search)
     _check_index_fits(spec, len(data.corpus_ids))
+    if args.run_file:
+        bad = next((i for i in (*data.query_ids, *data.corpus_ids) if not i or any(c.isspace() for c in i)), None)
+        if bad is not None:
+            raise ContrastlibError(f"--run-file: id {bad!r} holds whitespace, which a TREC run cannot hold")
     encoder = load_encoder(args.model)
+    _check_index_dim(spec, encoder)
     embed = None
     if args.cache_dir:
         from contrastlib.index.cache import EmbeddingCache
@@ -145,7 +150,7 @@ def cmd_eval_retrieval(args: argparse.Namespace) -> int:
         text += f"\nrun file: {args.run_file}"
     _emit(
         args,
-        {"task": "retrieval", "data": str(args.data), "split": args.split, "model": args.model,
+        {"task": "retrieval", "data": str(root), "split": split, "model": args.model,
          "n_queries": result.n_queries, "n_documents": result.n_documents, **m},
         text,
     )
@@ -191,9 +196,29 @@ def default_cache_dir() -> Path:
     return Path(root) / "embeddings"
 
 
+def _index_spec(args: argparse.Namespace) -> Any:
+    """The ``--index`` options as an IndexSpec; bad values are a one-line error."""
+    from contrastlib.index import IndexSpec
+
+    if args.batch_size < 1:
+        raise ContrastlibError(f"--batch-size must be >= 1, got {args.batch_size}")
+    try:
+        return IndexSpec(kind=args.index, nlist=args.nlist, nprobe=args.nprobe, ef_search=args.ef_search)
+    except ValueError as exc:
+        raise ContrastlibError(f"--index: {exc}") from None
+
+
+def _check_index_dim(spec: Any, encoder: Any) -> None:
+    dim = getattr(encoder, "dim", None)
+    if spec.kind == "ivf_pq" and dim and dim % spec.pq_bytes:
+        raise ContrastlibError(f"--index ivf_pq: the model's dimension {dim} is not a multiple of {spec.pq_bytes} bytes")
+
+
 def _check_index_fits(spec: object, n_docs: int, option: str = "--index") -> None:
     """An IVF index needs at least ``nlist`` documents to train: say so before encoding."""
     kind, nlist = getattr(spec, "kind", "flat"), getattr(spec, "nlist", 0)
+    if kind == "ivf_pq" and n_docs < max(nlist, 256):
+        raise ContrastlibError(f"{option} ivf_pq: needs at least {max(nlist, 256)} documents to train, the corpus has {n_docs}")
     if kind in ("ivf_flat", "ivf_pq") and n_docs < nlist:
         raise ContrastlibError(
             f"{option} {kind}: the corpus has {n_docs} documents, fewer than nlist={nlist}; use --index flat or hnsw"
@@ -210,7 +235,6 @@ def _auto_encode_precision(precision: str) -> str:
 
 
 def cmd_mine(args: argparse.Namespace) -> int:
-    from contrastlib.index import IndexSpec
     from contrastlib.mining import MineOptions, MineSettings, read_mining_input
     from contrastlib.mining.output import check_output_path
 
@@ -223,7 +247,7 @@ def cmd_mine(args: argparse.Namespace) -> int:
         )
         settings = MineSettings(
             options=options, output_format=args.output_format, output_scores=args.output_scores,
-            index=IndexSpec(kind=args.index, nlist=args.nlist, nprobe=args.nprobe, ef_search=args.ef_search),
+            index=_index_spec(args),
             shard_size=args.shard_size, batch_size=args.batch_size, precision=_auto_encode_precision(args.precision),
             query_prompt=args.query_prompt, corpus_prompt=args.corpus_prompt, cross_encoder=args.cross_encoder,
         )
@@ -238,6 +262,7 @@ def cmd_mine(args: argparse.Namespace) -> int:
     from contrastlib.mining import run_mining
 
     encoder = load_encoder(args.model)
+    _check_index_dim(settings.index, encoder)
     report = run_mining(
         encoder, data, out, settings, cache_dir=args.cache_dir or default_cache_dir(),
         show_progress_bar=not args.no_progress, log=lambda m: print(m, file=sys.stderr),
@@ -340,8 +365,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--model", "-m", required=True, help="HF id, model dir, sentence-transformers dir, run dir or .ckpt")
     p.add_argument("--data", "-d", required=True, help="BEIR-layout dir: corpus.jsonl, queries.jsonl, qrels/SPLIT.tsv")
-    p.add_argument("--split", default="test", help="qrels split (default: test)")
-    p.add_argument("--top-k", type=int, default=100, help="documents retrieved per query (default 100)")
+    p.add_argument("--split", default=None, help="qrels split (default: test; DIR:split also works)")
+    p.add_argument("--top-k", type=int, default=100,
+                   help="documents per query in the run file (default 100; the metrics always see the top 100)")
     p.add_argument("--index", choices=["flat", "ivf_flat", "hnsw", "ivf_pq"], default="flat",
                    help="FAISS index (default flat: exact)")
     p.add_argument("--nlist", type=int, default=1024, help="IVF cells")
@@ -378,8 +404,10 @@ def build_parser() -> argparse.ArgumentParser:
                    help="consider this many best candidates (default: as sentence-transformers)")
     p.add_argument("--num-negatives", type=int, default=3)
     p.add_argument("--sampling-strategy", choices=["top", "random"], default="top")
-    p.add_argument("--absolute-margin", type=float, help="drop candidates scoring above positive - margin")
-    p.add_argument("--relative-margin", type=float, help="drop candidates scoring above positive * (1 - margin)")
+    p.add_argument("--absolute-margin", type=float,
+                   help="drop candidates scoring above positive - margin (the anchor's lowest positive)")
+    p.add_argument("--relative-margin", type=float,
+                   help="drop candidates scoring above positive - |positive| * margin (the anchor's lowest positive)")
     p.add_argument("--max-score", type=float, help="drop candidates scoring above this")
     p.add_argument("--min-score", type=float, help="drop candidates scoring below this")
     p.add_argument("--near-duplicate", type=float, default=0.98,

@@ -45,8 +45,10 @@ class BeirData:
 def split_spec(spec: str) -> tuple[str, str]:
     """``DIR`` or ``DIR:split`` -> ``(DIR, split)`` (default split: ``test``)."""
     head, sep, tail = spec.rpartition(":")
-    if sep and head and "/" not in tail and not Path(spec).exists():
+    if sep and head and tail and not any(c in tail for c in "/\\") and not Path(spec).exists():
         return head, tail
+    if sep and not tail and head:
+        raise DataError(spec, "empty split after ':' (write DIR or DIR:split)")
     return spec, "test"
 
 

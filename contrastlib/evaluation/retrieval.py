@@ -116,12 +116,18 @@ class RetrievalResult:
 
 
 def write_trec_run(path: str | Path, run: Mapping[str, Ranking], name: str = "contrastlib") -> Path:
-    """A TREC run file (``qid Q0 docid rank score name``), written atomically."""
+    """A TREC run file (``qid Q0 docid rank score name``), written atomically. Scores are
+    written in full (``repr``): trec_eval re-sorts by score, and rounding would turn near
+    ties into ties that it breaks by id, changing the metrics."""
     path = Path(path)
+    for qid, hits in run.items():
+        for doc in (qid, *(d for d, _ in hits)):
+            if not doc or any(c.isspace() for c in doc):
+                raise ValueError(f"id {doc!r} is empty or holds whitespace: not writable as a TREC run")
     with atomic_path(path) as tmp, open(tmp, "w", encoding="utf-8") as fh:
         for qid, hits in run.items():
             for rank, (doc, score) in enumerate(trec_order(hits), start=1):
-                fh.write(f"{qid} Q0 {doc} {rank} {score:.6f} {name}\n")
+                fh.write(f"{qid} Q0 {doc} {rank} {score!r} {name}\n")
     return path
 
 
@@ -178,7 +184,8 @@ def evaluate_retrieval(
         ]
         run[qid] = trec_order(hits)[:needed]
     metrics = mean_metrics(run, data.qrels, ks)
-    return RetrievalResult(metrics, len(data.query_ids), len(data.corpus_ids), run)
+    kept = {q: hits[:top_k] for q, hits in run.items()}  # what a run file holds
+    return RetrievalResult(metrics, len(data.query_ids), len(data.corpus_ids), kept)
 
 
 @dataclass

@@ -122,10 +122,10 @@ class EmbeddingCache:
         if manifest_path.is_file():
             try:
                 stored = json.loads(manifest_path.read_text())
-                if stored.get("n") == len(texts) and stored.get("shard_size") == self.shard_size:
-                    manifest = stored
-            except json.JSONDecodeError:
-                pass  # a damaged manifest: start over (shards are re-checked below anyway)
+            except (OSError, ValueError):  # unreadable or not JSON: start a new manifest
+                stored = None
+            if _valid_manifest(stored, len(texts), self.shard_size):
+                manifest = stored  # (shards not listed in it are encoded again)
         parts: list[np.ndarray | None] = [None] * n_shards
         for i in range(n_shards):
             entry = manifest["shards"].get(str(i))
@@ -168,3 +168,12 @@ class EmbeddingCache:
 
         return embed
 
+
+
+def _valid_manifest(stored: Any, n: int, shard_size: int) -> bool:
+    if not isinstance(stored, dict) or stored.get("n") != n or stored.get("shard_size") != shard_size:
+        return False
+    shards = stored.get("shards")
+    return isinstance(shards, dict) and all(
+        isinstance(v, dict) and isinstance(v.get("sha256"), str) for v in shards.values()
+    )

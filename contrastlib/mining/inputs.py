@@ -88,9 +88,20 @@ def read_mining_input(data: str, *, corpus: str | None = None, split: str | None
         root, default_split = split_spec(data) if not path.is_dir() else (data, "test")
         beir = read_beir(root, split or default_split)
         index = {d: i for i, d in enumerate(beir.corpus_ids)}
+        # queries with the same text are one anchor with the union of their positives (else
+        # one's relevant document would be mined as the other's negative)
+        anchor_at: dict[str, int] = {}
         pairs: list[tuple[int, int]] = []
-        for qi, qid in enumerate(beir.query_ids):
-            pairs += [(qi, index[d]) for d, g in beir.qrels[qid].items() if g > 0]
+        seen: set[tuple[int, int]] = set()
+        n_judged = 0
+        for qid, text in zip(beir.query_ids, beir.query_texts, strict=True):
+            a = anchor_at.setdefault(text, len(anchor_at))
+            for d, g in beir.qrels[qid].items():
+                if g > 0:
+                    n_judged += 1
+                    if (a, index[d]) not in seen:
+                        seen.add((a, index[d]))
+                        pairs.append((a, index[d]))
         ids, texts = list(beir.corpus_ids), list(beir.corpus_texts)
         if corpus:
             extra_ids, extra_texts = read_corpus_file(Path(corpus))
@@ -99,14 +110,14 @@ def read_mining_input(data: str, *, corpus: str | None = None, split: str | None
                     index[i] = len(ids)
                     ids.append(i)
                     texts.append(t)
-        return MiningInput(beir.name, list(beir.query_texts), pairs, ids, texts)
+        return MiningInput(beir.name, list(anchor_at), pairs, ids, texts, duplicate_pairs=n_judged - len(pairs))
     rows, _ = read_tuples(path)
     if len(rows[0]) < 2:
         raise DataError(path, "mining needs (anchor, positive) pairs, not single sentences")
     anchors: dict[str, int] = {}
     corpus_index: dict[str, int] = {}
     pairs = []
-    seen: set[tuple[int, int]] = set()
+    seen = set()
     for row in rows:
         a = anchors.setdefault(row[0], len(anchors))
         p = corpus_index.setdefault(row[1], len(corpus_index))

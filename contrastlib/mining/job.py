@@ -114,31 +114,37 @@ def run_mining(
     s, o = settings, settings.options
     parts = out.with_name(out.name + ".parts")
     model_fp = model_fingerprint(encoder)
-    job_key = hashlib.blake2b(
-        json.dumps(
-            {"input": data.fingerprint(), "model": model_fp, "settings": asdict(s), "v": 1}, sort_keys=True, default=str
-        ).encode(),
-        digest_size=16,
-    ).hexdigest()
-    job_file = parts / "job.json"
-    if parts.exists():
-        stored = json.loads(job_file.read_text()).get("key") if job_file.is_file() else None
-        if stored != job_key:
-            log(f"{parts}: left by a job with other settings; starting over")
-            shutil.rmtree(parts)
-    parts.mkdir(parents=True, exist_ok=True)
-    write_json(job_file, {"key": job_key, "source": data.source, "out": str(out)})
-
     cache = EmbeddingCache(cache_dir)
     kw: dict[str, Any] = {"batch_size": s.batch_size, "precision": s.precision, "show_progress_bar": show_progress_bar, "model_fp": model_fp}
     corpus_emb = _normalise(cache.embed(encoder, data.corpus_texts, prompt=s.corpus_prompt, desc="embed corpus", **kw))
     reused = cache.last_stats.get("reused", 0)
     anchor_emb = _normalise(cache.embed(encoder, data.anchors, prompt=s.query_prompt, desc="embed anchors", **kw))
     reused += cache.last_stats.get("reused", 0)
-
     index = VectorIndex(corpus_emb.shape[1], s.index)
     index.train(corpus_emb)
     index.add(corpus_emb)
+
+    # Shards left by a killed job are reused only if everything they came from is the
+    # same: the input, the model, the settings, the very embeddings (a cleared cache, or
+    # a GPU that encodes differently, gives other bytes) and where the index ran.
+    h = hashlib.blake2b(digest_size=16)
+    h.update(json.dumps({"input": data.fingerprint(), "model": model_fp, "settings": asdict(s), "v": 2,
+                         "gpu": index.on_gpu}, sort_keys=True, default=str).encode())
+    h.update(corpus_emb.tobytes())
+    h.update(anchor_emb.tobytes())
+    job_key = h.hexdigest()
+    job_file = parts / "job.json"
+    if parts.exists():
+        try:
+            stored = json.loads(job_file.read_text()).get("key")
+        except (OSError, ValueError, AttributeError):
+            stored = None
+        if stored != job_key:
+            log(f"{parts}: left by a job with other inputs or settings; starting over")
+            shutil.rmtree(parts)
+    parts.mkdir(parents=True, exist_ok=True)
+    write_json(job_file, {"key": job_key, "source": data.source, "out": str(out)})
+
     positives = data.positives_by_anchor()
     excluded = excluded_sets(data.anchors, positives, data.corpus_ids, data.corpus_texts)
     max_positives = max(len(p) for p in positives)
@@ -263,6 +269,10 @@ def _plot_scores(path: Path, stats: ShardStats) -> None:
 def summary_dict(report: MineReport, data: MiningInput, s: MineSettings) -> dict[str, Any]:
     st = report.stats
     return {
+        #: candidates, dropped and not_sampled count (anchor, candidate) pairs, once per
+        #: distinct anchor; kept, short_pairs and missing_negatives count per input pair
+        "counted_per": {"anchor": ["candidates", "dropped", "not_sampled"],
+                        "pair": ["negatives_kept", "short_pairs", "missing_negatives"]},
         "input": data.source,
         "anchors": st.anchors,
         "pairs": st.pairs,

@@ -86,6 +86,10 @@ class MineOptions:
             raise ValueError(f"relative_margin must be in [0, 1), got {self.relative_margin}")
         if self.absolute_margin is not None and self.absolute_margin < 0:
             raise ValueError(f"absolute_margin must be >= 0, got {self.absolute_margin}")
+        if self.near_duplicate is not None and not 0 < self.near_duplicate <= 1:
+            raise ValueError(f"near_duplicate must be in (0, 1] or null (off), got {self.near_duplicate}")
+        if self.seed < 0:
+            raise ValueError(f"seed must be >= 0, got {self.seed}")
 
 
     @property

@@ -128,9 +128,9 @@ class ReMiningCallback(pl.Callback):
         for r in sorted(results, key=lambda r: r.pair):
             old = list(self.rows[r.pair][2:])
             negs = [self.corpus[j] for j in r.negatives]
-            if len(negs) < self.k:
+            if len(negs) < self.k:  # the empty slots keep their previous negatives
                 short += 1
-                negs += [t for t in old if t not in negs][: self.k - len(negs)]
+                negs += old[len(negs) :]
             changed += sum(1 for o, n in zip(old, negs, strict=True) if o != n)
             new_rows.append(negs)
         drift = {
@@ -193,7 +193,7 @@ def check_remining(cfg: Any, rows: list[tuple[str, ...]], num_workers: int) -> M
             range_min=cfg.range_min, range_max=cfg.range_max, num_negatives=min(widths) - 2,
             sampling_strategy=cfg.sampling_strategy, absolute_margin=cfg.absolute_margin,
             relative_margin=cfg.relative_margin, max_score=cfg.max_score, min_score=cfg.min_score,
-            near_duplicate=cfg.near_duplicate,
+            near_duplicate=cfg.near_duplicate if cfg.near_duplicate and cfg.near_duplicate > 0 else None,
         )
     except ValueError as exc:
         raise ConfigError(f"remine: {exc}") from None

@@ -202,3 +202,18 @@ def test_fit_scores_retrieval_before_and_after(scifact_slice, tmp_path, capsys):
     before, after = payload["before"][str(scifact_slice)], payload["after"][str(scifact_slice)]
     assert 0 < before["ndcg@10"] <= 100 and 0 < after["ndcg@10"] <= 100
     assert before["n_queries"] == 20
+
+
+def test_split_spec_and_trec_run_scores_in_full(tmp_path):
+    from contrastlib.data.beir import split_spec
+
+    assert split_spec("some/dir:dev") == ("some/dir", "dev")
+    assert split_spec("some/dir") == ("some/dir", "test")
+    assert split_spec(r"C:\data\scifact")[1] == "test"
+    with pytest.raises(DataError, match="empty split"):
+        split_spec("some/dir:")
+    out = write_trec_run(tmp_path / "r.trec", {"q": [("a", 0.12345678901), ("b", 0.12345678900)]})
+    lines = out.read_text().splitlines()
+    assert lines[0].split()[4] == repr(0.12345678901) and lines[0].split()[2] == "a"
+    with pytest.raises(ValueError, match="whitespace"):
+        write_trec_run(tmp_path / "bad.trec", {"q": [("a b", 1.0)]})

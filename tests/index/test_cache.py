@@ -83,3 +83,15 @@ def test_a_damaged_shard_is_encoded_again(tmp_path):
     np.testing.assert_array_equal(got, want)
     manifest = json.loads((folder / "manifest.json").read_text())
     assert sorted(manifest["shards"]) == ["0", "1", "2", "3", "4"]
+
+
+@pytest.mark.parametrize("damage", ["[]", "null", '{"n": 23, "shard_size": 5}', '{"n": 23, "shard_size": 5, "shards": {"0": {}}}', "\xff"])
+def test_a_damaged_manifest_starts_a_new_one(tmp_path, damage):
+    cache = EmbeddingCache(tmp_path, shard_size=5)
+    enc = CountingEncoder()
+    want = cache.embed(enc, TEXTS, show_progress_bar=False)
+    folder = next(p for p in tmp_path.iterdir() if p.is_dir())
+    (folder / "manifest.json").write_bytes(damage.encode("latin-1"))
+    got = cache.embed(enc, TEXTS, show_progress_bar=False)
+    np.testing.assert_array_equal(got, want)
+    assert cache.last_stats["encoded"] == 5

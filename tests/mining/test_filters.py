@@ -138,3 +138,29 @@ def test_bad_options_fail_at_once():
         MineOptions(sampling_strategy="best")
     with pytest.raises(ValueError, match="relative_margin"):
         MineOptions(relative_margin=1.5)
+
+
+def test_bad_seed_and_near_duplicate_fail_at_once():
+    with pytest.raises(ValueError, match="seed"):
+        MineOptions(seed=-1)
+    with pytest.raises(ValueError, match="near_duplicate"):
+        MineOptions(near_duplicate=0.0)
+
+
+def test_beir_queries_with_the_same_text_are_one_anchor(tmp_path):
+    """q1 and q2 share a text; d2 is relevant to q2 only: it must never be q1's negative."""
+    import json
+
+    from contrastlib.mining import read_mining_input
+
+    root = tmp_path / "b"
+    (root / "qrels").mkdir(parents=True)
+    docs = [{"_id": f"d{i}", "title": "", "text": f"document {i}"} for i in range(5)]
+    (root / "corpus.jsonl").write_text("".join(json.dumps(d) + "\n" for d in docs))
+    queries = [{"_id": "q1", "text": "same"}, {"_id": "q2", "text": "same"}, {"_id": "q3", "text": "other"}]
+    (root / "queries.jsonl").write_text("".join(json.dumps(q) + "\n" for q in queries))
+    (root / "qrels" / "train.tsv").write_text("query-id\tcorpus-id\tscore\nq1\td1\t1\nq2\td2\t1\nq2\td1\t1\nq3\td3\t1\n")
+    data = read_mining_input(str(root), split="train")
+    assert data.anchors == ["same", "other"]
+    assert sorted(data.positives_by_anchor()[0]) == [1, 2]
+    assert data.duplicate_pairs == 1  # (same, d1) twice
