@@ -131,10 +131,6 @@ def write_trec_run(path: str | Path, run: Mapping[str, Ranking], name: str = "co
     return path
 
 
-def _normalise(x: np.ndarray) -> np.ndarray:
-    norms = np.linalg.norm(x, axis=1, keepdims=True)
-    return x / np.maximum(norms, 1e-12)
-
 
 def evaluate_retrieval(
     encoder: Any,
@@ -155,7 +151,7 @@ def evaluate_retrieval(
     (the embedding cache passes itself here). ``index_spec`` picks the FAISS index
     (:class:`~contrastlib.index.IndexSpec`; default exact).
     """
-    from contrastlib.index import IndexSpec, VectorIndex
+    from contrastlib.index import IndexSpec, VectorIndex, l2_normalise
 
     if similarity not in ("cosine", "dot"):
         raise ValueError(f"similarity must be 'cosine' or 'dot', got {similarity!r}")
@@ -164,7 +160,7 @@ def evaluate_retrieval(
     def encode(texts: list[str], kind: str) -> np.ndarray:
         out = embed(texts, kind) if embed is not None else encoder.encode(texts, **encode_kwargs)
         x = np.asarray(out, dtype=np.float32)
-        return _normalise(x) if similarity == "cosine" else x
+        return l2_normalise(x) if similarity == "cosine" else x
 
     docs = encode(data.corpus_texts, "corpus")
     index = VectorIndex(docs.shape[1], index_spec or IndexSpec())

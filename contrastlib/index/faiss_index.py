@@ -78,6 +78,13 @@ def _as_float32(x: Any, dim: int, what: str) -> np.ndarray:
     return arr
 
 
+def l2_normalise(x: Any) -> np.ndarray:
+    """Rows scaled to unit length (float32), so inner product is cosine similarity; a zero
+    row stays zero."""
+    x = np.asarray(x, dtype=np.float32)
+    return x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-12)
+
+
 def _batches(n: int, size: int) -> Iterator[slice]:
     for start in range(0, n, size):
         yield slice(start, min(start + size, n))

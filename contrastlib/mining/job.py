@@ -26,7 +26,7 @@ from typing import Any
 import numpy as np
 from tqdm.auto import tqdm
 
-from contrastlib.index import IndexSpec, VectorIndex
+from contrastlib.index import IndexSpec, VectorIndex, l2_normalise
 from contrastlib.index.cache import EmbeddingCache, model_fingerprint
 from contrastlib.mining.inputs import MiningInput
 from contrastlib.mining.miner import FILTERS, MineOptions, ShardStats, excluded_sets, mine_shard
@@ -79,9 +79,6 @@ class MineReport:
     files: dict[str, str]
 
 
-def _normalise(x: np.ndarray) -> np.ndarray:
-    return x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-12)
-
 
 def _anchor_shards(n_anchors: int, size: int) -> list[list[int]]:
     return [list(range(s, min(s + size, n_anchors))) for s in range(0, n_anchors, size)]
@@ -116,9 +113,9 @@ def run_mining(
     model_fp = model_fingerprint(encoder)
     cache = EmbeddingCache(cache_dir)
     kw: dict[str, Any] = {"batch_size": s.batch_size, "precision": s.precision, "show_progress_bar": show_progress_bar, "model_fp": model_fp}
-    corpus_emb = _normalise(cache.embed(encoder, data.corpus_texts, prompt=s.corpus_prompt, desc="embed corpus", **kw))
+    corpus_emb = l2_normalise(cache.embed(encoder, data.corpus_texts, prompt=s.corpus_prompt, desc="embed corpus", **kw))
     reused = cache.last_stats.get("reused", 0)
-    anchor_emb = _normalise(cache.embed(encoder, data.anchors, prompt=s.query_prompt, desc="embed anchors", **kw))
+    anchor_emb = l2_normalise(cache.embed(encoder, data.anchors, prompt=s.query_prompt, desc="embed anchors", **kw))
     reused += cache.last_stats.get("reused", 0)
     index = VectorIndex(corpus_emb.shape[1], s.index)
     index.train(corpus_emb)

@@ -31,12 +31,8 @@ from typing import Any
 import numpy as np
 import pytorch_lightning as pl
 
-from contrastlib.index import IndexSpec, VectorIndex
+from contrastlib.index import IndexSpec, VectorIndex, l2_normalise
 from contrastlib.mining.miner import MineOptions, excluded_sets, mine_shard
-
-
-def _normalise(x: np.ndarray) -> np.ndarray:
-    return x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-12)
 
 
 class ReMiningCallback(pl.Callback):
@@ -100,8 +96,8 @@ class ReMiningCallback(pl.Callback):
         kw: dict[str, Any] = {"batch_size": self.batch_size, "show_progress_bar": False}
         if self.precision != "fp32":
             kw["precision"] = self.precision
-        docs = _normalise(np.asarray(encoder.encode(self.corpus, **kw), dtype=np.float32))
-        queries = _normalise(np.asarray(encoder.encode(self.anchors, **kw), dtype=np.float32))
+        docs = l2_normalise(np.asarray(encoder.encode(self.corpus, **kw), dtype=np.float32))
+        queries = l2_normalise(np.asarray(encoder.encode(self.anchors, **kw), dtype=np.float32))
         index = VectorIndex(docs.shape[1], self.index_spec)
         index.train(docs)
         index.add(docs)
