@@ -28,7 +28,8 @@ sampler itself), so a batch sampler here is also its own ``sampler``.
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+import functools
+from collections.abc import Hashable, Iterator, Sequence
 from typing import Any
 
 import torch.distributed as dist
@@ -84,6 +85,17 @@ class GlobalBatchSampler(Sampler[list[int]]):
         self.epoch_stats = {"left_out": 0, "repeated": 0}
 
     # ---------------------------------------------------------------- for subclasses
+    @functools.cached_property
+    def keys(self) -> list[tuple[Hashable, ...]]:
+        """Per row, its texts (or keys): what "no text twice in a batch" compares."""
+        return [tuple(r) if isinstance(r, (tuple, list)) else (r,) for r in self.rows]
+
+    def refresh(self) -> None:
+        """The rows' contents changed (re-mining): read them again from the next epoch
+        built (a batch of the current epoch keeps the rows it was formed with)."""
+        self.__dict__.pop("keys", None)
+        self._cache = None
+
     def global_batches(self, epoch: int, global_batch_size: int) -> list[list[int]]:
         """Every global batch of ``epoch`` (at most ``global_batch_size`` rows each)."""
         raise NotImplementedError

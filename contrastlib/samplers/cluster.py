@@ -19,7 +19,6 @@ same embeddings gets the same clusters; the batches are formed once per epoch
 
 from __future__ import annotations
 
-import functools
 import math
 import random
 from collections import deque
@@ -174,10 +173,6 @@ class ClusterBatchSampler(GlobalBatchSampler):
         index.add(self.centroids)
         _, ids = index.search(self.centroids, min(k, NEAREST + 1))
         return [[int(j) for j in row if j >= 0 and j != c] for c, row in enumerate(ids)]
-
-    @functools.cached_property
-    def keys(self) -> list[tuple[Hashable, ...]]:
-        return [tuple(r) if isinstance(r, (tuple, list)) else (r,) for r in self.rows]
 
     def global_batches(self, epoch: int, global_batch_size: int) -> list[list[int]]:
         rng = random.Random(self.seed + epoch)

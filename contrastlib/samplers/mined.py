@@ -24,10 +24,6 @@ from contrastlib.registry import SAMPLERS
 from contrastlib.samplers.base import GlobalBatchSampler
 
 
-def _row(row: Any) -> tuple[Hashable, ...]:
-    return tuple(row) if isinstance(row, (tuple, list)) else (row,)
-
-
 class _Batch:
     """The texts of a global batch under construction, by role, and the repeat rule."""
 
@@ -92,7 +88,6 @@ class MinedBatchSampler(GlobalBatchSampler):
         rank: int | None = None,
     ) -> None:
         super().__init__(rows, batch_size, drop_last=drop_last, seed=seed, num_replicas=num_replicas, rank=rank)
-        self.keys: list[tuple[Hashable, ...]] = [_row(r) for r in rows]
         n = len(self.keys)
         self.neighbours: list[list[int]] | None = None
         if neighbours is not None:

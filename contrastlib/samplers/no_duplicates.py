@@ -9,7 +9,6 @@ what the loss gathers; see :mod:`contrastlib.samplers.base`.
 
 from __future__ import annotations
 
-import functools
 import random
 from collections.abc import Hashable
 
@@ -25,10 +24,6 @@ class NoDuplicatesBatchSampler(GlobalBatchSampler):
     Args (see :class:`GlobalBatchSampler`): ``rows`` are the dataset's text tuples (or any
     hashable keys per row); ``batch_size``, ``drop_last``, ``seed``, ``num_replicas``, ``rank``.
     """
-
-    @functools.cached_property
-    def keys(self) -> list[tuple[Hashable, ...]]:
-        return [tuple(r) for r in self.rows]
 
     def global_batches(self, epoch: int, global_batch_size: int) -> list[list[int]]:
         order = list(range(len(self.keys)))

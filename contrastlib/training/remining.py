@@ -157,9 +157,7 @@ class ReMiningCallback(pl.Callback):
         if trainer.is_global_zero and trainer.logger is not None:
             trainer.logger.log_metrics({k: v for k, v in drift.items() if v == v}, step=step)
         for sampler in _samplers(trainer):
-            if "keys" in vars(sampler):  # the no-duplicates sampler re-reads the texts
-                del sampler.keys
-            sampler._cache = None
+            sampler.refresh()
 
     def state_dict(self) -> dict[str, Any]:
         return {"rows": [list(r) for r in self.rows], "history": self.history, "last_step": self._last_step}
@@ -198,4 +196,4 @@ def check_remining(cfg: Any, rows: list[tuple[str, ...]], num_workers: int) -> M
 def _samplers(trainer: pl.Trainer) -> list[Any]:
     loader = getattr(trainer, "train_dataloader", None)
     sampler = getattr(loader, "batch_sampler", None)
-    return [sampler] if sampler is not None and hasattr(sampler, "_cache") else []
+    return [sampler] if sampler is not None and hasattr(sampler, "refresh") else []
