@@ -27,7 +27,7 @@ from typing import Any, ClassVar
 
 import numpy as np
 
-from contrastlib.index import IndexSpec, VectorIndex
+from contrastlib.index import IndexSpec, VectorIndex, l2_normalise
 from contrastlib.registry import SAMPLERS
 from contrastlib.samplers.base import GlobalBatchSampler
 
@@ -136,7 +136,7 @@ class ClusterBatchSampler(GlobalBatchSampler):
             raise ValueError(f"embeddings: expected [{len(rows)}, D], got {tuple(x.shape)}")
         if not np.isfinite(x).all():
             raise ValueError("embeddings: NaN or infinite values")
-        x = x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-12)  # not the caller's array
+        x = l2_normalise(x)  # a new array: not the caller's
         n = len(rows)
         k = clusters if clusters is not None else min(math.ceil(n / batch_size), MAX_DEFAULT_CLUSTERS)
         k = max(1, min(k, n))
