@@ -34,12 +34,15 @@ from contrastlib.utils.io import atomic_path, write_json
 FORMAT_VERSION = 1
 
 
-def _sha256_file(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
+def _read_checked(path: Path, sha256: str) -> np.ndarray | None:
+    """The shard at ``path`` if its bytes match ``sha256`` (read once), else None."""
+    try:
+        data = path.read_bytes()
+    except OSError:
+        return None
+    if hashlib.sha256(data).hexdigest() != sha256:
+        return None
+    return np.load(io.BytesIO(data))
 
 
 def model_fingerprint(encoder: Any) -> str:
@@ -130,9 +133,8 @@ class EmbeddingCache:
         for i in range(n_shards):
             entry = manifest["shards"].get(str(i))
             path = folder / f"shard-{i:05d}.npy"
-            if entry and path.is_file() and _sha256_file(path) == entry["sha256"]:
-                parts[i] = np.load(path)
-            else:
+            parts[i] = _read_checked(path, entry["sha256"]) if entry else None
+            if parts[i] is None:
                 manifest["shards"].pop(str(i), None)
         missing = [i for i, p in enumerate(parts) if p is None]
         self.last_stats = {"shards": n_shards, "reused": n_shards - len(missing), "encoded": len(missing)}
