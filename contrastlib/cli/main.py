@@ -114,12 +114,17 @@ def cmd_eval_retrieval(args: argparse.Namespace) -> int:
     root, split = split_spec(args.data) if args.split is None else (args.data, args.split)
     spec = _index_spec(args)
     data = read_beir(root, split)  # bad data fails before the model loads
-    from contrastlib.evaluation.retrieval import DEFAULT_KS, evaluate_retrieval, write_trec_run
+    from contrastlib.evaluation.retrieval import (
+        DEFAULT_KS,
+        evaluate_retrieval,
+        unwritable_trec_id,
+        write_trec_run,
+    )
     from contrastlib.jobs import load_encoder
 
     _check_index_fits(spec, len(data.corpus_ids))
     if args.run_file:
-        bad = next((i for i in (*data.query_ids, *data.corpus_ids) if not i or any(c.isspace() for c in i)), None)
+        bad = unwritable_trec_id([*data.query_ids, *data.corpus_ids])
         if bad is not None:
             raise ContrastlibError(f"--run-file: id {bad!r} holds whitespace, which a TREC run cannot hold")
     encoder = load_encoder(args.model)

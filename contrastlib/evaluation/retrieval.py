@@ -29,7 +29,7 @@ never collide).
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -115,15 +115,19 @@ class RetrievalResult:
         return {k: 100 * v for k, v in self.metrics.items()}
 
 
+def unwritable_trec_id(ids: Iterable[str]) -> str | None:
+    """The first id a TREC run cannot hold (empty, or holding whitespace), or None."""
+    return next((i for i in ids if not i or any(c.isspace() for c in i)), None)
+
+
 def write_trec_run(path: str | Path, run: Mapping[str, Ranking], name: str = "contrastlib") -> Path:
     """A TREC run file (``qid Q0 docid rank score name``), written atomically. Scores are
     written in full (``repr``): trec_eval re-sorts by score, and rounding would turn near
     ties into ties that it breaks by id, changing the metrics."""
     path = Path(path)
-    for qid, hits in run.items():
-        for doc in (qid, *(d for d, _ in hits)):
-            if not doc or any(c.isspace() for c in doc):
-                raise ValueError(f"id {doc!r} is empty or holds whitespace: not writable as a TREC run")
+    bad = unwritable_trec_id(i for qid, hits in run.items() for i in (qid, *(d for d, _ in hits)))
+    if bad is not None:
+        raise ValueError(f"id {bad!r} is empty or holds whitespace: not writable as a TREC run")
     with atomic_path(path) as tmp, open(tmp, "w", encoding="utf-8") as fh:
         for qid, hits in run.items():
             for rank, (doc, score) in enumerate(trec_order(hits), start=1):
