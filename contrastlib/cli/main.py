@@ -272,9 +272,7 @@ def cmd_mine(args: argparse.Namespace) -> int:
         encoder, data, out, settings, cache_dir=args.cache_dir or default_cache_dir(),
         show_progress_bar=not args.no_progress, log=lambda m: print(m, file=sys.stderr),
     )
-    from contrastlib.mining.job import summary_dict
-
-    summary = summary_dict(report, data, settings)
+    summary = report.summary
     st = report.stats
     rows = [["filter", "candidates dropped"]] + [[k, str(v)] for k, v in summary["dropped"].items()]
     rows.append(["not sampled (beyond num_negatives)", str(st.not_sampled)])

@@ -29,7 +29,14 @@ from tqdm.auto import tqdm
 from contrastlib.index import IndexSpec, VectorIndex, l2_normalise
 from contrastlib.index.cache import EmbeddingCache, model_fingerprint
 from contrastlib.mining.inputs import MiningInput
-from contrastlib.mining.miner import FILTERS, MineOptions, ShardStats, excluded_sets, mine_shard
+from contrastlib.mining.miner import (
+    FILTERS,
+    MineOptions,
+    PairResult,
+    ShardStats,
+    excluded_sets,
+    mine_shard,
+)
 from contrastlib.mining.output import (
     FORMATS,
     check_output_path,
@@ -77,6 +84,8 @@ class MineReport:
     range_max: int
     top_negatives: list[dict[str, Any]]
     files: dict[str, str]
+    #: What ``OUT.summary.json`` holds (:func:`summary_dict`).
+    summary: dict[str, Any] = field(default_factory=dict)
 
 
 
@@ -168,13 +177,7 @@ def run_mining(
             range_max=range_max, max_positives=max_positives, rescore=rescore,
         )
         results.sort(key=lambda r: r.pair)
-        records = []
-        for r in results:
-            records.append(
-                {"pair": r.pair, "anchor": r.anchor, "positive": r.positive, "positive_score": r.positive_score,
-                 "negatives": r.negatives, "scores": r.scores}
-            )
-        write_jsonl_lines(rows_path, records)
+        write_jsonl_lines(rows_path, map(asdict, results))
         write_json(stats_path, stats.as_dict())
         total.add(stats)
         bar.update(len(anchors))
@@ -186,44 +189,48 @@ def run_mining(
         "top_negatives": str(out.with_name(out.name + ".top-negatives.tsv")),
         "plot": str(out.with_name(out.name + ".scores.png")),
     }
-    top = _top_negatives(parts, len(shards), data)
-    n_rows = write_rows(out, _output_rows(parts, len(shards), data, s))
-    report = MineReport(out, n_rows, total, len(shards), done, reused, range_max, top, report_files)
-    _write_top_negatives(Path(report_files["top_negatives"]), top)
+    # one pass over the committed shards: the output rows, and the top negatives on the way
+    top = _TopNegatives(data)
+
+    def output_rows() -> Iterator[dict[str, Any]]:
+        for n in range(len(shards)):
+            for rec in read_jsonl_lines(parts / f"shard-{n:05d}.jsonl"):
+                result = PairResult(**rec)
+                top.add(result)
+                yield from rows_for(
+                    result, data.anchors, data.corpus_texts, s.output_format, o.num_negatives, s.output_scores
+                )
+
+    n_rows = write_rows(out, output_rows())
+    report = MineReport(out, n_rows, total, len(shards), done, reused, range_max, top.rows(), report_files)
+    _write_top_negatives(Path(report_files["top_negatives"]), report.top_negatives)
     _plot_scores(Path(report_files["plot"]), total)
-    write_json(Path(report_files["summary"]), summary_dict(report, data, s))
+    report.summary = summary_dict(report, data, s)
+    write_json(Path(report_files["summary"]), report.summary)
     shutil.rmtree(parts)
     return report
 
 
-def _shard_records(parts: Path, n_shards: int) -> Iterator[dict[str, Any]]:
-    for n in range(n_shards):
-        yield from read_jsonl_lines(parts / f"shard-{n:05d}.jsonl")
-
-
-def _output_rows(parts: Path, n_shards: int, data: MiningInput, s: MineSettings) -> Iterator[dict[str, Any]]:
-    from contrastlib.mining.miner import PairResult
-
-    for rec in _shard_records(parts, n_shards):
-        result = PairResult(rec["pair"], rec["anchor"], rec["positive"], rec["positive_score"], rec["negatives"], rec["scores"])
-        yield from rows_for(result, data.anchors, data.corpus_texts, s.output_format, s.options.num_negatives, s.output_scores)
-
-
-def _top_negatives(parts: Path, n_shards: int, data: MiningInput) -> list[dict[str, Any]]:
+class _TopNegatives:
     """The highest-scoring kept negatives (each (anchor, negative) once): the likeliest
     false negatives, for a person to look at."""
-    best: dict[tuple[int, int], dict[str, Any]] = {}
-    for rec in _shard_records(parts, n_shards):
-        for j, sc in zip(rec["negatives"], rec["scores"], strict=True):
-            key = (rec["anchor"], j)
-            if key not in best:
-                best[key] = {
-                    "score": sc, "positive_score": rec["positive_score"], "anchor": data.anchors[rec["anchor"]],
-                    "positive": data.corpus_texts[rec["positive"]], "negative": data.corpus_texts[j],
+
+    def __init__(self, data: MiningInput) -> None:
+        self.data = data
+        self.best: dict[tuple[int, int], dict[str, Any]] = {}
+
+    def add(self, r: PairResult) -> None:
+        for j, sc in zip(r.negatives, r.scores, strict=True):
+            if (r.anchor, j) not in self.best:
+                self.best[(r.anchor, j)] = {
+                    "score": sc, "positive_score": r.positive_score, "anchor": self.data.anchors[r.anchor],
+                    "positive": self.data.corpus_texts[r.positive], "negative": self.data.corpus_texts[j],
                 }
-        if len(best) > 50 * TOP_NEGATIVES:
-            best = dict(sorted(best.items(), key=lambda kv: -kv[1]["score"])[:TOP_NEGATIVES])
-    return sorted(best.values(), key=lambda r: -r["score"])[:TOP_NEGATIVES]
+        if len(self.best) > 50 * TOP_NEGATIVES:  # keep memory bounded
+            self.best = dict(sorted(self.best.items(), key=lambda kv: -kv[1]["score"])[:TOP_NEGATIVES])
+
+    def rows(self) -> list[dict[str, Any]]:
+        return sorted(self.best.values(), key=lambda r: -r["score"])[:TOP_NEGATIVES]
 
 
 def _write_top_negatives(path: Path, rows: list[dict[str, Any]]) -> None:
