@@ -16,6 +16,7 @@ positive's text (the same document under two ids), or when it is the anchor's ow
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -54,6 +55,20 @@ class MiningInput:
         return out
 
 
+def _distinct_pairs(items: Iterable[tuple[str, int]]) -> tuple[list[str], list[tuple[int, int]], int]:
+    """``(anchor text, positive corpus index)`` items -> the distinct anchor texts (first
+    seen first), the distinct ``(anchor index, positive)`` pairs, and how many items
+    repeated an earlier pair (an identical pair adds nothing; sentence-transformers
+    collapses them too; counted in the summary)."""
+    anchor_at: dict[str, int] = {}
+    pairs: dict[tuple[int, int], None] = {}
+    n = 0
+    for text, positive in items:
+        n += 1
+        pairs.setdefault((anchor_at.setdefault(text, len(anchor_at)), positive))
+    return list(anchor_at), list(pairs), n - len(pairs)
+
+
 def read_corpus_file(path: Path) -> tuple[list[str], list[str]]:
     """``(ids, texts)`` of an extra corpus: ``.txt`` (one text per line; the text is its
     id) or a BEIR ``corpus.jsonl`` (``_id``, ``title``, ``text``)."""
@@ -90,18 +105,12 @@ def read_mining_input(data: str, *, corpus: str | None = None, split: str | None
         index = {d: i for i, d in enumerate(beir.corpus_ids)}
         # queries with the same text are one anchor with the union of their positives (else
         # one's relevant document would be mined as the other's negative)
-        anchor_at: dict[str, int] = {}
-        pairs: list[tuple[int, int]] = []
-        seen: set[tuple[int, int]] = set()
-        n_judged = 0
-        for qid, text in zip(beir.query_ids, beir.query_texts, strict=True):
-            a = anchor_at.setdefault(text, len(anchor_at))
-            for d, g in beir.qrels[qid].items():
-                if g > 0:
-                    n_judged += 1
-                    if (a, index[d]) not in seen:
-                        seen.add((a, index[d]))
-                        pairs.append((a, index[d]))
+        anchors, pairs, repeats = _distinct_pairs(
+            (text, index[d])
+            for qid, text in zip(beir.query_ids, beir.query_texts, strict=True)
+            for d, g in beir.qrels[qid].items()
+            if g > 0
+        )
         ids, texts = list(beir.corpus_ids), list(beir.corpus_texts)
         if corpus:
             extra_ids, extra_texts = read_corpus_file(Path(corpus))
@@ -110,22 +119,14 @@ def read_mining_input(data: str, *, corpus: str | None = None, split: str | None
                     index[i] = len(ids)
                     ids.append(i)
                     texts.append(t)
-        return MiningInput(beir.name, list(anchor_at), pairs, ids, texts, duplicate_pairs=n_judged - len(pairs))
+        return MiningInput(beir.name, anchors, pairs, ids, texts, duplicate_pairs=repeats)
     rows, _ = read_tuples(path)
     if len(rows[0]) < 2:
         raise DataError(path, "mining needs (anchor, positive) pairs, not single sentences")
-    anchors: dict[str, int] = {}
-    corpus_index: dict[str, int] = {}
-    pairs = []
-    seen = set()
-    for row in rows:
-        a = anchors.setdefault(row[0], len(anchors))
-        p = corpus_index.setdefault(row[1], len(corpus_index))
-        if (a, p) not in seen:  # an identical pair again adds nothing (sentence-transformers
-            seen.add((a, p))  # collapses them too); counted in the summary
-            pairs.append((a, p))
+    corpus_index: dict[str, int] = {}  # the positives' texts are their ids
+    anchors, pairs, repeats = _distinct_pairs((a, corpus_index.setdefault(p, len(corpus_index))) for a, p, *_ in rows)
     if corpus:
         for t in read_corpus_file(Path(corpus))[1]:
             corpus_index.setdefault(t, len(corpus_index))
     texts = list(corpus_index)
-    return MiningInput(str(path), list(anchors), pairs, texts, texts, duplicate_pairs=len(rows) - len(pairs))
+    return MiningInput(str(path), anchors, pairs, texts, texts, duplicate_pairs=repeats)

@@ -32,6 +32,7 @@ import numpy as np
 import pytorch_lightning as pl
 
 from contrastlib.index import IndexSpec, VectorIndex, l2_normalise
+from contrastlib.mining.inputs import MiningInput
 from contrastlib.mining.miner import MineOptions, excluded_sets, mine_shard
 
 
@@ -77,13 +78,9 @@ class ReMiningCallback(pl.Callback):
         self.corpus = list(dict.fromkeys(texts))
         where = {t: i for i, t in enumerate(self.corpus)}
         anchor_at = {a: i for i, a in enumerate(self.anchors)}
-        self.pairs = [(anchor_at[r[0]], where[r[1]]) for r in rows]
-        positives: list[list[int]] = [[] for _ in self.anchors]
-        for a, p in self.pairs:
-            if p not in positives[a]:
-                positives[a].append(p)
-        self.positives = positives
-        self.excluded = excluded_sets(self.anchors, positives, self.corpus, self.corpus)
+        self.pairs = [(anchor_at[r[0]], where[r[1]]) for r in rows]  # one per row: pair index = row
+        self.positives = MiningInput("training rows", self.anchors, self.pairs, self.corpus, self.corpus).positives_by_anchor()
+        self.excluded = excluded_sets(self.anchors, self.positives, self.corpus, self.corpus)
         self._previous_top: list[set[int]] | None = None
         self._last_step = -1
         #: One dict per round (also logged).
