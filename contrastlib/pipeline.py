@@ -12,10 +12,8 @@ job directory is made or a model loaded. Under DDP the job directory is chosen o
 
 from __future__ import annotations
 
-import inspect
 import json
 import time
-from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -24,12 +22,12 @@ import pytorch_lightning as pl
 from torch.utils.data import DataLoader
 
 from contrastlib.config.build import (
-    _signature_parameters,
-    _unknown,
     build_encoder,
     build_loss,
+    check_sampler,
     loss_spec,
     method_config,
+    sampler_data,
 )
 from contrastlib.config.load import to_yaml
 from contrastlib.config.schema import RunConfig
@@ -133,46 +131,6 @@ def _remining_callback(plan: FitPlan) -> list[Any]:
     ]
 
 
-#: Sampler arguments the pipeline or the data supply, never ``data.sampler_options``.
-SAMPLER_SUPPLIED = frozenset(
-    {"rows", "batch_size", "drop_last", "seed", "num_replicas", "rank", "labels", "neighbours", "embeddings"}
-)
-#: ``TrainData`` attributes passed to a sampler that takes them (when a method sets them).
-SAMPLER_DATA = ("labels", "neighbours")
-
-
-def _sampler_data(cls: Any, data: TrainData) -> dict[str, Any]:
-    params = inspect.signature(cls.__init__).parameters
-    found = {name: getattr(data, name, None) for name in SAMPLER_DATA if name in params}
-    return {k: v for k, v in found.items() if v is not None}
-
-
-def check_sampler(name: str, options: Mapping[str, Any], data: TrainData, batch_size: int) -> dict[str, Any]:
-    """``data.sampler_options`` checked against sampler ``name``'s own parameters; a sampler
-    that needs no embeddings is built once on the data, so its errors come before a model loads."""
-    cls = SAMPLERS.get(name)
-    params, _ = _signature_parameters(cls, skip_first=False)
-    accepted = [p for p in params if p not in SAMPLER_SUPPLIED]
-    kwargs = {k: v for k, v in options.items() if v is not None}  # null: the sampler's default
-    for key in kwargs:
-        if key not in accepted:
-            raise _unknown("data.sampler_options", key, "sampler", name, accepted)
-    try:
-        if getattr(cls, "needs_embeddings", False):
-            check = getattr(cls, "check_options", None)
-            if check is not None:
-                check(batch_size, **kwargs)
-        else:
-            cls(data.rows, batch_size, seed=0, **_sampler_data(cls, data), **kwargs)
-    except (TypeError, ValueError) as exc:
-        message = str(exc)
-        key = message.split(":", 1)[0]
-        raise ConfigError(
-            f"data.sampler_options.{message}" if key in accepted else f"data.sampler {name!r}: {message}"
-        ) from None
-    return kwargs
-
-
 def _evaluate(evaluators: list[Any], encoder: Any) -> Metrics:
     return {e.name: e(encoder) for e in evaluators}
 
@@ -199,7 +157,7 @@ def _anchor_embeddings(plan: FitPlan, module: ContrastiveModule) -> Any:
 def build_loader(plan: FitPlan, module: ContrastiveModule) -> DataLoader[Any]:
     cfg = plan.cfg.data
     cls = SAMPLERS.get(plan.sampler)
-    kwargs = {**_sampler_data(cls, plan.data), **plan.sampler_options}
+    kwargs = {**sampler_data(cls, plan.data), **plan.sampler_options}
     if getattr(cls, "needs_embeddings", False):
         kwargs["embeddings"] = _anchor_embeddings(plan, module)
     sampler = cls(plan.data.rows, cfg.batch_size, drop_last=cfg.drop_last, seed=plan.cfg.seed, **kwargs)

@@ -20,7 +20,7 @@ from omegaconf.errors import OmegaConfBaseException
 from torch import nn
 
 from contrastlib.errors import ConfigError
-from contrastlib.registry import ENCODERS, LOSSES, METHODS, Registry
+from contrastlib.registry import ENCODERS, LOSSES, METHODS, SAMPLERS, Registry
 
 #: Loss arguments a method supplies itself, never set from the config.
 SUPPLIED = {"num_samples"}
@@ -164,3 +164,43 @@ def section_dict(values: Any) -> dict[str, Any]:
     if OmegaConf.is_config(values):
         return cast(dict[str, Any], OmegaConf.to_container(values, resolve=True))
     return dict(values)
+
+
+#: Sampler arguments the pipeline or the data supply, never ``data.sampler_options``.
+SAMPLER_SUPPLIED = frozenset(
+    {"rows", "batch_size", "drop_last", "seed", "num_replicas", "rank", "labels", "neighbours", "embeddings"}
+)
+#: ``TrainData`` attributes passed to a sampler that takes them (when a method sets them).
+SAMPLER_DATA = ("labels", "neighbours")
+
+
+def sampler_data(cls: Any, data: Any) -> dict[str, Any]:
+    params = inspect.signature(cls.__init__).parameters
+    found = {name: getattr(data, name, None) for name in SAMPLER_DATA if name in params}
+    return {k: v for k, v in found.items() if v is not None}
+
+
+def check_sampler(name: str, options: Mapping[str, Any], data: Any, batch_size: int) -> dict[str, Any]:
+    """``data.sampler_options`` checked against sampler ``name``'s own parameters; a sampler
+    that needs no embeddings is built once on the data, so its errors come before a model loads."""
+    cls = SAMPLERS.get(name)
+    params, _ = _signature_parameters(cls, skip_first=False)
+    accepted = [p for p in params if p not in SAMPLER_SUPPLIED]
+    kwargs = {k: v for k, v in options.items() if v is not None}  # null: the sampler's default
+    for key in kwargs:
+        if key not in accepted:
+            raise _unknown("data.sampler_options", key, "sampler", name, accepted)
+    try:
+        if getattr(cls, "needs_embeddings", False):
+            check = getattr(cls, "check_options", None)
+            if check is not None:
+                check(batch_size, **kwargs)
+        else:
+            cls(data.rows, batch_size, seed=0, **sampler_data(cls, data), **kwargs)
+    except (TypeError, ValueError) as exc:
+        message = str(exc)
+        key = message.split(":", 1)[0]
+        raise ConfigError(
+            f"data.sampler_options.{message}" if key in accepted else f"data.sampler {name!r}: {message}"
+        ) from None
+    return kwargs
