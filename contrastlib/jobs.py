@@ -47,7 +47,7 @@ from typing import Any
 import torch
 
 from contrastlib import __version__
-from contrastlib.encoders.text import TextEncoder
+from contrastlib.encoders.text import TextEncoder, resolve_model_path
 from contrastlib.errors import ConfigError, ModelLoadError
 from contrastlib.utils.io import atomic_path, write_json
 
@@ -288,6 +288,69 @@ def load_encoder_from_checkpoint(path: str | Path) -> TextEncoder:
     if missing or unexpected:
         raise ModelLoadError(f"{path}: encoder weights do not match (missing {missing[:3]}, unexpected {unexpected[:3]})")
     return encoder
+
+
+def model_files(spec: str | Path) -> Path | None:
+    """The local file or directory :func:`load_encoder` reads ``spec`` from, or None
+    when it is not on disk (a hub id)."""
+    path = Path(resolve_model_path(str(spec)))
+    if path.is_file():
+        return path
+    if is_run_dir(path):
+        if (path / "model" / "modules.json").is_file():
+            return path / "model"
+        last = path / "checkpoints" / "last.ckpt"
+        return last if last.is_file() else None
+    return path if path.is_dir() else None
+
+
+class LazyEncoder:
+    """A model named on the command line, loaded only when something needs it.
+
+    Its :meth:`weights_fingerprint` hashes the bytes of the files the model is loaded
+    from, so a job whose embeddings are all in the cache (a warm ``mine`` or ``eval
+    retrieval``) runs without loading the model at all. Anything else it is asked for
+    loads the model first and comes from there.
+    """
+
+    def __init__(self, spec: str | Path, **overrides: Any) -> None:
+        self.spec = spec
+        self.overrides = overrides
+        self._encoder: TextEncoder | None = None
+
+    def load(self) -> TextEncoder:
+        if self._encoder is None:
+            self._encoder = load_encoder(self.spec, **self.overrides)
+        return self._encoder
+
+    @property
+    def loaded(self) -> bool:
+        return self._encoder is not None
+
+    def weights_fingerprint(self) -> str:
+        """A hash of the model's files and the overrides; without local files (a hub
+        id), of the loaded model's weights."""
+        import hashlib
+
+        from contrastlib.index.cache import model_fingerprint
+
+        root = model_files(self.spec)
+        if root is None:
+            return model_fingerprint(self.load())
+        h = hashlib.sha256(b"contrastlib-model-files-v1")
+        h.update(json.dumps(self.overrides, sort_keys=True, default=str).encode())
+        files = [root] if root.is_file() else sorted(p for p in root.rglob("*") if p.is_file())
+        for f in files:
+            h.update(str(f.relative_to(root) if f != root else f.name).encode() + b"\0")
+            with open(f, "rb") as fh:
+                while chunk := fh.read(1 << 22):
+                    h.update(chunk)
+        return "files-" + h.hexdigest()[:40]
+
+    def __getattr__(self, name: str) -> Any:
+        if name.startswith("_"):  # (copy / pickle probes; and no recursion before __init__)
+            raise AttributeError(name)
+        return getattr(self.load(), name)
 
 
 def load_encoder(spec: str | Path, **overrides: Any) -> TextEncoder:

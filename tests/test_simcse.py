@@ -45,3 +45,25 @@ def test_train_epoch_start_restores_dropout(minilm):
     m.encoder.eval()
     m.on_train_epoch_start()
     assert m.encoder.training
+
+
+def test_a_copy_of_the_positive_among_the_negatives_is_not_a_negative(minilm):
+    """The mined and cluster samplers put related rows together, so row 1's mined negative
+    can be row 0's positive. The collator's text keys keep it out of row 0's softmax."""
+    from contrastlib.data.collate import HFTokenize, TextTupleCollator
+
+    m = SimCSE(minilm, InfoNCELoss(0.05), mode="supervised")
+    m.eval()
+    rows = [("a cat sits", "a cat is sitting", "a dog barks"), ("stocks fell", "markets dropped", "a cat is sitting")]
+    batch = TextTupleCollator(HFTokenize(minilm.tokenizer, 64))(list(enumerate(rows)))
+    assert batch.text_keys is not None and batch.text_keys[1, 0] == batch.text_keys[2, 1]
+    with torch.no_grad():
+        emb = [minilm(v) for v in m.views(batch)]
+        got = m.contrast(emb, batch)
+        a, c = emb[0], torch.cat(emb[1:])
+        exclude = torch.zeros(2, 4, dtype=torch.bool)
+        exclude[0, 3] = True  # candidate 3 (row 1's negative) is row 0's positive
+        expected = info_nce(a, c, exclude_mask=exclude, temperature=0.05)
+        unmasked = info_nce(a, c, temperature=0.05)
+    torch.testing.assert_close(got, expected)
+    assert float(unmasked - got) > 0.1

@@ -120,14 +120,15 @@ def cmd_eval_retrieval(args: argparse.Namespace) -> int:
         unwritable_trec_id,
         write_trec_run,
     )
-    from contrastlib.jobs import load_encoder
+    from contrastlib.jobs import LazyEncoder
 
     _check_index_fits(spec, len(data.corpus_ids))
     if args.run_file:
         bad = unwritable_trec_id([*data.query_ids, *data.corpus_ids])
         if bad is not None:
             raise ContrastlibError(f"--run-file: id {bad!r} holds whitespace, which a TREC run cannot hold")
-    encoder = load_encoder(args.model)
+    # loaded only if an embedding is not in the cache: a warm evaluation never loads it
+    encoder = LazyEncoder(args.model)
     _check_index_dim(spec, encoder)
     embed = None
     if args.cache_dir:
@@ -214,8 +215,10 @@ def _index_spec(args: argparse.Namespace) -> Any:
 
 
 def _check_index_dim(spec: Any, encoder: Any) -> None:
+    if spec.kind != "ivf_pq":  # (only IVF-PQ cares; asking a lazy model its dim loads it)
+        return
     dim = getattr(encoder, "dim", None)
-    if spec.kind == "ivf_pq" and dim and dim % spec.pq_bytes:
+    if dim and dim % spec.pq_bytes:
         raise ContrastlibError(f"--index ivf_pq: the model's dimension {dim} is not a multiple of {spec.pq_bytes} bytes")
 
 
@@ -263,10 +266,10 @@ def cmd_mine(args: argparse.Namespace) -> int:
         raise ContrastlibError(f"--cross-encoder {args.cross_encoder}: not a directory")
     data = read_mining_input(args.data, corpus=args.corpus, split=args.split)  # before the model loads
     _check_index_fits(settings.index, len(data.corpus_ids))
-    from contrastlib.jobs import load_encoder
+    from contrastlib.jobs import LazyEncoder
     from contrastlib.mining import run_mining
 
-    encoder = load_encoder(args.model)
+    encoder = LazyEncoder(args.model)  # loaded only for texts the embedding cache lacks
     _check_index_dim(settings.index, encoder)
     report = run_mining(
         encoder, data, out, settings, cache_dir=args.cache_dir or default_cache_dir(),

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -13,13 +14,23 @@ from torch.utils.data import Dataset
 
 @dataclass
 class TextBatch:
-    """A tokenised batch: one dict of ``[B, T]`` tensors per column, and dataset ids ``[B]``."""
+    """A tokenised batch: one dict of ``[B, T]`` tensors per column, dataset ids ``[B]``,
+    and ``text_keys [columns, B]``: a 63-bit hash of each raw text, so a loss can tell
+    that two candidates are the same text (a duplicate of a positive is no negative)."""
 
     columns: list[dict[str, Tensor]]
     ids: Tensor
+    text_keys: Tensor | None = None
 
     def to(self, device: torch.device | str) -> TextBatch:
-        return TextBatch([{k: v.to(device) for k, v in c.items()} for c in self.columns], self.ids.to(device))
+        keys = self.text_keys.to(device) if self.text_keys is not None else None
+        return TextBatch([{k: v.to(device) for k, v in c.items()} for c in self.columns], self.ids.to(device), keys)
+
+
+def text_key(text: str) -> int:
+    """A stable 63-bit key of ``text`` (the same in every process and on every run)."""
+    digest = hashlib.blake2b(text.encode("utf-8", "surrogatepass"), digest_size=8).digest()
+    return int.from_bytes(digest, "little") >> 1
 
 
 class IndexedRows(Dataset[tuple[int, tuple[str, ...]]]):
@@ -48,7 +59,8 @@ class TextTupleCollator:
     def __call__(self, items: Sequence[tuple[int, tuple[str, ...]]]) -> TextBatch:
         rows = [r for _, r in items]
         columns = [self.tokenize([r[c] for r in rows]) for c in range(len(rows[0]))]
-        return TextBatch(columns, torch.tensor([i for i, _ in items], dtype=torch.long))
+        keys = torch.tensor([[text_key(r[c]) for r in rows] for c in range(len(rows[0]))], dtype=torch.long)
+        return TextBatch(columns, torch.tensor([i for i, _ in items], dtype=torch.long), keys)
 
 
 class HFTokenize:

@@ -46,7 +46,11 @@ def _read_checked(path: Path, sha256: str) -> np.ndarray | None:
 
 
 def model_fingerprint(encoder: Any) -> str:
-    """A hash of ``encoder``'s weights and architecture settings."""
+    """A hash of ``encoder``'s weights and architecture settings (or the encoder's own
+    ``weights_fingerprint()``, which a lazily loaded model takes from its files)."""
+    own = getattr(type(encoder), "weights_fingerprint", None)
+    if own is not None:
+        return str(own(encoder))
     h = hashlib.blake2b(digest_size=20)
     spec = getattr(encoder, "spec_dict", None)
     h.update(json.dumps(spec() if callable(spec) else repr(encoder), sort_keys=True, default=str).encode())

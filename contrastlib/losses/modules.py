@@ -66,6 +66,14 @@ class ContrastiveLoss(nn.Module):
         return f"gather_distributed={self.gather_distributed}"
 
 
+def duplicate_mask(positive_mask: Tensor, keys: Tensor) -> Tensor:
+    """``[B, C]`` bool: candidate ``j`` holds the same key as one of anchor ``i``'s
+    positives and is not a positive of ``i`` itself."""
+    same = keys[:, None] == keys[None, :]  # [C, C]
+    copies = (positive_mask.to(torch.float32) @ same.to(torch.float32)) > 0
+    return copies & ~positive_mask
+
+
 def _split_views(anchors: Tensor, candidates: Tensor, loss: str) -> tuple[Tensor, Tensor]:
     b = anchors.shape[0]
     if candidates.shape[0] != b:
@@ -88,6 +96,12 @@ class InfoNCELoss(ContrastiveLoss):
         chunk_size: stream the softmax over anchor chunks (memory ``chunk x C``); the
             value equals the plain loss. One positive per anchor.
         gather_distributed: candidates from every device under DDP.
+        mask_duplicates: given ``candidate_keys`` (a key per candidate, e.g. a hash of
+            its text), drop from anchor ``i``'s softmax every candidate with the same key
+            as one of its positives, other than the positives themselves: a copy of the
+            positive is never a negative. Keys are gathered across devices with the
+            candidates. Default: on, unless ``chunk_size`` is set (the streamed loss
+            leaves out at most one column per anchor).
 
     Example::
 
@@ -104,11 +118,15 @@ class InfoNCELoss(ContrastiveLoss):
         chunk_size: int | None = None,
         gather_distributed: bool = True,
         normalize: bool = True,
+        mask_duplicates: bool | None = None,
     ) -> None:
         super().__init__(temperature, learnable_temperature=learnable_temperature, gather_distributed=gather_distributed)
         if chunk_size is not None and chunk_size < 1:
             raise ValueError(f"chunk_size must be >= 1, got {chunk_size}")
+        if mask_duplicates and chunk_size is not None:
+            raise ValueError("mask_duplicates needs the unchunked loss (chunk_size: null)")
         self.symmetric, self.chunk_size, self.normalize = symmetric, chunk_size, normalize
+        self.mask_duplicates = chunk_size is None if mask_duplicates is None else mask_duplicates
 
     def _one_way(
         self, anchors: Tensor, candidates: Tensor, positives: Tensor, exclude: Tensor | None, extra: Tensor | None, tau: Tensor | float
@@ -137,19 +155,27 @@ class InfoNCELoss(ContrastiveLoss):
         positive_mask: Tensor | None = None,
         extra_negatives: Tensor | None = None,
         exclude_mask: Tensor | None = None,
+        candidate_keys: Tensor | None = None,
     ) -> Tensor:
         b, c = anchors.shape[0], candidates.shape[0]
         tau = self.temperature()
+        if not self.mask_duplicates:
+            candidate_keys = None
         if self.chunk_size is not None and positive_mask is None and exclude_mask is None:
             return self._chunked_diagonal(anchors, candidates, extra_negatives, tau)
         if positive_mask is None:
             if c < b:
                 raise ValueError(f"{c} candidates for {b} anchors: give a positive_mask")
             positive_mask = torch.eye(b, c, dtype=torch.bool, device=anchors.device)
+        if candidate_keys is not None and candidate_keys.shape != (c,):
+            raise ValueError(f"candidate_keys must be [{c}], got {tuple(candidate_keys.shape)}")
         rank, world = self._world()
         cands = self._gather(candidates)
         pos_all = place_local_block(positive_mask, world, rank)
         excl_all = place_local_block(exclude_mask, world, rank) if exclude_mask is not None else None
+        if candidate_keys is not None:
+            copies = duplicate_mask(pos_all, gather_no_grad(candidate_keys) if world > 1 else candidate_keys)
+            excl_all = copies if excl_all is None else excl_all | copies
         loss = self._one_way(anchors, cands, pos_all, excl_all, extra_negatives, tau)
         if not self.symmetric:
             return loss

@@ -111,5 +111,11 @@ class SimCSE(ContrastiveModule):
         if getattr(self.loss_fn, "needs_ids", False):
             loss: Tensor = self.loss_fn(anchors, candidates, ids=batch.ids)
             return loss
-        out: Tensor = self.loss_fn(anchors, candidates)
+        keys = batch.text_keys
+        if getattr(self.loss_fn, "mask_duplicates", False) and keys is not None and self.mode == "supervised":
+            # a sampler that groups related rows (mined, cluster) can put a row's positive
+            # in the batch again, as another row's negative: not a negative for this row
+            out: Tensor = self.loss_fn(anchors, candidates, candidate_keys=keys[1:].reshape(-1))
+            return out
+        out = self.loss_fn(anchors, candidates)
         return out

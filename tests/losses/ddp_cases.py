@@ -73,7 +73,16 @@ def _multiview(loss: nn.Module) -> Case:
     return run
 
 
+def _info_nce_duplicate_keys(enc: nn.Module, data: dict[str, Tensor], s: slice) -> Tensor:
+    """Row 0's negative is row 5's positive text and row 4's negative row 0's: each sits
+    on the other rank, so the keys must travel with the gathered candidates."""
+    keys = torch.cat([torch.arange(GLOBAL_BATCH)[s], torch.tensor([5, 100, 101, 102, 0, 103, 104, 105])[s]])
+    a, p = enc(data["views"][0, s]), enc(data["views"][1, s])
+    return InfoNCELoss(0.1)(a, torch.cat([p, enc(data["negatives"][s])]), candidate_keys=keys)
+
+
 CASES: dict[str, Case] = {
+    "info_nce_duplicate_keys": _info_nce_duplicate_keys,
     "info_nce_hard_negatives": _pair(InfoNCELoss(0.1), with_negatives=True),
     "info_nce_symmetric": _pair(InfoNCELoss(0.1, symmetric=True), with_negatives=True),
     "info_nce_chunked": _pair(InfoNCELoss(0.1, chunk_size=3), with_negatives=True),

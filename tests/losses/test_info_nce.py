@@ -156,3 +156,28 @@ def test_module_matches_function_and_validates():
         info_nce(a, torch.randn(3, 5))
     with pytest.raises(ValueError, match="positive_mask"):
         info_nce(a, c, positive_mask=torch.ones(2, 3, dtype=torch.bool))
+
+
+def test_candidate_keys_drop_copies_of_the_positive_against_a_loop():
+    """A candidate with the same key (text) as an anchor's positive leaves that anchor's
+    softmax; for the other anchors it stays a negative."""
+    g = torch.Generator().manual_seed(3)
+    a, c = torch.randn(4, 8, generator=g), torch.randn(8, 8, generator=g)
+    keys = torch.tensor([0, 1, 2, 3, 2, 10, 0, 11])  # candidate 4 copies positive 2, candidate 6 positive 0
+    c[4], c[6] = c[2], c[0]  # same text, same embedding
+    pos = torch.eye(4, 8, dtype=torch.bool)
+    exclude = torch.zeros(4, 8, dtype=torch.bool)
+    exclude[2, 4] = exclude[0, 6] = True
+    got = InfoNCELoss(0.1)(a, c, candidate_keys=keys)
+    assert got.item() == pytest.approx(loop_info_nce(a, c, pos, 0.1, exclude=exclude), rel=1e-6)
+    # without keys (or with masking off) the copies count as negatives: a different loss
+    plain = InfoNCELoss(0.1)(a, c)
+    assert plain.item() == pytest.approx(loop_info_nce(a, c, pos, 0.1), rel=1e-6)
+    assert plain.item() - got.item() > 0.1
+    assert InfoNCELoss(0.1, mask_duplicates=False)(a, c, candidate_keys=keys).item() == pytest.approx(plain.item())
+
+
+def test_mask_duplicates_is_refused_with_the_streamed_loss():
+    with pytest.raises(ValueError, match="mask_duplicates"):
+        InfoNCELoss(0.1, chunk_size=4, mask_duplicates=True)
+    assert InfoNCELoss(0.1, chunk_size=4).mask_duplicates is False

