@@ -370,3 +370,37 @@ def load_encoder(spec: str | Path, **overrides: Any) -> TextEncoder:
             return load_encoder_from_checkpoint(last)
         raise ModelLoadError(f"{path}: run dir with neither model/ nor checkpoints/last.ckpt")
     return TextEncoder(str(spec), **overrides)
+
+
+def load_image_encoder(spec: str | Path, **overrides: Any) -> Any:
+    """An image encoder for evaluation: ``timm:NAME`` (a fresh, randomly initialised
+    timm backbone: the floor a method must beat; ``overrides`` such as ``cifar_stem``
+    apply), ``pixels`` (raw pixels), or an image run directory (its resolved
+    ``config.yaml`` rebuilds the encoder, ``model/encoder.safetensors`` holds the weights)."""
+    text = str(spec)
+    if text == "pixels":
+        from contrastlib.evaluation.knn import PixelEncoder
+
+        return PixelEncoder()
+    from contrastlib.config.build import build_encoder
+
+    if text.startswith("timm:"):
+        return build_encoder({"encoder": "image", "name": text[len("timm:"):], **overrides})
+    path = Path(text)
+    weights = path / "model" / "encoder.safetensors"
+    if not is_run_dir(path) or not weights.is_file() or not (path / "config.yaml").is_file():
+        raise ModelLoadError(f"{path}: not an image run directory (config.yaml and model/encoder.safetensors), "
+                             "'timm:NAME' or 'pixels'")
+    from omegaconf import OmegaConf
+    from safetensors.torch import load_file
+
+    model_cfg: Any = OmegaConf.to_container(OmegaConf.load(path / "config.yaml"))
+    model_cfg = model_cfg.get("model") if isinstance(model_cfg, dict) else None
+    if not isinstance(model_cfg, dict) or model_cfg.get("encoder") != "image":
+        raise ModelLoadError(f"{path}: its config.yaml model section is not an image encoder")
+    encoder = build_encoder(model_cfg)
+    try:
+        encoder.load_state_dict(load_file(str(weights)), strict=True)
+    except RuntimeError as exc:
+        raise ModelLoadError(f"{weights}: weights do not fit the config's encoder ({str(exc).splitlines()[0]})") from None
+    return encoder

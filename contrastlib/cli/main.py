@@ -163,6 +163,40 @@ def cmd_eval_retrieval(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_eval_knn(args: argparse.Namespace) -> int:
+    from contrastlib.evaluation.knn import PRESETS, embed_images, knn_classify
+
+    if args.batch_size < 1:
+        raise ContrastlibError(f"--batch-size must be >= 1, got {args.batch_size}")
+    k, temperature = PRESETS[args.preset]
+    k, temperature = args.k or k, args.temperature or temperature
+    if k < 1 or temperature <= 0:
+        raise ContrastlibError(f"--k must be >= 1 and --temperature > 0, got {k} and {temperature}")
+    from contrastlib.data.images import read_images
+
+    sets = {}
+    for which, spec in (("train", args.train), ("test", args.test)):  # read and checked before the model loads
+        sets[which] = read_images(spec, verify="decode")
+        if sets[which].labels is None:
+            raise ContrastlibError(f"--{which} {spec}: no labels (class sub-folders, or a labels array)")
+    from contrastlib.jobs import load_image_encoder
+
+    encoder = load_image_encoder(args.model, **({"cifar_stem": True} if args.cifar_stem else {}))
+    kw = {"size": args.size, "channels": args.channels, "batch_size": args.batch_size,
+          "precision": args.precision, "num_workers": args.num_workers, "show_progress_bar": not args.no_progress}
+    train, ytr = embed_images(encoder, sets["train"], **kw)
+    test, yte = embed_images(encoder, sets["test"], **kw)
+    r = knn_classify(train, ytr, test, yte, k=k, temperature=temperature)
+    _emit(
+        args,
+        {"task": "knn", "model": args.model, "train": args.train, "test": args.test, "preset": args.preset,
+         **r.as_dict()},
+        f"kNN  {args.test}  train={r.n_train}  test={r.n_test}  k={r.k}  T={r.temperature:g}  "
+        f"top1={r.top1:.2f}  top5={r.top5:.2f}",
+    )
+    return 0
+
+
 def cmd_embed(args: argparse.Namespace) -> int:
     from contrastlib.data.readers import read_sentences
 
@@ -388,6 +422,25 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-progress", action="store_true", help="hide the progress bars")
     p.add_argument("--json", action="store_true", help="print one JSON object as the last stdout line")
     p.set_defaults(func=cmd_eval_retrieval)
+
+    p = eval_sub.add_parser("knn", help="weighted kNN top-1/top-5 of an image encoder (train set -> test set)")
+    p.add_argument("--model", "-m", required=True,
+                   help="image run dir, 'timm:NAME' (random init: a floor) or 'pixels' (raw pixels: a floor)")
+    p.add_argument("--train", required=True, help="labelled image set: folder, .zip[:SUB], .npz, IDX")
+    p.add_argument("--test", required=True, help="labelled image set, same forms")
+    p.add_argument("--preset", choices=["lightly", "solo-learn"], default="lightly",
+                   help="lightly: k 200, T 0.1; solo-learn: k 20, T 0.07")
+    p.add_argument("--k", type=int, default=None, help="neighbours (overrides the preset)")
+    p.add_argument("--temperature", type=float, default=None, help="vote temperature (overrides the preset)")
+    p.add_argument("--size", type=int, default=32, help="image side the model sees (default 32)")
+    p.add_argument("--channels", type=int, choices=[1, 3], default=3)
+    p.add_argument("--cifar-stem", action="store_true", help="with timm:NAME, the 3x3 stride-1 CIFAR stem")
+    p.add_argument("--batch-size", type=int, default=256)
+    p.add_argument("--num-workers", type=int, default=0)
+    p.add_argument("--precision", choices=["fp32", "bf16"], default="fp32")
+    p.add_argument("--no-progress", action="store_true")
+    p.add_argument("--json", action="store_true", help="print one JSON object as the last stdout line")
+    p.set_defaults(func=cmd_eval_knn)
 
     p = add("embed", "embed one text per line into .npy or .safetensors")
     p.add_argument("--model", "-m", required=True)

@@ -100,6 +100,9 @@ class EvalConfig:
     #: BEIR-layout directories (corpus.jsonl, queries.jsonl, qrels/{split}.tsv), scored on
     #: their ``test`` split; ``DIR:split`` picks another split.
     retrieval: list[str] = field(default_factory=list)
+    #: Weighted kNN on image sets: ``{train: SET, test: SET, preset: lightly | solo-learn,
+    #: k, temperature, size}`` per entry (image methods).
+    knn: list[Any] = field(default_factory=list)
     batch_size: int = 128
     #: auto: bf16 where training would pick bf16-mixed, else fp32.
     precision: str = "auto"

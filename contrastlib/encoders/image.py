@@ -31,6 +31,21 @@ class ProjectionHead(nn.Sequential):
         super().__init__(*layers)
 
 
+def _cifar_stem(model: nn.Module, name: str) -> None:
+    """A plain ResNet stem becomes one 3x3 stride-1 convolution; a deep stem (timm's
+    ``resnet*d`` / ``*t``: three 3x3 convolutions) keeps its convolutions with the first
+    one's stride set to 1. The max pool goes either way."""
+    conv = getattr(model, "conv1", None)
+    if not hasattr(model, "maxpool") or not isinstance(conv, (nn.Conv2d, nn.Sequential)):
+        raise ValueError(f"cifar_stem: {name!r} has no ResNet stem (conv1 + maxpool) to replace")
+    if isinstance(conv, nn.Conv2d):
+        model.conv1 = nn.Conv2d(conv.in_channels, conv.out_channels, 3, stride=1, padding=1, bias=False)
+    else:
+        first = next(m for m in conv.modules() if isinstance(m, nn.Conv2d))
+        first.stride = (1, 1)
+    model.maxpool = nn.Identity()
+
+
 @ENCODERS.register("image", summary="timm backbone (num_classes=0) + optional projection head")
 class ImageEncoder(nn.Module):
     """Image encoder over ``timm.create_model(backbone, num_classes=0)``.
@@ -42,6 +57,9 @@ class ImageEncoder(nn.Module):
             empty for none. The input size is the backbone's feature size.
         normalize: L2-normalise the output.
         weights: optional local ``.safetensors`` file with backbone weights.
+        cifar_stem: for 32 px inputs, replace a ResNet's 7x7 stride-2 stem and its max
+            pool with a 3x3 stride-1 convolution (SimCLR's CIFAR variant): without it a
+            32 px image is 8x8 after the stem and 1x1 before the last stage.
         **timm_kwargs: passed to ``timm.create_model`` (e.g. ``in_chans``).
     """
 
@@ -53,12 +71,15 @@ class ImageEncoder(nn.Module):
         projection: Sequence[int] = (),
         normalize: bool = False,
         weights: str | Path | None = None,
+        cifar_stem: bool = False,
         **timm_kwargs: Any,
     ) -> None:
         super().__init__()
         import timm
 
         self.backbone = timm.create_model(backbone, pretrained=pretrained, num_classes=0, **timm_kwargs)
+        if cifar_stem:
+            _cifar_stem(self.backbone, backbone)
         if weights is not None:
             from safetensors.torch import load_file
 

@@ -7,6 +7,7 @@ declares which of them apply to it (``evaluations``).
 from collections.abc import Callable
 from typing import Any
 
+from contrastlib.evaluation.knn import KNNEvaluator, KNNResult, knn_classify
 from contrastlib.evaluation.retrieval import (
     RetrievalEvaluator,
     RetrievalResult,
@@ -20,16 +21,20 @@ from contrastlib.evaluation.sts import STSEvaluator, STSResult, evaluate_sts, st
 EVALUATIONS: dict[str, Callable[..., Any]] = {
     "sts": STSEvaluator.from_file,
     "retrieval": RetrievalEvaluator.from_spec,
+    "knn": KNNEvaluator.from_spec,
 }
 
 __all__ = [
     "EVALUATIONS",
+    "KNNEvaluator",
+    "KNNResult",
     "RetrievalEvaluator",
     "RetrievalResult",
     "STSEvaluator",
     "STSResult",
     "evaluate_retrieval",
     "evaluate_sts",
+    "knn_classify",
     "mean_metrics",
     "query_metrics",
     "sts_correlations",

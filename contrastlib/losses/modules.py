@@ -285,6 +285,8 @@ class SupConLoss(ContrastiveLoss):
 class _MultiViewLoss(ContrastiveLoss):
     name: ClassVar[str]
     hard_negatives = False
+    #: Takes ``[V, B, D]`` (any number of views), not only (anchors, candidates).
+    multi_view: ClassVar[bool] = True
 
     def __init__(self, temperature: float = 0.1, *, learnable_temperature: bool = False, gather_distributed: bool = True) -> None:
         super().__init__(temperature, learnable_temperature=learnable_temperature, gather_distributed=gather_distributed)

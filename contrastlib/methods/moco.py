@@ -1,0 +1,186 @@
+"""MoCo v2 and v3: a momentum (EMA) copy of the encoder gives the keys.
+
+* **v2** (Chen, Fan, Girshick and He 2020, "Improved Baselines with Momentum Contrastive
+  Learning"; He et al. 2020, "Momentum Contrast"): the query is view 1 through the
+  encoder, its key view 2 through the momentum encoder; the negatives are a queue of the
+  keys of earlier steps (not this batch's other keys). After each optimizer step the
+  momentum encoder takes ``k <- m k + (1 - m) q`` and the step's
+  keys, gathered from every device, replace the oldest in the queue. So the queue never
+  holds the current batch's keys while the loss runs, and under DDP every rank holds the
+  same queue.
+* **v3** (Chen, Xie and He 2021, "An Empirical Study of Training Self-Supervised Vision
+  Transformers"): no queue; a predictor head on the query side; the loss is symmetric,
+  ``2 tau (ctr(p1, k2) + ctr(p2, k1))`` with the other keys of the global batch as
+  negatives; the momentum rises from ``key_momentum`` to ``key_momentum_end`` on a cosine.
+
+The queue, its pointer and the momentum encoder are buffers and submodules: checkpoints
+hold them, and the momentum schedule is a function of the global step, so a resumed run
+continues exactly (lightly's memory bank restarts from random vectors after a resume).
+
+Config section ``method``: ``name: moco``, ``version`` (2 or 3), ``queue_size``,
+``key_momentum``, ``key_momentum_end``, ``predictor`` (v3 hidden size), ``views`` (2),
+``augment`` (as SimCLR; MoCo v2's recipe is ``augment.recipe: mocov2``). The loss is
+``info_nce`` (its temperature is MoCo's tau).
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+from contrastlib.data.images import ImageBatch, collate_views
+from contrastlib.encoders.image import ProjectionHead
+from contrastlib.errors import ConfigError
+from contrastlib.losses.distributed import gather_no_grad, world_info
+from contrastlib.methods.base import ContrastiveModule, TrainData
+from contrastlib.methods.simclr import read_view_data
+from contrastlib.registry import METHODS
+
+
+@dataclass
+class MoCoConfig:
+    #: 2: queue of keys, one direction; 3: no queue, predictor, symmetric loss.
+    version: int = 2
+    #: Keys kept as negatives (v2).
+    queue_size: int = 4096
+    #: EMA coefficient of the momentum encoder (at the start, for v3's schedule).
+    key_momentum: float = 0.99
+    #: Cosine schedule from ``key_momentum`` to this over the run (v3: 1.0); null: constant.
+    key_momentum_end: float | None = None
+    #: Hidden size of v3's predictor MLP (its output is the projection's size).
+    predictor: int = 512
+    views: int = 2
+    augment: dict[str, Any] = field(default_factory=lambda: {"recipe": "mocov2", "size": 32})
+
+
+def momentum_at(step: int, total: int, start: float, end: float | None) -> float:
+    """The EMA coefficient at optimizer step ``step`` of ``total`` (cosine from ``start``
+    to ``end``; constant without ``end``)."""
+    if end is None or total <= 0:
+        return start
+    return end - (end - start) * (math.cos(math.pi * min(step, total) / total) + 1) / 2
+
+
+@torch.no_grad()
+def ema_update(target: nn.Module, source: nn.Module, m: float) -> None:
+    """``target <- m * target + (1 - m) * source`` for parameters. Buffers (BatchNorm
+    statistics) are not averaged: the key encoder keeps its own, as in MoCo."""
+    for t, s in zip(target.parameters(), source.parameters(), strict=True):
+        t.mul_(m).add_(s.detach(), alpha=1 - m)
+
+
+@METHODS.register("moco", summary="MoCo v2 (momentum encoder + queue) and v3 (predictor, symmetric, no queue)")
+class MoCo(ContrastiveModule):
+    Config = MoCoConfig
+    default_sampler = "random"
+    evaluations = ("knn",)
+    encoders = ("image",)
+
+    def __init__(
+        self, encoder: nn.Module, loss: nn.Module, *, version: int = 2, queue_size: int = 4096, key_momentum: float = 0.99,
+        key_momentum_end: float | None = None, predictor: int = 512, views: int = 2, augment: Any = None, **kwargs: Any,
+    ) -> None:
+        if version not in (2, 3):
+            raise ValueError(f"version must be 2 or 3, got {version}")
+        if not 0 <= key_momentum <= 1 or (key_momentum_end is not None and not key_momentum <= key_momentum_end <= 1):
+            raise ValueError(
+                f"key_momentum must lie in [0, 1] and key_momentum_end in [key_momentum, 1], got {key_momentum}, {key_momentum_end}"
+            )
+        hparams = dict(kwargs.pop("hparams", None) or {})
+        hparams.update(version=version, queue_size=queue_size, key_momentum=key_momentum, key_momentum_end=key_momentum_end,
+                       predictor=predictor, views=views, augment=dict(augment or {}))
+        super().__init__(encoder, loss, hparams=hparams, **kwargs)
+        self.version, self.key_momentum, self.key_momentum_end = version, key_momentum, key_momentum_end
+        self.momentum_encoder = copy.deepcopy(encoder).requires_grad_(False)
+        dim = int(encoder.dim)  # type: ignore[arg-type]
+        self.predictor_head = ProjectionHead([dim, predictor, dim]) if version == 3 else None
+        if version == 2:
+            # the queue's negatives only: this batch's other keys are not MoCo's negatives
+            self.loss_fn.gather_distributed = False  # type: ignore[assignment]
+            self.register_buffer("queue", nn.functional.normalize(torch.randn(queue_size, dim), dim=1))
+            self.register_buffer("queue_ptr", torch.zeros((), dtype=torch.long))
+        self.queue: Tensor
+        self.queue_ptr: Tensor
+        self._pending: list[Tensor] = []
+        self._stepped_at = -1
+        self._total_steps = 0
+
+    # ------------------------------------------------------------------ protocol
+    @classmethod
+    def read_train_data(cls, path: str, config: Any, *, max_rows: int | None = None) -> TrainData:
+        if config.views != 2:
+            raise ConfigError(f"method.views: MoCo contrasts two views, got {config.views}")
+        if config.version == 2 and config.queue_size < 1:
+            raise ConfigError(f"method.queue_size: must be >= 1, got {config.queue_size}")
+        return read_view_data(path, config, max_rows=max_rows)
+
+    @classmethod
+    def check_loss(cls, loss_cls: type, loss_name: str, data: TrainData) -> None:
+        if loss_name != "info_nce":
+            raise ConfigError(f"loss.name: MoCo's loss is info_nce (its temperature is MoCo's tau), not {loss_name!r}")
+
+    def collator(self) -> Any:
+        return collate_views
+
+    # ------------------------------------------------------------------ step
+    def views(self, batch: ImageBatch) -> list[Tensor]:  # type: ignore[override]
+        # v2: only the query view goes through the trained encoder; v3: both
+        return [batch.views[0]] if self.version == 2 else list(batch.views.unbind(0))
+
+    @torch.no_grad()
+    def keys(self, images: Tensor) -> Tensor:
+        self.momentum_encoder.train(self.encoder.training)
+        return nn.functional.normalize(self.momentum_encoder(images).float(), dim=1)
+
+    def contrast(self, embeddings: list[Tensor], batch: ImageBatch) -> Tensor:
+        if self.version == 2:
+            q = embeddings[0]
+            k = self.keys(batch.views[1])
+            b = q.shape[0]
+            not_own = ~torch.eye(b, dtype=torch.bool, device=q.device)
+            loss: Tensor = self.loss_fn(q, k, exclude_mask=not_own, extra_negatives=self.queue.clone().detach())
+            if self.training:
+                self._pending.append(k)
+            return loss
+        assert self.predictor_head is not None
+        p1, p2 = self.predictor_head(embeddings[0]), self.predictor_head(embeddings[1])
+        k1, k2 = self.keys(batch.views[0]), self.keys(batch.views[1])
+        temperature: Any = self.loss_fn.temperature
+        tau = float(temperature())
+        out: Tensor = 2 * tau * (self.loss_fn(p1, k2) + self.loss_fn(p2, k1))
+        return out
+
+    # ------------------------------------------------------------------ after each optimizer step
+    def current_momentum(self) -> float:
+        return momentum_at(int(self.global_step), self._total_steps, self.key_momentum, self.key_momentum_end)
+
+    def on_train_start(self) -> None:
+        self._stepped_at = int(self.global_step)  # (a resumed run starts at its step)
+        self._total_steps = self.optimizer_steps()
+
+    def on_train_batch_end(self, outputs: Any, batch: Any, batch_idx: int) -> None:
+        if int(self.global_step) == self._stepped_at:
+            return  # accumulating: no optimizer step yet, the keys wait
+        self._stepped_at = int(self.global_step)
+        ema_update(self.momentum_encoder, self.encoder, self.current_momentum())
+        if self.version == 2 and self._pending:
+            self.enqueue(torch.cat(self._pending))
+        self._pending = []
+
+    @torch.no_grad()
+    def enqueue(self, keys: Tensor) -> None:
+        """Write ``keys`` (gathered from every device, rank order) over the oldest entries."""
+        _, world = world_info()
+        keys = gather_no_grad(keys.contiguous()) if world > 1 else keys
+        n, size = keys.shape[0], self.queue.shape[0]
+        if n >= size:
+            keys, n = keys[-size:], size
+        ptr = int(self.queue_ptr)
+        idx = (torch.arange(n, device=keys.device) + ptr) % size
+        self.queue[idx] = keys.to(self.queue.dtype)
+        self.queue_ptr.fill_((ptr + n) % size)
