@@ -357,18 +357,15 @@ def load_encoder(spec: str | Path, **overrides: Any) -> TextEncoder:
     """A TextEncoder from a Hugging Face id, a local model dir, a sentence-transformers
     dir, a contrastlib run dir or a ``.ckpt`` checkpoint (read with
     ``torch.load(weights_only=True)``: no pickled code is executed)."""
-    path = Path(spec)
-    if path.is_file():
-        if path.suffix == ".ckpt":
-            return load_encoder_from_checkpoint(path)
-        raise ModelLoadError(f"{path}: a file that is not a .ckpt checkpoint")
-    if is_run_dir(path):
-        if (path / "model" / "modules.json").is_file():
-            return TextEncoder(str(path / "model"), **overrides)
-        last = path / "checkpoints" / "last.ckpt"
-        if last.is_file():
-            return load_encoder_from_checkpoint(last)
-        raise ModelLoadError(f"{path}: run dir with neither model/ nor checkpoints/last.ckpt")
+    source = model_files(spec)
+    if source is not None and source.is_file():
+        if source.suffix == ".ckpt":
+            return load_encoder_from_checkpoint(source)
+        raise ModelLoadError(f"{source}: a file that is not a .ckpt checkpoint")
+    if is_run_dir(Path(spec)):
+        if source is None:
+            raise ModelLoadError(f"{spec}: run dir with neither model/ nor checkpoints/last.ckpt")
+        return TextEncoder(str(source), **overrides)
     return TextEncoder(str(spec), **overrides)
 
 

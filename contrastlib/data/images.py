@@ -39,6 +39,8 @@ IMAGE_SUFFIXES = frozenset({".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".
 ARRAY_KEYS = ("images", "x", "data")
 LABEL_KEYS = ("labels", "y", "targets")
 Verify = Literal["none", "header", "decode"]
+#: What PIL raises for bytes that are not (or not wholly) an image.
+DECODE_ERRORS = (OSError, UnidentifiedImageError, ValueError, SyntaxError)
 
 
 @dataclass
@@ -59,7 +61,7 @@ class ImageSet:
         try:
             img = self._reader.read(i)
             img.load()
-        except (OSError, UnidentifiedImageError, ValueError, SyntaxError) as exc:
+        except DECODE_ERRORS as exc:
             raise DataError(self._reader.where(i), f"not a decodable image ({_short(exc)})") from None
         return img if img.mode in ("RGB", "L") else img.convert("RGB")
 
@@ -169,7 +171,7 @@ def _check_image(images: ImageSet, i: int, *, full: bool) -> None:
         return
     try:
         images._reader.read(i)  # PIL reads the header only
-    except (OSError, UnidentifiedImageError, ValueError, SyntaxError) as exc:
+    except DECODE_ERRORS as exc:
         raise DataError(images._reader.where(i), f"not an image ({_short(exc)})") from None
 
 
@@ -269,7 +271,11 @@ def _read_numpy(path: Path) -> ImageSet:
             label_key = next((k for k in LABEL_KEYS if k in loaded.files), None)
             if label_key is not None:
                 labels = _labels(path, loaded[label_key], len(array))
-    array = _as_images(path, array)
+    return _array_set(path, _as_images(path, array), labels)
+
+
+def _array_set(path: Path, array: np.ndarray, labels: list[int] | None) -> ImageSet:
+    """An in-memory ``[N, H, W(, C)]`` uint8 array as an ImageSet (labels as given)."""
     classes = [str(c) for c in sorted(set(labels))] if labels is not None else None
     names = [f"{path}[{i}]" for i in range(len(array))]
     return ImageSet(str(path), labels, classes, names, _ArrayReader(str(path), array))
@@ -308,9 +314,7 @@ def _read_idx_images(path: Path) -> ImageSet:
     if label_path.is_file():
         y = _read_idx(label_path)
         labels = _labels(label_path, y, len(array))
-    classes = [str(c) for c in sorted(set(labels))] if labels is not None else None
-    names = [f"{path}[{i}]" for i in range(len(array))]
-    return ImageSet(str(path), labels, classes, names, _ArrayReader(str(path), array))
+    return _array_set(path, array, labels)
 
 
 # ---------------------------------------------------------------------------- batches

@@ -68,10 +68,13 @@ class ContrastiveLoss(nn.Module):
 
 def duplicate_mask(positive_mask: Tensor, keys: Tensor) -> Tensor:
     """``[B, C]`` bool: candidate ``j`` holds the same key as one of anchor ``i``'s
-    positives and is not a positive of ``i`` itself."""
-    same = keys[:, None] == keys[None, :]  # [C, C]
-    copies = (positive_mask.to(torch.float32) @ same.to(torch.float32)) > 0
-    return copies & ~positive_mask
+    positives and is not a positive of ``i`` itself. Memory ``B x (distinct keys)``,
+    never ``C x C`` (C is every device's candidates)."""
+    _, key_id = torch.unique(keys, return_inverse=True)  # [C] -> 0..U-1
+    has_key = positive_mask.new_zeros(positive_mask.shape[0], int(key_id.max()) + 1)  # [B, U]
+    rows, cols = positive_mask.nonzero(as_tuple=True)
+    has_key[rows, key_id[cols]] = True
+    return has_key[:, key_id] & ~positive_mask
 
 
 def _split_views(anchors: Tensor, candidates: Tensor, loss: str) -> tuple[Tensor, Tensor]:

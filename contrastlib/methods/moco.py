@@ -143,7 +143,7 @@ class MoCo(ContrastiveModule):
             k = self.keys(batch.views[1])
             b = q.shape[0]
             not_own = ~torch.eye(b, dtype=torch.bool, device=q.device)
-            loss: Tensor = self.loss_fn(q, k, exclude_mask=not_own, extra_negatives=self.queue.clone().detach())
+            loss: Tensor = self.loss_fn(q, k, exclude_mask=not_own, extra_negatives=self.queue)
             if self.training:
                 self._pending.append(k)
             return loss

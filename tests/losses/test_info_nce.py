@@ -181,3 +181,19 @@ def test_mask_duplicates_is_refused_with_the_streamed_loss():
     with pytest.raises(ValueError, match="mask_duplicates"):
         InfoNCELoss(0.1, chunk_size=4, mask_duplicates=True)
     assert InfoNCELoss(0.1, chunk_size=4).mask_duplicates is False
+
+
+def test_duplicate_mask_with_several_positives_against_the_pairwise_definition():
+    """Candidate j is masked for anchor i iff it shares a key with some positive of i and
+    is not itself a positive of i (checked against the C x C pairwise form)."""
+    from contrastlib.losses.modules import duplicate_mask
+
+    g = torch.Generator().manual_seed(0)
+    for _ in range(100):
+        b = int(torch.randint(1, 6, (1,), generator=g))
+        c = b + int(torch.randint(0, 8, (1,), generator=g))
+        keys = torch.randint(0, 5, (c,), generator=g)
+        pos = torch.rand(b, c, generator=g) < 0.3
+        same = keys[:, None] == keys[None, :]
+        expected = ((pos.float() @ same.float()) > 0) & ~pos
+        assert torch.equal(duplicate_mask(pos, keys), expected)
