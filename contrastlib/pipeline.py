@@ -37,6 +37,7 @@ from contrastlib.jobs import Job
 from contrastlib.methods.base import ContrastiveModule, TrainData
 from contrastlib.registry import SAMPLERS
 from contrastlib.training.gradcache import GradCache
+from contrastlib.training.monitor import EvalMonitor, monitor_callbacks
 from contrastlib.training.precision import encode_precision, resolve_precision
 from contrastlib.training.trainer import build_trainer
 
@@ -61,6 +62,8 @@ class FitPlan:
     sampler_options: dict[str, Any] = field(default_factory=dict)
     #: The miner's rules for ``remine`` (None: no re-mining).
     remine_options: Any = None
+    #: Classes of the online linear probe (``eval.online_probe``; None: off).
+    probe_classes: int | None = None
 
 
 @dataclass
@@ -111,7 +114,19 @@ def plan_fit(cfg: RunConfig) -> FitPlan:
             from contrastlib.mining.inputs import read_corpus_file
 
             read_corpus_file(Path(cfg.remine.corpus))  # bad corpus fails before work
-    return FitPlan(cfg, method_cls, config, data, loss, sampler, precision, reason, evaluators, options, remine)
+    probe = _probe_classes(cfg, data) if cfg.eval.online_probe else None
+    return FitPlan(cfg, method_cls, config, data, loss, sampler, precision, reason, evaluators, options, remine, probe)
+
+
+def _probe_classes(cfg: RunConfig, data: TrainData) -> int:
+    images = getattr(data.dataset, "images", None)
+    if cfg.model.get("encoder") != "image" or images is None:
+        raise ConfigError("eval.online_probe: the online linear probe is for image methods (a backbone's features)")
+    if images.labels is None:
+        raise ConfigError(
+            f"eval.online_probe: {data.source} has no labels (class sub-folders or a labels array) to train a probe on"
+        )
+    return int(max(images.labels)) + 1
 
 
 def _remining_callback(plan: FitPlan) -> list[Any]:
@@ -193,7 +208,11 @@ def fit(cfg: RunConfig, *, log: Any = print, plan: FitPlan | None = None) -> Fit
 
         module = _build_module(plan, encoder)
         loader = build_loader(plan, module)
-        trainer = _build_trainer(plan, job, module)
+        monitors = monitor_callbacks(
+            plan.evaluators, every_n_epochs=cfg.eval.every_n_epochs, run_dir=job.dir, initial=result.before,
+            probe_classes=plan.probe_classes,
+        )
+        trainer = _build_trainer(plan, job, module, monitors)
         ckpt = job.dir / "checkpoints" / "last.ckpt" if cfg.resume else None
         start = time.perf_counter()
         trainer.fit(module, train_dataloaders=loader, ckpt_path=str(ckpt) if ckpt else None)
@@ -205,9 +224,14 @@ def fit(cfg: RunConfig, *, log: Any = print, plan: FitPlan | None = None) -> Fit
 
         if job.is_zero:
             module.export(job.dir / "model")
-            if plan.evaluators:
+            monitor = next((m for m in monitors if isinstance(m, EvalMonitor)), None)
+            if monitor is not None and monitor.last_step == result.steps:
+                result.after = monitor.last_metrics  # the last epoch's evaluation is the final model's
+            elif plan.evaluators:
                 log(f"evaluating {len(plan.evaluators)} set(s) after training")
                 result.after = _evaluate(plan.evaluators, encoder)
+            if cfg.eval.projection != "none":
+                _plot_projections(plan.evaluators, job.dir, cfg.eval.projection_points, cfg.seed, log)
             job.write_json(
                 "metrics.json",
                 {"before": result.before, "after": result.after, "steps": result.steps,
@@ -236,7 +260,25 @@ def _build_module(plan: FitPlan, encoder: Any) -> ContrastiveModule:
     )
 
 
-def _build_trainer(plan: FitPlan, job: Job, module: ContrastiveModule) -> pl.Trainer:
+def _plot_projections(evaluators: list[Any], run_dir: Path, points: int, seed: int, log: Any) -> None:
+    """A t-SNE map per image test set, from the embeddings its last evaluation computed."""
+    from contrastlib.evaluation.plots import plot_projection
+
+    done: set[str] = set()
+    for e in evaluators:
+        last = getattr(e, "last_test", None)
+        source = str(getattr(getattr(e, "test", None), "source", ""))
+        if last is None or source in done:
+            continue
+        done.add(source)
+        stem = "".join(c if c.isalnum() or c in "-_." else "_" for c in Path(str(source)).name)[:60]
+        path = run_dir / "plots" / f"projection-{stem}.png"
+        plot_projection(path, last[0], last[1], classes=getattr(e.test, "classes", None), points=points, seed=seed,
+                        title=f"t-SNE of test embeddings: {source}")
+        log(f"wrote {path}")
+
+
+def _build_trainer(plan: FitPlan, job: Job, module: ContrastiveModule, monitors: list[Any]) -> pl.Trainer:
     t = plan.cfg.trainer
     # Under a gradient cache the module optimises manually and does accumulation and
     # clipping itself; the Trainer must not.
@@ -257,7 +299,7 @@ def _build_trainer(plan: FitPlan, job: Job, module: ContrastiveModule) -> pl.Tra
         keep_step_checkpoints=t.keep_step_checkpoints,
         enable_progress_bar=t.enable_progress_bar,
         deterministic=t.deterministic,
-        extra_callbacks=[*module.callbacks(), *_remining_callback(plan)],
+        extra_callbacks=[*module.callbacks(), *_remining_callback(plan), *monitors],
         log_version=_resume_log_version(job.dir) if plan.cfg.resume else "",
     )
 

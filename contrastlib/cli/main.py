@@ -163,22 +163,19 @@ def cmd_eval_retrieval(args: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_eval_knn(args: argparse.Namespace) -> int:
-    from contrastlib.evaluation.knn import PRESETS, embed_images, knn_classify
-
+def _image_features(args: argparse.Namespace) -> tuple[Any, Any, Any, Any]:
+    """``--train`` / ``--test`` read and checked (every image decoded) before ``--model``
+    loads; then both embedded by the model's backbone: ``(train, y_train, test, y_test)``."""
     if args.batch_size < 1:
         raise ContrastlibError(f"--batch-size must be >= 1, got {args.batch_size}")
-    k, temperature = PRESETS[args.preset]
-    k, temperature = args.k or k, args.temperature or temperature
-    if k < 1 or temperature <= 0:
-        raise ContrastlibError(f"--k must be >= 1 and --temperature > 0, got {k} and {temperature}")
     from contrastlib.data.images import read_images
 
     sets = {}
-    for which, spec in (("train", args.train), ("test", args.test)):  # read and checked before the model loads
+    for which, spec in (("train", args.train), ("test", args.test)):
         sets[which] = read_images(spec, verify="decode")
         if sets[which].labels is None:
             raise ContrastlibError(f"--{which} {spec}: no labels (class sub-folders, or a labels array)")
+    from contrastlib.evaluation.knn import embed_images
     from contrastlib.jobs import load_image_encoder
 
     encoder = load_image_encoder(args.model, **({"cifar_stem": True} if args.cifar_stem else {}))
@@ -186,6 +183,17 @@ def cmd_eval_knn(args: argparse.Namespace) -> int:
           "precision": args.precision, "num_workers": args.num_workers, "show_progress_bar": not args.no_progress}
     train, ytr = embed_images(encoder, sets["train"], **kw)
     test, yte = embed_images(encoder, sets["test"], **kw)
+    return train, ytr, test, yte
+
+
+def cmd_eval_knn(args: argparse.Namespace) -> int:
+    from contrastlib.evaluation.knn import PRESETS, knn_classify
+
+    k, temperature = PRESETS[args.preset]
+    k, temperature = args.k or k, args.temperature or temperature
+    if k < 1 or temperature <= 0:
+        raise ContrastlibError(f"--k must be >= 1 and --temperature > 0, got {k} and {temperature}")
+    train, ytr, test, yte = _image_features(args)
     r = knn_classify(train, ytr, test, yte, k=k, temperature=temperature)
     _emit(
         args,
@@ -193,6 +201,31 @@ def cmd_eval_knn(args: argparse.Namespace) -> int:
          **r.as_dict()},
         f"kNN  {args.test}  train={r.n_train}  test={r.n_test}  k={r.k}  T={r.temperature:g}  "
         f"top1={r.top1:.2f}  top5={r.top5:.2f}",
+    )
+    return 0
+
+
+def cmd_eval_linear(args: argparse.Namespace) -> int:
+    from contrastlib.evaluation.linear import linear_probe
+
+    C: float | str = "auto"
+    if args.C != "auto":
+        try:
+            C = float(args.C)
+        except ValueError:
+            C = -1.0
+        if not C > 0:
+            raise ContrastlibError(f"--C must be 'auto' or a number > 0, got {args.C!r}")
+    if args.max_iter < 1:
+        raise ContrastlibError(f"--max-iter must be >= 1, got {args.max_iter}")
+    train, ytr, test, yte = _image_features(args)
+    r = linear_probe(train, ytr, test, yte, C=C, max_iter=args.max_iter)
+    search = "  ".join(f"C={c:g}: {a:.2f}" for c, a in r.search.items())
+    _emit(
+        args,
+        {"task": "linear", "model": args.model, "train": args.train, "test": args.test, **r.as_dict()},
+        f"linear probe  {args.test}  train={r.n_train}  test={r.n_test}  C={r.C:g}  "
+        f"top1={r.top1:.2f}  top5={r.top5:.2f}" + (f"\nheld-out accuracy by C: {search}" if search else ""),
     )
     return 0
 
@@ -423,24 +456,34 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true", help="print one JSON object as the last stdout line")
     p.set_defaults(func=cmd_eval_retrieval)
 
-    p = eval_sub.add_parser("knn", help="weighted kNN top-1/top-5 of an image encoder (train set -> test set)")
-    p.add_argument("--model", "-m", required=True,
-                   help="image run dir, 'timm:NAME' (random init: a floor) or 'pixels' (raw pixels: a floor)")
-    p.add_argument("--train", required=True, help="labelled image set: folder, .zip[:SUB], .npz, IDX")
-    p.add_argument("--test", required=True, help="labelled image set, same forms")
+    def image_eval(name: str, help: str) -> argparse.ArgumentParser:
+        p = eval_sub.add_parser(name, help=help)
+        p.add_argument("--model", "-m", required=True,
+                       help="image run dir, 'timm:NAME' (random init: a floor) or 'pixels' (raw pixels: a floor)")
+        p.add_argument("--train", required=True, help="labelled image set: folder, .zip[:SUB], .npz, IDX")
+        p.add_argument("--test", required=True, help="labelled image set, same forms")
+        p.add_argument("--size", type=int, default=32, help="image side the model sees (default 32)")
+        p.add_argument("--channels", type=int, choices=[1, 3], default=3)
+        p.add_argument("--cifar-stem", action="store_true", help="with timm:NAME, the 3x3 stride-1 CIFAR stem")
+        p.add_argument("--batch-size", type=int, default=256)
+        p.add_argument("--num-workers", type=int, default=0)
+        p.add_argument("--precision", choices=["fp32", "bf16"], default="fp32")
+        p.add_argument("--no-progress", action="store_true")
+        p.add_argument("--json", action="store_true", help="print one JSON object as the last stdout line")
+        return p
+
+    p = image_eval("knn", "weighted kNN top-1/top-5 of an image encoder (train set -> test set)")
     p.add_argument("--preset", choices=["lightly", "solo-learn"], default="lightly",
                    help="lightly: k 200, T 0.1; solo-learn: k 20, T 0.07")
     p.add_argument("--k", type=int, default=None, help="neighbours (overrides the preset)")
     p.add_argument("--temperature", type=float, default=None, help="vote temperature (overrides the preset)")
-    p.add_argument("--size", type=int, default=32, help="image side the model sees (default 32)")
-    p.add_argument("--channels", type=int, choices=[1, 3], default=3)
-    p.add_argument("--cifar-stem", action="store_true", help="with timm:NAME, the 3x3 stride-1 CIFAR stem")
-    p.add_argument("--batch-size", type=int, default=256)
-    p.add_argument("--num-workers", type=int, default=0)
-    p.add_argument("--precision", choices=["fp32", "bf16"], default="fp32")
-    p.add_argument("--no-progress", action="store_true")
-    p.add_argument("--json", action="store_true", help="print one JSON object as the last stdout line")
     p.set_defaults(func=cmd_eval_knn)
+
+    p = image_eval("linear", "linear probe (logistic regression on frozen features) of an image encoder")
+    p.add_argument("--C", default="auto",
+                   help="inverse L2 strength, or 'auto': chosen on a held-out fifth of --train (default)")
+    p.add_argument("--max-iter", type=int, default=1000, help="L-BFGS iterations")
+    p.set_defaults(func=cmd_eval_linear)
 
     p = add("embed", "embed one text per line into .npy or .safetensors")
     p.add_argument("--model", "-m", required=True)

@@ -22,6 +22,7 @@ from contrastlib.config.build import SectionKeyError, encoder_spec, loss_spec, m
 from contrastlib.config.schema import (
     ENCODE_PRECISIONS,
     OPTIMIZERS,
+    PROJECTIONS,
     SCHEDULERS,
     SECTION_SELECTORS,
     TRAINER_PRECISIONS,
@@ -138,6 +139,7 @@ def validate(cfg: RunConfig) -> None:
         SAMPLERS.check(cfg.data.sampler, key="data.sampler")
     _choice(cfg.trainer.precision, TRAINER_PRECISIONS, "trainer.precision")
     _choice(cfg.eval.precision, ENCODE_PRECISIONS, "eval.precision")
+    _choice(cfg.eval.projection, PROJECTIONS, "eval.projection")
     _choice(cfg.optim.scheduler, SCHEDULERS, "optim.scheduler")
     _choice(cfg.optim.name, OPTIMIZERS, "optim.name")
     bounded: list[tuple[str, int | None, int]] = [
@@ -153,6 +155,9 @@ def validate(cfg: RunConfig) -> None:
         ("data.num_workers", cfg.data.num_workers, 0),
         ("gradcache.chunk_size", cfg.gradcache.chunk_size, 1),
         ("gradcache.token_budget", cfg.gradcache.token_budget, 1),
+        ("eval.every_n_epochs", cfg.eval.every_n_epochs, 1),
+        ("eval.projection_points", cfg.eval.projection_points, 10),
+        ("eval.batch_size", cfg.eval.batch_size, 1),
     ]
     for key, value, low in bounded:
         if value is not None and value < low:

@@ -15,6 +15,7 @@ from omegaconf import MISSING
 #: the hardware does bf16 matrix work natively, else 32-true).
 TRAINER_PRECISIONS = ("auto", "32-true", "bf16-mixed", "16-mixed", "bf16-true", "64-true")
 ENCODE_PRECISIONS = ("auto", "fp32", "bf16", "fp16")
+PROJECTIONS = ("tsne", "none")
 SCHEDULERS = ("linear", "constant", "cosine")
 OPTIMIZERS = ("adamw", "sgd")
 
@@ -103,6 +104,21 @@ class EvalConfig:
     #: Weighted kNN on image sets: ``{train: SET, test: SET, preset: lightly | solo-learn,
     #: k, temperature, size}`` per entry (image methods).
     knn: list[Any] = field(default_factory=list)
+    #: Linear probe (logistic regression on frozen features) on image sets: ``{train: SET,
+    #: test: SET, C: auto | number, max_iter, size, channels}`` per entry (image methods).
+    linear: list[Any] = field(default_factory=list)
+    #: Also run every evaluation at the end of every N-th epoch (logged as ``eval/...``,
+    #: with ``eval_curve.csv`` and ``plots/eval_curve.png``); null: before and after only.
+    every_n_epochs: int | None = None
+    #: After training, a 2-D map of each kNN / linear test set's embeddings coloured by
+    #: class (``plots/projection-*.png``): ``tsne`` (scikit-learn) or ``none``.
+    projection: str = "tsne"
+    #: Images drawn in that map (a class-stratified sample; t-SNE is quadratic).
+    projection_points: int = 2000
+    #: Image methods: train a linear classifier on the detached backbone features of each
+    #: training batch alongside the run (solo-learn's and lightly's online probe); logs
+    #: ``probe/loss`` and ``probe/top1``. Needs labelled training images.
+    online_probe: bool = False
     batch_size: int = 128
     #: auto: bf16 where training would pick bf16-mixed, else fp32.
     precision: str = "auto"

@@ -24,6 +24,13 @@ import torch
 #: Per-channel statistics (ImageNet's, as timm and the peers use).
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
+#: One-channel (grey) inputs: the mean of the three ImageNet statistics.
+GREY_MEAN, GREY_STD = (0.449,), (0.226,)
+
+
+def default_stats(channels: int) -> tuple[tuple[float, ...], tuple[float, ...]]:
+    """Normalisation mean and std for ``channels`` (ImageNet's, or their grey average)."""
+    return (GREY_MEAN, GREY_STD) if channels == 1 else (IMAGENET_MEAN, IMAGENET_STD)
 
 
 @dataclass(frozen=True)
@@ -75,7 +82,12 @@ def augment_config(options: dict[str, Any] | None = None) -> AugmentConfig:
     for key in ("mean", "std"):
         if key in options:
             options[key] = tuple(float(v) for v in options[key])
-    cfg = replace(AugmentConfig(), **{**RECIPES[recipe], **options})
+    merged = {**RECIPES[recipe], **options}
+    if merged.get("channels") == 1:  # grey statistics unless the user gave their own
+        grey_mean, grey_std = default_stats(1)
+        merged.setdefault("mean", grey_mean)
+        merged.setdefault("std", grey_std)
+    cfg = replace(AugmentConfig(), **merged)
     if cfg.size < 1 or not 0 < cfg.min_scale <= cfg.max_scale <= 1:
         raise ConfigError(f"method.augment: size must be >= 1 and 0 < min_scale <= max_scale <= 1, got {asdict(cfg)}")
     if cfg.channels not in (1, 3) or len(cfg.mean) != cfg.channels or len(cfg.std) != cfg.channels:
@@ -106,11 +118,17 @@ def view_transform(cfg: AugmentConfig) -> Any:
     return v2.Compose(steps)
 
 
-def eval_transform(size: int, *, channels: int = 3, mean: tuple[float, ...] = IMAGENET_MEAN,
-                   std: tuple[float, ...] = IMAGENET_STD) -> Any:
+def eval_transform(size: int, *, channels: int = 3, mean: tuple[float, ...] | None = None,
+                   std: tuple[float, ...] | None = None) -> Any:
     """Evaluation: resize the short side to ``size`` (as the peers do for CIFAR: no crop
-    at 32 px; a centre crop of 87.5% above), then normalise."""
+    at 32 px; a centre crop of 87.5% above), then normalise (by default with
+    :func:`default_stats` for ``channels``)."""
     from torchvision.transforms import v2
+
+    mean = mean or default_stats(channels)[0]
+    std = std or default_stats(channels)[1]
+    if len(mean) != channels or len(std) != channels:
+        raise ValueError(f"{channels} channel(s) need {channels} mean and std values, got {mean}, {std}")
 
     steps: list[Any] = [v2.ToImage(), _channels(channels)]
     if size <= 64:

@@ -8,6 +8,7 @@ from collections.abc import Callable
 from typing import Any
 
 from contrastlib.evaluation.knn import KNNEvaluator, KNNResult, knn_classify
+from contrastlib.evaluation.linear import LinearEvaluator, LinearResult, linear_probe
 from contrastlib.evaluation.retrieval import (
     RetrievalEvaluator,
     RetrievalResult,
@@ -22,12 +23,15 @@ EVALUATIONS: dict[str, Callable[..., Any]] = {
     "sts": STSEvaluator.from_file,
     "retrieval": RetrievalEvaluator.from_spec,
     "knn": KNNEvaluator.from_spec,
+    "linear": LinearEvaluator.from_spec,
 }
 
 __all__ = [
     "EVALUATIONS",
     "KNNEvaluator",
     "KNNResult",
+    "LinearEvaluator",
+    "LinearResult",
     "RetrievalEvaluator",
     "RetrievalResult",
     "STSEvaluator",
@@ -35,6 +39,7 @@ __all__ = [
     "evaluate_retrieval",
     "evaluate_sts",
     "knn_classify",
+    "linear_probe",
     "mean_metrics",
     "query_metrics",
     "sts_correlations",

@@ -133,6 +133,26 @@ class PixelEncoder:
         return x.flatten(1)
 
 
+def labelled_sets(kind: str, spec: Any, options: set[str]) -> tuple[dict[str, Any], Any, Any]:
+    """An ``eval.<kind>`` entry (a dict, or ``"TRAIN|TEST"``) checked against its keys,
+    and its two labelled image sets, read (headers checked) before any model loads."""
+    from contrastlib.data.images import read_images
+    from contrastlib.errors import ConfigError
+
+    entry = dict(spec) if not isinstance(spec, str) else {"train": spec.split("|")[0], "test": spec.split("|")[-1]}
+    allowed = {"train", "test", *options}
+    unknown = sorted(set(entry) - allowed)
+    if unknown:
+        raise ConfigError(f"eval.{kind}.{unknown[0]}: unknown key; valid: {', '.join(sorted(allowed))}")
+    if "train" not in entry or "test" not in entry:
+        raise ConfigError(f"eval.{kind}: each entry needs 'train' and 'test' image sets")
+    train, test = read_images(entry["train"]), read_images(entry["test"])
+    for which, s in (("train", train), ("test", test)):
+        if s.labels is None:
+            raise ConfigError(f"eval.{kind}.{which}: {entry[which]} has no labels (class sub-folders or a labels array)")
+    return entry, train, test
+
+
 @dataclass
 class KNNEvaluator:
     """``eval.knn``: ``{train: SET, test: SET, preset: lightly | solo-learn, k, temperature,
@@ -148,27 +168,18 @@ class KNNEvaluator:
     batch_size: int = 256
     precision: str = "fp32"
     main_metric: str = "top1"
+    #: ``(features, labels)`` of the test set from the latest call (the run's t-SNE map).
+    last_test: Any = None
 
     @classmethod
     def from_spec(cls, spec: Any, *, batch_size: int, precision: str) -> KNNEvaluator:
-        from contrastlib.data.images import read_images
         from contrastlib.errors import ConfigError
 
-        entry = dict(spec) if not isinstance(spec, str) else {"train": spec.split("|")[0], "test": spec.split("|")[-1]}
-        allowed = {"train", "test", "preset", "k", "temperature", "size", "channels"}
-        unknown = sorted(set(entry) - allowed)
-        if unknown:
-            raise ConfigError(f"eval.knn.{unknown[0]}: unknown key; valid: {', '.join(sorted(allowed))}")
-        if "train" not in entry or "test" not in entry:
-            raise ConfigError("eval.knn: each entry needs 'train' and 'test' image sets")
+        entry, train, test = labelled_sets("knn", spec, {"preset", "k", "temperature", "size", "channels"})
         preset = entry.get("preset", "lightly")
         if preset not in PRESETS:
             raise ConfigError(f"eval.knn.preset: unknown preset {preset!r}; valid: {', '.join(PRESETS)}")
         k, t = PRESETS[preset]
-        train, test = read_images(entry["train"]), read_images(entry["test"])
-        for which, s in (("train", train), ("test", test)):
-            if s.labels is None:
-                raise ConfigError(f"eval.knn.{which}: {entry[which]} has no labels (class sub-folders or a labels array)")
         return cls(
             f"knn:{entry['test']}", train, test, k=int(entry.get("k", k)), temperature=float(entry.get("temperature", t)),
             size=int(entry.get("size", 32)), channels=int(entry.get("channels", 3)), batch_size=batch_size,
@@ -180,5 +191,6 @@ class KNNEvaluator:
                               "precision": self.precision}
         tr, ytr = embed_images(encoder, self.train, **kw)
         te, yte = embed_images(encoder, self.test, **kw)
+        self.last_test = (te, yte)
         r = knn_classify(tr, ytr, te, yte, k=self.k, temperature=self.temperature)
         return {"top1": r.top1, "top5": r.top5, "k": float(r.k)}

@@ -78,7 +78,7 @@ def ema_update(target: nn.Module, source: nn.Module, m: float) -> None:
 class MoCo(ContrastiveModule):
     Config = MoCoConfig
     default_sampler = "random"
-    evaluations = ("knn",)
+    evaluations = ("knn", "linear")
     encoders = ("image",)
 
     def __init__(

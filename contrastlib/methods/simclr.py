@@ -53,7 +53,7 @@ def read_view_data(path: str, config: Any, *, max_rows: int | None = None) -> Tr
 class SimCLR(ContrastiveModule):
     Config = SimCLRConfig
     default_sampler = "random"
-    evaluations = ("knn",)
+    evaluations = ("knn", "linear")
     encoders = ("image",)
 
     def __init__(self, encoder: nn.Module, loss: nn.Module, *, views: int = 2, augment: Any = None, **kwargs: Any) -> None:

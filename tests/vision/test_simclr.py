@@ -22,9 +22,9 @@ def last_json(capsys) -> dict:
 def run_dir(tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("runs")
     code = main([
-        "fit", "simclr-digits", f"output_dir={out}", "name=smoke", "trainer.max_steps=4", "data.batch_size=32",
-        "data.max_rows=256", "trainer.enable_progress_bar=false", "model.name=resnet10t", "model.projection=[64,32]",
-        "trainer.precision=32-true",
+        "fit", "simclr-digits", f"output_dir={out}", "name=smoke", "trainer.max_epochs=2", "data.batch_size=32",
+        "data.max_rows=128", "trainer.enable_progress_bar=false", "model.name=resnet10t", "model.projection=[64,32]",
+        "trainer.precision=32-true", "trainer.log_every_n_steps=1",
     ])
     assert code == 0
     return out / "smoke"
@@ -32,12 +32,41 @@ def run_dir(tmp_path_factory) -> Path:
 
 def test_fit_writes_encoder_and_knn_before_and_after(run_dir):
     metrics = json.loads((run_dir / "metrics.json").read_text())
-    (name,) = metrics["before"]
-    assert name.startswith("knn:") and metrics["steps"] == 4
+    knn, linear = sorted(metrics["before"])
+    assert knn.startswith("knn:") and linear.startswith("linear:") and metrics["steps"] == 8
     for when in ("before", "after"):
-        assert 10 < metrics[when][name]["top1"] <= 100
-    assert metrics["before"][name] != metrics["after"][name]  # the backbone was trained
+        for name in (knn, linear):
+            assert 10 < metrics[when][name]["top1"] <= 100
+    assert metrics["before"][knn] != metrics["after"][knn]  # the backbone was trained
     assert (run_dir / "model" / "encoder.safetensors").is_file()
+
+
+def test_fit_monitors_each_epoch_and_plots(run_dir):
+    """eval.every_n_epochs=1: epochs 0 (before), 1 and 2 in eval_curve.csv and the logs;
+    the last epoch's evaluation is the run's "after"; the online probe logs each step."""
+    import csv
+
+    metrics = json.loads((run_dir / "metrics.json").read_text())
+    rows = list(csv.DictReader((run_dir / "eval_curve.csv").read_text().splitlines()))
+    for name in metrics["before"]:
+        top1 = {int(r["epoch"]): float(r["value"]) for r in rows if r["name"] == name and r["metric"] == "top1"}
+        assert sorted(top1) == [0, 1, 2]
+        assert top1[0] == pytest.approx(metrics["before"][name]["top1"])
+        assert top1[2] == pytest.approx(metrics["after"][name]["top1"])
+    logged = list(csv.DictReader((run_dir / "logs" / "metrics.csv").read_text().splitlines()))
+    knn = next(n for n in metrics["before"] if n.startswith("knn:"))
+    at = [int(r["step"]) for r in logged if r.get(f"eval/{knn}/top1")]
+    assert at == [4, 8]  # logged at the optimizer steps taken: after epoch 1 (4 steps) and epoch 2 (8)
+    probe_loss = [float(r["probe/loss"]) for r in logged if r.get("probe/loss")]
+    probe_top1 = [float(r["probe/top1"]) for r in logged if r.get("probe/top1")]
+    assert len(probe_loss) == 8 and len(probe_top1) == 2 and all(0 <= a <= 100 for a in probe_top1)
+    for png in ("eval_curve.png", "projection-digits-test.npz.png"):
+        assert (run_dir / "plots" / png).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    state = torch.load(run_dir / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=True)
+    callbacks = state["callbacks"]
+    assert any(k.startswith("EvalMonitor") for k in callbacks)  # the curve continues after a resume
+    probe = next(v for k, v in callbacks.items() if k.startswith("OnlineProbe"))
+    assert probe["head"]["weight"].shape == (10, 512)  # resnet10t features -> 10 digit classes
 
 
 def test_eval_knn_reads_the_run_and_the_floors(run_dir, capsys):

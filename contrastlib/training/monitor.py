@@ -1,0 +1,205 @@
+"""Monitors that run alongside training: evaluations every N epochs, and an online
+linear probe.
+
+* :class:`EvalMonitor` runs the run's evaluators (kNN, linear probe, STS, retrieval; any
+  object called with the encoder that returns ``{metric: value}``) at the end of every
+  N-th epoch on rank 0, logs them to CSV and TensorBoard as ``eval/<set>/<metric>``, and
+  rewrites ``eval_curve.csv`` and ``plots/eval_curve.png`` each time. Its history is in
+  the checkpoint, so a resumed run's curve continues.
+* :class:`OnlineProbe` trains a linear classifier on the detached backbone features of
+  each training batch (the first view), as solo-learn and lightly do, and logs its loss
+  and its accuracy on the training batches. It reads the features the step already
+  computed (a forward hook on the backbone) instead of running the backbone again, and
+  under DDP it gathers features and labels from every rank, so that every rank trains
+  the same probe on the global batch. Its weights and optimizer state are in the
+  checkpoint.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import pytorch_lightning as pl
+import torch
+from torch import Tensor, nn
+
+from contrastlib.losses.distributed import gather_no_grad, world_info
+from contrastlib.utils.io import atomic_path
+
+CURVE_FIELDS = ("epoch", "step", "name", "metric", "value")
+
+
+class EvalMonitor(pl.Callback):
+    """Evaluate every ``every_n_epochs`` epochs (rank 0) and keep the curve.
+
+    Args:
+        evaluators: objects with ``name``, ``main_metric`` and ``__call__(encoder)``.
+        every_n_epochs: evaluate after epochs N, 2N, ... (and always after the last).
+        run_dir: where ``eval_curve.csv`` and ``plots/eval_curve.png`` go.
+        initial: metrics before training (epoch 0 of the curve).
+    """
+
+    def __init__(self, evaluators: Sequence[Any], every_n_epochs: int, run_dir: str | Path,
+                 initial: dict[str, dict[str, float]] | None = None) -> None:
+        if every_n_epochs < 1:
+            raise ValueError(f"every_n_epochs must be >= 1, got {every_n_epochs}")
+        self.evaluators, self.every = list(evaluators), every_n_epochs
+        self.run_dir = Path(run_dir)
+        self.history: list[dict[str, Any]] = []
+        self.last_step = -1
+        self.last_metrics: dict[str, dict[str, float]] = {}
+        if initial:
+            self._record(0, 0, initial)
+
+    def _record(self, epoch: int, step: int, metrics: dict[str, dict[str, float]]) -> None:
+        for name, values in metrics.items():
+            for metric, value in values.items():
+                self.history.append({"epoch": epoch, "step": step, "name": name, "metric": metric, "value": float(value)})
+
+    def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        epoch = int(trainer.current_epoch) + 1
+        last = trainer.max_epochs is not None and epoch >= trainer.max_epochs
+        if epoch % self.every and not last:
+            return
+        if trainer.sanity_checking or not trainer.is_global_zero:
+            return
+        encoder: Any = pl_module.encoder
+        metrics = {e.name: e(encoder) for e in self.evaluators}
+        step = int(trainer.global_step)
+        self._record(epoch, step, metrics)
+        self.last_step, self.last_metrics = step, metrics
+        flat = {f"eval/{name}/{m}": float(v) for name, vals in metrics.items() for m, v in vals.items()}
+        for logger in trainer.loggers:
+            logger.log_metrics(flat, step=step)
+        self.write()
+
+    def write(self) -> None:
+        buf = io.StringIO()
+        writer = csv.DictWriter(buf, fieldnames=CURVE_FIELDS)
+        writer.writeheader()
+        writer.writerows(self.history)
+        with atomic_path(self.run_dir / "eval_curve.csv") as tmp:
+            tmp.write_text(buf.getvalue())
+        from contrastlib.evaluation.plots import plot_curves
+
+        plot_curves(self.run_dir / "plots" / "eval_curve.png", self.history,
+                    {e.name: e.main_metric for e in self.evaluators})
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"history": list(self.history)}
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        self.history = list(state_dict.get("history", []))
+
+
+class OnlineProbe(pl.Callback):
+    """A linear classifier on detached backbone features, trained on every batch.
+
+    Args:
+        num_classes: classes of the training labels.
+        lr: the probe's own Adam learning rate (the encoder's optimizer never sees it).
+        features: which submodule's output to read (``backbone`` of an ImageEncoder).
+    """
+
+    def __init__(self, num_classes: int, *, lr: float = 1e-3, features: str = "backbone") -> None:
+        self.num_classes, self.lr, self.features_attr = num_classes, lr, features
+        self.head: nn.Linear | None = None
+        self.optimizer: torch.optim.Optimizer | None = None
+        self._captured: list[Tensor] = []
+        self._hook: Any = None
+        self._pending_state: dict[str, Any] | None = None
+
+    def _target(self, pl_module: pl.LightningModule) -> nn.Module:
+        module = getattr(pl_module.encoder, self.features_attr, None)
+        if not isinstance(module, nn.Module):
+            raise ValueError(f"online probe: the encoder has no '{self.features_attr}' submodule")
+        return module
+
+    def setup(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
+        encoder: Any = pl_module.encoder
+        dim = int(encoder.feature_dim)
+        self.head = nn.Linear(dim, self.num_classes).to(pl_module.device)
+        self.optimizer = torch.optim.Adam(self.head.parameters(), lr=self.lr)
+        if self._pending_state is not None:
+            self._apply_state(self._pending_state)
+            self._pending_state = None
+
+    def on_fit_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        assert self.head is not None
+        self.head.to(pl_module.device)
+        self._hook = self._target(pl_module).register_forward_hook(self._capture)
+
+    def on_fit_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        if self._hook is not None:
+            self._hook.remove()
+            self._hook = None
+
+    def _capture(self, module: nn.Module, args: Any, output: Any) -> None:
+        if module.training and isinstance(output, Tensor):
+            self._captured.append(output.detach())
+
+    def on_train_batch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule, batch: Any, batch_idx: int) -> None:
+        self._captured = []
+
+    def on_train_batch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule, outputs: Any, batch: Any,
+                           batch_idx: int) -> None:
+        assert self.head is not None and self.optimizer is not None
+        labels: Tensor = batch.labels
+        rows = int(labels.shape[0])
+        # the first view's rows are the first ``rows`` the backbone saw this step (whole,
+        # or in gradient-cache chunks, in order)
+        seen = torch.cat(self._captured) if self._captured else None
+        self._captured = []
+        if seen is None or seen.shape[0] < rows:
+            with torch.no_grad():
+                seen = self._target(pl_module)(batch.views[0])
+        x = seen[:rows].float()
+        _, world = world_info()
+        if world > 1:
+            x, labels = gather_no_grad(x.contiguous()), gather_no_grad(labels.contiguous())
+        with torch.enable_grad():
+            logits = self.head(x)
+            loss = nn.functional.cross_entropy(logits, labels)
+            self.optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            self.optimizer.step()
+        top1 = 100.0 * float((logits.argmax(1) == labels).float().mean())
+        # every rank holds the same values (the global batch): no sync needed. The epoch
+        # value is the batch-size-weighted mean: the accuracy over the epoch's batches.
+        pl_module.log("probe/loss", loss.detach(), on_step=True, on_epoch=False, batch_size=len(labels))
+        pl_module.log("probe/top1", top1, on_step=False, on_epoch=True, batch_size=len(labels))
+
+    def state_dict(self) -> dict[str, Any]:
+        if self.head is None or self.optimizer is None:
+            return {}
+        return {"head": self.head.state_dict(), "optimizer": self.optimizer.state_dict()}
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        if not state_dict:
+            return
+        if self.head is None:
+            self._pending_state = state_dict  # setup() has not run yet
+        else:
+            self._apply_state(state_dict)
+
+    def _apply_state(self, state: dict[str, Any]) -> None:
+        assert self.head is not None and self.optimizer is not None
+        self.head.load_state_dict(state["head"])
+        self.optimizer.load_state_dict(state["optimizer"])
+
+
+def monitor_callbacks(
+    evaluators: Sequence[Any], *, every_n_epochs: int | None, run_dir: Path, initial: dict[str, dict[str, float]],
+    probe_classes: int | None,
+) -> list[pl.Callback]:
+    """The monitors a run's ``eval`` section asks for."""
+    out: list[pl.Callback] = []
+    if every_n_epochs and evaluators:
+        out.append(EvalMonitor(evaluators, every_n_epochs, run_dir, initial))
+    if probe_classes:
+        out.append(OnlineProbe(probe_classes))
+    return out
