@@ -96,6 +96,11 @@ def plan_fit(cfg: RunConfig) -> FitPlan:
     SAMPLERS.check(sampler, key="data.sampler")
     options = check_sampler(sampler, cfg.data.sampler_options, data, cfg.data.batch_size)
     precision, reason = resolve_precision(cfg.trainer.precision, cfg.trainer.accelerator)
+    if cfg.trainer.sync_batchnorm:
+        import torch
+
+        if cfg.trainer.accelerator == "cpu" or not torch.cuda.is_available():
+            raise ConfigError("trainer.sync_batchnorm: torch's SyncBatchNorm runs on GPUs only (no CUDA device here)")
     evaluators: list[Any] = []
     for kind, builder in EVALUATIONS.items():
         files = getattr(cfg.eval, kind, [])
@@ -299,6 +304,7 @@ def _build_trainer(plan: FitPlan, job: Job, module: ContrastiveModule, monitors:
         keep_step_checkpoints=t.keep_step_checkpoints,
         enable_progress_bar=t.enable_progress_bar,
         deterministic=t.deterministic,
+        sync_batchnorm=t.sync_batchnorm,
         extra_callbacks=[*module.callbacks(), *_remining_callback(plan), *monitors],
         log_version=_resume_log_version(job.dir) if plan.cfg.resume else "",
     )

@@ -15,7 +15,15 @@ def in_child(target: Any, *args: Any) -> Any:
     q = ctx.Queue()
     p = ctx.Process(target=target, args=(*args, q))
     p.start()
-    out = q.get()
+    import queue
+
+    while True:  # a child that dies without an answer must not hang the benchmark
+        try:
+            out = q.get(timeout=5)
+            break
+        except queue.Empty:
+            if not p.is_alive():
+                raise RuntimeError(f"{getattr(target, '__name__', target)}{args} died (exit code {p.exitcode})") from None
     p.join()
     return out
 

@@ -124,7 +124,7 @@ def encoder_spec(values: Mapping[str, Any]) -> tuple[Any, str, dict[str, Any]]:
     check = getattr(cls, "check_arguments", None)
     if check is not None:
         try:
-            check(**kwargs)
+            check(name, **kwargs)
         except (ValueError, KeyError) as exc:
             message = str(exc.args[0]) if exc.args else str(exc)
             raise SectionKeyError(message.split(":", 1)[0], message) from None

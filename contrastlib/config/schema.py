@@ -79,6 +79,10 @@ class TrainerConfig:
     length_group_rows: int | None = 32
     enable_progress_bar: bool = True
     deterministic: bool = False
+    #: Under DDP on GPUs, BatchNorm statistics over the global batch (Lightning's
+    #: SyncBatchNorm; torch's needs CUDA): SimCLR's "global BN". Off: each rank normalises
+    #: its own rows (cheaper; MoCo's shuffle-BN is not provided).
+    sync_batchnorm: bool = False
 
 
 @dataclass

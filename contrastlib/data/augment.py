@@ -96,13 +96,17 @@ def augment_config(options: dict[str, Any] | None = None) -> AugmentConfig:
 
 
 def view_transform(cfg: AugmentConfig) -> Any:
-    """PIL image -> ``[C, size, size]`` float tensor: one random view."""
+    """PIL image -> ``[C, size, size]`` float tensor: one random view.
+
+    The crop, flip, jitter and grey steps run on the PIL image (torchvision v2 transforms
+    take PIL inputs; PIL's enhancers are several times faster than the same operations on
+    small uint8 tensors), and the image becomes a tensor only for the dtype and the
+    normalisation. Tensor inputs work as well (every step accepts them)."""
     from torchvision.transforms import v2
 
     s = cfg.jitter_strength
     steps: list[Any] = [
-        v2.ToImage(),
-        _channels(cfg.channels),
+        _Mode(cfg.channels),
         v2.RandomResizedCrop(cfg.size, scale=(cfg.min_scale, cfg.max_scale), antialias=True),
         v2.RandomHorizontalFlip(cfg.hflip),
     ]
@@ -114,7 +118,7 @@ def view_transform(cfg: AugmentConfig) -> Any:
     if cfg.blur_prob > 0 and cfg.size >= cfg.min_blur_size:
         kernel = max(3, cfg.size // 20 * 2 + 1)  # odd, about 10% of the size
         steps.append(v2.RandomApply([v2.GaussianBlur(kernel, sigma=(cfg.sigma_min, cfg.sigma_max))], p=cfg.blur_prob))
-    steps += [v2.ToDtype(torch.float32, scale=True), v2.Normalize(list(cfg.mean), list(cfg.std))]
+    steps += [v2.ToImage(), v2.ToDtype(torch.float32, scale=True), v2.Normalize(list(cfg.mean), list(cfg.std))]
     return v2.Compose(steps)
 
 
@@ -130,7 +134,7 @@ def eval_transform(size: int, *, channels: int = 3, mean: tuple[float, ...] | No
     if len(mean) != channels or len(std) != channels:
         raise ValueError(f"{channels} channel(s) need {channels} mean and std values, got {mean}, {std}")
 
-    steps: list[Any] = [v2.ToImage(), _channels(channels)]
+    steps: list[Any] = [_Mode(channels), v2.ToImage()]
     if size <= 64:
         steps.append(v2.Resize((size, size), antialias=True))
     else:
@@ -155,5 +159,17 @@ class _Channels(torch.nn.Module):
         return (x.float() * w).sum(dim=-3, keepdim=True).round().clamp(0, 255).to(x.dtype)
 
 
-def _channels(channels: int) -> _Channels:
-    return _Channels(channels)
+class _Mode(torch.nn.Module):
+    """A PIL image in RGB (3 channels) or L (1; ITU-R 601 luma, PIL's conversion); a
+    tensor through :class:`_Channels` (the same rule)."""
+
+    def __init__(self, channels: int) -> None:
+        super().__init__()
+        self.channels = channels
+        self.tensor = _Channels(channels)
+
+    def forward(self, img: Any) -> Any:
+        if isinstance(img, torch.Tensor):
+            return self.tensor(img)
+        mode = "RGB" if self.channels == 3 else "L"
+        return img if img.mode == mode else img.convert(mode)

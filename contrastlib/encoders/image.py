@@ -55,11 +55,18 @@ class ImageEncoder(nn.Module):
         pretrained: load timm's pretrained weights (needs them cached or a network).
         projection: hidden and output sizes of a projection head, e.g. ``[2048, 128]``;
             empty for none. The input size is the backbone's feature size.
+        projection_batch_norm: BatchNorm between the head's layers (SimCLR, MoCo v2/v3);
+            off: Linear + ReLU only (MoCo v1-style heads, or a model without BatchNorm).
         normalize: L2-normalise the output.
         weights: optional local ``.safetensors`` file with backbone weights.
         cifar_stem: for 32 px inputs, replace a ResNet's 7x7 stride-2 stem and its max
             pool with a 3x3 stride-1 convolution (SimCLR's CIFAR variant): without it a
             32 px image is 8x8 after the stem and 1x1 before the last stage.
+        channels_last: keep the backbone's weights and its inputs in the channels-last
+            memory layout (NHWC), which oneDNN and cuDNN convolutions run faster in: a
+            ResNet-18 SimCLR step at 32 px is ~10% faster on a 2-core CPU under bf16
+            (``scripts/bench_vision.py``). The values are the same; exported weights are
+            written contiguous.
         **timm_kwargs: passed to ``timm.create_model`` (e.g. ``in_chans``).
     """
 
@@ -69,9 +76,11 @@ class ImageEncoder(nn.Module):
         *,
         pretrained: bool = False,
         projection: Sequence[int] = (),
+        projection_batch_norm: bool = True,
         normalize: bool = False,
         weights: str | Path | None = None,
         cifar_stem: bool = False,
+        channels_last: bool = True,
         **timm_kwargs: Any,
     ) -> None:
         super().__init__()
@@ -86,18 +95,43 @@ class ImageEncoder(nn.Module):
             self.backbone.load_state_dict(load_file(str(weights)), strict=False)
         self.feature_dim = int(cast(int, self.backbone.num_features))
         self.head: nn.Module = (
-            ProjectionHead([self.feature_dim, *projection]) if projection else nn.Identity()
+            ProjectionHead([self.feature_dim, *projection], batch_norm=projection_batch_norm) if projection
+            else nn.Identity()
         )
         self.dim = int(projection[-1]) if projection else self.feature_dim
         self.normalize = normalize
+        self.channels_last = channels_last
+        if channels_last:
+            self.backbone.to(memory_format=torch.channels_last)
+
+    @classmethod
+    def check_arguments(cls, name: str, **kwargs: Any) -> None:
+        """Cheap checks of config values, run before any model is built (``model.*`` keys)."""
+        import difflib
+
+        import timm
+
+        if not timm.is_model(name):
+            close = difflib.get_close_matches(name, timm.list_models(), n=3)
+            raise ValueError(
+                f"model.name: {name!r} is not a timm model" + (f"; did you mean {', '.join(close)}?" if close else "")
+            )
+        projection = kwargs.get("projection") or ()
+        if not all(isinstance(d, int) and d > 0 for d in projection):
+            raise ValueError(f"model.projection: sizes must be positive integers, got {list(projection)}")
+        weights = kwargs.get("weights")
+        if weights is not None and not Path(weights).is_file():
+            raise ValueError(f"model.weights: no such file: {weights}")
 
     def features(self, images: Tensor) -> Tensor:
         """Backbone features ``[B, F]`` (what linear probes and kNN monitors read)."""
+        if self.channels_last and images.dim() == 4:
+            images = images.contiguous(memory_format=torch.channels_last)
         return self.backbone(images)
 
     def forward(self, images: Tensor) -> Tensor:
         """``[B, C, H, W] -> [B, dim]``."""
-        z = self.head(self.backbone(images))
+        z = self.head(self.features(images))
         return F.normalize(z.float(), dim=-1) if self.normalize else z
 
     @torch.inference_mode()

@@ -149,7 +149,7 @@ class TextEncoder(nn.Module):
         self.train()
 
     @classmethod
-    def check_arguments(cls, **kwargs: Any) -> None:
+    def check_arguments(cls, name: str, **kwargs: Any) -> None:
         """Cheap checks of config values, run before any model loads (``model.*`` keys)."""
         pooling = kwargs.get("pooling")
         if pooling is not None:

@@ -123,6 +123,10 @@ class OnlineProbe(pl.Callback):
         encoder: Any = pl_module.encoder
         dim = int(encoder.feature_dim)
         self.head = nn.Linear(dim, self.num_classes).to(pl_module.device)
+        # zeros (a convex problem needs no random start): the same probe on every rank and
+        # in every run, and no draw from the global random state the training uses
+        nn.init.zeros_(self.head.weight)
+        nn.init.zeros_(self.head.bias)
         self.optimizer = torch.optim.Adam(self.head.parameters(), lr=self.lr)
         if self._pending_state is not None:
             self._apply_state(self._pending_state)

@@ -27,6 +27,7 @@ def build_trainer(
     enable_progress_bar: bool,
     keep_step_checkpoints: bool = False,
     deterministic: bool,
+    sync_batchnorm: bool = False,
     extra_callbacks: list[pl.Callback] | None = None,
     log_version: str = "",
 ) -> pl.Trainer:
@@ -60,6 +61,7 @@ def build_trainer(
         log_every_n_steps=log_every_n_steps,
         enable_progress_bar=enable_progress_bar,
         deterministic=deterministic,
+        sync_batchnorm=sync_batchnorm,
         callbacks=[checkpoint, LearningRateMonitor("step"), *(extra_callbacks or [])],
         logger=loggers,
         # Our batch samplers shard by rank themselves (exact, equal batch counts).

@@ -109,3 +109,13 @@ def test_views_differ_and_run_in_workers():
     batch = next(iter(loader))
     assert batch.views.shape == (2, 8, 3, 16, 16) and batch.labels.tolist() == [ds.images.labels[i] for i in range(8)]
     assert not torch.equal(batch.views[0], batch.views[1])
+
+
+def test_a_bad_model_key_fails_before_the_run_directory_exists(tmp_path, capsys):
+    for override, expected in (("model.name=resnet1888", "did you mean resnet18"),
+                               ("model.projection=[512,0]", "model.projection"),
+                               ("model.weights=/nonexistent.safetensors", "model.weights: no such file")):
+        code = main(["fit", "simclr-digits", f"output_dir={tmp_path}", override])
+        err = capsys.readouterr().err.strip()
+        assert code == 2 and expected in err and len(err.splitlines()) == 1, err
+    assert not any(tmp_path.iterdir())
