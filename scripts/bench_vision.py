@@ -224,6 +224,7 @@ def knn_case(weights: str | None, train_npz: str, test_npz: str, q: Any) -> None
     if weights == "pixels":
         encoder: Any = PixelEncoder()
     else:
+        torch.manual_seed(0)  # the random-init floor is the same network in every run
         encoder = backbone()
         if weights:
             encoder.load_state_dict(torch.load(weights, map_location="cpu", weights_only=True))
