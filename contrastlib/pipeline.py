@@ -32,7 +32,7 @@ from contrastlib.config.build import (
 from contrastlib.config.load import to_yaml
 from contrastlib.config.schema import RunConfig
 from contrastlib.errors import ConfigError
-from contrastlib.evaluation import EVALUATIONS
+from contrastlib.evaluation import EVALUATIONS, run_evaluations
 from contrastlib.jobs import Job
 from contrastlib.methods.base import ContrastiveModule, TrainData
 from contrastlib.registry import SAMPLERS
@@ -151,10 +151,6 @@ def _remining_callback(plan: FitPlan) -> list[Any]:
     ]
 
 
-def _evaluate(evaluators: list[Any], encoder: Any) -> Metrics:
-    return {e.name: e(encoder) for e in evaluators}
-
-
 def _resume_log_version(run_dir: Path) -> str:
     n = 1
     while (run_dir / "logs" / f"resume-{n}").exists():
@@ -208,7 +204,7 @@ def fit(cfg: RunConfig, *, log: Any = print, plan: FitPlan | None = None) -> Fit
             result.before = json.loads(metrics_path.read_text()).get("before", {})
         elif plan.evaluators and job.is_zero:
             log(f"evaluating {len(plan.evaluators)} set(s) before training")
-            result.before = _evaluate(plan.evaluators, encoder)
+            result.before = run_evaluations(plan.evaluators, encoder)
             job.write_json("metrics.json", {"before": result.before})
 
         module = _build_module(plan, encoder)
@@ -234,7 +230,7 @@ def fit(cfg: RunConfig, *, log: Any = print, plan: FitPlan | None = None) -> Fit
                 result.after = monitor.last_metrics  # the last epoch's evaluation is the final model's
             elif plan.evaluators:
                 log(f"evaluating {len(plan.evaluators)} set(s) after training")
-                result.after = _evaluate(plan.evaluators, encoder)
+                result.after = run_evaluations(plan.evaluators, encoder)
             if cfg.eval.projection != "none":
                 _plot_projections(plan.evaluators, job.dir, cfg.eval.projection_points, cfg.seed, log)
             job.write_json(

@@ -7,7 +7,7 @@ declares which of them apply to it (``evaluations``).
 from collections.abc import Callable
 from typing import Any
 
-from contrastlib.evaluation.knn import KNNEvaluator, KNNResult, knn_classify
+from contrastlib.evaluation.knn import ImageSetEvaluator, KNNEvaluator, KNNResult, knn_classify
 from contrastlib.evaluation.linear import LinearEvaluator, LinearResult, linear_probe
 from contrastlib.evaluation.retrieval import (
     RetrievalEvaluator,
@@ -26,8 +26,18 @@ EVALUATIONS: dict[str, Callable[..., Any]] = {
     "linear": LinearEvaluator.from_spec,
 }
 
+
+
+def run_evaluations(evaluators: list[Any], encoder: Any) -> dict[str, dict[str, float]]:
+    """``{name: metrics}`` of every evaluator on ``encoder``; image evaluators of the same
+    set (kNN and linear probe on one test set) share its embeddings within the round."""
+    cache: dict[Any, Any] = {}
+    return {e.name: e(encoder, cache) if isinstance(e, ImageSetEvaluator) else e(encoder) for e in evaluators}
+
+
 __all__ = [
     "EVALUATIONS",
+    "ImageSetEvaluator",
     "KNNEvaluator",
     "KNNResult",
     "LinearEvaluator",
@@ -42,5 +52,6 @@ __all__ = [
     "linear_probe",
     "mean_metrics",
     "query_metrics",
+    "run_evaluations",
     "sts_correlations",
 ]

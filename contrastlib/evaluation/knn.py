@@ -154,15 +154,16 @@ def labelled_sets(kind: str, spec: Any, options: set[str]) -> tuple[dict[str, An
 
 
 @dataclass
-class KNNEvaluator:
-    """``eval.knn``: ``{train: SET, test: SET, preset: lightly | solo-learn, k, temperature,
-    size, channels}``; both sets are read (and checked) when built, before any model loads."""
+class ImageSetEvaluator:
+    """What the kNN and linear-probe evaluators share: two labelled image sets, read and
+    checked when built, and embedded by the encoder's backbone when called.
+
+    ``cache``: one dict per evaluation round (:func:`contrastlib.evaluation.run_evaluations`),
+    so that evaluators of the same set and transform embed it once per round."""
 
     name: str
     train: Any
     test: Any
-    k: int = 200
-    temperature: float = 0.1
     size: int = 32
     channels: int = 3
     batch_size: int = 256
@@ -170,6 +171,37 @@ class KNNEvaluator:
     main_metric: str = "top1"
     #: ``(features, labels)`` of the test set from the latest call (the run's t-SNE map).
     last_test: Any = None
+
+    def features(self, encoder: Any, cache: dict[Any, Any] | None = None) -> tuple[np.ndarray, ...]:
+        """``(train, train_labels, test, test_labels)``."""
+        kw: dict[str, Any] = {"size": self.size, "channels": self.channels, "batch_size": self.batch_size,
+                              "precision": self.precision}
+
+        def embed(images: Any) -> tuple[np.ndarray, np.ndarray]:
+            key = (images.source, len(images), self.size, self.channels, self.precision)
+            if cache is None or key not in cache:
+                out = embed_images(encoder, images, **kw)
+                if cache is None:
+                    return out
+                cache[key] = out
+            return cache[key]
+
+        tr, ytr = embed(self.train)
+        te, yte = embed(self.test)
+        self.last_test = (te, yte)
+        return tr, ytr, te, yte
+
+    def __call__(self, encoder: Any, cache: dict[Any, Any] | None = None) -> dict[str, float]:
+        raise NotImplementedError
+
+
+@dataclass
+class KNNEvaluator(ImageSetEvaluator):
+    """``eval.knn``: ``{train: SET, test: SET, preset: lightly | solo-learn, k, temperature,
+    size, channels}``; both sets are read (and checked) when built, before any model loads."""
+
+    k: int = 200
+    temperature: float = 0.1
 
     @classmethod
     def from_spec(cls, spec: Any, *, batch_size: int, precision: str) -> KNNEvaluator:
@@ -186,11 +218,7 @@ class KNNEvaluator:
             precision=precision,
         )
 
-    def __call__(self, encoder: Any) -> dict[str, float]:
-        kw: dict[str, Any] = {"size": self.size, "channels": self.channels, "batch_size": self.batch_size,
-                              "precision": self.precision}
-        tr, ytr = embed_images(encoder, self.train, **kw)
-        te, yte = embed_images(encoder, self.test, **kw)
-        self.last_test = (te, yte)
+    def __call__(self, encoder: Any, cache: dict[Any, Any] | None = None) -> dict[str, float]:
+        tr, ytr, te, yte = self.features(encoder, cache)
         r = knn_classify(tr, ytr, te, yte, k=self.k, temperature=self.temperature)
         return {"top1": r.top1, "top5": r.top5, "k": float(r.k)}

@@ -20,6 +20,8 @@ from typing import Any
 
 import numpy as np
 
+from contrastlib.evaluation.knn import ImageSetEvaluator, labelled_sets
+
 #: Grid of ``C`` tried by ``C="auto"`` (CLIP sweeps 1e-6..1e6; these cover the useful part
 #: for standardised features at a fraction of the cost).
 C_GRID = (0.001, 0.01, 0.1, 1.0, 10.0)
@@ -42,15 +44,14 @@ class LinearResult:
 
 
 def _fit(x: np.ndarray, y: np.ndarray, C: float, max_iter: int, seed: int) -> Any:
+    import warnings
+
+    from sklearn.exceptions import ConvergenceWarning
     from sklearn.linear_model import LogisticRegression
     from sklearn.pipeline import make_pipeline
     from sklearn.preprocessing import StandardScaler
 
     model = make_pipeline(StandardScaler(), LogisticRegression(C=C, max_iter=max_iter, random_state=seed))
-    import warnings
-
-    from sklearn.exceptions import ConvergenceWarning
-
     with warnings.catch_warnings():  # the grid's weakest C may stop at max_iter: its score says so
         warnings.simplefilter("ignore", ConvergenceWarning)
         model.fit(x, y)
@@ -103,27 +104,15 @@ def linear_probe(
 
 
 @dataclass
-class LinearEvaluator:
+class LinearEvaluator(ImageSetEvaluator):
     """``eval.linear``: ``{train: SET, test: SET, C: auto | number, max_iter, size,
     channels}`` per entry; both sets are read (and checked) when built."""
 
-    name: str
-    train: Any
-    test: Any
     C: float | str = "auto"
     max_iter: int = 1000
-    size: int = 32
-    channels: int = 3
-    batch_size: int = 256
-    precision: str = "fp32"
-    main_metric: str = "top1"
-    #: ``(features, labels)`` of the test set from the latest call (the run's t-SNE map).
-    last_test: Any = None
 
     @classmethod
     def from_spec(cls, spec: Any, *, batch_size: int, precision: str) -> LinearEvaluator:
-        from contrastlib.evaluation.knn import labelled_sets
-
         entry, train, test = labelled_sets("linear", spec, {"C", "max_iter", "size", "channels"})
         C = entry.get("C", "auto")
         if C != "auto" and not (isinstance(C, (int, float)) and C > 0):
@@ -136,13 +125,7 @@ class LinearEvaluator:
             channels=int(entry.get("channels", 3)), batch_size=batch_size, precision=precision,
         )
 
-    def __call__(self, encoder: Any) -> dict[str, float]:
-        from contrastlib.evaluation.knn import embed_images
-
-        kw: dict[str, Any] = {"size": self.size, "channels": self.channels, "batch_size": self.batch_size,
-                              "precision": self.precision}
-        tr, ytr = embed_images(encoder, self.train, **kw)
-        te, yte = embed_images(encoder, self.test, **kw)
-        self.last_test = (te, yte)
+    def __call__(self, encoder: Any, cache: dict[Any, Any] | None = None) -> dict[str, float]:
+        tr, ytr, te, yte = self.features(encoder, cache)
         r = linear_probe(tr, ytr, te, yte, C=self.C, max_iter=self.max_iter)
         return {"top1": r.top1, "top5": r.top5, "C": r.C}

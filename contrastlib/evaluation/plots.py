@@ -12,7 +12,7 @@ from typing import Any
 
 import numpy as np
 
-from contrastlib.utils.io import atomic_path
+from contrastlib.utils.io import save_figure
 
 
 def plot_curves(path: str | Path, history: Sequence[dict[str, Any]], metrics: dict[str, str]) -> Path:
@@ -39,12 +39,7 @@ def plot_curves(path: str | Path, history: Sequence[dict[str, Any]], metrics: di
         ax.set_xlabel("epoch (0: before training)")
         ax.set_ylabel(main)
         ax.grid(alpha=0.3)
-    fig.tight_layout()
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, format="png")
-    return path
+    return save_figure(fig, path)
 
 
 def stratified_sample(labels: np.ndarray, n: int, seed: int = 0) -> np.ndarray:
@@ -96,9 +91,4 @@ def plot_projection(
     ax.set_xticks([])
     ax.set_yticks([])
     ax.set_title(title or f"t-SNE of {len(rows)} test embeddings", fontsize=9)
-    fig.tight_layout()
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, format="png")
-    return path
+    return save_figure(fig, path)

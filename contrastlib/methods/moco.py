@@ -36,7 +36,7 @@ from torch import Tensor, nn
 from contrastlib.data.images import ImageBatch, collate_views
 from contrastlib.encoders.image import ProjectionHead
 from contrastlib.errors import ConfigError
-from contrastlib.losses.distributed import gather_no_grad, world_info
+from contrastlib.losses.distributed import gather_no_grad
 from contrastlib.methods.base import ContrastiveModule, TrainData
 from contrastlib.methods.simclr import read_view_data
 from contrastlib.registry import METHODS
@@ -175,8 +175,7 @@ class MoCo(ContrastiveModule):
     @torch.no_grad()
     def enqueue(self, keys: Tensor) -> None:
         """Write ``keys`` (gathered from every device, rank order) over the oldest entries."""
-        _, world = world_info()
-        keys = gather_no_grad(keys.contiguous()) if world > 1 else keys
+        keys = gather_no_grad(keys.contiguous())  # (as is on one process)
         n, size = keys.shape[0], self.queue.shape[0]
         if n >= size:
             keys, n = keys[-size:], size

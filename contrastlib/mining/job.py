@@ -45,7 +45,7 @@ from contrastlib.mining.output import (
     write_jsonl_lines,
     write_rows,
 )
-from contrastlib.utils.io import atomic_path, write_json
+from contrastlib.utils.io import atomic_path, save_figure, write_json
 
 #: Highest-scoring kept negatives listed for a person to look at.
 TOP_NEGATIVES = 20
@@ -268,9 +268,7 @@ def _plot_scores(path: Path, stats: ShardStats) -> None:
     ax.set_ylabel("density")
     ax.set_title("Mined scores: positives against negatives")
     ax.legend(loc="upper left", fontsize=8)
-    fig.tight_layout()
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, format="png")
+    save_figure(fig, path)
 
 
 def summary_dict(report: MineReport, data: MiningInput, s: MineSettings) -> dict[str, Any]:

@@ -27,7 +27,7 @@ import pytorch_lightning as pl
 import torch
 from torch import Tensor, nn
 
-from contrastlib.losses.distributed import gather_no_grad, world_info
+from contrastlib.losses.distributed import gather_no_grad
 from contrastlib.utils.io import atomic_path
 
 CURVE_FIELDS = ("epoch", "step", "name", "metric", "value")
@@ -67,8 +67,9 @@ class EvalMonitor(pl.Callback):
             return
         if trainer.sanity_checking or not trainer.is_global_zero:
             return
-        encoder: Any = pl_module.encoder
-        metrics = {e.name: e(encoder) for e in self.evaluators}
+        from contrastlib.evaluation import run_evaluations
+
+        metrics = run_evaluations(self.evaluators, pl_module.encoder)
         step = int(trainer.global_step)
         self._record(epoch, step, metrics)
         self.last_step, self.last_metrics = step, metrics
@@ -111,7 +112,6 @@ class OnlineProbe(pl.Callback):
         self.optimizer: torch.optim.Optimizer | None = None
         self._captured: list[Tensor] = []
         self._hook: Any = None
-        self._pending_state: dict[str, Any] | None = None
 
     def _target(self, pl_module: pl.LightningModule) -> nn.Module:
         module = getattr(pl_module.encoder, self.features_attr, None)
@@ -128,9 +128,6 @@ class OnlineProbe(pl.Callback):
         nn.init.zeros_(self.head.weight)
         nn.init.zeros_(self.head.bias)
         self.optimizer = torch.optim.Adam(self.head.parameters(), lr=self.lr)
-        if self._pending_state is not None:
-            self._apply_state(self._pending_state)
-            self._pending_state = None
 
     def on_fit_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         assert self.head is not None
@@ -162,9 +159,7 @@ class OnlineProbe(pl.Callback):
             with torch.no_grad():
                 seen = self._target(pl_module)(batch.views[0])
         x = seen[:rows].float()
-        _, world = world_info()
-        if world > 1:
-            x, labels = gather_no_grad(x.contiguous()), gather_no_grad(labels.contiguous())
+        x, labels = gather_no_grad(x.contiguous()), gather_no_grad(labels.contiguous())  # (as is on one process)
         with torch.enable_grad():
             logits = self.head(x)
             loss = nn.functional.cross_entropy(logits, labels)
@@ -183,17 +178,12 @@ class OnlineProbe(pl.Callback):
         return {"head": self.head.state_dict(), "optimizer": self.optimizer.state_dict()}
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        # Lightning restores callbacks after their setup(), so head and optimizer exist
         if not state_dict:
             return
-        if self.head is None:
-            self._pending_state = state_dict  # setup() has not run yet
-        else:
-            self._apply_state(state_dict)
-
-    def _apply_state(self, state: dict[str, Any]) -> None:
         assert self.head is not None and self.optimizer is not None
-        self.head.load_state_dict(state["head"])
-        self.optimizer.load_state_dict(state["optimizer"])
+        self.head.load_state_dict(state_dict["head"])
+        self.optimizer.load_state_dict(state_dict["optimizer"])
 
 
 def monitor_callbacks(

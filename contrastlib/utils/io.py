@@ -28,6 +28,14 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
             tmp_path.unlink()
 
 
+def save_figure(fig: Any, path: str | Path) -> Path:
+    """Lay out a matplotlib ``Figure`` and write it as a PNG, atomically."""
+    fig.tight_layout()
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, format="png")
+    return Path(path)
+
+
 @contextmanager
 def atomic_dir(path: str | Path) -> Iterator[Path]:
     """Yield a temporary directory beside ``path``; it replaces ``path`` only on success."""

@@ -132,3 +132,24 @@ def test_cli_eval_linear_pixels_and_a_bad_file(tmp_path):
     assert len(lines) == 1 and "0.png" in lines[0], p.stderr
     p = _cli("eval", "linear", "--model", "pixels", "--train", train, "--test", test, "--C", "zero")
     assert p.returncode == 2 and "--C" in p.stderr
+
+
+def test_knn_and_linear_on_one_set_embed_it_once_per_round():
+    from contrastlib.evaluation import KNNEvaluator, run_evaluations
+    from contrastlib.evaluation.knn import PixelEncoder
+
+    class Counting(PixelEncoder):
+        rows = 0
+
+        def features(self, x):
+            Counting.rows += len(x)
+            return super().features(x)
+
+    spec = {"train": str(BUNDLED / "digits-train.npz"), "test": str(BUNDLED / "digits-test.npz"), "size": 8,
+            "channels": 1}
+    knn = KNNEvaluator.from_spec({**spec, "preset": "solo-learn"}, batch_size=512, precision="fp32")
+    lin = LinearEvaluator.from_spec({**spec, "C": 1.0}, batch_size=512, precision="fp32")
+    shared = run_evaluations([knn, lin], Counting())
+    assert Counting.rows == 1442 + 355  # each set once, not once per evaluator
+    alone = {e.name: e(PixelEncoder()) for e in (knn, lin)}
+    assert shared == alone  # the same figures as separate calls

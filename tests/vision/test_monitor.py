@@ -59,8 +59,8 @@ def test_online_probe_learns_from_the_first_view_of_each_batch(tmp_path):
     assert top1[-1] > 85 and top1[-1] > top1[0]
     state = probe.state_dict()
     restored = OnlineProbe(10, lr=1e-2)
-    restored.load_state_dict(state)  # before setup: kept until the module is known
-    restored.setup(trainer, _Module(), "fit")
+    restored.setup(trainer, _Module(), "fit")  # Lightning's order: setup, then the checkpoint's state
+    restored.load_state_dict(state)
     assert torch.equal(restored.head.weight, probe.head.weight)
 
 
