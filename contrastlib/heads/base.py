@@ -20,9 +20,9 @@ head declares what it trains on and not which files it can read.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, fields, replace
-from typing import Any, ClassVar
+from typing import Any, ClassVar, cast
 
 import torch
 from torch import Tensor, nn
@@ -54,7 +54,8 @@ class Preferences:
 
     def to(self, device: torch.device | str) -> Preferences:
         moved = {f.name: getattr(self, f.name) for f in fields(self)}
-        return replace(self, **{k: v.to(device) for k, v in moved.items() if isinstance(v, Tensor)})
+        changes: dict[str, Any] = {k: v.to(device) for k, v in moved.items() if isinstance(v, Tensor)}
+        return replace(self, **changes)
 
     def __len__(self) -> int:
         first = self.chosen if self.kind == "pairs" else self.responses
@@ -64,7 +65,8 @@ class Preferences:
     def select(self, rows: Tensor) -> Preferences:
         """The batch's rows ``rows`` (an index or a bool mask over ``B``)."""
         values = {f.name: getattr(self, f.name) for f in fields(self)}
-        return replace(self, **{k: v[rows] for k, v in values.items() if isinstance(v, Tensor)})
+        changes: dict[str, Any] = {k: v[rows] for k, v in values.items() if isinstance(v, Tensor)}
+        return replace(self, **changes)
 
 
 def reward_network(dim: int, out: int = 1, *, hidden: int | None = None, dropout: float = 0.0) -> nn.Module:
@@ -121,14 +123,14 @@ def fit_head(
     steps: int = 300,
     lr: float = 1e-2,
     weight_decay: float = 0.0,
-    parameters: list[nn.Parameter] | None = None,
+    parameters: Sequence[Tensor] | None = None,
     loss_fn: Callable[[Preferences], Tensor] | None = None,
 ) -> list[float]:
     """Full-batch AdamW on fixed embeddings: the few-shot adaptation of per-user heads,
     and small experiments. Returns the loss at every step."""
     params = parameters if parameters is not None else [p for p in head.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(params, lr=lr, weight_decay=weight_decay)
-    compute = loss_fn or head.loss  # type: ignore[operator]
+    compute: Callable[[Preferences], Tensor] = loss_fn or cast(Any, head).loss
     history = []
     head.train()
     for _ in range(steps):

@@ -165,6 +165,7 @@ class BCOHead(ScalarHead):
     """
 
     trains_on = "unpaired"
+    delta: Tensor
 
     def __init__(self, dim: int, *, delta_momentum: float = 0.99, hidden: int | None = None, dropout: float = 0.0) -> None:
         super().__init__(dim, hidden=hidden, dropout=dropout)
@@ -231,6 +232,8 @@ class MultiObjectiveHead(RewardHead):
         objectives: the components' names (data rows name one in ``objective``).
         direction: their weights in the combined reward (default: equal).
     """
+
+    direction: Tensor
 
     def __init__(
         self, dim: int, *, objectives: Sequence[str] = ("helpful", "harmless"), direction: Sequence[float] | None = None,
