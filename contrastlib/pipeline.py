@@ -110,6 +110,10 @@ def plan_fit(cfg: RunConfig) -> FitPlan:
             builder(f, batch_size=cfg.eval.batch_size, precision=encode_precision(cfg.eval.precision, precision))
             for f in files
         ]
+    evaluators += method_cls.extra_evaluators(
+        data, batch_size=cfg.eval.batch_size, precision=encode_precision(cfg.eval.precision, precision)
+    )
+    method_cls.check_run(config, cfg)
     remine = None
     if cfg.remine.enabled:
         from contrastlib.training.remining import check_remining
@@ -198,16 +202,21 @@ def fit(cfg: RunConfig, *, log: Any = print, plan: FitPlan | None = None) -> Fit
             log(f"precision: {plan.precision} ({plan.precision_reason})")
         pl.seed_everything(cfg.seed, workers=True, verbose=False)
         encoder = build_encoder(cfg.model)
+        plan.method_cls.prepare_train_data(
+            plan.data, encoder, plan.method_config, cache_dir=Path(cfg.output_dir) / "embedding-cache",
+            precision=encode_precision(cfg.eval.precision, plan.precision), batch_size=cfg.eval.batch_size,
+            log=log if job.is_zero else (lambda _msg: None),
+        )
+        module = _build_module(plan, encoder)
 
         metrics_path = job.dir / "metrics.json"
         if cfg.resume and metrics_path.is_file():
             result.before = json.loads(metrics_path.read_text()).get("before", {})
         elif plan.evaluators and job.is_zero:
             log(f"evaluating {len(plan.evaluators)} set(s) before training")
-            result.before = run_evaluations(plan.evaluators, encoder)
+            result.before = run_evaluations(plan.evaluators, module.evaluation_model())
             job.write_json("metrics.json", {"before": result.before})
 
-        module = _build_module(plan, encoder)
         loader = build_loader(plan, module)
         monitors = monitor_callbacks(
             plan.evaluators, every_n_epochs=cfg.eval.every_n_epochs, run_dir=job.dir, initial=result.before,
@@ -230,7 +239,7 @@ def fit(cfg: RunConfig, *, log: Any = print, plan: FitPlan | None = None) -> Fit
                 result.after = monitor.last_metrics  # the last epoch's evaluation is the final model's
             elif plan.evaluators:
                 log(f"evaluating {len(plan.evaluators)} set(s) after training")
-                result.after = run_evaluations(plan.evaluators, encoder)
+                result.after = run_evaluations(plan.evaluators, module.evaluation_model())
             if cfg.eval.projection != "none":
                 _plot_projections(plan.evaluators, job.dir, cfg.eval.projection_points, cfg.seed, log)
             job.write_json(
@@ -257,7 +266,7 @@ def _build_module(plan: FitPlan, encoder: Any) -> ContrastiveModule:
         scheduler=cfg.optim.scheduler, optimizer=cfg.optim.name, momentum=cfg.optim.momentum,
         grad_cache=grad_cache, accumulate_grad_batches=cfg.trainer.accumulate_grad_batches,
         gradient_clip_val=cfg.trainer.gradient_clip_val, length_group_rows=cfg.trainer.length_group_rows,
-        hparams=hparams,
+        hparams=hparams, data=plan.data,
     )
 
 

@@ -111,6 +111,9 @@ class EvalConfig:
     #: Linear probe (logistic regression on frozen features) on image sets: ``{train: SET,
     #: test: SET, C: auto | number, max_iter, size, channels}`` per entry (image methods).
     linear: list[Any] = field(default_factory=list)
+    #: Preference files (any format of ``contrastlib.data.preference``) scored by a reward
+    #: model: accuracy, ECE, length bias, per-subset accuracy (reward method).
+    reward: list[str] = field(default_factory=list)
     #: Also run every evaluation at the end of every N-th epoch (logged as ``eval/...``,
     #: with ``eval_curve.csv`` and ``plots/eval_curve.png``); null: before and after only.
     every_n_epochs: int | None = None

@@ -16,6 +16,7 @@ from contrastlib.evaluation.retrieval import (
     mean_metrics,
     query_metrics,
 )
+from contrastlib.evaluation.reward import RewardEvaluator, RewardResult, evaluate_reward
 from contrastlib.evaluation.sts import STSEvaluator, STSResult, evaluate_sts, sts_correlations
 
 #: ``eval.<kind>`` -> a builder from one file (read at once: bad data fails before work).
@@ -24,6 +25,7 @@ EVALUATIONS: dict[str, Callable[..., Any]] = {
     "retrieval": RetrievalEvaluator.from_spec,
     "knn": KNNEvaluator.from_spec,
     "linear": LinearEvaluator.from_spec,
+    "reward": RewardEvaluator.from_file,
 }
 
 
@@ -44,9 +46,12 @@ __all__ = [
     "LinearResult",
     "RetrievalEvaluator",
     "RetrievalResult",
+    "RewardEvaluator",
+    "RewardResult",
     "STSEvaluator",
     "STSResult",
     "evaluate_retrieval",
+    "evaluate_reward",
     "evaluate_sts",
     "knn_classify",
     "linear_probe",

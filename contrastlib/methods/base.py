@@ -144,9 +144,31 @@ class ContrastiveModule(pl.LightningModule):
             )
 
     @classmethod
+    def check_run(cls, config: Any, run: Any) -> None:
+        """Fail before any work if the method's config does not fit the run's (``run`` is
+        the whole :class:`~contrastlib.config.schema.RunConfig`)."""
+
+    @classmethod
+    def extra_evaluators(cls, data: TrainData, *, batch_size: int, precision: str) -> list[Any]:
+        """Evaluators the method adds from its own data (a held-out split)."""
+        return []
+
+    @classmethod
+    def prepare_train_data(cls, data: TrainData, encoder: Any, config: Any, *, cache_dir: Path, precision: str,
+                     batch_size: int, log: Callable[[str], None] = print) -> None:
+        """Work on the data that needs the encoder (its tokenizer, frozen embeddings),
+        after every check and before the module is built."""
+
+    @classmethod
     def from_config(cls, encoder: nn.Module, loss: nn.Module, config: Any, **common: Any) -> ContrastiveModule:
-        """Build the module from its typed ``Config`` and the shared training settings."""
+        """Build the module from its typed ``Config`` and the shared training settings
+        (``data``: the prepared :class:`TrainData`, for methods that need it)."""
+        common.pop("data", None)
         return cls(encoder, loss, **config_kwargs(config), **common)
+
+    def evaluation_model(self) -> Any:
+        """What evaluators receive (the encoder; a reward method's encoder and head)."""
+        return self.encoder
 
     def collator(self) -> Callable[[list[Any]], Any]:
         """Items of :attr:`TrainData.dataset` -> a batch."""

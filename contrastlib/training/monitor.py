@@ -69,7 +69,7 @@ class EvalMonitor(pl.Callback):
             return
         from contrastlib.evaluation import run_evaluations
 
-        metrics = run_evaluations(self.evaluators, pl_module.encoder)
+        metrics = run_evaluations(self.evaluators, pl_module.evaluation_model())  # type: ignore[operator]
         step = int(trainer.global_step)
         self._record(epoch, step, metrics)
         self.last_step, self.last_metrics = step, metrics

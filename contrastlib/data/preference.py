@@ -1,0 +1,394 @@
+"""Preference data: readers for every format, the split by prompt, and the policy for
+inputs longer than the encoder's window.
+
+Formats (JSON lines, optionally gzipped; the format is read from the first row's keys):
+
+* ``hh``: Anthropic HH-RLHF, ``{chosen, rejected}``: two whole dialogues that share the
+  prompt and differ in the final assistant reply. Split into the prompt (everything up
+  to and including the last ``"\\n\\nAssistant:"``) and the two replies.
+* ``pairs``: ``{prompt, chosen, rejected[, margin][, strength][, subset][, objective]}``.
+* ``user_pairs``: the same with ``user`` (per-user preferences).
+* ``lists``: ``{prompt, responses: [...], scores: [...]}`` (a ranking or scalar rewards;
+  a higher score is better).
+* ``unpaired``: ``{prompt, response, label}`` with label 1/0 or true/false (thumbs up or down).
+
+Every row may carry ``subset`` (or ``section``): accuracy is then also reported per subset
+and section-weighted. A directory is read as all its ``*.jsonl``/``*.jsonl.gz`` files, each
+file's subset defaulting to its folder's name (``hh-rlhf/helpful-base/test.jsonl.gz`` ->
+``helpful-base``).
+
+A bad row is a :class:`~contrastlib.errors.DataError` naming the file and line. With
+``on_bad_row="skip"`` such rows are counted by reason and left out, never silently.
+"""
+
+from __future__ import annotations
+
+import gzip
+import hashlib
+import io
+import json
+import math
+from collections import Counter
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from contrastlib.errors import DataError
+
+FORMATS = ("auto", "hh", "pairs", "user_pairs", "lists", "unpaired")
+#: ``data.on_bad_row``-style choices.
+BAD_ROW_POLICIES = ("error", "skip")
+#: Inputs longer than the window: keep the final reply and as much context as fits.
+WINDOW_POLICIES = ("keep_final", "drop", "raise")
+ASSISTANT = "\n\nAssistant:"
+HUMAN = "\n\nHuman:"
+
+
+@dataclass
+class PreferenceRow:
+    """One preference, whatever its format (``kind`` says which fields are set)."""
+
+    prompt: str
+    #: pairs: (chosen, rejected); lists: every response; unpaired: (response,).
+    responses: tuple[str, ...]
+    #: lists: each response's score; unpaired: (label,); pairs: empty.
+    scores: tuple[float, ...] = ()
+    margin: float | None = None
+    strength: float | None = None
+    user: str | None = None
+    subset: str | None = None
+    objective: str | None = None
+    #: Where the row came from, for messages: "file:line".
+    where: str = ""
+
+
+@dataclass
+class PreferenceSet:
+    """Rows of one kind (``pairs``, ``lists`` or ``unpaired``) and what reading them did."""
+
+    kind: str
+    rows: list[PreferenceRow]
+    source: str
+    #: Rows left out by ``on_bad_row="skip"``, by reason.
+    skipped: Counter[str] = field(default_factory=Counter)
+
+    def __len__(self) -> int:
+        return len(self.rows)
+
+    @property
+    def users(self) -> list[str]:
+        return sorted({r.user for r in self.rows if r.user is not None})
+
+    @property
+    def subsets(self) -> list[str]:
+        return sorted({r.subset for r in self.rows if r.subset is not None})
+
+
+def _open(path: Path) -> io.TextIOBase:
+    if path.suffix == ".gz":
+        return io.TextIOWrapper(gzip.open(path, "rb"), encoding="utf-8")
+    return open(path, encoding="utf-8")
+
+
+def _files(path: Path) -> list[tuple[Path, str | None]]:
+    if not path.exists():
+        raise DataError(path, "no such file or directory")
+    if path.is_dir():
+        files = sorted(p for p in path.rglob("*") if p.is_file() and p.name.endswith((".jsonl", ".jsonl.gz")))
+        if not files:
+            raise DataError(path, "no .jsonl or .jsonl.gz files in this directory")
+        return [(f, f.parent.name if f.parent != path else None) for f in files]
+    if not path.name.endswith((".jsonl", ".jsonl.gz")):
+        raise DataError(path, "preference data must be JSON lines (.jsonl or .jsonl.gz)")
+    return [(path, None)]
+
+
+def _records(path: Path) -> Iterator[tuple[int, dict[str, Any]]]:
+    n = 0
+    try:
+        with _open(path) as f:
+            for line_no, line in enumerate(f, 1):
+                if not line.strip():
+                    continue
+                try:
+                    obj = json.loads(line)
+                except json.JSONDecodeError as exc:
+                    raise DataError(path, f"not valid JSON ({exc.msg})", line_no) from None
+                if not isinstance(obj, dict):
+                    raise DataError(path, f"expected a JSON object, got {type(obj).__name__}", line_no)
+                n += 1
+                yield line_no, obj
+    except UnicodeDecodeError as exc:
+        raise DataError(path, f"not UTF-8 text ({exc.reason} at byte {exc.start})") from None
+    except (OSError, EOFError) as exc:
+        raise DataError(path, f"cannot read: {exc}") from None
+    if n == 0:
+        raise DataError(path, "no rows")
+
+
+def detect_format(keys: Sequence[str]) -> str:
+    k = set(keys)
+    if {"responses", "scores"} <= k:
+        return "lists"
+    if {"response", "label"} <= k:
+        return "unpaired"
+    if {"chosen", "rejected"} <= k:
+        if "user" in k:
+            return "user_pairs"
+        return "pairs" if "prompt" in k else "hh"
+    raise ValueError(
+        "cannot tell the format from the keys "
+        f"{sorted(k)}: expected {{chosen, rejected}} (HH-RLHF), {{prompt, chosen, rejected}}, "
+        "{user, prompt, chosen, rejected}, {prompt, responses, scores} or {prompt, response, label}"
+    )
+
+
+KIND_OF = {"hh": "pairs", "pairs": "pairs", "user_pairs": "pairs", "lists": "lists", "unpaired": "unpaired"}
+
+
+def split_dialogue(chosen: str, rejected: str) -> tuple[str, str, str]:
+    """HH-RLHF: ``(prompt, chosen reply, rejected reply)``. The prompt runs up to and
+    including the last ``"\\n\\nAssistant:"`` the two dialogues share."""
+    cut = chosen.rfind(ASSISTANT)
+    if cut < 0:
+        raise ValueError("the chosen dialogue has no assistant turn ('\\n\\nAssistant:')")
+    if rejected.rfind(ASSISTANT) < 0:
+        raise ValueError("the rejected dialogue has no assistant turn ('\\n\\nAssistant:')")
+    # the last assistant turn that starts at the same place in both dialogues
+    while cut >= 0 and chosen[: cut + len(ASSISTANT)] != rejected[: cut + len(ASSISTANT)]:
+        cut = chosen.rfind(ASSISTANT, 0, cut)
+    if cut < 0:
+        raise ValueError("chosen and rejected dialogues do not share a prompt up to an assistant turn")
+    end = cut + len(ASSISTANT)
+    return chosen[:end], chosen[end:].strip(), rejected[end:].strip()
+
+
+def _text(obj: dict[str, Any], key: str) -> str:
+    if key not in obj or obj[key] is None:
+        raise ValueError(f"missing '{key}'")
+    value = obj[key]
+    if not isinstance(value, str):
+        raise ValueError(f"'{key}' must be a string, got {type(value).__name__}")
+    return value
+
+
+def _number(obj: dict[str, Any], key: str) -> float | None:
+    value = obj.get(key)
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise ValueError(f"'{key}' must be a number, got {value!r}")
+    if not math.isfinite(value):
+        raise ValueError(f"'{key}' must be finite, got {value}")
+    return float(value)
+
+
+def _label(value: Any) -> float:
+    if isinstance(value, bool):
+        return float(value)
+    if isinstance(value, (int, float)) and value in (0, 1):
+        return float(value)
+    if isinstance(value, str) and value.strip().lower() in ("1", "0", "true", "false", "up", "down"):
+        return 1.0 if value.strip().lower() in ("1", "true", "up") else 0.0
+    raise ValueError(f"'label' must be 1/0, true/false or up/down, got {value!r}")
+
+
+def parse_row(fmt: str, obj: dict[str, Any], subset: str | None) -> PreferenceRow:
+    """One JSON object -> a row; ``ValueError`` says what is wrong with it."""
+    sub = obj.get("subset", obj.get("section", subset))
+    sub = None if sub is None else str(sub)
+    if fmt == "hh":
+        prompt, chosen, rejected = split_dialogue(_text(obj, "chosen"), _text(obj, "rejected"))
+        row = PreferenceRow(prompt, (chosen, rejected), subset=sub)
+    elif fmt in ("pairs", "user_pairs"):
+        row = PreferenceRow(
+            _text(obj, "prompt"), (_text(obj, "chosen"), _text(obj, "rejected")),
+            margin=_number(obj, "margin"), strength=_number(obj, "strength"), subset=sub,
+            objective=None if obj.get("objective") is None else str(obj["objective"]),
+        )
+        if fmt == "user_pairs":
+            if obj.get("user") is None:
+                raise ValueError("missing 'user'")
+            row.user = str(obj["user"])
+        if row.strength is not None and not 0 <= row.strength <= 1:
+            raise ValueError(f"'strength' must be in [0, 1], got {row.strength}")
+    elif fmt == "lists":
+        responses, scores = obj.get("responses"), obj.get("scores")
+        if not isinstance(responses, list) or not all(isinstance(r, str) for r in responses):
+            raise ValueError("'responses' must be a list of strings")
+        if not isinstance(scores, list) or len(scores) != len(responses):
+            raise ValueError(f"'scores' must be a list of {len(responses)} numbers, one per response")
+        values = [_number({"score": s}, "score") for s in scores]
+        if len(responses) < 2:
+            raise ValueError("a list needs at least two responses")
+        row = PreferenceRow(_text(obj, "prompt"), tuple(responses), tuple(float(v or 0) for v in values), subset=sub)
+        if len(set(row.scores)) == 1:
+            raise ValueError("every response has the same score: nothing to learn from the row")
+    elif fmt == "unpaired":
+        row = PreferenceRow(_text(obj, "prompt"), (_text(obj, "response"),), (_label(obj.get("label")),), subset=sub)
+    else:
+        raise ValueError(f"unknown format {fmt!r}")
+    if fmt != "unpaired" and len(set(row.responses)) < len(row.responses):
+        raise ValueError(
+            "chosen is identical to rejected" if KIND_OF[fmt] == "pairs" else "the list repeats a response"
+        )
+    if any(not r.strip() for r in row.responses):
+        raise ValueError("a response is empty")
+    return row
+
+
+def read_preferences(
+    path: str | Path, *, fmt: str = "auto", on_bad_row: str = "error", max_rows: int | None = None
+) -> PreferenceSet:
+    """Read a preference file or directory (see the module docstring).
+
+    Args:
+        fmt: one of :data:`FORMATS` (``auto``: from the first row's keys).
+        on_bad_row: ``error`` (default): the first bad row is a ``DataError`` naming its
+            file and line; ``skip``: bad rows are left out and counted in ``skipped``.
+        max_rows: stop after this many good rows.
+    """
+    if fmt not in FORMATS:
+        raise ValueError(f"unknown preference format {fmt!r}; valid: {', '.join(FORMATS)}")
+    if on_bad_row not in BAD_ROW_POLICIES:
+        raise ValueError(f"on_bad_row must be one of {', '.join(BAD_ROW_POLICIES)}, got {on_bad_row!r}")
+    root = Path(path)
+    rows: list[PreferenceRow] = []
+    skipped: Counter[str] = Counter()
+    kind: str | None = None
+    for file, subset in _files(root):
+        file_fmt = fmt
+        for line, obj in _records(file):
+            if file_fmt == "auto":
+                try:
+                    file_fmt = detect_format(list(obj))
+                except ValueError as exc:
+                    raise DataError(file, str(exc), line) from None
+                if kind is not None and KIND_OF[file_fmt] != kind:
+                    raise DataError(file, f"holds {KIND_OF[file_fmt]}, but the files before it hold {kind}", line)
+                kind = KIND_OF[file_fmt]
+            try:
+                row = parse_row(file_fmt, obj, subset)
+            except ValueError as exc:
+                if on_bad_row == "error":
+                    raise DataError(file, str(exc), line) from None
+                skipped[str(exc)] += 1
+                continue
+            row.where = f"{file}:{line}"
+            rows.append(row)
+            if max_rows is not None and len(rows) >= max_rows:
+                break
+        if max_rows is not None and len(rows) >= max_rows:
+            break
+    if not rows:
+        raise DataError(root, f"no usable rows ({sum(skipped.values())} skipped: {dict(skipped)})")
+    return PreferenceSet(kind or KIND_OF[fmt], rows, str(root), skipped)
+
+
+def prompt_bucket(prompt: str, salt: str = "") -> float:
+    """A number in ``[0, 1)`` fixed by the prompt's text (blake2b), for splits that keep
+    every prompt on one side on any machine and in any order."""
+    digest = hashlib.blake2b((salt + prompt.strip()).encode("utf-8"), digest_size=8).digest()
+    return int.from_bytes(digest, "big") / 2**64
+
+
+def split_by_prompt(
+    rows: Sequence[PreferenceRow], test_fraction: float, *, salt: str = ""
+) -> tuple[list[PreferenceRow], list[PreferenceRow]]:
+    """``(train, test)``: a row is in test when its prompt's bucket is below
+    ``test_fraction``, so no prompt sits on both sides."""
+    if not 0 <= test_fraction < 1:
+        raise ValueError(f"test fraction must be in [0, 1), got {test_fraction}")
+    train: list[PreferenceRow] = []
+    test: list[PreferenceRow] = []
+    for r in rows:
+        (test if prompt_bucket(r.prompt, salt) < test_fraction else train).append(r)
+    return train, test
+
+
+def join(prompt: str, response: str) -> str:
+    """The text a reward model reads for one response."""
+    if not prompt.strip():
+        return response
+    return f"{prompt} {response}" if prompt.rstrip().endswith(":") else f"{prompt}\n{response}"
+
+
+@dataclass
+class WindowReport:
+    """What the long-input policy did, in texts (one per prompt and response)."""
+
+    policy: str
+    window: int
+    texts: int = 0
+    #: Kept whole.
+    fit: int = 0
+    #: Context cut from the start; the final reply kept whole.
+    context_cut: int = 0
+    #: The reply alone is longer than the window: its start kept, no context.
+    reply_cut: int = 0
+    #: Rows left out (``drop``): a row is dropped when any of its texts is too long.
+    dropped_rows: int = 0
+
+    def summary(self) -> str:
+        return (
+            f"inputs over the {self.window}-token window (policy {self.policy}): {self.texts} texts, "
+            f"{self.fit} fit, {self.context_cut} had context cut, {self.reply_cut} had the reply itself cut, "
+            f"{self.dropped_rows} rows dropped"
+        )
+
+
+class WindowPolicy:
+    """Fit ``prompt + response`` into ``window`` tokens.
+
+    ``keep_final`` (the default) keeps the final reply and as much of the context before
+    it as fits, cutting the context from the start: HH-RLHF dialogues differ only in the
+    final reply, and truncating from the end cuts exactly that part off. A reply longer
+    than the window on its own keeps its start. ``drop`` leaves such rows out; ``raise``
+    makes them an error. :attr:`report` counts what happened.
+
+    Args:
+        tokenizer: a Hugging Face fast tokenizer (offsets are needed).
+        window: the encoder's ``max_seq_length`` (special tokens included).
+    """
+
+    def __init__(self, tokenizer: Any, window: int, policy: str = "keep_final") -> None:
+        if policy not in WINDOW_POLICIES:
+            raise ValueError(f"window policy must be one of {', '.join(WINDOW_POLICIES)}, got {policy!r}")
+        self.tokenizer = tokenizer
+        self.budget = window - int(tokenizer.num_special_tokens_to_add(pair=False))
+        if self.budget < 1:
+            raise ValueError(f"a window of {window} tokens leaves no room for text")
+        self.policy = policy
+        self.report = WindowReport(policy, window)
+
+    def _count(self, text: str) -> int:
+        return len(self.tokenizer(text, add_special_tokens=False, verbose=False)["input_ids"])
+
+    def fit(self, prompt: str, response: str, *, where: str = "") -> str | None:
+        """The text to embed, or None (``drop``)."""
+        text = join(prompt, response)
+        self.report.texts += 1
+        enc = self.tokenizer(text, add_special_tokens=False, return_offsets_mapping=True, verbose=False)
+        offsets: list[tuple[int, int]] = enc["offset_mapping"]
+        n = len(offsets)
+        if n <= self.budget:
+            self.report.fit += 1
+            return text
+        if self.policy == "raise":
+            raise DataError(where or "input", f"{n} tokens, longer than the {self.budget} the window holds "
+                            "(set the window policy to keep_final or drop)")
+        if self.policy == "drop":
+            return None
+        start = len(text) - len(response)
+        first_reply = next((i for i, (s, e) in enumerate(offsets) if e > start), n)
+        if n - first_reply >= self.budget:  # the reply alone overflows: keep its beginning
+            self.report.reply_cut += 1
+            return text[start : offsets[first_reply + self.budget - 1][1]]
+        i = n - self.budget
+        out = text[offsets[i][0] :]
+        while self._count(out) > self.budget and i < first_reply:  # a cut word can split into more tokens
+            i += 1
+            out = text[offsets[i][0] :]
+        self.report.context_cut += 1
+        return out

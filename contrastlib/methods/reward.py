@@ -1,0 +1,591 @@
+"""Reward models on embeddings: a preference head (``contrastlib list`` shows them) on a
+frozen or fine-tuned text encoder.
+
+* ``method.frozen: true`` (default): every text is embedded once, through the on-disk
+  embedding cache (a second run with the same model and data embeds nothing), and only
+  the head trains. Fast: an epoch over 7,000 HH-RLHF pairs takes seconds.
+* ``method.frozen: false``: the shared TextEncoder is fine-tuned with the head; the
+  gradient cache works as for every method (the head receives its gradients), and
+  ``method.aux_weight`` adds the run's contrastive ``loss`` on (prompt, chosen,
+  rejected) as an auxiliary term.
+
+Data: any format of :mod:`contrastlib.data.preference`, converted to what the head trains
+on (a pair is a list of two; a scored list is its ordered pairs; a pair is a thumbs-up and
+a thumbs-down). Rows whose prompt hashes below ``method.heldout_fraction`` are held out:
+never trained on, evaluated before and after training (``heldout`` in metrics.json), and
+used for the reward's normalisation statistics. Every text is fitted to the encoder's
+window by ``method.window_policy`` (``keep_final``: the final reply whole, context cut
+from the start), and the run prints what that did.
+
+Config section ``method``: ``name: reward``, ``head: {name: bradley_terry, ...}`` and the
+keys of :class:`RewardConfig`.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import Tensor, nn
+from torch.utils.data import Dataset
+
+from contrastlib.data.preference import (
+    PreferenceRow,
+    PreferenceSet,
+    WindowPolicy,
+    read_preferences,
+    split_by_prompt,
+)
+from contrastlib.errors import ConfigError, ModelLoadError
+from contrastlib.heads.base import Preferences, RewardHead
+from contrastlib.methods.base import ContrastiveModule, TrainData
+from contrastlib.registry import HEADS, METHODS
+from contrastlib.utils.io import atomic_path, write_json
+
+HEAD_FILE, HEAD_CONFIG = "reward_head.safetensors", "reward_head.json"
+
+
+@dataclass
+class RewardConfig:
+    #: The preference head: ``name`` (a registered head) and its own parameters.
+    head: dict[str, Any] = field(default_factory=lambda: {"name": "bradley_terry"})
+    #: Embed once with the encoder frozen (only the head trains), or fine-tune it.
+    frozen: bool = True
+    #: The training file's format (auto: from its first row's keys).
+    format: str = "auto"
+    #: ``error``: a bad row stops the run naming its file and line; ``skip``: bad rows
+    #: are left out and counted (the run prints the counts by reason).
+    on_bad_row: str = "error"
+    #: Texts longer than the encoder's window: keep_final, drop or raise.
+    window_policy: str = "keep_final"
+    #: Rows whose prompt hashes below this fraction are held out (0: none).
+    heldout_fraction: float = 0.1
+    #: Salt of the prompt hash (another salt, another split).
+    split_salt: str = ""
+    #: Weight of the run's contrastive ``loss`` on (prompt, chosen, rejected) embeddings
+    #: (fine-tuning only; 0: off).
+    aux_weight: float = 0.0
+
+
+# ---------------------------------------------------------------------------- heads
+def head_spec(values: dict[str, Any]) -> tuple[type[RewardHead], dict[str, Any]]:
+    """``method.head`` -> (head class, its keyword arguments), checked by building it
+    once on a toy size (no model needed)."""
+    if not isinstance(values, dict) or not isinstance(values.get("name"), str):
+        raise ConfigError(f"method.head.name: missing; valid choices: {', '.join(HEADS.names())}")
+    HEADS.check(values["name"], key="method.head.name")
+    cls = HEADS.get(values["name"])
+    kwargs = {k: v for k, v in values.items() if k != "name" and v is not None}
+    import inspect
+
+    accepted = [p for p in inspect.signature(cls.__init__).parameters if p not in ("self", "dim", "num_users")]
+    for key in kwargs:
+        if key not in accepted:
+            raise ConfigError(
+                f"method.head.{key}: not a parameter of head {values['name']!r}; it takes: {', '.join(accepted)}"
+            )
+    try:
+        cls(4, **kwargs, **({"num_users": 1} if cls.per_user else {}))
+    except (TypeError, ValueError) as exc:
+        raise ConfigError(f"method.head: {exc}") from None
+    return cls, kwargs
+
+
+def convert(rows: Sequence[PreferenceRow], kind: str, to: str, *, source: str) -> list[PreferenceRow]:
+    """Rows of ``kind`` as rows of ``to`` (see the module docstring)."""
+    if kind == to:
+        return list(rows)
+    out: list[PreferenceRow] = []
+    if kind == "lists" and to == "pairs":
+        for r in rows:
+            order = sorted(range(len(r.responses)), key=lambda i: -r.scores[i])
+            out += [
+                PreferenceRow(r.prompt, (r.responses[a], r.responses[b]), subset=r.subset, where=r.where)
+                for i, a in enumerate(order) for b in order[i + 1 :] if r.scores[a] > r.scores[b]
+            ]
+        return out
+    if kind == "pairs" and to == "lists":
+        return [
+            PreferenceRow(r.prompt, r.responses, (1.0, 0.0), user=r.user, subset=r.subset, where=r.where) for r in rows
+        ]
+    if kind == "pairs" and to == "unpaired":
+        for r in rows:
+            out.append(PreferenceRow(r.prompt, (r.responses[0],), (1.0,), subset=r.subset, where=r.where))
+            out.append(PreferenceRow(r.prompt, (r.responses[1],), (0.0,), subset=r.subset, where=r.where))
+        return out
+    raise ConfigError(f"method.head: the head trains on {to}, and {source} holds {kind}, which cannot become {to}")
+
+
+# ---------------------------------------------------------------------------- data
+@dataclass
+class Encoded:
+    """Rows with their texts replaced by ids into one table of unique texts."""
+
+    kind: str
+    #: Per row: text ids (pairs: chosen, rejected; lists: every response; unpaired: one).
+    ids: list[tuple[int, ...]]
+    prompt_ids: list[int]
+    scores: list[tuple[float, ...]]
+    margin: list[float | None]
+    strength: list[float | None]
+    user: list[int]
+    objective: list[int]
+    #: The rows kept (``drop`` leaves some out), as indices into the input rows.
+    kept: list[int]
+
+
+class TextTable:
+    """Unique texts, each fitted to the window once; rows refer to them by id."""
+
+    def __init__(self, policy: WindowPolicy | None) -> None:
+        self.policy = policy
+        self.texts: list[str] = []
+        self._ids: dict[str, int] = {}
+        self._fitted: dict[tuple[str, str], int | None] = {}
+
+    def add(self, text: str) -> int:
+        i = self._ids.get(text)
+        if i is None:
+            i = self._ids[text] = len(self.texts)
+            self.texts.append(text)
+        return i
+
+    def response(self, prompt: str, response: str, where: str) -> int | None:
+        key = (prompt, response)
+        if key not in self._fitted:
+            text = self.policy.fit(prompt, response, where=where) if self.policy else f"{prompt}\n{response}"
+            self._fitted[key] = None if text is None else self.add(text)
+        return self._fitted[key]
+
+    def encode(
+        self, rows: Sequence[PreferenceRow], kind: str, *, users: dict[str, int], objectives: Sequence[str] = (),
+        with_prompts: bool = False,
+    ) -> Encoded:
+        out = Encoded(kind, [], [], [], [], [], [], [], [])
+        for n, r in enumerate(rows):
+            ids = [self.response(r.prompt, resp, r.where) for resp in r.responses]
+            if any(i is None for i in ids):
+                if self.policy is not None:
+                    self.policy.report.dropped_rows += 1
+                continue
+            out.ids.append(tuple(i for i in ids if i is not None))
+            if with_prompts:  # the auxiliary loss's anchors
+                out.prompt_ids.append(self.add(r.prompt) if r.prompt.strip() else self.add(r.responses[0]))
+            out.scores.append(r.scores)
+            out.margin.append(r.margin)
+            out.strength.append(r.strength)
+            out.user.append(users.get(r.user, -1) if r.user is not None else -1)
+            out.objective.append(list(objectives).index(r.objective) if r.objective is not None and r.objective in objectives else -1)
+            out.kept.append(n)
+        return out
+
+
+@dataclass
+class RewardBatch:
+    """Unique texts of the batch (``view``: their global ids, or tokenised) and the rows'
+    structure as local indices into them."""
+
+    view: Any
+    structure: Preferences  # tensors of local text indices in chosen/rejected/responses
+    prompts: Tensor | None = None
+
+    def to(self, device: torch.device | str) -> RewardBatch:
+        view = self.view.to(device) if isinstance(self.view, Tensor) else {k: v.to(device) for k, v in self.view.items()}
+        return RewardBatch(view, self.structure.to(device), None if self.prompts is None else self.prompts.to(device))
+
+
+class RowIndices(Dataset[int]):
+    def __init__(self, n: int) -> None:
+        self.n = n
+
+    def __len__(self) -> int:
+        return self.n
+
+    def __getitem__(self, i: int) -> int:
+        return i
+
+
+class RewardCollator:
+    """Row indices -> a :class:`RewardBatch` (tokenises in DataLoader workers when the
+    encoder is fine-tuned)."""
+
+    def __init__(self, encoded: Encoded, texts: Sequence[str], tokenize: Callable[..., Any] | None, with_prompts: bool) -> None:
+        self.encoded, self.texts, self.tokenize, self.with_prompts = encoded, texts, tokenize, with_prompts
+
+    def __call__(self, rows: Sequence[int]) -> RewardBatch:
+        e = self.encoded
+        needed = [i for r in rows for i in e.ids[r]] + ([e.prompt_ids[r] for r in rows] if self.with_prompts else [])
+        unique = list(dict.fromkeys(needed))
+        local = {g: i for i, g in enumerate(unique)}
+        ids = [[local[i] for i in e.ids[r]] for r in rows]
+        user = torch.tensor([e.user[r] for r in rows])
+        objective = torch.tensor([e.objective[r] for r in rows])
+        margin = _optional([e.margin[r] for r in rows])
+        strength = _optional([e.strength[r] for r in rows])
+        if e.kind == "pairs":
+            t = torch.tensor(ids)
+            structure = Preferences("pairs", chosen=t[:, 0], rejected=t[:, 1], margin=margin, strength=strength,
+                                    user=user, objective=objective)
+        elif e.kind == "lists":
+            k = max(len(x) for x in ids)
+            resp = torch.tensor([x + [x[0]] * (k - len(x)) for x in ids])
+            mask = torch.tensor([[j < len(x) for j in range(k)] for x in ids])
+            scores = torch.tensor([list(e.scores[r]) + [0.0] * (k - len(e.scores[r])) for r in rows])
+            structure = Preferences("lists", responses=resp, mask=mask, scores=scores, user=user)
+        else:
+            structure = Preferences("unpaired", responses=torch.tensor([x[0] for x in ids]),
+                                    label=torch.tensor([e.scores[r][0] for r in rows]), user=user)
+        prompts = torch.tensor([local[e.prompt_ids[r]] for r in rows]) if self.with_prompts else None
+        view = torch.tensor(unique) if self.tokenize is None else self.tokenize([self.texts[i] for i in unique])
+        return RewardBatch(view, structure, prompts)
+
+
+def _optional(values: list[float | None]) -> Tensor | None:
+    if all(v is None for v in values):
+        return None
+    return torch.tensor([float("nan") if v is None else v for v in values]).nan_to_num(0.0)
+
+
+def gather_structure(structure: Preferences, emb: Tensor) -> Preferences:
+    """Local text indices -> embeddings."""
+    s = structure
+    if s.kind == "pairs":
+        assert s.chosen is not None and s.rejected is not None
+        return Preferences("pairs", chosen=emb[s.chosen], rejected=emb[s.rejected], margin=s.margin,
+                           strength=s.strength, user=s.user, objective=s.objective)
+    assert s.responses is not None
+    return Preferences(s.kind, responses=emb[s.responses], mask=s.mask, scores=s.scores, label=s.label, user=s.user)
+
+
+@dataclass
+class RewardTrainData(TrainData):
+    preferences: PreferenceSet | None = None
+    heldout: list[PreferenceRow] = field(default_factory=list)
+    users: list[str] = field(default_factory=list)
+    head_cls: Any = None
+    head_kwargs: dict[str, Any] = field(default_factory=dict)
+    #: Set by :meth:`RewardMethod.prepare_train_data` once the encoder is known.
+    table: TextTable | None = None
+    encoded: Encoded | None = None
+    embeddings: Tensor | None = None
+    eval_precision: str = "fp32"
+    eval_batch_size: int = 128
+
+
+# ---------------------------------------------------------------------------- the model
+class RewardModel(nn.Module):
+    """An encoder and a head: texts in, rewards out. What ``export`` writes, ``score``
+    and ``eval reward`` load, and evaluators receive.
+
+    Args:
+        encoder: a TextEncoder (``encode``, ``tokenizer``, ``max_seq_length``).
+        head: a :class:`~contrastlib.heads.RewardHead`.
+        users: user names in the order of the head's per-user parameters.
+        window_policy: how texts are fitted to the encoder's window.
+        mean, std: reward normalisation statistics (from held-out data).
+        lookup: precomputed embeddings by text (the frozen method's table).
+    """
+
+    def __init__(
+        self, encoder: Any, head: RewardHead, *, users: Sequence[str] = (), window_policy: str = "keep_final",
+        mean: float = 0.0, std: float = 1.0, precision: str = "fp32", batch_size: int = 128,
+        lookup: tuple[dict[str, int], Tensor] | None = None,
+    ) -> None:
+        super().__init__()
+        self.encoder, self.head = encoder, head
+        self.users = list(users)
+        self.window_policy = window_policy
+        self.mean, self.std = mean, std
+        self.precision, self.batch_size = precision, batch_size
+        self.lookup = lookup
+
+    @property
+    def scalar(self) -> bool:
+        return bool(self.head.scalar)
+
+    def _policy(self) -> WindowPolicy:
+        return WindowPolicy(self.encoder.tokenizer, self.encoder.max_seq_length, self.window_policy)
+
+    def fit_texts(self, prompts: Sequence[str], responses: Sequence[str], where: Sequence[str] | None = None) -> list[str | None]:
+        policy = self._policy()
+        return [policy.fit(p, r, where=w) for p, r, w in zip(prompts, responses, where or [""] * len(prompts), strict=True)]
+
+    @torch.no_grad()
+    def embed(self, texts: Sequence[str], *, show_progress_bar: bool = False) -> Tensor:
+        if self.lookup is not None and all(t in self.lookup[0] for t in texts):
+            index, table = self.lookup
+            return table[[index[t] for t in texts]].float()
+        out = self.encoder.encode(list(texts), batch_size=self.batch_size, precision=self.precision,
+                                  show_progress_bar=show_progress_bar, convert_to_numpy=False)
+        return torch.as_tensor(out).float()
+
+    def _users(self, users: Sequence[str | None] | None, n: int) -> Tensor | None:
+        if users is None:
+            return None
+        where = {u: i for i, u in enumerate(self.users)}
+        return torch.tensor([where.get(u, -1) if u is not None else -1 for u in users][:n])
+
+    @torch.no_grad()
+    def rewards(self, texts: Sequence[str], users: Sequence[str | None] | None = None, *, normalize: bool = False) -> Tensor:
+        """``[N]`` rewards of already-fitted texts."""
+        emb = self.embed(texts)
+        dev = next(self.head.parameters()).device
+        self.head.eval()
+        u = self._users(users, len(texts))
+        r = self.head.reward(emb.to(dev), None if u is None else u.to(dev)).cpu()
+        return (r - self.mean) / self.std if normalize else r
+
+    @torch.no_grad()
+    def prefer(self, a: Sequence[str], b: Sequence[str], users: Sequence[str | None] | None = None) -> Tensor:
+        """``[N]`` log-odds that ``a[i]`` is preferred to ``b[i]`` (fitted texts)."""
+        ea, eb = self.embed(a), self.embed(b)
+        dev = next(self.head.parameters()).device
+        self.head.eval()
+        u = self._users(users, len(a))
+        return self.head.prefer(ea.to(dev), eb.to(dev), None if u is None else u.to(dev)).cpu()
+
+    # ------------------------------------------------------------------ files
+    def save(self, out_dir: str | Path, *, head_name: str, head_kwargs: dict[str, Any]) -> Path:
+        """The encoder as a sentence-transformers dir, with the head beside it."""
+        from safetensors.torch import save_file
+
+        out = Path(out_dir)
+        self.encoder.save(out)
+        state = {k: v.detach().cpu().contiguous() for k, v in self.head.state_dict().items()}
+        with atomic_path(out / HEAD_FILE) as tmp:
+            save_file(state, str(tmp))
+        write_json(out / HEAD_CONFIG, {
+            "head": head_name, "kwargs": head_kwargs, "dim": int(self.head.dim), "users": self.users,
+            "window_policy": self.window_policy, "mean": self.mean, "std": self.std, **self.head.extra_state(),
+        })
+        return out
+
+    @classmethod
+    def load(cls, path: str | Path, **overrides: Any) -> RewardModel:
+        """A saved reward model: a run dir (its ``model/``) or the model dir itself."""
+        from safetensors.torch import load_file
+
+        from contrastlib.encoders.text import TextEncoder
+
+        root = Path(path)
+        model_dir = root / "model" if (root / "model" / HEAD_CONFIG).is_file() else root
+        config_path = model_dir / HEAD_CONFIG
+        if not config_path.is_file():
+            raise ModelLoadError(f"{path}: not a reward model (no {HEAD_CONFIG}; train one with a reward recipe)")
+        spec = json.loads(config_path.read_text())
+        head_cls = HEADS.get(spec["head"])
+        state = load_file(str(model_dir / HEAD_FILE))
+        kwargs = dict(spec["kwargs"])
+        if head_cls.per_user:
+            kwargs["num_users"] = int(state["user_logits"].shape[0])
+        head = head_cls(int(spec["dim"]), **kwargs)
+        head.load_state_dict(state)
+        head.eval()
+        encoder = TextEncoder(str(model_dir))
+        return cls(encoder, head, users=spec.get("users", []), window_policy=spec.get("window_policy", "keep_final"),
+                   mean=float(spec.get("mean", 0.0)), std=float(spec.get("std", 1.0)), **overrides)
+
+
+# ---------------------------------------------------------------------------- the method
+@METHODS.register("reward", summary="reward model: a preference head on a frozen or fine-tuned text encoder")
+class RewardMethod(ContrastiveModule):
+    Config = RewardConfig
+    evaluations = ("reward",)
+    encoders = ("text",)
+
+    def __init__(
+        self, encoder: nn.Module, loss: nn.Module, *, data: RewardTrainData, head: dict[str, Any] | None = None,
+        frozen: bool = True, aux_weight: float = 0.0, window_policy: str = "keep_final", **kwargs: Any,
+    ) -> None:
+        for unused in ("format", "on_bad_row", "heldout_fraction", "split_salt"):
+            kwargs.pop(unused, None)
+        hparams = dict(kwargs.pop("hparams", None) or {})
+        hparams.update({"head": head, "frozen": frozen, "aux_weight": aux_weight, "users": data.users})
+        super().__init__(encoder, loss, hparams=hparams, **kwargs)
+        enc: Any = encoder
+        self.head_name = (head or {}).get("name", "bradley_terry")
+        self.head_kwargs = dict(data.head_kwargs)
+        extra = {"num_users": len(data.users)} if data.head_cls.per_user else {}
+        self.head: RewardHead = data.head_cls(enc.dim, **self.head_kwargs, **extra)
+        self.frozen, self.aux_weight = frozen, aux_weight
+        self.window_policy = window_policy
+        self.data = data
+        self.eval_precision, self.eval_batch_size = data.eval_precision, data.eval_batch_size
+        if frozen:
+            assert data.embeddings is not None
+            encoder.requires_grad_(False)
+            self.register_buffer("table", data.embeddings, persistent=False)
+
+    table: Tensor
+
+    # ------------------------------------------------------------------ protocol
+    @classmethod
+    def read_train_data(cls, path: str, config: Any, *, max_rows: int | None = None) -> RewardTrainData:
+        head_cls, head_kwargs = head_spec(dict(config.head))
+        if config.window_policy not in ("keep_final", "drop", "raise"):
+            raise ConfigError(f"method.window_policy: keep_final, drop or raise, not {config.window_policy!r}")
+        if config.frozen and config.aux_weight:
+            raise ConfigError("method.aux_weight: the auxiliary contrastive loss trains the encoder; set method.frozen=false")
+        if config.aux_weight < 0:
+            raise ConfigError(f"method.aux_weight: must be >= 0, got {config.aux_weight}")
+        try:
+            prefs = read_preferences(path, fmt=config.format, on_bad_row=config.on_bad_row, max_rows=max_rows)
+            train, heldout = split_by_prompt(prefs.rows, config.heldout_fraction, salt=config.split_salt)
+        except ValueError as exc:
+            if isinstance(exc, ConfigError) or hasattr(exc, "path"):
+                raise
+            raise ConfigError(f"method: {exc}") from None
+        if not train:
+            raise ConfigError(f"method.heldout_fraction: every prompt of {path} was held out; lower the fraction")
+        users = prefs.users
+        if head_cls.per_user and not users:
+            raise ConfigError(f"method.head: {config.head['name']!r} learns per-user preferences, and {path} has no 'user' field")
+        rows = convert(train, prefs.kind, head_cls.trains_on, source=path)
+        heldout_rows = convert(heldout, prefs.kind, "pairs" if prefs.kind == "lists" else prefs.kind, source=path)
+        description = f"{prefs.kind} ({len(train)} for training, {len(heldout)} held out by prompt hash)"
+        if prefs.skipped:
+            description += f"; {sum(prefs.skipped.values())} bad rows skipped: {dict(prefs.skipped)}"
+        return RewardTrainData(
+            source=path, rows=rows, dataset=RowIndices(len(rows)), description=description, preferences=prefs,
+            heldout=heldout_rows, users=users, head_cls=head_cls, head_kwargs=head_kwargs,
+        )
+
+    @classmethod
+    def check_run(cls, config: Any, run: Any) -> None:
+        if config.frozen and run.gradcache.enabled:
+            raise ConfigError("gradcache: a frozen encoder has no gradients to cache; set method.frozen=false or drop gradcache")
+
+    @classmethod
+    def check_loss(cls, loss_cls: type, loss_name: str, data: TrainData) -> None:
+        return None  # the loss is only the auxiliary term, on (prompt, chosen, rejected)
+
+    @classmethod
+    def extra_evaluators(cls, data: TrainData, *, batch_size: int, precision: str) -> list[Any]:
+        from contrastlib.evaluation.reward import RewardEvaluator
+
+        assert isinstance(data, RewardTrainData)
+        if not data.heldout or data.preferences is None:
+            return []
+        kind = "lists" if data.preferences.kind == "lists" else data.preferences.kind
+        held = PreferenceSet("pairs" if kind == "lists" else kind, data.heldout, f"{data.source} (held out)")
+        return [RewardEvaluator("heldout", held)]
+
+    @classmethod
+    def prepare_train_data(cls, data: TrainData, encoder: Any, config: Any, *, cache_dir: Path, precision: str,
+                     batch_size: int, log: Callable[[str], None] = print) -> None:
+        """Fit texts to the window, number them, and (frozen) embed them through the cache."""
+        assert isinstance(data, RewardTrainData)
+        policy = WindowPolicy(encoder.tokenizer, encoder.max_seq_length, config.window_policy)
+        table = TextTable(policy)
+        users = {u: i for i, u in enumerate(data.users)}
+        objectives = list(data.head_kwargs.get("objectives", ()))
+        kind = data.head_cls.trains_on
+        data.encoded = table.encode(data.rows, kind, users=users, objectives=objectives,
+                                    with_prompts=config.aux_weight > 0)
+        if not data.encoded.kept:
+            raise ConfigError(f"method.window_policy: every training row of {data.source} was dropped as too long")
+        data.table = table
+        data.eval_precision, data.eval_batch_size = precision, batch_size
+        if len(data.encoded.kept) != len(data.rows):
+            kept = [data.rows[i] for i in data.encoded.kept]
+            data.rows = kept
+            data.dataset = RowIndices(len(kept))
+        log(policy.report.summary())
+        if config.frozen:
+            from contrastlib.index.cache import EmbeddingCache
+
+            cache = EmbeddingCache(cache_dir)
+            emb = cache.embed(encoder, table.texts, batch_size=batch_size, precision=precision, desc="embed texts")
+            stats = cache.last_stats
+            log(f"embeddings: {len(table.texts)} texts, {stats.get('reused', 0)}/{stats.get('shards', 0)} shards from the cache")
+            data.embeddings = torch.from_numpy(emb)
+
+    @classmethod
+    def from_config(cls, encoder: nn.Module, loss: nn.Module, config: Any, **common: Any) -> ContrastiveModule:
+        from contrastlib.methods.base import config_kwargs
+
+        return cls(encoder, loss, **config_kwargs(config), **common)
+
+    def collator(self) -> RewardCollator:
+        enc: Any = self.encoder
+        assert self.data.encoded is not None and self.data.table is not None
+        tokenize = None if self.frozen else _Tokenize(enc.tokenizer, enc.max_seq_length)
+        return RewardCollator(self.data.encoded, self.data.table.texts, tokenize, with_prompts=self.aux_weight > 0)
+
+    def on_train_epoch_start(self) -> None:
+        if self.frozen:
+            self.encoder.eval()
+        else:
+            super().on_train_epoch_start()
+
+    # ------------------------------------------------------------------ step
+    def views(self, batch: RewardBatch) -> list[Any]:
+        return [batch.view]
+
+    def embed_views(self, views: list[Any]) -> list[Tensor]:
+        if self.frozen:
+            return [self.table[views[0]]]
+        return [self.encoder(views[0])]
+
+    def contrast(self, embeddings: list[Tensor], batch: RewardBatch) -> Tensor:
+        emb = embeddings[0]
+        loss = self.head.loss(gather_structure(batch.structure, emb))
+        if self.aux_weight and batch.prompts is not None and batch.structure.kind == "pairs":
+            s = batch.structure
+            assert s.chosen is not None and s.rejected is not None
+            aux = self.loss_fn(emb[batch.prompts], torch.cat([emb[s.chosen], emb[s.rejected]]))
+            self.log("train/aux_loss", aux.detach(), batch_size=len(s.chosen))
+            loss = loss + self.aux_weight * aux
+        return loss
+
+    # ------------------------------------------------------------------ outputs
+    def evaluation_model(self) -> RewardModel:
+        lookup = None
+        if self.frozen and self.data.table is not None:
+            lookup = ({t: i for i, t in enumerate(self.data.table.texts)}, self.table.cpu())
+        return RewardModel(self.encoder, self.head, users=self.data.users, window_policy=self.window_policy,
+                           precision=self.eval_precision, batch_size=self.eval_batch_size, lookup=lookup)
+
+    def normalisation(self, model: RewardModel) -> tuple[float, float]:
+        """Mean and standard deviation of the reward over the held-out responses (the
+        training responses when nothing is held out)."""
+        if not self.head.scalar:
+            return 0.0, 1.0
+        rows = self.data.heldout or self.data.rows
+        texts = [t for t in model.fit_texts([r.prompt for r in rows for _ in r.responses],
+                                            [x for r in rows for x in r.responses]) if t is not None]
+        rewards = torch.cat([model.rewards(texts[i : i + 4096]) for i in range(0, len(texts), 4096)])
+        std = float(rewards.std()) if len(rewards) > 1 else 1.0
+        return float(rewards.mean()), std if std > 0 and math.isfinite(std) else 1.0
+
+    def export(self, out_dir: Path) -> Path:
+        model = self.evaluation_model()
+        model.mean, model.std = self.normalisation(model)
+        return model.save(out_dir, head_name=self.head_name, head_kwargs=self.head_kwargs)
+
+
+class _Tokenize:
+    def __init__(self, tokenizer: Any, max_length: int) -> None:
+        self.tokenizer, self.max_length = tokenizer, max_length
+
+    def __call__(self, texts: Sequence[str]) -> dict[str, Tensor]:
+        return dict(self.tokenizer(list(texts), padding=True, truncation=True, max_length=self.max_length,
+                                   return_tensors="pt"))
+
+
+def score_rows(model: RewardModel, prompts: Sequence[str], responses: Sequence[str],
+               users: Sequence[str | None] | None = None) -> np.ndarray:
+    """Raw rewards of (prompt, response) rows, windowed as in training."""
+    texts = model.fit_texts(prompts, responses)
+    if any(t is None for t in texts):
+        raise ValueError("a row is longer than the window and the model's policy is 'drop'")
+    return model.rewards([t for t in texts if t is not None], users).numpy()
+
+
+__all__ = ["RewardConfig", "RewardMethod", "RewardModel", "head_spec", "score_rows"]
