@@ -163,6 +163,49 @@ def cmd_eval_retrieval(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_eval_reward(args: argparse.Namespace) -> int:
+    from contrastlib.data.preference import read_preferences
+
+    prefs = read_preferences(args.data, on_bad_row=args.on_bad_row)  # bad data fails before the model loads
+    from contrastlib.evaluation.reward import evaluate_reward, plot_reliability
+    from contrastlib.methods.reward import RewardModel
+
+    model = RewardModel.load(args.model, precision=_auto_encode_precision(args.precision), batch_size=args.batch_size)
+    result = evaluate_reward(model, prefs)
+    m = result.metrics
+    lines = [f"reward  {args.data}  {prefs.kind}: {len(prefs)} rows"
+             + (f" ({sum(prefs.skipped.values())} bad rows skipped: {dict(prefs.skipped)})" if prefs.skipped else "")]
+    lines.append("  ".join(f"{k}={v:.4f}" for k, v in m.items() if "/" not in k and k not in ("pairs", "rows")))
+    if result.subsets:
+        rows = [["subset", "pairs", "accuracy"]]
+        rows += [[name, str(int(s["pairs"])), f"{s['accuracy']:.4f}"] for name, s in result.subsets.items()]
+        rows.append(["section-weighted", "", f"{m['section_acc']:.4f}"])
+        lines.append(_table(rows))
+    if args.plot:
+        lines.append(f"reliability diagram: {plot_reliability(result.reliability, args.plot, title=str(args.data))}")
+    _emit(args, {"task": "reward", "data": args.data, "model": args.model, **m,
+                 "subsets": result.subsets, "skipped": dict(prefs.skipped)}, "\n".join(lines))
+    return 0
+
+
+def cmd_score(args: argparse.Namespace) -> int:
+    from contrastlib.scoring import read_score_input, score_file
+
+    read_score_input(args.input)  # bad rows fail before the model loads
+    out = Path(args.out)
+    if out.suffix != ".jsonl":
+        raise ContrastlibError(f"{out}: the output must end in .jsonl")
+    from contrastlib.methods.reward import RewardModel
+
+    model = RewardModel.load(args.model, precision=_auto_encode_precision(args.precision), batch_size=args.batch_size)
+    report = score_file(model, args.input, out, model_fp=model.fingerprint(), shard_size=args.shard_size,
+                        show_progress_bar=not args.no_progress)
+    text = f"scored {report.rows} rows -> {report.out} ({report.shards_reused}/{report.shards} shards reused)"
+    _emit(args, {"verb": "score", "out": str(report.out), "rows": report.rows, "shards": report.shards,
+                 "shards_reused": report.shards_reused}, text)
+    return 0
+
+
 def _image_features(args: argparse.Namespace) -> tuple[Any, Any, Any, Any]:
     """``--train`` / ``--test`` read and checked (every image decoded) before ``--model``
     loads; then both embedded by the model's backbone: ``(train, y_train, test, y_test)``."""
@@ -456,6 +499,18 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true", help="print one JSON object as the last stdout line")
     p.set_defaults(func=cmd_eval_retrieval)
 
+    p = eval_sub.add_parser("reward", help="reward model: pairwise accuracy, ECE, length bias, per-subset accuracy")
+    p.add_argument("--model", "-m", required=True, help="reward run dir (or its model/ dir)")
+    p.add_argument("--data", "-d", required=True,
+                   help="preference file or directory (HH-RLHF, {prompt, chosen, rejected}, lists, unpaired; .jsonl[.gz])")
+    p.add_argument("--on-bad-row", choices=["error", "skip"], default="error",
+                   help="error (default): stop at the first bad row; skip: leave bad rows out and count them")
+    p.add_argument("--plot", help="write a reliability diagram (PNG) here")
+    p.add_argument("--batch-size", type=int, default=128)
+    p.add_argument("--precision", choices=["auto", "fp32", "bf16", "fp16"], default="auto")
+    p.add_argument("--json", action="store_true", help="print one JSON object as the last stdout line")
+    p.set_defaults(func=cmd_eval_reward)
+
     def image_eval(name: str, help: str) -> argparse.ArgumentParser:
         p = eval_sub.add_parser(name, help=help)
         p.add_argument("--model", "-m", required=True,
@@ -531,6 +586,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--no-progress", action="store_true")
     p.set_defaults(func=cmd_mine)
+
+    p = add("score", "reward of every (prompt, response) row of a JSONL file, resumable after a kill")
+    p.add_argument("--model", "-m", required=True, help="reward run dir (or its model/ dir)")
+    p.add_argument("--input", "-i", required=True, help="JSON lines {prompt, response[, user]}")
+    p.add_argument("--out", "-o", required=True, help="output .jsonl: each input row with reward, reward_normalized")
+    p.add_argument("--shard-size", type=int, default=1000, help="rows per committed shard")
+    p.add_argument("--batch-size", type=int, default=128)
+    p.add_argument("--precision", choices=["auto", "fp32", "bf16", "fp16"], default="auto")
+    p.add_argument("--no-progress", action="store_true")
+    p.set_defaults(func=cmd_score)
 
     p = add("export", "write a run, checkpoint or model as a sentence-transformers directory")
     p.add_argument("source", help="run dir, .ckpt, or any model spec")

@@ -350,6 +350,19 @@ class RewardModel(nn.Module):
         u = self._users(users, len(a))
         return self.head.prefer(ea.to(dev), eb.to(dev), None if u is None else u.to(dev)).cpu()
 
+    def fingerprint(self) -> str:
+        """A hash of the encoder's and the head's weights and the scoring settings."""
+        import hashlib
+
+        from contrastlib.index.cache import model_fingerprint
+
+        h = hashlib.sha256(model_fingerprint(self.encoder).encode())
+        for k, v in sorted(self.head.state_dict().items()):
+            h.update(k.encode())
+            h.update(v.detach().cpu().float().numpy().tobytes())
+        h.update(json.dumps([self.window_policy, self.mean, self.std, self.precision, self.users]).encode())
+        return h.hexdigest()
+
     # ------------------------------------------------------------------ files
     def save(self, out_dir: str | Path, *, head_name: str, head_kwargs: dict[str, Any]) -> Path:
         """The encoder as a sentence-transformers dir, with the head beside it."""

@@ -1,0 +1,134 @@
+"""``contrastlib score``: rewards for (prompt, response) rows, sharded and resumable.
+
+Input: JSON lines ``{prompt, response[, user]}`` (any other keys are carried through).
+Every row is checked before the model loads; a bad one is an error naming its line.
+
+``OUT`` is written once, atomically, when every row is scored. Meanwhile ``OUT.parts/``
+holds ``job.json`` (a fingerprint of the input, the model and the options; parts left by
+a job with other settings are discarded, never mixed in) and ``shard-NNNNN.jsonl``, each
+committed atomically. A killed job started again reuses every committed shard, so each
+row is in ``OUT`` exactly once, in input order.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import shutil
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from tqdm.auto import tqdm
+
+from contrastlib.errors import DataError
+from contrastlib.utils.io import atomic_path
+
+FORMAT_VERSION = 1
+
+
+@dataclass
+class ScoreReport:
+    out: Path
+    rows: int
+    shards: int
+    shards_reused: int
+
+
+def read_score_input(path: str | Path) -> list[tuple[int, dict[str, Any]]]:
+    """``(line, row)`` for every row of ``path``; a bad row is a ``DataError``."""
+    from contrastlib.data.preference import _records
+
+    p = Path(path)
+    if not p.is_file():
+        raise DataError(p, "no such file")
+    rows = []
+    for line, obj in _records(p):
+        for key in ("prompt", "response"):
+            if not isinstance(obj.get(key), str):
+                what = "missing" if key not in obj or obj[key] is None else f"must be a string, got {type(obj[key]).__name__}"
+                raise DataError(p, f"'{key}' {what}", line)
+        if not obj["response"].strip():
+            raise DataError(p, "'response' is empty", line)
+        if obj.get("user") is not None and not isinstance(obj["user"], (str, int)):
+            raise DataError(p, "'user' must be a string or an integer", line)
+        rows.append((line, obj))
+    return rows
+
+
+def _fingerprint(path: Path, model_fp: str, options: dict[str, Any]) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    h.update(model_fp.encode())
+    h.update(json.dumps({**options, "v": FORMAT_VERSION}, sort_keys=True).encode())
+    return h.hexdigest()
+
+
+def score_file(
+    model: Any,
+    input_path: str | Path,
+    out: str | Path,
+    *,
+    model_fp: str,
+    shard_size: int = 1000,
+    show_progress_bar: bool = True,
+    after_shard: Callable[[int], None] | None = None,
+) -> ScoreReport:
+    """Score every row of ``input_path`` with ``model`` (a :class:`RewardModel`) into
+    ``out`` (see the module docstring). Rows get ``reward`` and ``reward_normalized``
+    (``(reward - mean) / std`` with the model's held-out statistics)."""
+    if shard_size < 1:
+        raise ValueError(f"shard_size must be >= 1, got {shard_size}")
+    if not model.scalar:
+        raise DataError(out, "this head compares pairs and has no scalar reward to score rows with (e.g. gpm)")
+    src, dst = Path(input_path), Path(out)
+    rows = read_score_input(src)
+    parts = dst.with_name(dst.name + ".parts")
+    fp = _fingerprint(src, model_fp, {"shard_size": shard_size})
+    job_file = parts / "job.json"
+    if parts.exists():
+        try:
+            same = json.loads(job_file.read_text()).get("fingerprint") == fp
+        except (OSError, ValueError):
+            same = False
+        if not same:
+            shutil.rmtree(parts)
+    parts.mkdir(parents=True, exist_ok=True)
+    if not job_file.is_file():
+        with atomic_path(job_file) as tmp:
+            tmp.write_text(json.dumps({"fingerprint": fp, "input": str(src), "rows": len(rows)}))
+
+    n_shards = -(-len(rows) // shard_size)
+    reused = 0
+    with tqdm(total=len(rows), desc="score", unit="row", disable=not show_progress_bar) as bar:
+        for s in range(n_shards):
+            shard = rows[s * shard_size : (s + 1) * shard_size]
+            path = parts / f"shard-{s:05d}.jsonl"
+            if path.is_file():
+                reused += 1
+                bar.update(len(shard))
+                continue
+            prompts = [r["prompt"] for _, r in shard]
+            texts = model.fit_texts(prompts, [r["response"] for _, r in shard], [f"{src}:{line}" for line, _ in shard])
+            if any(t is None for t in texts):
+                bad = next(line for (line, _), t in zip(shard, texts, strict=True) if t is None)
+                raise DataError(src, "longer than the model's window, and its window policy is 'drop'", bad)
+            users = [None if r.get("user") is None else str(r["user"]) for _, r in shard]
+            rewards = model.rewards(texts, users if any(users) else None)
+            lines = []
+            for (_, r), value in zip(shard, rewards.tolist(), strict=True):
+                lines.append(json.dumps({**r, "reward": value, "reward_normalized": (value - model.mean) / model.std}))
+            with atomic_path(path) as tmp:
+                tmp.write_text("\n".join(lines) + "\n", encoding="utf-8")
+            bar.update(len(shard))
+            if after_shard is not None:
+                after_shard(s)
+
+    with atomic_path(dst) as tmp, open(tmp, "w", encoding="utf-8") as f:
+        for s in range(n_shards):
+            f.write((parts / f"shard-{s:05d}.jsonl").read_text(encoding="utf-8"))
+    shutil.rmtree(parts)
+    return ScoreReport(dst, len(rows), n_shards, reused)
