@@ -163,6 +163,12 @@ class TextEncoder(nn.Module):
 
     # ------------------------------------------------------------------ properties
     @property
+    def _takes_position_ids(self) -> bool:
+        import inspect
+
+        return "position_ids" in inspect.signature(self.model.forward).parameters
+
+    @property
     def dim(self) -> int:
         return int(self.model.config.hidden_size)
 
@@ -189,6 +195,10 @@ class TextEncoder(nn.Module):
         """Tokenised batch -> ``[B, H]`` sentence embeddings."""
         mask = features["attention_mask"]
         inputs = {k: v for k, v in features.items() if k in ("input_ids", "attention_mask", "token_type_ids")}
+        if bool((mask[:, 0] == 0).any()) and self._takes_position_ids:
+            # left padding: count positions from each row's first real token, so a text's
+            # embedding does not depend on how much padding precedes it (PEERS.md 8, 14)
+            inputs["position_ids"] = (mask.long().cumsum(dim=1) - 1).clamp_min(0)
         hidden = self.model(**inputs).last_hidden_state  # [B, T, H]
         emb = pool(self.spec.pooling, hidden, mask)  # [B, H]
         if self.spec.normalize:
