@@ -1,0 +1,173 @@
+"""The reward method through the CLI: frozen and fine-tuned, export and reload, padding,
+the gradient cache, `eval reward` and `score` (killed and resumed)."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+from contrastlib.cli.main import main
+from contrastlib.config.load import BUNDLED_DATA_DIR
+from contrastlib.heads import BradleyTerryHead
+from contrastlib.methods.reward import RewardModel
+
+HH_SAMPLE = BUNDLED_DATA_DIR / "hh-rlhf" / "helpful-base-800.jsonl.gz"
+COMMON = ["model.max_seq_length=64", "data.max_rows=120", "data.batch_size=16", "trainer.enable_progress_bar=false",
+          "method.on_bad_row=skip", "eval.batch_size=64"]
+
+
+@pytest.fixture(scope="module")
+def frozen_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    out = tmp_path_factory.mktemp("reward")
+    code = main(["fit", "reward-hh", f"output_dir={out}", "trainer.max_epochs=3", *COMMON])
+    assert code == 0
+    return out / "reward-hh"
+
+
+def test_frozen_fit_writes_a_reward_model_and_held_out_metrics(frozen_run: Path) -> None:
+    metrics = json.loads((frozen_run / "metrics.json").read_text())
+    for stage in ("before", "after"):
+        held = metrics[stage]["heldout"]
+        assert 0 <= held["accuracy"] <= 1 and 0 <= held["ece"] <= 1 and held["pairs"] > 5
+    spec = json.loads((frozen_run / "model" / "reward_head.json").read_text())
+    assert spec["head"] == "bradley_terry" and spec["window_policy"] == "keep_final" and spec["std"] > 0
+    # the encoder part loads in sentence-transformers
+    from sentence_transformers import SentenceTransformer
+
+    st = SentenceTransformer(str(frozen_run / "model"), device="cpu")
+    assert st.encode(["hello"]).shape == (1, 384)
+
+
+def test_a_second_frozen_run_reads_every_embedding_from_the_cache(frozen_run: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    out = frozen_run.parent
+    assert main(["fit", "reward-hh", f"output_dir={out}", "name=again", "trainer.max_epochs=1", *COMMON]) == 0
+    line = next(x for x in capsys.readouterr().err.splitlines() if x.startswith("embeddings:"))
+    reused, total = line.split(", ")[1].split()[0].split("/")
+    assert reused == total
+
+
+def test_reloaded_model_scores_like_the_trained_one_and_padding_never_changes_a_reward(frozen_run: Path) -> None:
+    model = RewardModel.load(frozen_run)
+    texts = ["Human: hi\n\nAssistant: Hello! How can I help you today?", "Human: hi\n\nAssistant: no.",
+             "Human: what is the capital of France?\n\nAssistant: Paris is the capital of France, on the Seine."]
+    alone = torch.cat([model.rewards([t]) for t in texts])
+    for side in ("right", "left"):
+        model.encoder.tokenizer.padding_side = side
+        batched = model.rewards(texts)
+        assert torch.allclose(batched, alone, atol=1e-5), side
+    # the head's weights reloaded exactly: the same reward from the raw parts
+    from safetensors.torch import load_file
+
+    head = BradleyTerryHead(384, hidden=256)
+    head.load_state_dict(load_file(str(frozen_run / "model" / "reward_head.safetensors")))
+    emb = model.encoder.encode(texts[:1], convert_to_numpy=False).clone()
+    with torch.no_grad():
+        assert torch.allclose(head.eval().reward(emb), alone[:1], atol=1e-6)
+
+
+def test_eval_reward_cli_prints_accuracy_ece_and_the_subset_table(frozen_run: Path, tmp_path: Path,
+                                                               capsys: pytest.CaptureFixture[str]) -> None:
+    data = tmp_path / "prefs.jsonl"
+    rows = [{"prompt": "Human: hi\n\nAssistant:", "chosen": "Hello! How can I help?", "rejected": "no.",
+             "subset": "s1" if i % 2 else "s2"} for i in range(4)]
+    data.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    plot = tmp_path / "rel.png"
+    assert main(["eval", "reward", "--model", str(frozen_run), "--data", str(data), "--plot", str(plot), "--json"]) == 0
+    out = capsys.readouterr().out.splitlines()
+    payload = json.loads(out[-1])
+    assert set(payload["subsets"]) == {"s1", "s2"} and "ece" in payload and "section_acc" in payload
+    assert any(line.startswith("section-weighted") for line in out)
+    assert plot.stat().st_size > 1000
+
+
+def test_fine_tuned_reward_model_under_the_gradient_cache_equals_one_graph(tmp_path: Path) -> None:
+    """Fine-tuning with gradcache (chunks of 4) and the auxiliary contrastive loss ends at
+    the same encoder and head weights as one graph over the batch of 8."""
+    runs = {}
+    for name, extra in (("plain", []), ("cached", ["gradcache.chunk_size=4"])):
+        args = ["fit", "reward-hh", f"output_dir={tmp_path}", f"name={name}", "method.frozen=false",
+                "method.aux_weight=0.5", "model.dropout=0.0", "model.max_seq_length=32", "data.max_rows=40",
+                "data.batch_size=8", "trainer.max_steps=3", "trainer.precision=32-true", "optim.name=sgd", "optim.lr=0.05",
+                "trainer.enable_progress_bar=false", "method.on_bad_row=skip", "method.heldout_fraction=0.0", *extra]
+        assert main(args) == 0
+        runs[name] = RewardModel.load(tmp_path / name)
+    plain, cached = runs["plain"], runs["cached"]
+    for (k, a), (_, b) in zip(plain.head.state_dict().items(), cached.head.state_dict().items(), strict=True):
+        assert torch.allclose(a, b, atol=1e-5), k
+    start = BradleyTerryHead(384, hidden=256).state_dict()
+    moved = max((plain.head.state_dict()[k] - start[k]).abs().max().item() for k in start)
+    assert moved > 1e-4  # the head trained (its gradients reached it under the cache too)
+    pa, pb = dict(plain.encoder.named_parameters()), dict(cached.encoder.named_parameters())
+    assert max((pa[k] - pb[k]).abs().max().item() for k in pa) < 1e-5
+    from contrastlib.encoders.text import TextEncoder
+
+    base = dict(TextEncoder("all-MiniLM-L6-v2").named_parameters())
+    assert max((pa[k] - base[k]).abs().max().item() for k in pa) > 1e-4  # the encoder was fine-tuned
+
+
+def test_frozen_with_gradcache_or_aux_loss_is_a_config_error(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["fit", "reward-hh", "gradcache.chunk_size=4", "--dry-run"]) == 2
+    assert "frozen encoder has no gradients" in capsys.readouterr().err
+    assert main(["fit", "reward-hh", "method.aux_weight=1", "--dry-run"]) == 2
+    assert "method.aux_weight" in capsys.readouterr().err
+    assert main(["fit", "reward-hh", "method.head.name=pal", "--dry-run"]) == 2
+    assert "no 'user' field" in capsys.readouterr().err
+    assert main(["fit", "reward-hh", "method.head.hiden=3", "--dry-run"]) == 2
+    assert "method.head.hiden" in capsys.readouterr().err
+
+
+def _make_model(tmp_path: Path) -> Path:
+    from contrastlib.encoders.text import TextEncoder
+
+    torch.manual_seed(0)
+    model = RewardModel(TextEncoder("all-MiniLM-L6-v2", max_seq_length=16), BradleyTerryHead(384), std=2.0)
+    return model.save(tmp_path / "model", head_name="bradley_terry", head_kwargs={})
+
+
+def test_score_killed_and_restarted_has_every_row_exactly_once(tmp_path: Path) -> None:
+    model_dir = _make_model(tmp_path)
+    src = tmp_path / "rows.jsonl"
+    src.write_text("".join(json.dumps({"id": i, "prompt": "Q:", "response": f"answer number {i}"}) + "\n"
+                           for i in range(10_000)))
+    out = tmp_path / "scored.jsonl"
+    cmd = [sys.executable, "-m", "contrastlib", "score", "--model", str(model_dir), "--input", str(src),
+           "--out", str(out), "--shard-size", "1000", "--no-progress", "--precision", "fp32"]
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    parts = tmp_path / "scored.jsonl.parts"
+    deadline = time.monotonic() + 300
+    while not (parts / "shard-00001.jsonl").exists() and proc.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.05)
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    assert not out.exists()  # nothing half-written
+    done = len(list(parts.glob("shard-*.jsonl")))
+    assert 2 <= done < 10
+    result = subprocess.run([*cmd, "--json"], capture_output=True, text=True, check=True)
+    report = json.loads(result.stdout.strip().splitlines()[-1])
+    assert report["shards_reused"] == done and report["rows"] == 10_000
+    rows = [json.loads(x) for x in out.read_text().splitlines()]
+    assert [r["id"] for r in rows] == list(range(10_000))
+    assert not parts.exists()
+    # the same rewards as an uninterrupted run
+    fresh = tmp_path / "fresh.jsonl"
+    assert main(["score", "--model", str(model_dir), "--input", str(src), "--out", str(fresh), "--shard-size",
+                 "1000", "--no-progress", "--precision", "fp32"]) == 0
+    again = [json.loads(x) for x in fresh.read_text().splitlines()]
+    assert max(abs(a["reward"] - b["reward"]) for a, b in zip(rows, again, strict=True)) < 1e-5
+    assert abs(rows[0]["reward_normalized"] - rows[0]["reward"] / 2.0) < 1e-6
+
+
+def test_score_bad_row_is_one_line_before_the_model_loads(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    src = tmp_path / "rows.jsonl"
+    src.write_text(json.dumps({"prompt": "q", "response": "a"}) + "\n" + json.dumps({"prompt": "q"}) + "\n")
+    assert main(["score", "--model", str(tmp_path / "missing"), "--input", str(src), "--out", str(tmp_path / "o.jsonl")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err == f"error: {src}:2: 'response' missing"
