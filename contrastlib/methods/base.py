@@ -275,6 +275,10 @@ class ContrastiveModule(pl.LightningModule):
                 scheduler.step()
         return loss * accumulate
 
+    def own_learning_rates(self) -> list[tuple[list[nn.Parameter], float]]:
+        """Parameters trained at a rate of their own (``[(params, lr)]``); default none."""
+        return []
+
     def optimizer_steps(self) -> int:
         """Optimizer steps the run will take: the schedule's length, the same with and
         without the gradient cache, for any accumulation and for max_steps or max_epochs."""
@@ -294,7 +298,7 @@ class ContrastiveModule(pl.LightningModule):
     def configure_optimizers(self) -> Any:
         optimizer = build_optimizer(
             self, self.optimizer_name, lr=self.lr, weight_decay=self.weight_decay, momentum=self.momentum,
-            exclude=getattr(self.loss_fn, "own_parameters", lambda: [])(),
+            exclude=getattr(self.loss_fn, "own_parameters", lambda: [])(), own_lr=self.own_learning_rates(),
         )
         schedule = warmup_schedule(
             optimizer, total_steps=self.optimizer_steps(), warmup_ratio=self.warmup_ratio, kind=self.scheduler_kind

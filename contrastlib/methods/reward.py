@@ -71,6 +71,9 @@ class RewardConfig:
     #: Weight of the run's contrastive ``loss`` on (prompt, chosen, rejected) embeddings
     #: (fine-tuning only; 0: off).
     aux_weight: float = 0.0
+    #: Learning rate of the head when the encoder is fine-tuned (null: ``optim.lr``): a
+    #: fresh head learns at rates that would wreck a pretrained encoder.
+    head_lr: float | None = None
 
 
 # ---------------------------------------------------------------------------- heads
@@ -414,7 +417,8 @@ class RewardMethod(ContrastiveModule):
 
     def __init__(
         self, encoder: nn.Module, loss: nn.Module, *, data: RewardTrainData, head: dict[str, Any] | None = None,
-        frozen: bool = True, aux_weight: float = 0.0, window_policy: str = "keep_final", **kwargs: Any,
+        frozen: bool = True, aux_weight: float = 0.0, window_policy: str = "keep_final",
+        head_lr: float | None = None, **kwargs: Any,
     ) -> None:
         for unused in ("format", "on_bad_row", "heldout_fraction", "split_salt"):
             kwargs.pop(unused, None)
@@ -426,7 +430,7 @@ class RewardMethod(ContrastiveModule):
         self.head_kwargs = dict(data.head_kwargs)
         extra = {"num_users": len(data.users)} if data.head_cls.per_user else {}
         self.head: RewardHead = data.head_cls(enc.dim, **self.head_kwargs, **extra)
-        self.frozen, self.aux_weight = frozen, aux_weight
+        self.frozen, self.aux_weight, self.head_lr = frozen, aux_weight, head_lr
         self.window_policy = window_policy
         self.data = data
         self.eval_precision, self.eval_batch_size = data.eval_precision, data.eval_batch_size
@@ -524,6 +528,9 @@ class RewardMethod(ContrastiveModule):
         from contrastlib.methods.base import config_kwargs
 
         return cls(encoder, loss, **config_kwargs(config), **common)
+
+    def own_learning_rates(self) -> list[tuple[list[nn.Parameter], float]]:
+        return [] if self.head_lr is None else [(list(self.head.parameters()), self.head_lr)]
 
     def collator(self) -> RewardCollator:
         enc: Any = self.encoder

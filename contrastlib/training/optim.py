@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
+from typing import cast
 
 import torch
 from torch import nn
@@ -40,10 +41,21 @@ def build_optimizer(
     weight_decay: float,
     momentum: float = 0.9,
     exclude: Sequence[nn.Parameter] = (),
+    own_lr: Sequence[tuple[Sequence[nn.Parameter], float]] = (),
 ) -> torch.optim.Optimizer:
     """``adamw`` (fused where supported) or ``sgd`` (with momentum) over the model's
-    trainable parameters."""
+    trainable parameters; ``own_lr``: (parameters, learning rate) pairs that take their
+    own rate (a reward head beside a fine-tuned encoder)."""
     groups = adamw_param_groups(model, weight_decay, exclude)
+    if own_lr:
+        rate = {id(p): r for params, r in own_lr for p in params}
+        split = []
+        for g in groups:
+            members = cast(list[nn.Parameter], g["params"])
+            for r in sorted({rate.get(id(p)) for p in members}, key=lambda x: -1.0 if x is None else x):
+                params = [p for p in members if rate.get(id(p)) == r]
+                split.append({**g, "params": params, **({} if r is None else {"lr": r})})
+        groups = [g for g in split if g["params"]]
     if name == "adamw":
         # The fused kernel (CPU and CUDA) steps MiniLM's 22M parameters in ~10 ms on a
         # 2-core CPU against ~58 ms for the default; fall back where it is unsupported.
