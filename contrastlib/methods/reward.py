@@ -293,12 +293,14 @@ class RewardModel(nn.Module):
         window_policy: how texts are fitted to the encoder's window.
         mean, std: reward normalisation statistics (from held-out data).
         lookup: precomputed embeddings by text (the frozen method's table).
+        memo: a dict that keeps every embedding computed, for an encoder that does not
+            change (the frozen method's evaluations before and after training).
     """
 
     def __init__(
         self, encoder: Any, head: RewardHead, *, users: Sequence[str] = (), window_policy: str = "keep_final",
         mean: float = 0.0, std: float = 1.0, precision: str = "fp32", batch_size: int = 128,
-        lookup: tuple[dict[str, int], Tensor] | None = None,
+        lookup: tuple[dict[str, int], Tensor] | None = None, memo: dict[str, Tensor] | None = None,
     ) -> None:
         super().__init__()
         self.encoder, self.head = encoder, head
@@ -306,7 +308,7 @@ class RewardModel(nn.Module):
         self.window_policy = window_policy
         self.mean, self.std = mean, std
         self.precision, self.batch_size = precision, batch_size
-        self.lookup = lookup
+        self.lookup, self.memo = lookup, memo
 
     @property
     def scalar(self) -> bool:
@@ -321,12 +323,23 @@ class RewardModel(nn.Module):
 
     @torch.no_grad()
     def embed(self, texts: Sequence[str], *, show_progress_bar: bool = False) -> Tensor:
-        if self.lookup is not None and all(t in self.lookup[0] for t in texts):
+        """``[N, D]`` embeddings; texts in ``lookup`` (or, for a frozen encoder, embedded
+        by an earlier call: ``memo``) are not encoded again."""
+        known: dict[str, Tensor] = {}
+        if self.lookup is not None:
             index, table = self.lookup
-            return table[[index[t] for t in texts]].float()
-        out = self.encoder.encode(list(texts), batch_size=self.batch_size, precision=self.precision,
-                                  show_progress_bar=show_progress_bar, convert_to_numpy=False)
-        return torch.as_tensor(out).float()
+            known = {t: table[index[t]] for t in texts if t in index}
+        if self.memo is not None:
+            known.update({t: self.memo[t] for t in texts if t in self.memo and t not in known})
+        missing = list(dict.fromkeys(t for t in texts if t not in known))
+        if missing:
+            out = torch.as_tensor(self.encoder.encode(missing, batch_size=self.batch_size, precision=self.precision,
+                                                      show_progress_bar=show_progress_bar, convert_to_numpy=False))
+            new = dict(zip(missing, out.float(), strict=True))
+            known.update(new)
+            if self.memo is not None:
+                self.memo.update(new)
+        return torch.stack([known[t].float() for t in texts]) if texts else torch.zeros(0, 0)
 
     def _users(self, users: Sequence[str | None] | None, n: int) -> Tensor | None:
         if users is None:
@@ -434,6 +447,7 @@ class RewardMethod(ContrastiveModule):
         self.window_policy = window_policy
         self.data = data
         self.eval_precision, self.eval_batch_size = data.eval_precision, data.eval_batch_size
+        self._memo: dict[str, Tensor] = {}  # frozen: evaluation texts embedded once per run
         if frozen:
             assert data.embeddings is not None
             encoder.requires_grad_(False)
@@ -570,7 +584,8 @@ class RewardMethod(ContrastiveModule):
         if self.frozen and self.data.table is not None:
             lookup = ({t: i for i, t in enumerate(self.data.table.texts)}, self.table.cpu())
         return RewardModel(self.encoder, self.head, users=self.data.users, window_policy=self.window_policy,
-                           precision=self.eval_precision, batch_size=self.eval_batch_size, lookup=lookup)
+                           precision=self.eval_precision, batch_size=self.eval_batch_size, lookup=lookup,
+                           memo=self._memo if self.frozen else None)
 
     def normalisation(self, model: RewardModel) -> tuple[float, float]:
         """Mean and standard deviation of the reward over the held-out responses (the
