@@ -565,7 +565,9 @@ class RewardMethod(ContrastiveModule):
     def embed_views(self, views: list[Any]) -> list[Tensor]:
         if self.frozen:
             return [self.table[views[0]]]
-        return [self.encoder(views[0])]
+        # the base encodes in length-sorted groups of trainer.length_group_rows rows, each
+        # padded to its own longest: the same embeddings with less padding
+        return super().embed_views(views)
 
     def contrast(self, embeddings: list[Tensor], batch: RewardBatch) -> Tensor:
         emb = embeddings[0]
