@@ -69,7 +69,8 @@ class EvalMonitor(pl.Callback):
             return
         from contrastlib.evaluation import run_evaluations
 
-        metrics = run_evaluations(self.evaluators, pl_module.evaluation_model())  # type: ignore[operator]
+        model = getattr(pl_module, "evaluation_model", None)  # a reward method: encoder and head
+        metrics = run_evaluations(self.evaluators, model() if callable(model) else pl_module.encoder)
         step = int(trainer.global_step)
         self._record(epoch, step, metrics)
         self.last_step, self.last_metrics = step, metrics
