@@ -171,12 +171,17 @@ def trl_case(work: str, out_dir: str) -> dict[str, Any]:
     torch.set_num_threads(2)
     path = resolve_model_path(MODEL)
     tok = AutoTokenizer.from_pretrained(path)
+    if tok.eos_token is None:  # TRL appends an EOS; BERT-style tokenizers have none: use [SEP]
+        tok.eos_token = tok.sep_token
     model = AutoModelForSequenceClassification.from_pretrained(path, num_labels=1)
     train = _read(Path(work) / "train-fitted.jsonl")
     ds = Dataset.from_list([{"chosen": r["chosen"], "rejected": r["rejected"]} for r in train])
     args = RewardConfig(output_dir=out_dir, per_device_train_batch_size=32, num_train_epochs=1, learning_rate=2e-5,
-                        max_length=WINDOW, report_to=[], save_strategy="no", logging_steps=50, bf16=False,
-                        use_cpu=True, dataloader_num_workers=0, seed=42, warmup_ratio=0.1)
+                        # +1: TRL appends an EOS to every text, and drops (not truncates)
+                        # examples over max_length; the fitted texts fill the window exactly
+                        max_length=WINDOW + 1, report_to=[], save_strategy="no", logging_steps=50, bf16=False,
+                        use_cpu=True, dataloader_num_workers=0, seed=42,
+                        warmup_steps=max(1, round(0.1 * len(train) / 32)))  # 10%, as ours
     trainer = RewardTrainer(model=model, args=args, train_dataset=ds, processing_class=tok)
     start = time.perf_counter()
     trainer.train()
