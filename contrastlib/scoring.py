@@ -38,13 +38,13 @@ class ScoreReport:
 
 def read_score_input(path: str | Path) -> list[tuple[int, dict[str, Any]]]:
     """``(line, row)`` for every row of ``path``; a bad row is a ``DataError``."""
-    from contrastlib.data.preference import _records
+    from contrastlib.data.preference import read_objects
 
     p = Path(path)
     if not p.is_file():
         raise DataError(p, "no such file")
     rows = []
-    for line, obj in _records(p):
+    for line, obj in read_objects(p):
         for key in ("prompt", "response"):
             if not isinstance(obj.get(key), str):
                 what = "missing" if key not in obj or obj[key] is None else f"must be a string, got {type(obj[key]).__name__}"

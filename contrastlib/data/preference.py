@@ -23,10 +23,7 @@ A bad row is a :class:`~contrastlib.errors.DataError` naming the file and line. 
 
 from __future__ import annotations
 
-import gzip
 import hashlib
-import io
-import json
 import math
 from collections import Counter
 from collections.abc import Iterator, Sequence
@@ -34,6 +31,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from contrastlib.data.readers import read_records
 from contrastlib.errors import DataError
 
 FORMATS = ("auto", "hh", "pairs", "user_pairs", "lists", "unpaired")
@@ -85,12 +83,6 @@ class PreferenceSet:
         return sorted({r.subset for r in self.rows if r.subset is not None})
 
 
-def _open(path: Path) -> io.TextIOBase:
-    if path.suffix == ".gz":
-        return io.TextIOWrapper(gzip.open(path, "rb"), encoding="utf-8")
-    return open(path, encoding="utf-8")
-
-
 def _files(path: Path) -> list[tuple[Path, str | None]]:
     if not path.exists():
         raise DataError(path, "no such file or directory")
@@ -104,25 +96,13 @@ def _files(path: Path) -> list[tuple[Path, str | None]]:
     return [(path, None)]
 
 
-def _records(path: Path) -> Iterator[tuple[int, dict[str, Any]]]:
+def read_objects(path: Path) -> Iterator[tuple[int, dict[str, Any]]]:
+    """``(line, object)`` of a JSON-lines file (:func:`~contrastlib.data.readers.read_records`);
+    a file without a row is an error."""
     n = 0
-    try:
-        with _open(path) as f:
-            for line_no, line in enumerate(f, 1):
-                if not line.strip():
-                    continue
-                try:
-                    obj = json.loads(line)
-                except json.JSONDecodeError as exc:
-                    raise DataError(path, f"not valid JSON ({exc.msg})", line_no) from None
-                if not isinstance(obj, dict):
-                    raise DataError(path, f"expected a JSON object, got {type(obj).__name__}", line_no)
-                n += 1
-                yield line_no, obj
-    except UnicodeDecodeError as exc:
-        raise DataError(path, f"not UTF-8 text ({exc.reason} at byte {exc.start})") from None
-    except (OSError, EOFError) as exc:
-        raise DataError(path, f"cannot read: {exc}") from None
+    for line, obj in read_records(path):
+        n += 1
+        yield line, obj
     if n == 0:
         raise DataError(path, "no rows")
 
@@ -259,7 +239,7 @@ def read_preferences(
     kind: str | None = None
     for file, subset in _files(root):
         file_fmt = fmt
-        for line, obj in _records(file):
+        for line, obj in read_objects(file):
             if file_fmt == "auto":
                 try:
                     file_fmt = detect_format(list(obj))

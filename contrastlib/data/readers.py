@@ -19,6 +19,7 @@ import re
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from contrastlib.errors import DataError
 
@@ -56,10 +57,20 @@ def _kind(path: Path) -> str:
     raise DataError(path, f"unknown file type {ext or '(none)'}; expected .txt, .tsv, .csv or .jsonl")
 
 
-def read_records(path: str | Path) -> Iterator[tuple[int, dict[str, str]]]:
-    """Yield ``(line_number, {column: value})`` from a TSV, CSV or JSONL file."""
+def read_records(path: str | Path) -> Iterator[tuple[int, dict[str, Any]]]:
+    """Yield ``(line_number, {column: value})`` from a TSV, CSV or JSONL file (JSON values
+    keep their types). Text that is not UTF-8, or a file that cannot be read, is a
+    ``DataError`` naming the file."""
     path = _check_file(path)
-    kind = _kind(path)
+    try:
+        yield from _records(path, _kind(path))
+    except UnicodeDecodeError as exc:
+        raise DataError(path, f"not UTF-8 text ({exc.reason} at byte {exc.start})") from None
+    except (OSError, EOFError) as exc:
+        raise DataError(path, f"cannot read: {exc}") from None
+
+
+def _records(path: Path, kind: str) -> Iterator[tuple[int, dict[str, Any]]]:
     with _open_text(path) as fh:
         if kind == "jsonl":
             for n, line in enumerate(fh, start=1):
