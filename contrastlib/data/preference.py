@@ -60,6 +60,14 @@ class PreferenceRow:
     #: Where the row came from, for messages: "file:line".
     where: str = ""
 
+    def ordered_pairs(self) -> list[tuple[int, int]]:
+        """``(better, worse)`` response indices: the pair itself for a pair, and every
+        two responses with different scores for a scored list."""
+        if not self.scores:  # a pair: chosen, rejected
+            return [(0, 1)]
+        order = sorted(range(len(self.responses)), key=lambda i: -self.scores[i])
+        return [(a, b) for i, a in enumerate(order) for b in order[i + 1 :] if self.scores[a] > self.scores[b]]
+
 
 @dataclass
 class PreferenceSet:

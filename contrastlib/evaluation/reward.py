@@ -21,6 +21,7 @@ The evaluator takes any *reward model*: an object with ``fit_texts(prompts, resp
 
 from __future__ import annotations
 
+import contextlib
 from collections import defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -85,21 +86,16 @@ class RewardResult:
     subsets: dict[str, dict[str, float]] = field(default_factory=dict)
 
 
-def _pairs_of(rows: list[PreferenceRow], kind: str) -> list[tuple[PreferenceRow, int, int]]:
-    """(row, index of the better response, index of the worse) for every ordered pair."""
-    if kind == "pairs":
-        return [(r, 0, 1) for r in rows]
-    out = []
-    for r in rows:
-        order = sorted(range(len(r.responses)), key=lambda i: -r.scores[i])
-        out += [(r, a, b) for i, a in enumerate(order) for b in order[i + 1 :] if r.scores[a] > r.scores[b]]
-    return out
-
-
 def evaluate_reward(model: Any, prefs: PreferenceSet, *, batch_size: int = 4096) -> RewardResult:
     """Every metric of the module docstring for ``model`` on ``prefs``."""
     if prefs.kind == "unpaired":
         return _evaluate_unpaired(model, prefs, batch_size)
+    # each text is embedded once for the pairs and the length check (models that memoise)
+    with getattr(model, "memoized", contextlib.nullcontext)():
+        return _evaluate_pairs(model, prefs, batch_size)
+
+
+def _evaluate_pairs(model: Any, prefs: PreferenceSet, batch_size: int) -> RewardResult:
     rows = prefs.rows
     # one fitted text per (row, response); a row with a text the policy drops is skipped
     fitted: dict[tuple[int, int], str] = {}
@@ -109,16 +105,15 @@ def evaluate_reward(model: Any, prefs: PreferenceSet, *, batch_size: int = 4096)
     for key, text in zip(flat, texts, strict=True):
         if text is not None:
             fitted[key] = text
-    row_index = {id(r): n for n, r in enumerate(rows)}
-    pairs = [(r, a, b) for r, a, b in _pairs_of(rows, prefs.kind)
-             if (row_index[id(r)], a) in fitted and (row_index[id(r)], b) in fitted]
+    kept = [(n, a, b) for n, r in enumerate(rows) for a, b in r.ordered_pairs() if (n, a) in fitted and (n, b) in fitted]
+    pairs = [(rows[n], a, b) for n, a, b in kept]
     if not pairs:
         raise ValueError(f"{prefs.source}: no pair left to evaluate")
     logits = []
     for s in range(0, len(pairs), batch_size):
         chunk = pairs[s : s + batch_size]
-        a = [fitted[(row_index[id(r)], x)] for r, x, _ in chunk]
-        b = [fitted[(row_index[id(r)], y)] for r, _, y in chunk]
+        a = [fitted[(n, x)] for n, x, _ in kept[s : s + batch_size]]
+        b = [fitted[(n, y)] for n, _, y in kept[s : s + batch_size]]
         users = [r.user for r, _, _ in chunk] if any(r.user for r, _, _ in chunk) else None
         logits.append(model.prefer(a, b, users).float())
     logit = torch.cat(logits).numpy().astype(np.float64)

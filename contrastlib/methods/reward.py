@@ -23,9 +23,10 @@ keys of :class:`RewardConfig`.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -106,13 +107,10 @@ def convert(rows: Sequence[PreferenceRow], kind: str, to: str, *, source: str) -
         return list(rows)
     out: list[PreferenceRow] = []
     if kind == "lists" and to == "pairs":
-        for r in rows:
-            order = sorted(range(len(r.responses)), key=lambda i: -r.scores[i])
-            out += [
-                PreferenceRow(r.prompt, (r.responses[a], r.responses[b]), subset=r.subset, where=r.where)
-                for i, a in enumerate(order) for b in order[i + 1 :] if r.scores[a] > r.scores[b]
-            ]
-        return out
+        return [
+            PreferenceRow(r.prompt, (r.responses[a], r.responses[b]), subset=r.subset, where=r.where)
+            for r in rows for a, b in r.ordered_pairs()
+        ]
     if kind == "pairs" and to == "lists":
         return [
             PreferenceRow(r.prompt, r.responses, (1.0, 0.0), user=r.user, subset=r.subset, where=r.where) for r in rows
@@ -320,6 +318,19 @@ class RewardModel(nn.Module):
     def fit_texts(self, prompts: Sequence[str], responses: Sequence[str], where: Sequence[str] | None = None) -> list[str | None]:
         policy = self._policy()
         return [policy.fit(p, r, where=w) for p, r, w in zip(prompts, responses, where or [""] * len(prompts), strict=True)]
+
+    @contextlib.contextmanager
+    def memoized(self) -> Iterator[None]:
+        """Within the block every text is embedded at most once (the weights do not
+        change inside it); a model that already memoises keeps its memo."""
+        if self.memo is not None:
+            yield
+            return
+        self.memo = {}
+        try:
+            yield
+        finally:
+            self.memo = None
 
     @torch.no_grad()
     def embed(self, texts: Sequence[str], *, show_progress_bar: bool = False) -> Tensor:
