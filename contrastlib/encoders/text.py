@@ -144,6 +144,14 @@ class TextEncoder(nn.Module):
             trust_remote_code=trust_remote_code,
             dropout=dropout,
         )
+        # Models numbering positions from the first column need position ids under left
+        # padding; RoBERTa-style embeddings (with a padding_idx) derive them from the ids
+        # themselves, and ids from 0 would be wrong there.
+        import inspect
+
+        self._positions_from_mask = "position_ids" in inspect.signature(self.model.forward).parameters and not hasattr(
+            getattr(self.model, "embeddings", None), "padding_idx"
+        )
         # from_pretrained returns eval mode; an nn.Module starts in train mode. Training
         # code relies on dropout being on (unsupervised SimCSE's two views come from it).
         self.train()
@@ -162,12 +170,6 @@ class TextEncoder(nn.Module):
             raise ValueError(f"model.max_seq_length: must be >= 1, got {length}")
 
     # ------------------------------------------------------------------ properties
-    @property
-    def _takes_position_ids(self) -> bool:
-        import inspect
-
-        return "position_ids" in inspect.signature(self.model.forward).parameters
-
     @property
     def dim(self) -> int:
         return int(self.model.config.hidden_size)
@@ -195,9 +197,10 @@ class TextEncoder(nn.Module):
         """Tokenised batch -> ``[B, H]`` sentence embeddings."""
         mask = features["attention_mask"]
         inputs = {k: v for k, v in features.items() if k in ("input_ids", "attention_mask", "token_type_ids")}
-        if bool((mask[:, 0] == 0).any()) and self._takes_position_ids:
-            # left padding: count positions from each row's first real token, so a text's
-            # embedding does not depend on how much padding precedes it (PEERS.md 8, 14)
+        if self._positions_from_mask:
+            # count positions from each row's first real token, so a left-padded text embeds
+            # as it does alone (PEERS.md 8, 14); with right padding these are the model's own
+            # 0..n-1 on every real token. No host sync: not gated on inspecting the mask.
             inputs["position_ids"] = (mask.long().cumsum(dim=1) - 1).clamp_min(0)
         hidden = self.model(**inputs).last_hidden_state  # [B, T, H]
         emb = pool(self.spec.pooling, hidden, mask)  # [B, H]
