@@ -114,6 +114,13 @@ def ranking_order(target_scores: Tensor, mask: Tensor | None = None) -> Tensor:
     return torch.sort(t, dim=1, descending=True, stable=True).indices
 
 
+def reward_target(rewards: Tensor, mask: Tensor, alpha: float) -> Tensor:
+    """``softmax(rewards / alpha)`` over each row's real responses (InfoNCA's and NCA's
+    target); padding gets zero weight."""
+    r = upcast(rewards)
+    return torch.softmax(r.masked_fill(~mask, torch.finfo(r.dtype).min) / alpha, dim=-1)
+
+
 @full_precision
 def infonca(
     scores: Tensor,
@@ -133,12 +140,10 @@ def infonca(
         mask: ``[B, K]`` bool, True for real responses.
         alpha: temperature of the target distribution.
     """
-    s, r = upcast(scores), upcast(rewards)
-    exclude = None if mask is None else ~mask
-    if exclude is not None:
-        r = r.masked_fill(exclude, torch.finfo(r.dtype).min)
-    target = torch.softmax(r / alpha, dim=-1)
-    return _reduce(soft_cross_entropy(s, target, exclude=exclude, reduction="none"), reduction)
+    s = upcast(scores)
+    mask = torch.ones_like(s, dtype=torch.bool) if mask is None else mask
+    target = reward_target(rewards, mask, alpha)
+    return _reduce(soft_cross_entropy(s, target, exclude=~mask, reduction="none"), reduction)
 
 
 @full_precision
@@ -155,10 +160,9 @@ def nca(
     ``w = softmax(rewards / alpha)``. Unlike InfoNCA it also moves the absolute level of
     the scores (InfoNCA sees only their differences).
     """
-    s, r = upcast(scores), upcast(rewards)
+    s = upcast(scores)
     m = torch.ones_like(s, dtype=torch.bool) if mask is None else mask
-    r = r.masked_fill(~m, torch.finfo(r.dtype).min)
-    w = torch.softmax(r / alpha, dim=-1)
+    w = reward_target(rewards, m, alpha)
     n = m.sum(dim=-1, keepdim=True).clamp_min(1)
     per_item = -w * F.logsigmoid(s) - F.logsigmoid(-s) / n
     return _reduce(per_item.masked_fill(~m, 0.0).sum(dim=-1), reduction)

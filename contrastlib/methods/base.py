@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import inspect
 import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -163,7 +164,8 @@ class ContrastiveModule(pl.LightningModule):
     def from_config(cls, encoder: nn.Module, loss: nn.Module, config: Any, **common: Any) -> ContrastiveModule:
         """Build the module from its typed ``Config`` and the shared training settings
         (``data``: the prepared :class:`TrainData`, for methods that need it)."""
-        common.pop("data", None)
+        if "data" not in inspect.signature(cls.__init__).parameters:
+            common.pop("data", None)
         return cls(encoder, loss, **config_kwargs(config), **common)
 
     def evaluation_model(self) -> Any:

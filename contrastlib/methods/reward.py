@@ -548,12 +548,6 @@ class RewardMethod(ContrastiveModule):
             log(f"embeddings: {len(table.texts)} texts, {stats.get('reused', 0)}/{stats.get('shards', 0)} shards from the cache")
             data.embeddings = torch.from_numpy(emb)
 
-    @classmethod
-    def from_config(cls, encoder: nn.Module, loss: nn.Module, config: Any, **common: Any) -> ContrastiveModule:
-        from contrastlib.methods.base import config_kwargs
-
-        return cls(encoder, loss, **config_kwargs(config), **common)
-
     def own_learning_rates(self) -> list[tuple[list[nn.Parameter], float]]:
         return [] if self.head_lr is None else [(list(self.head.parameters()), self.head_lr)]
 
