@@ -40,6 +40,8 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _bench_common import in_child, peak_rss_mb
 
+from contrastlib.utils.io import write_json
+
 MODEL = "all-MiniLM-L6-v2"
 WINDOW = 256
 HEADS = {
@@ -241,19 +243,14 @@ def main() -> None:
             r = in_child(run_case, "ours_case", str(work), cache, case.split("-", 1)[1].rsplit("-", 1)[0], runs)
         results[case] = r
         print(case, json.dumps(r), flush=True)
-        out.parent.mkdir(parents=True, exist_ok=True)
-        tmp = out.with_suffix(".tmp")
-        tmp.write_text(json.dumps(results, indent=1))
-        tmp.rename(out)
+        write_json(out, results)
     ratios = {}
     trl_r = results.get("trl-fp32")
     for case in CASES:
         if trl_r and case in results and case.startswith("ours"):
             ratios[f"{case} vs trl-fp32 (pairs/s)"] = round(results[case]["pairs_per_second"] / trl_r["pairs_per_second"], 2)
     results["speedup"] = ratios
-    tmp = out.with_suffix(".tmp")
-    tmp.write_text(json.dumps(results, indent=1))
-    tmp.rename(out)
+    write_json(out, results)
     print(json.dumps({k: (v.get("accuracy"), v.get("seconds")) for k, v in results.items() if isinstance(v, dict) and "accuracy" in v}, indent=1))
 
 

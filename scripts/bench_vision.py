@@ -48,6 +48,8 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _bench_common import in_child, peak_rss_mb
 
+from contrastlib.utils.io import write_json
+
 BATCH, TEMPERATURE, QUEUE, KEY_MOMENTUM = 128, 0.2, 4096, 0.99
 LR = 0.06 * BATCH / 256
 WEIGHT_DECAY, SGD_MOMENTUM = 5e-4, 0.9
@@ -275,10 +277,7 @@ def main() -> None:
             r.update(in_child(knn_case, r.pop("weights"), str(train_npz), str(test_npz)))
         results[case] = r
         print(case, json.dumps(r), flush=True)
-        out.parent.mkdir(parents=True, exist_ok=True)
-        tmp = out.with_suffix(".tmp")
-        tmp.write_text(json.dumps(results, indent=1))
-        tmp.rename(out)
+        write_json(out, results)
     ratios: dict[str, Any] = {}
     for method in ("simclr", "moco"):
         def sec(case: str) -> float | None:
@@ -291,9 +290,7 @@ def main() -> None:
             if a_ and b_:
                 ratios[f"{method}: {label}"] = round(b_ / a_, 3)
     results["speedup"] = ratios
-    tmp = out.with_suffix(".tmp")
-    tmp.write_text(json.dumps(results, indent=1))
-    tmp.rename(out)
+    write_json(out, results)
     print(json.dumps(ratios, indent=1))
 
 
