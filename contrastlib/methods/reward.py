@@ -31,7 +31,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 from torch import Tensor, nn
 from torch.utils.data import Dataset
@@ -144,7 +143,7 @@ class Encoded:
 class TextTable:
     """Unique texts, each fitted to the window once; rows refer to them by id."""
 
-    def __init__(self, policy: WindowPolicy | None) -> None:
+    def __init__(self, policy: WindowPolicy) -> None:
         self.policy = policy
         self.texts: list[str] = []
         self._ids: dict[str, int] = {}
@@ -160,7 +159,7 @@ class TextTable:
     def response(self, prompt: str, response: str, where: str) -> int | None:
         key = (prompt, response)
         if key not in self._fitted:
-            text = self.policy.fit(prompt, response, where=where) if self.policy else f"{prompt}\n{response}"
+            text = self.policy.fit(prompt, response, where=where)
             self._fitted[key] = None if text is None else self.add(text)
         return self._fitted[key]
 
@@ -172,8 +171,7 @@ class TextTable:
         for n, r in enumerate(rows):
             ids = [self.response(r.prompt, resp, r.where) for resp in r.responses]
             if any(i is None for i in ids):
-                if self.policy is not None:
-                    self.policy.report.dropped_rows += 1
+                self.policy.report.dropped_rows += 1
                 continue
             out.ids.append(tuple(i for i in ids if i is not None))
             if with_prompts:  # the auxiliary loss's anchors
@@ -621,13 +619,4 @@ class _Tokenize:
                                    return_tensors="pt"))
 
 
-def score_rows(model: RewardModel, prompts: Sequence[str], responses: Sequence[str],
-               users: Sequence[str | None] | None = None) -> np.ndarray:
-    """Raw rewards of (prompt, response) rows, windowed as in training."""
-    texts = model.fit_texts(prompts, responses)
-    if any(t is None for t in texts):
-        raise ValueError("a row is longer than the window and the model's policy is 'drop'")
-    return model.rewards([t for t in texts if t is not None], users).numpy()
-
-
-__all__ = ["RewardConfig", "RewardMethod", "RewardModel", "head_spec", "score_rows"]
+__all__ = ["RewardConfig", "RewardMethod", "RewardModel", "head_spec"]
