@@ -160,8 +160,8 @@ class Job:
             return cls(Path(inherited), kind, zero)
         base = Path(output_dir) / name
         if resume:
-            if not (base / "checkpoints" / "last.ckpt").is_file():
-                raise ConfigError(f"resume: {base}/checkpoints/last.ckpt does not exist")
+            if not any((base / "checkpoints").glob("*.ckpt")):
+                raise ConfigError(f"resume: {base}/checkpoints holds no checkpoint to resume from")
             run_dir = base
         elif zero:
             run_dir = _claim_fresh_dir(base)

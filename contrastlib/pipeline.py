@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 import pytorch_lightning as pl
-from torch.utils.data import DataLoader
+import torch
 
 from contrastlib.config.build import (
     build_encoder,
@@ -39,6 +39,12 @@ from contrastlib.registry import SAMPLERS
 from contrastlib.training.gradcache import GradCache
 from contrastlib.training.monitor import EvalMonitor, monitor_callbacks
 from contrastlib.training.precision import encode_precision, resolve_precision
+from contrastlib.training.resume import (
+    ResumableLoader,
+    ResumeState,
+    SafeCheckpointIO,
+    resume_checkpoint,
+)
 from contrastlib.training.trainer import build_trainer
 
 Metrics = dict[str, dict[str, float]]
@@ -96,11 +102,8 @@ def plan_fit(cfg: RunConfig) -> FitPlan:
     SAMPLERS.check(sampler, key="data.sampler")
     options = check_sampler(sampler, cfg.data.sampler_options, data, cfg.data.batch_size)
     precision, reason = resolve_precision(cfg.trainer.precision, cfg.trainer.accelerator)
-    if cfg.trainer.sync_batchnorm:
-        import torch
-
-        if cfg.trainer.accelerator == "cpu" or not torch.cuda.is_available():
-            raise ConfigError("trainer.sync_batchnorm: torch's SyncBatchNorm runs on GPUs only (no CUDA device here)")
+    if cfg.trainer.sync_batchnorm and (cfg.trainer.accelerator == "cpu" or not torch.cuda.is_available()):
+        raise ConfigError("trainer.sync_batchnorm: torch's SyncBatchNorm runs on GPUs only (no CUDA device here)")
     evaluators: list[Any] = []
     for kind, builder in EVALUATIONS.items():
         files = getattr(cfg.eval, kind, [])
@@ -174,19 +177,26 @@ def _anchor_embeddings(plan: FitPlan, module: ContrastiveModule) -> Any:
     return emb[[where[t] for t in texts]]
 
 
-def build_loader(plan: FitPlan, module: ContrastiveModule) -> DataLoader[Any]:
+def build_loader(plan: FitPlan, module: ContrastiveModule) -> ResumableLoader:
     cfg = plan.cfg.data
     cls = SAMPLERS.get(plan.sampler)
     kwargs = {**sampler_data(cls, plan.data), **plan.sampler_options}
     if getattr(cls, "needs_embeddings", False):
         kwargs["embeddings"] = _anchor_embeddings(plan, module)
     sampler = cls(plan.data.rows, cfg.batch_size, drop_last=cfg.drop_last, seed=plan.cfg.seed, **kwargs)
-    return DataLoader(
+    if getattr(plan.data.dataset, "indexes_with_epoch", False):
+        # random views seeded by (seed, epoch, row): the same under any workers and resumes
+        sampler.tag_epoch = True
+        plan.data.dataset.seed = plan.cfg.seed  # type: ignore[attr-defined]
+    return ResumableLoader(
         plan.data.dataset,
         batch_sampler=sampler,
         collate_fn=module.collator(),
         num_workers=cfg.num_workers,
         persistent_workers=cfg.num_workers > 0,
+        # workers' base seeds from the loader's own generator: making an iterator draws
+        # nothing from the global random state (exact resume, training/resume.py)
+        generator=torch.Generator().manual_seed(plan.cfg.seed),
     )
 
 
@@ -222,15 +232,18 @@ def fit(cfg: RunConfig, *, log: Any = print, plan: FitPlan | None = None) -> Fit
             plan.evaluators, every_n_epochs=cfg.eval.every_n_epochs, run_dir=job.dir, initial=result.before,
             probe_classes=plan.probe_classes,
         )
-        trainer = _build_trainer(plan, job, module, monitors)
-        ckpt = job.dir / "checkpoints" / "last.ckpt" if cfg.resume else None
+        resume_state = ResumeState(loader, job.dir / "checkpoints" / "last.ckpt")
+        trainer = _build_trainer(plan, job, module, [resume_state, *monitors])
+        ckpt = resume_checkpoint(job.dir, warn=log) if cfg.resume else None
         start = time.perf_counter()
         trainer.fit(module, train_dataloaders=loader, ckpt_path=str(ckpt) if ckpt else None)
         result.seconds = time.perf_counter() - start
         result.steps = int(trainer.global_step)
-        # last.ckpt must hold the final state, not the last periodic save (a run that stops
-        # on max_steps mid-epoch is otherwise a few steps behind model/). Every rank calls it.
-        trainer.save_checkpoint(job.dir / "checkpoints" / "last.ckpt", weights_only=False)
+        # last.ckpt must hold the final state, not the last periodic save. Every rank
+        # calls it. A run that stopped on max_steps mid-epoch saved it at its last batch
+        # already (resuming from a save made now would skip the rest of that epoch).
+        if not resume_state.saved_final:
+            trainer.save_checkpoint(job.dir / "checkpoints" / "last.ckpt", weights_only=False)
 
         if job.is_zero:
             module.export(job.dir / "model")
@@ -312,6 +325,7 @@ def _build_trainer(plan: FitPlan, job: Job, module: ContrastiveModule, monitors:
         sync_batchnorm=t.sync_batchnorm,
         extra_callbacks=[*module.callbacks(), *_remining_callback(plan), *monitors],
         log_version=_resume_log_version(job.dir) if plan.cfg.resume else "",
+        plugins=[SafeCheckpointIO()],
     )
 
 

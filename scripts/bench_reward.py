@@ -17,9 +17,11 @@ killed run resumes):
 * ``ours-<head>-frozen``: ``contrastlib fit`` with the reward method, frozen encoder,
   10 epochs of the head (batch 64, AdamW lr 1e-3); embedding time included in the wall time;
 * ``ours-finetune``: the encoder fine-tuned with a linear Bradley-Terry head, 1 epoch,
-  batch 32, lr 2e-5 (head 1e-3), precision auto (bf16 on this CPU);
+  batch 32, lr 2e-5 (head 1e-3), precision auto (bf16 on this CPU): TRL's recipe;
+* ``ours-finetune-3ep``: the same for 3 epochs at lr 3e-5, for the accuracy goal;
 * ``trl-fp32``: TRL's RewardTrainer on ``AutoModelForSequenceClassification`` of the same
-  model, 1 epoch, batch 32, lr 2e-5, fp32 (its default on CPU), the same threads.
+  model, 1 epoch, batch 32, lr 2e-5, fp32 (its default on CPU), the same threads;
+* ``trl-bf16``: the same with ``bf16=True`` (CPU autocast), for the ratio at equal precision.
 
 Reported per case: test accuracy, ECE, per-subset accuracy, wall seconds and training
 pairs per second (pairs x epochs / wall seconds).
@@ -52,7 +54,8 @@ HEADS = {
     "gpm": {"name": "gpm", "rank": 4, "hidden": 256},
     "nca": {"name": "nca", "hidden": 256},
 }
-CASES = ["floor-logreg", *(f"ours-{h}-frozen" for h in HEADS), "ours-finetune", "trl-fp32"]
+FINETUNE = {"ours-finetune": (1, 2e-5), "ours-finetune-3ep": (3, 3e-5)}  # epochs, encoder lr
+CASES = ["floor-logreg", *(f"ours-{h}-frozen" for h in HEADS), *FINETUNE, "trl-fp32", "trl-bf16"]
 
 
 def prepare(data: str, work: Path) -> dict[str, Any]:
@@ -125,7 +128,8 @@ def floor_case(work: str, cache: str) -> dict[str, Any]:
             "peak_rss_mb": peak_rss_mb()}
 
 
-def ours_case(work: str, cache: str, head: str | None, runs: str) -> dict[str, Any]:
+def ours_case(work: str, cache: str, head: str | None, runs: str, epochs: int = 1, lr: float = 2e-5,
+              name: str = "finetune") -> dict[str, Any]:
     import torch
 
     from contrastlib.config import load_config
@@ -134,7 +138,7 @@ def ours_case(work: str, cache: str, head: str | None, runs: str) -> dict[str, A
     torch.set_num_threads(2)
     frozen = head is not None
     overrides = [
-        f"name={head or 'finetune'}", f"output_dir={runs}", f"data.train={work}/train.jsonl",
+        f"name={head or name}", f"output_dir={runs}", f"data.train={work}/train.jsonl",
         f"eval.reward=[{work}/test.jsonl]", "method.heldout_fraction=0.0", f"model.max_seq_length={WINDOW}",
         "trainer.enable_progress_bar=false", "trainer.precision=auto", "trainer.log_every_n_steps=50",
         "trainer.checkpoint_every_n_steps=1000000",
@@ -143,7 +147,7 @@ def ours_case(work: str, cache: str, head: str | None, runs: str) -> dict[str, A
         overrides += ["method.frozen=true", "trainer.max_epochs=10", "data.batch_size=64", "optim.lr=1e-3",
                       "optim.warmup_ratio=0.05"]
     else:
-        overrides += ["method.frozen=false", "trainer.max_epochs=1", "data.batch_size=32", "optim.lr=2e-5",
+        overrides += ["method.frozen=false", f"trainer.max_epochs={epochs}", "data.batch_size=32", f"optim.lr={lr}",
                       "method.head_lr=1e-3", "optim.warmup_ratio=0.1"]
     cfg = load_config("reward-hh", overrides)
     if frozen:
@@ -162,7 +166,7 @@ def ours_case(work: str, cache: str, head: str | None, runs: str) -> dict[str, A
             "precision": result.precision, "peak_rss_mb": peak_rss_mb()}
 
 
-def trl_case(work: str, out_dir: str) -> dict[str, Any]:
+def trl_case(work: str, out_dir: str, bf16: bool = False) -> dict[str, Any]:
     import torch
     from datasets import Dataset
     from transformers import AutoModelForSequenceClassification, AutoTokenizer
@@ -181,7 +185,7 @@ def trl_case(work: str, out_dir: str) -> dict[str, Any]:
     args = RewardConfig(output_dir=out_dir, per_device_train_batch_size=32, num_train_epochs=1, learning_rate=2e-5,
                         # +1: TRL appends an EOS to every text, and drops (not truncates)
                         # examples over max_length; the fitted texts fill the window exactly
-                        max_length=WINDOW + 1, report_to=[], save_strategy="no", logging_steps=50, bf16=False,
+                        max_length=WINDOW + 1, report_to=[], save_strategy="no", logging_steps=50, bf16=bf16,
                         use_cpu=True, dataloader_num_workers=0, seed=42,
                         warmup_steps=max(1, round(0.1 * len(train) / 32)))  # 10%, as ours
     trainer = RewardTrainer(model=model, args=args, train_dataset=ds, processing_class=tok)
@@ -201,7 +205,7 @@ def trl_case(work: str, out_dir: str) -> dict[str, Any]:
 
     logit = (rewards([r["chosen"] for r in test]) - rewards([r["rejected"] for r in test])).numpy()
     return {**_metrics_from_logits(logit, [r["subset"] for r in test]), "train_seconds": seconds,
-            "seconds": seconds, "pairs_per_second": len(train) / seconds, "precision": "fp32",
+            "seconds": seconds, "pairs_per_second": len(train) / seconds, "precision": "bf16" if bf16 else "fp32",
             "peak_rss_mb": peak_rss_mb()}
 
 
@@ -235,20 +239,22 @@ def main() -> None:
             continue
         if case == "floor-logreg":
             r = in_child(run_case, "floor_case", str(work), cache)
-        elif case == "trl-fp32":
-            r = in_child(run_case, "trl_case", str(work), str(work / "trl"))
-        elif case == "ours-finetune":
-            r = in_child(run_case, "ours_case", str(work), cache, None, runs)
+        elif case.startswith("trl-"):
+            r = in_child(run_case, "trl_case", str(work), str(work / "trl"), case == "trl-bf16")
+        elif case in FINETUNE:
+            epochs, lr = FINETUNE[case]
+            r = in_child(run_case, "ours_case", str(work), cache, None, runs, epochs, lr, case.removeprefix("ours-"))
         else:
             r = in_child(run_case, "ours_case", str(work), cache, case.split("-", 1)[1].rsplit("-", 1)[0], runs)
         results[case] = r
         print(case, json.dumps(r), flush=True)
         write_json(out, results)
     ratios = {}
-    trl_r = results.get("trl-fp32")
-    for case in CASES:
-        if trl_r and case in results and case.startswith("ours"):
-            ratios[f"{case} vs trl-fp32 (pairs/s)"] = round(results[case]["pairs_per_second"] / trl_r["pairs_per_second"], 2)
+    for peer in ("trl-fp32", "trl-bf16"):
+        for case in CASES:
+            if peer in results and case in results and case.startswith("ours"):
+                ratio = results[case]["pairs_per_second"] / results[peer]["pairs_per_second"]
+                ratios[f"{case} vs {peer} (pairs/s)"] = round(ratio, 2)
     results["speedup"] = ratios
     write_json(out, results)
     print(json.dumps({k: (v.get("accuracy"), v.get("seconds")) for k, v in results.items() if isinstance(v, dict) and "accuracy" in v}, indent=1))

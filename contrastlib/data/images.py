@@ -332,19 +332,36 @@ class ImageBatch:
 
 
 class ViewsDataset:
-    """``n_views`` random augmentations of each image (run in DataLoader workers)."""
+    """``n_views`` random augmentations of each image (run in DataLoader workers).
 
-    def __init__(self, images: ImageSet, transform: Any, n_views: int = 2) -> None:
-        self.images, self.transform, self.n_views = images, transform, n_views
+    With a ``seed``, item ``epoch * len(self) + i`` (what a batch sampler with
+    ``tag_epoch`` yields) is image ``i``'s views for that epoch, drawn from a generator
+    seeded by ``(seed, epoch, i)`` alone: the same views whichever worker makes them, how
+    many workers there are, and whether the run was resumed. Without a seed, views come
+    from the process's random state.
+    """
+
+    #: The pipeline sets the batch sampler's ``tag_epoch`` for datasets that say so.
+    indexes_with_epoch = True
+
+    def __init__(self, images: ImageSet, transform: Any, n_views: int = 2, *, seed: int | None = None) -> None:
+        self.images, self.transform, self.n_views, self.seed = images, transform, n_views, seed
 
     def __len__(self) -> int:
         return len(self.images)
 
-    def __getitem__(self, i: int) -> tuple[int, Any, int]:
+    def __getitem__(self, k: int) -> tuple[int, Any, int]:
         import torch
 
+        epoch, i = divmod(int(k), len(self.images))
         img = self.images.image(i)
-        views = torch.stack([self.transform(img) for _ in range(self.n_views)])
+        if self.seed is None:
+            views = torch.stack([self.transform(img) for _ in range(self.n_views)])
+        else:
+            # torchvision's transforms draw from the global torch generator: fork it
+            with torch.random.fork_rng(devices=[]):
+                torch.manual_seed(hash((self.seed, epoch, i)) & 0x7FFF_FFFF_FFFF_FFFF)
+                views = torch.stack([self.transform(img) for _ in range(self.n_views)])
         label = self.images.labels[i] if self.images.labels is not None else -1
         return i, views, label
 

@@ -81,6 +81,11 @@ class GlobalBatchSampler(Sampler[list[int]]):
         self.epoch = 0
         self.num_replicas, self.rank = num_replicas, rank
         self._cache: tuple[tuple[int, int], list[list[int]]] | None = None
+        #: (epoch, batches): skip that epoch's first batches once (a mid-epoch resume).
+        self._resume: tuple[int, int] | None = None
+        #: Yield ``epoch * len(rows) + i`` for row ``i``: for datasets whose items are
+        #: random per epoch and seeded by (epoch, row) (``ViewsDataset``).
+        self.tag_epoch = False
         #: Rows left out of / repeated in the last epoch built (see the module docstring).
         self.epoch_stats = {"left_out": 0, "repeated": 0}
 
@@ -108,6 +113,11 @@ class GlobalBatchSampler(Sampler[list[int]]):
 
     def set_epoch(self, epoch: int) -> None:
         self.epoch = epoch
+
+    def resume_at(self, epoch: int, batches: int) -> None:
+        """The next iteration over ``epoch`` starts after its first ``batches`` batches (a
+        run resumed mid-epoch sees the rest of the same order, not a restarted one)."""
+        self._resume = (epoch, batches)
 
     def steps_per_epoch(self, world: int) -> int:
         """Global batches in every epoch (see the module docstring)."""
@@ -145,7 +155,14 @@ class GlobalBatchSampler(Sampler[list[int]]):
         return out
 
     def __iter__(self) -> Iterator[list[int]]:
-        yield from self.local_batches()
+        skip = 0
+        if self._resume is not None:
+            if self._resume[0] == self.epoch:
+                skip = self._resume[1]
+            self._resume = None
+        offset = self.epoch * self.num_rows if self.tag_epoch else 0
+        for batch in self.local_batches()[skip:]:
+            yield [offset + i for i in batch] if offset else batch
 
     def __len__(self) -> int:
         return len(self._shared())

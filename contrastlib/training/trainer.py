@@ -30,6 +30,7 @@ def build_trainer(
     sync_batchnorm: bool = False,
     extra_callbacks: list[pl.Callback] | None = None,
     log_version: str = "",
+    plugins: list[Any] | None = None,
 ) -> pl.Trainer:
     """A Trainer writing into ``run_dir``. ``log_version`` names a sub-folder of
     ``logs/`` and ``tensorboard/`` (a resumed run gets its own, so that Lightning's CSV
@@ -67,4 +68,5 @@ def build_trainer(
         # Our batch samplers shard by rank themselves (exact, equal batch counts).
         use_distributed_sampler=False,
         enable_model_summary=False,
+        plugins=plugins,
     )

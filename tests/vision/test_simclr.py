@@ -119,3 +119,24 @@ def test_a_bad_model_key_fails_before_the_run_directory_exists(tmp_path, capsys)
         err = capsys.readouterr().err.strip()
         assert code == 2 and expected in err and len(err.splitlines()) == 1, err
     assert not any(tmp_path.iterdir())
+
+
+def test_seeded_views_are_the_same_in_any_worker_and_differ_by_epoch():
+    from contrastlib.data.augment import augment_config, view_transform
+    from contrastlib.data.images import ViewsDataset, collate_views, read_images
+    from contrastlib.samplers.random import RandomBatchSampler
+
+    images = read_images(TRAIN).subset(32)
+    ds = ViewsDataset(images, view_transform(augment_config({"size": 16})), n_views=2, seed=5)
+
+    def epoch_views(epoch: int, workers: int) -> torch.Tensor:
+        sampler = RandomBatchSampler(images.names, 8, seed=1, num_replicas=1, rank=0)
+        sampler.tag_epoch = True
+        sampler.set_epoch(epoch)
+        loader = torch.utils.data.DataLoader(ds, batch_sampler=sampler, num_workers=workers, collate_fn=collate_views)
+        torch.manual_seed(workers)  # the process's own random state plays no part
+        return torch.cat([b.views for b in loader], dim=1)
+
+    one = epoch_views(1, 0)
+    torch.testing.assert_close(epoch_views(1, 2), one, rtol=0, atol=0)
+    assert not torch.equal(epoch_views(2, 0), one)

@@ -1,0 +1,179 @@
+"""Exact resume through the CLI: SIGKILL mid-epoch, ``resume=true``, and the run ends where
+an uninterrupted one does (weights and per-step losses); a corrupt last checkpoint falls
+back to the previous one; checkpoints load with ``weights_only=True``."""
+
+from __future__ import annotations
+
+import csv
+import os
+import random
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from contrastlib.cli.main import main
+from contrastlib.samplers.base import GlobalBatchSampler
+from contrastlib.training.resume import (
+    checkpoint_step,
+    resume_checkpoint,
+    rng_states,
+    set_rng_states,
+)
+
+# SimCSE (dropout views: the random state matters) on the bundled SNLI triplets:
+# 10 steps an epoch, 2 epochs, a checkpoint every 3 steps
+RUN = ["quickstart", "data.max_rows=80", "data.batch_size=8", "model.max_seq_length=24", "trainer.max_epochs=2",
+       "trainer.checkpoint_every_n_steps=3", "trainer.keep_step_checkpoints=true", "trainer.log_every_n_steps=1",
+       "trainer.enable_progress_bar=false", "eval.sts=[]", "optim.warmup_ratio=0.2"]
+STEPS_PER_EPOCH, TOTAL = 10, 20
+
+
+def _losses(run: Path) -> dict[int, float]:
+    out = {}
+    for path in sorted((run / "logs").rglob("metrics.csv")):
+        with open(path) as f:
+            for row in csv.DictReader(f):
+                if row.get("train/loss"):
+                    out[int(row["step"])] = float(row["train/loss"])
+    return out
+
+
+def _weights(run: Path) -> dict[str, torch.Tensor]:
+    return torch.load(run / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=True)["state_dict"]
+
+
+def _fit_process(out: Path, name: str, *extra: str) -> subprocess.Popen[bytes]:
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"}
+    return subprocess.Popen(
+        [sys.executable, "-m", "contrastlib", "fit", *RUN, f"output_dir={out}", f"name={name}", *extra],
+        env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+    )
+
+
+def test_sigkill_mid_epoch_then_resume_matches_an_uninterrupted_run(tmp_path):
+    whole = _fit_process(tmp_path, "whole")
+    _, err = whole.communicate(timeout=600)
+    assert whole.returncode == 0, err.decode()[-2000:]
+
+    cut = _fit_process(tmp_path, "cut")
+    first = tmp_path / "cut" / "checkpoints" / "step-3.ckpt"
+    deadline = time.time() + 600
+    while not first.exists() and cut.poll() is None and time.time() < deadline:
+        time.sleep(0.02)
+    cut.send_signal(signal.SIGKILL)
+    cut.wait()
+    assert cut.returncode == -signal.SIGKILL
+    # the kill may land between the step checkpoint and last.ckpt: resume takes the newest
+    killed_at = checkpoint_step(resume_checkpoint(tmp_path / "cut", warn=lambda _m: None))
+    assert killed_at is not None and killed_at % STEPS_PER_EPOCH != 0, killed_at  # mid-epoch
+    assert '"status": "running"' in (tmp_path / "cut" / "contrastlib_run.json").read_text()
+
+    resumed = _fit_process(tmp_path, "cut", "resume=true")
+    _, err = resumed.communicate(timeout=600)
+    assert resumed.returncode == 0, err.decode()[-2000:]
+    log = err.decode()
+    assert "not resumable" not in log  # Lightning's warning for a loader that restarts the epoch
+    assert "weights_only" not in log  # no unsafe-load warning either
+
+    a, b = _losses(tmp_path / "whole"), _losses(tmp_path / "cut")
+    assert sorted(a) == list(range(TOTAL))
+    after = [s for s in range(killed_at, TOTAL)]
+    assert all(s in b for s in after)
+    for step in after:  # the resumed steps see the same batches and dropout masks
+        assert b[step] == pytest.approx(a[step], rel=1e-6, abs=1e-7), step
+    wa, wb = _weights(tmp_path / "whole"), _weights(tmp_path / "cut")
+    assert wa.keys() == wb.keys()
+    for k in wa:
+        torch.testing.assert_close(wb[k], wa[k], rtol=0, atol=0, msg=k)
+
+
+def test_corrupt_last_checkpoint_falls_back_to_the_previous_one(tmp_path, capsys):
+    common = [*RUN, f"output_dir={tmp_path}", "name=r", "trainer.checkpoint_every_n_steps=2",
+              "trainer.keep_step_checkpoints=false"]
+    assert main(["fit", *common, "trainer.max_steps=4"]) == 0
+    ckpts = tmp_path / "r" / "checkpoints"
+    assert checkpoint_step(ckpts / "last.ckpt") == 4 and checkpoint_step(ckpts / "previous.ckpt") == 4
+    # last.ckpt was re-saved at the end of fit: the previous one holds the same step.
+    data = (ckpts / "last.ckpt").read_bytes()
+    (ckpts / "last.ckpt").write_bytes(data[: len(data) // 2])  # truncated, as by a full disk
+    capsys.readouterr()
+    assert main(["fit", *common, "trainer.max_steps=6", "resume=true"]) == 0
+    err = capsys.readouterr()
+    assert "last.ckpt is truncated or corrupt; resuming from previous.ckpt (step 4)" in err.out + err.err
+    assert checkpoint_step(ckpts / "last.ckpt") == 6
+
+
+def test_resume_checkpoint_picks_the_newest_that_loads(tmp_path):
+    ckpts = tmp_path / "checkpoints"
+    ckpts.mkdir()
+    for step in (2, 4):
+        torch.save({"global_step": step, "w": torch.full((64,), 7.0)}, ckpts / f"step-{step}.ckpt")
+    (ckpts / "last.ckpt").write_bytes(b"PK\x03\x04 not a checkpoint")
+    seen = []
+    assert resume_checkpoint(tmp_path, warn=seen.append) == ckpts / "step-4.ckpt"
+    assert "truncated or corrupt" in seen[0] and "step-4.ckpt (step 4)" in seen[0]
+    # a flipped byte inside the data fails the zip checksum, not only a truncation
+    raw = bytearray((ckpts / "step-4.ckpt").read_bytes())
+    i = raw.find(torch.full((64,), 7.0).numpy().tobytes())
+    assert i > 0
+    raw[i + 100] ^= 0x01  # one bit of one weight
+    (ckpts / "step-4.ckpt").write_bytes(bytes(raw))
+    assert resume_checkpoint(tmp_path, warn=seen.append) == ckpts / "step-2.ckpt"
+    for p in ckpts.iterdir():
+        p.unlink()
+    from contrastlib.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="no earlier checkpoint"):
+        resume_checkpoint(tmp_path)
+
+
+def test_random_state_round_trips_through_a_weights_only_load(tmp_path):
+    torch.manual_seed(3)
+    np.random.seed(3)
+    random.seed(3)
+    torch.save({"rng": rng_states()}, tmp_path / "s.pt")
+    expected = (torch.rand(3), np.random.rand(3), random.random())
+    set_rng_states(torch.load(tmp_path / "s.pt", weights_only=True)["rng"])
+    got = (torch.rand(3), np.random.rand(3), random.random())
+    torch.testing.assert_close(got[0], expected[0])
+    np.testing.assert_array_equal(got[1], expected[1])
+    assert got[2] == expected[2]
+
+
+def test_sampler_resumes_inside_its_epoch_once():
+    class Ordered(GlobalBatchSampler):
+        def global_batches(self, epoch, size):
+            order = torch.randperm(self.num_rows, generator=torch.Generator().manual_seed(self.seed + epoch)).tolist()
+            return [order[i : i + size] for i in range(0, self.num_rows, size)]
+
+    s = Ordered(list(range(40)), 4, seed=1, num_replicas=1, rank=0)
+    s.set_epoch(3)
+    full = list(s)
+    s.resume_at(3, 4)
+    assert list(s) == full[4:]
+    assert list(s) == full  # only the first iteration skips
+    s.resume_at(2, 4)  # a position in an epoch that ended: nothing skipped in the next
+    assert list(s) == full
+
+
+def test_gradient_cache_run_resumes_mid_epoch_exactly(tmp_path):
+    # a constant schedule: a run cut by max_steps follows the uninterrupted one's schedule
+    common = [*RUN, f"output_dir={tmp_path}", "gradcache.chunk_size=4",
+              "trainer.accumulate_grad_batches=2", "optim.scheduler=constant", "optim.warmup_ratio=0",
+              "trainer.max_epochs=3", "trainer.checkpoint_every_n_steps=1000", "trainer.keep_step_checkpoints=false"]
+    assert main(["fit", *common, "name=whole"]) == 0
+    assert main(["fit", *common, "name=cut", "trainer.max_steps=7"]) == 0  # 14 of 40 batches: mid-epoch 2
+    assert main(["fit", *common, "name=cut", "resume=true"]) == 0
+    a, b = _losses(tmp_path / "whole"), _losses(tmp_path / "cut")
+    assert sorted(a) == sorted(b) and len(a) == 30  # logged per batch under the gradient cache
+    for step in a:
+        assert b[step] == pytest.approx(a[step], rel=1e-6, abs=1e-7), step
+    wa, wb = _weights(tmp_path / "whole"), _weights(tmp_path / "cut")
+    for k in wa:
+        torch.testing.assert_close(wb[k], wa[k], rtol=0, atol=0, msg=k)
