@@ -5,12 +5,13 @@ versions and git commit it ran with.
 Run directory layout (``fit``)::
 
     contrastlib_run.json   marker: kind, status (running / finished / failed + error),
-                           times, versions, git commit, launch (world size, precision)
+                           times, versions, git commit, hardware, launch (precision)
     config.yaml            the resolved config
     checkpoints/last.ckpt  for resuming
     logs/ tensorboard/     CSV and TensorBoard logs
     model/                 the trained encoder (a sentence-transformers dir for text)
     metrics.json           evaluations before and after training
+    report.html            the run on one page (contrastlib.report), written at the end
 
 **One directory per job, also under DDP.** The process that is global rank 0 at launch
 chooses the directory (``NAME``, or ``NAME-2``, ... when ``NAME`` holds an earlier run)
@@ -140,6 +141,22 @@ def versions() -> dict[str, str]:
     return out
 
 
+def hardware() -> dict[str, Any]:
+    """What the run ran on: CPU model and cores, memory, accelerators, OS."""
+    cpu = platform.processor() or platform.machine()
+    with contextlib.suppress(OSError):
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    out: dict[str, Any] = {"cpu": cpu, "cpus": os.cpu_count(), "platform": platform.platform()}
+    with contextlib.suppress(ValueError, OSError, AttributeError):
+        out["memory_gb"] = round(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30, 1)
+    if torch.cuda.is_available():
+        out["gpus"] = [torch.cuda.get_device_name(i) for i in range(torch.cuda.device_count())]
+    return out
+
+
 @dataclass
 class Job:
     """A job's directory and its marker. Build with :meth:`open`."""
@@ -234,7 +251,7 @@ class Job:
         now = time.strftime("%Y-%m-%dT%H:%M:%S")
         self.update(
             contrastlib_version=__version__, kind=self.kind, status="running", error=None, started=now,
-            starts=[*history, now], versions=versions(), git_commit=git_commit(), launch=launch,
+            starts=[*history, now], versions=versions(), git_commit=git_commit(), hardware=hardware(), launch=launch,
         )
 
     def finish(self, **fields: Any) -> None:
@@ -249,8 +266,9 @@ class Job:
         self.update(any_rank=True, status="failed", error=message if rank == 0 else f"rank {rank}: {message}")
 
     @contextlib.contextmanager
-    def running(self) -> Iterator[Job]:
-        """Mark the job failed (with the error) if the block raises or is interrupted."""
+    def running(self, *, report: bool = False) -> Iterator[Job]:
+        """Mark the job failed (with the error) if the block raises or is interrupted;
+        with ``report``, write ``report.html`` (rank 0) when it ends either way."""
         try:
             yield self
         except BaseException as exc:
@@ -260,6 +278,18 @@ class Job:
         finally:
             if self.exported:  # a later job in this process must choose its own directory
                 os.environ.pop(JOB_DIR_ENV, None)
+            if report and self.is_zero:
+                self._write_report()
+
+    def _write_report(self) -> None:
+        from contrastlib.report import write_report
+
+        try:
+            write_report(self.dir)
+        except Exception as exc:  # a report must never turn a finished run into a failed one
+            import warnings
+
+            warnings.warn(f"{self.dir}: report.html not written ({type(exc).__name__}: {exc})", stacklevel=2)
 
     def write_json(self, name: str, obj: Any) -> None:
         if self.is_zero:

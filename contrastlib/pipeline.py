@@ -206,7 +206,7 @@ def fit(cfg: RunConfig, *, log: Any = print, plan: FitPlan | None = None) -> Fit
     job = Job.open(cfg.output_dir, cfg.name, kind="fit", resume=cfg.resume)
     result = FitResult(job.dir, precision=plan.precision, is_zero=job.is_zero)
     result.main_metrics = {e.name: e.main_metric for e in plan.evaluators}
-    with job.running():
+    with job.running(report=True):
         job.start(to_yaml(cfg), precision=plan.precision, precision_reason=plan.precision_reason)
         if job.is_zero:
             log(f"precision: {plan.precision} ({plan.precision_reason})")

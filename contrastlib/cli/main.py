@@ -417,6 +417,20 @@ def cmd_export(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_report(args: argparse.Namespace) -> int:
+    from contrastlib.report import screenshot, write_report
+
+    out = write_report(args.run_dir, args.out)
+    payload = {"report": str(out)}
+    text = f"report: {out}"
+    if args.screenshot:
+        shot = screenshot(out, args.screenshot)
+        payload["screenshot"] = str(shot)
+        text += f"\nscreenshot: {shot}"
+    _emit(args, payload, text)
+    return 0
+
+
 def cmd_list(args: argparse.Namespace) -> int:
     import contrastlib.components  # noqa: F401
     from contrastlib.config.load import recipes
@@ -601,6 +615,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("source", help="run dir, .ckpt, or any model spec")
     p.add_argument("--out", "-o", required=True)
     p.set_defaults(func=cmd_export)
+
+    p = add("report", "write a run directory's one-page HTML report (config, environment, curves, evaluations, plots)")
+    p.add_argument("run_dir", help="a run directory (fit writes RUN_DIR/report.html itself at the end of a run)")
+    p.add_argument("--out", "-o", help="where to write it (default RUN_DIR/report.html)")
+    p.add_argument("--screenshot", metavar="PNG", help="also render it in headless Chromium to this PNG")
+    p.set_defaults(func=cmd_report)
 
     p = add("list", "list shipped recipes and registered encoders, poolings, losses, methods, samplers, ...")
     p.set_defaults(func=cmd_list)
