@@ -18,6 +18,8 @@ from contrastlib import __version__
 from contrastlib.errors import ContrastlibError
 
 EXIT_USAGE = 2
+#: The job failed for a reason outside the input (a full disk, a file-size limit).
+EXIT_FAILURE = 1
 
 
 def _emit(args: argparse.Namespace, payload: dict[str, Any], text: str) -> None:
@@ -280,13 +282,16 @@ def cmd_embed(args: argparse.Namespace) -> int:
     out = Path(args.out)
     if out.suffix not in (".npy", ".safetensors"):
         raise ContrastlibError(f"{out}: output must end in .npy or .safetensors")
-    from contrastlib.jobs import load_encoder
+    from contrastlib.index.cache import EmbeddingCache
+    from contrastlib.jobs import LazyEncoder
     from contrastlib.utils.io import atomic_path
 
-    encoder = load_encoder(args.model)
-    emb = encoder.encode(
-        texts, batch_size=args.batch_size, precision=args.precision, show_progress_bar=not args.no_progress
-    )
+    # Through the sharded cache: a killed embed resumes at its first missing shard, and
+    # the same texts with the same model are not encoded twice.
+    encoder = LazyEncoder(args.model)
+    cache = EmbeddingCache(args.cache_dir or default_cache_dir(), shard_size=args.shard_size)
+    emb = cache.embed(encoder, texts, batch_size=args.batch_size, precision=args.precision,
+                      show_progress_bar=not args.no_progress, model_fp=encoder.weights_fingerprint())
     with atomic_path(out) as tmp:
         if out.suffix == ".npy":
             import numpy as np
@@ -300,8 +305,10 @@ def cmd_embed(args: argparse.Namespace) -> int:
             save_file({"embeddings": torch.as_tensor(emb)}, str(tmp))
     _emit(
         args,
-        {"out": str(out), "n": len(texts), "dim": int(emb.shape[1])},
-        f"wrote {len(texts)} x {emb.shape[1]} embeddings to {out}",
+        {"out": str(out), "n": len(texts), "dim": int(emb.shape[1]), **cache.last_stats},
+        f"wrote {len(texts)} x {emb.shape[1]} embeddings to {out}"
+        + (f" ({cache.last_stats['reused']} of {cache.last_stats['shards']} shards reused)"
+           if cache.last_stats.get("reused") else ""),
     )
     return 0
 
@@ -560,6 +567,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", "-o", required=True, help="output .npy or .safetensors")
     p.add_argument("--batch-size", type=int, default=128)
     p.add_argument("--precision", choices=["fp32", "bf16", "fp16"], default="fp32")
+    p.add_argument("--cache-dir", help="sharded embedding cache (default $CONTRASTLIB_CACHE or ~/.cache/contrastlib)")
+    p.add_argument("--shard-size", type=int, default=2048, help="texts per cache shard: what a killed run keeps")
     p.add_argument("--no-progress", action="store_true")
     p.set_defaults(func=cmd_embed)
 
@@ -638,6 +647,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
+    except OSError as exc:
+        # A full disk, a file-size limit, a permission or a vanished mount: not a bug in
+        # the input, and every output was written under a temporary name, so the
+        # previous one stands. One line, exit 1.
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_FAILURE
 
 
 if __name__ == "__main__":

@@ -10,12 +10,14 @@ files (``sentence1 sentence2 score``) into :class:`ScoredPairs`.
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import gzip
 import io
 import json
 import math
 import re
+import zlib
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -57,17 +59,25 @@ def _kind(path: Path) -> str:
     raise DataError(path, f"unknown file type {ext or '(none)'}; expected .txt, .tsv, .csv or .jsonl")
 
 
+@contextlib.contextmanager
+def reading(path: Path) -> Iterator[None]:
+    """Text that is not UTF-8, a gzip that is not one, or a file that cannot be read, as a
+    one-line ``DataError`` naming the file."""
+    try:
+        yield
+    except UnicodeDecodeError as exc:
+        raise DataError(path, f"not UTF-8 text ({exc.reason} at byte {exc.start})") from None
+    except (OSError, EOFError, zlib.error) as exc:
+        raise DataError(path, f"cannot read: {str(exc).splitlines()[0] if str(exc) else type(exc).__name__}") from None
+
+
 def read_records(path: str | Path) -> Iterator[tuple[int, dict[str, Any]]]:
     """Yield ``(line_number, {column: value})`` from a TSV, CSV or JSONL file (JSON values
     keep their types). Text that is not UTF-8, or a file that cannot be read, is a
     ``DataError`` naming the file."""
     path = _check_file(path)
-    try:
+    with reading(path):
         yield from _records(path, _kind(path))
-    except UnicodeDecodeError as exc:
-        raise DataError(path, f"not UTF-8 text ({exc.reason} at byte {exc.start})") from None
-    except (OSError, EOFError) as exc:
-        raise DataError(path, f"cannot read: {exc}") from None
 
 
 def _records(path: Path, kind: str) -> Iterator[tuple[int, dict[str, Any]]]:
@@ -114,7 +124,7 @@ def _records(path: Path, kind: str) -> Iterator[tuple[int, dict[str, Any]]]:
 def read_sentences(path: str | Path) -> list[str]:
     """One sentence per line; blank lines are skipped."""
     path = _check_file(path)
-    with _open_text(path) as fh:
+    with reading(path), _open_text(path) as fh:
         sentences = [line.strip() for line in fh]
     sentences = [s for s in sentences if s]
     if not sentences:

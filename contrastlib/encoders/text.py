@@ -130,6 +130,13 @@ class TextEncoder(nn.Module):
                 f"cannot load model {model!r}: not a local model dir, run dir or checkpoint, "
                 f"and not available offline ({str(exc).splitlines()[0]})"
             ) from None
+        except ValueError as exc:
+            if "trust_remote_code" not in str(exc):
+                raise
+            raise ModelLoadError(
+                f"model {model!r} ships its own code; it runs only with model.trust_remote_code=true "
+                "(set it only for a model you trust)"
+            ) from None
         # BERT-style pooler heads feed no pooling here: freeze them, so DDP needs no
         # find_unused_parameters (weights are kept and saved as they are).
         pooler = getattr(self.model, "pooler", None)

@@ -26,6 +26,7 @@ from __future__ import annotations
 import contextlib
 import json
 import math
+import random
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -50,6 +51,9 @@ from contrastlib.utils.io import atomic_path, write_json
 
 HEAD_FILE, HEAD_CONFIG = "reward_head.safetensors", "reward_head.json"
 
+
+#: Rows whose responses estimate the reward normalisation (mean, std) at export.
+NORMALISATION_ROWS = 2048
 
 @dataclass
 class RewardConfig:
@@ -556,6 +560,9 @@ class RewardMethod(ContrastiveModule):
         return RewardCollator(self.data.encoded, self.data.table.texts, tokenize, with_prompts=self.aux_weight > 0)
 
     def on_train_epoch_start(self) -> None:
+        # evaluation (before training, or the monitor's after an epoch) leaves the head in
+        # eval mode, which would switch a head's dropout off for the epoch
+        self.head.train()
         if self.frozen:
             self.encoder.eval()
         else:
@@ -594,10 +601,14 @@ class RewardMethod(ContrastiveModule):
 
     def normalisation(self, model: RewardModel) -> tuple[float, float]:
         """Mean and standard deviation of the reward over the held-out responses (the
-        training responses when nothing is held out)."""
+        training responses when nothing is held out), from at most
+        :data:`NORMALISATION_ROWS` rows (encoding every training response of a large set
+        again at the end of a run would cost a fifth of an epoch)."""
         if not self.head.scalar:
             return 0.0, 1.0
-        rows = self.data.heldout or self.data.rows
+        rows = list(self.data.heldout or self.data.rows)
+        if len(rows) > NORMALISATION_ROWS:  # a fixed, seeded sample: the mean and std to ~2%
+            rows = random.Random(0).sample(rows, NORMALISATION_ROWS)
         texts = [t for t in model.fit_texts([r.prompt for r in rows for _ in r.responses],
                                             [x for r in rows for x in r.responses]) if t is not None]
         rewards = torch.cat([model.rewards(texts[i : i + 4096]) for i in range(0, len(texts), 4096)])

@@ -171,3 +171,23 @@ def test_score_bad_row_is_one_line_before_the_model_loads(tmp_path: Path, capsys
     assert main(["score", "--model", str(tmp_path / "missing"), "--input", str(src), "--out", str(tmp_path / "o.jsonl")]) == 2
     err = capsys.readouterr().err.strip()
     assert err == f"error: {src}:2: 'response' missing"
+
+
+def test_the_head_trains_in_training_mode_after_the_evaluation_before_training(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Evaluating before training puts the head in eval mode; a head with dropout would
+    then train with dropout off. Every training step must see it in training mode."""
+    from contrastlib.methods.reward import RewardMethod
+
+    modes: list[bool] = []
+    contrast = RewardMethod.contrast
+
+    def spy(self: RewardMethod, embeddings: list[torch.Tensor], batch: object) -> torch.Tensor:
+        modes.append(self.head.training)
+        return contrast(self, embeddings, batch)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(RewardMethod, "contrast", spy)
+    assert main(["fit", "reward-hh", f"output_dir={tmp_path}", "trainer.max_epochs=2", *COMMON,
+                 "method.heldout_fraction=0.2", "method.head={name: bradley_terry, hidden: 16, dropout: 0.1}"]) == 0
+    assert modes and all(modes)
