@@ -17,10 +17,12 @@ killed run resumes):
 * ``ours-<head>-frozen``: ``contrastlib fit`` with the reward method, frozen encoder,
   10 epochs of the head (batch 64, AdamW lr 1e-3); embedding time included in the wall time;
 * ``ours-finetune``: the encoder fine-tuned with a linear Bradley-Terry head, 1 epoch,
-  batch 32, lr 2e-5 (head 1e-3), precision auto (bf16 on this CPU): TRL's recipe;
+  batch 32, lr 2e-5 (head 1e-3), dropout off (the recipe's, as TRL's ``disable_dropout``
+  default), length-sorted groups of 16 rows, precision auto (bf16 on this CPU): TRL's recipe;
 * ``ours-finetune-3ep``: the same for 3 epochs at lr 3e-5, for the accuracy goal;
 * ``trl-fp32``: TRL's RewardTrainer on ``AutoModelForSequenceClassification`` of the same
-  model, 1 epoch, batch 32, lr 2e-5, fp32 (its default on CPU), the same threads;
+  model, 1 epoch, batch 32, lr 2e-5, dropout off (its default), gradient clipping at 1.0
+  (its default; ours is given the same), fp32 (its default on CPU), the same threads;
 * ``trl-bf16``: the same with ``bf16=True`` (CPU autocast), for the ratio at equal precision.
 
 Reported per case: test accuracy, ECE, per-subset accuracy, wall seconds and training
@@ -148,7 +150,8 @@ def ours_case(work: str, cache: str, head: str | None, runs: str, epochs: int = 
                       "optim.warmup_ratio=0.05"]
     else:
         overrides += ["method.frozen=false", f"trainer.max_epochs={epochs}", "data.batch_size=32", f"optim.lr={lr}",
-                      "method.head_lr=1e-3", "optim.warmup_ratio=0.1"]
+                      "method.head_lr=1e-3", "optim.warmup_ratio=0.1",
+                      "trainer.gradient_clip_val=1.0"]  # TRL's max_grad_norm default
     cfg = load_config("reward-hh", overrides)
     if frozen:
         cfg.method["head"] = HEADS[head]
