@@ -5,8 +5,9 @@ Every row is checked before the model loads; a bad one is an error naming its li
 
 ``OUT`` is written once, atomically, when every row is scored. Meanwhile ``OUT.parts/``
 holds ``job.json`` (a fingerprint of the input, the model and the options; parts left by
-a job with other settings are discarded, never mixed in) and ``shard-NNNNN.jsonl``, each
-committed atomically. A killed job started again reuses every committed shard, so each
+a job with other settings are discarded, never mixed in), ``shard-NNNNN.jsonl``, each
+committed atomically, and ``manifest.json`` with each shard's SHA-256 (a shard missing
+from it or not matching is scored again). A killed job started again reuses every committed shard, so each
 row is in ``OUT`` exactly once, in input order.
 """
 
@@ -23,7 +24,7 @@ from typing import Any
 from tqdm.auto import tqdm
 
 from contrastlib.errors import DataError
-from contrastlib.utils.io import atomic_path
+from contrastlib.utils.io import atomic_path, sha256_file, write_json
 
 FORMAT_VERSION = 1
 
@@ -103,11 +104,16 @@ def score_file(
 
     n_shards = -(-len(rows) // shard_size)
     reused = 0
+    manifest_path = parts / "manifest.json"
+    try:
+        checksums: dict[str, str] = dict(json.loads(manifest_path.read_text())["shards"])
+    except (OSError, ValueError, KeyError, TypeError):
+        checksums = {}
     with tqdm(total=len(rows), desc="score", unit="row", disable=not show_progress_bar) as bar:
         for s in range(n_shards):
             shard = rows[s * shard_size : (s + 1) * shard_size]
             path = parts / f"shard-{s:05d}.jsonl"
-            if path.is_file():
+            if path.is_file() and checksums.get(str(s)) == sha256_file(path):
                 reused += 1
                 bar.update(len(shard))
                 continue
@@ -123,6 +129,8 @@ def score_file(
                 lines.append(json.dumps({**r, "reward": value, "reward_normalized": (value - model.mean) / model.std}))
             with atomic_path(path) as tmp:
                 tmp.write_text("\n".join(lines) + "\n", encoding="utf-8")
+            checksums[str(s)] = sha256_file(path)
+            write_json(manifest_path, {"shards": checksums})
             bar.update(len(shard))
             if after_shard is not None:
                 after_shard(s)

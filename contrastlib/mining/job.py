@@ -5,7 +5,8 @@
 * ``job.json``: a fingerprint of the input, the model, the options and the layout; a
   ``.parts`` folder left by a job with different settings is discarded, not mixed in;
 * ``shard-00000.jsonl`` + ``shard-00000.stats.json``: each shard of anchors, committed
-  atomically (rows first, then stats: a shard counts as done when both exist).
+  atomically (rows first, then stats with the rows' SHA-256: a shard counts as done when
+  both exist and the rows match their checksum; a damaged one is mined again).
 
 A killed job started again with the same settings reuses the embedding cache (its
 shards) and every finished mining shard, and produces the same ``OUT`` as an
@@ -45,7 +46,7 @@ from contrastlib.mining.output import (
     write_jsonl_lines,
     write_rows,
 )
-from contrastlib.utils.io import atomic_path, save_figure, write_json
+from contrastlib.utils.io import atomic_path, save_figure, sha256_file, write_json
 
 #: Highest-scoring kept negatives listed for a person to look at.
 TOP_NEGATIVES = 20
@@ -87,6 +88,21 @@ class MineReport:
     #: What ``OUT.summary.json`` holds (:func:`summary_dict`).
     summary: dict[str, Any] = field(default_factory=dict)
 
+
+
+#: Key in a shard's stats file: the SHA-256 of its rows file.
+ROWS_SHA256 = "rows_sha256"
+
+
+def _committed_stats(rows_path: Path, stats_path: Path) -> dict[str, Any] | None:
+    """A finished shard's stats, or None when it is missing, unreadable or damaged."""
+    try:
+        stats = json.loads(stats_path.read_text())
+        if stats.pop(ROWS_SHA256) != sha256_file(rows_path):
+            return None
+    except (OSError, ValueError, KeyError, AttributeError, TypeError):
+        return None
+    return stats if isinstance(stats, dict) else None
 
 
 def _anchor_shards(n_anchors: int, size: int) -> list[list[int]]:
@@ -166,8 +182,9 @@ def run_mining(
     bar = tqdm(total=len(data.anchors), desc="mine", unit="anchor", disable=not show_progress_bar)
     for n, anchors in enumerate(shards):
         rows_path, stats_path = parts / f"shard-{n:05d}.jsonl", parts / f"shard-{n:05d}.stats.json"
-        if rows_path.is_file() and stats_path.is_file():
-            total.add(ShardStats.from_dict(json.loads(stats_path.read_text())))
+        committed = _committed_stats(rows_path, stats_path)
+        if committed is not None:
+            total.add(ShardStats.from_dict(committed))
             done += 1
             bar.update(len(anchors))
             continue
@@ -178,7 +195,7 @@ def run_mining(
         )
         results.sort(key=lambda r: r.pair)
         write_jsonl_lines(rows_path, map(asdict, results))
-        write_json(stats_path, stats.as_dict())
+        write_json(stats_path, {**stats.as_dict(), ROWS_SHA256: sha256_file(rows_path)})
         total.add(stats)
         bar.update(len(anchors))
     bar.close()

@@ -147,10 +147,13 @@ def test_sigkill_halfway_then_resume_gives_the_uninterrupted_output(pairs, tmp_p
     assert not out.exists()
     done = {p.name for p in parts.glob("shard-*.stats.json")}
     assert 2 <= len(done) < 13
+    # a committed shard damaged afterwards fails its checksum and is mined again
+    first = parts / "shard-00000.jsonl"
+    first.write_bytes(first.read_bytes() + b"\n")
     resumed = subprocess.run([sys.executable, "-m", "contrastlib", "mine", *common, "-o", str(out), "--json"],
                              env=env, capture_output=True, text=True)
     assert resumed.returncode == 0, resumed.stderr
-    assert json.loads(resumed.stdout.strip().splitlines()[-1])["shards_reused"] == len(done)
+    assert json.loads(resumed.stdout.strip().splitlines()[-1])["shards_reused"] == len(done) - 1
     fresh = tmp_path / "fresh.jsonl"
     subprocess.run([sys.executable, "-m", "contrastlib", "mine", *common, "-o", str(fresh)],
                    env={**env, "CONTRASTLIB_CACHE": str(tmp_path / "other-cache")},

@@ -148,8 +148,10 @@ def test_score_killed_and_restarted_has_every_row_exactly_once(tmp_path: Path) -
     os.kill(proc.pid, signal.SIGKILL)
     proc.wait()
     assert not out.exists()  # nothing half-written
-    done = len(list(parts.glob("shard-*.jsonl")))
-    assert 2 <= done < 10
+    # committed shards: those the manifest lists with their checksum (a kill between a
+    # shard's file and the manifest leaves that shard to be scored again)
+    done = len(json.loads((parts / "manifest.json").read_text())["shards"])
+    assert 1 <= done < 10
     result = subprocess.run([*cmd, "--json"], capture_output=True, text=True, check=True)
     report = json.loads(result.stdout.strip().splitlines()[-1])
     assert report["shards_reused"] == done and report["rows"] == 10_000
@@ -191,3 +193,24 @@ def test_the_head_trains_in_training_mode_after_the_evaluation_before_training(
     assert main(["fit", "reward-hh", f"output_dir={tmp_path}", "trainer.max_epochs=2", *COMMON,
                  "method.heldout_fraction=0.2", "method.head={name: bradley_terry, hidden: 16, dropout: 0.1}"]) == 0
     assert modes and all(modes)
+
+
+def test_a_damaged_score_shard_is_scored_again(tmp_path: Path) -> None:
+    from contrastlib.scoring import score_file
+
+    model = RewardModel.load(_make_model(tmp_path), precision="fp32")
+    src = tmp_path / "rows.jsonl"
+    src.write_text("".join(json.dumps({"id": i, "prompt": "Q:", "response": f"reply {i}"}) + "\n" for i in range(30)))
+    out = tmp_path / "out.jsonl"
+
+    def stop_after_two(s: int) -> None:
+        if s == 1:
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        score_file(model, src, out, model_fp="m", shard_size=10, show_progress_bar=False, after_shard=stop_after_two)
+    shard = tmp_path / "out.jsonl.parts" / "shard-00000.jsonl"
+    shard.write_text(shard.read_text().replace('"id": 3,', '"id": 33,'))  # damaged, still valid JSON
+    report = score_file(model, src, out, model_fp="m", shard_size=10, show_progress_bar=False)
+    assert report.shards_reused == 1  # shard 1 only: shard 0 failed its checksum
+    assert [json.loads(x)["id"] for x in out.read_text().splitlines()] == list(range(30))
