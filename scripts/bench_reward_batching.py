@@ -23,6 +23,15 @@ from contrastlib.encoders.text import TextEncoder
 from contrastlib.training.gradcache import embed_in_chunks, split_rows
 
 
+def step(enc: TextEncoder, batch: dict[str, torch.Tensor], group: int | None) -> float:
+    """Seconds for one forward and backward of ``batch``, in groups of ``group`` rows."""
+    start = time.perf_counter()
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        emb = embed_in_chunks(enc, split_rows(batch, group, None)) if group else enc(batch)
+    emb.float().sum().backward()
+    return time.perf_counter() - start
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--data", default="bench_out/reward-data/train-fitted.jsonl")
@@ -41,16 +50,9 @@ def main() -> None:
             batches.append(dict(enc.tokenizer(texts, padding=True, truncation=True, max_length=256,
                                               return_tensors="pt")))
 
-        def step(batch: dict[str, torch.Tensor], group: int | None) -> float:
-            start = time.perf_counter()
-            with torch.autocast("cpu", dtype=torch.bfloat16):
-                emb = embed_in_chunks(enc, split_rows(batch, group, None)) if group else enc(batch)
-            emb.float().sum().backward()
-            return time.perf_counter() - start
-
-        step(batches[0], None)  # warm-up
+        step(enc, batches[0], None)  # warm-up
         for group in (None, 32, 16):
-            seconds = [step(b, group) for b in batches[1:]]
+            seconds = [step(enc, b, group) for b in batches[1:]]
             key = f"dropout={dropout} groups={group or 'one padded call'}"
             results[key] = round(sum(seconds) / len(seconds), 2)
             print(f"{key}: {results[key]} s per batch", flush=True)
