@@ -6,8 +6,19 @@ import difflib
 from pathlib import Path
 
 
+def one_line(text: str) -> str:
+    """``text`` with every character that could break or hide a line (newlines, vertical
+    tabs, NULs, other control and separator characters) written as its escape: a message
+    quoting a malformed file's bytes stays one readable line."""
+    return "".join(c if c.isprintable() else repr(c)[1:-1] for c in text)
+
+
 class ContrastlibError(Exception):
-    """Base class for errors caused by the user's input, not by a bug."""
+    """Base class for errors caused by the user's input, not by a bug. Its message is
+    always one line (:func:`one_line`)."""
+
+    def __str__(self) -> str:
+        return one_line(super().__str__())
 
 
 class DataError(ContrastlibError, ValueError):
@@ -18,7 +29,7 @@ class DataError(ContrastlibError, ValueError):
         self.line = line
         self.message = message
         where = f"{self.path}:{line}" if line is not None else self.path
-        super().__init__(f"{where}: {message}")
+        super().__init__(one_line(f"{where}: {message}"))
 
 
 class ConfigError(ContrastlibError, ValueError):
@@ -38,7 +49,7 @@ class UnknownComponentError(ConfigError, KeyError):
         super().__init__(msg)
 
     def __str__(self) -> str:  # KeyError would quote the message
-        return str(self.args[0])
+        return one_line(str(self.args[0]))
 
 
 class ModelLoadError(ContrastlibError):

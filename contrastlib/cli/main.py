@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from contrastlib import __version__
-from contrastlib.errors import ContrastlibError
+from contrastlib.errors import ContrastlibError, one_line
 
 EXIT_USAGE = 2
 #: The job failed for a reason outside the input (a full disk, a file-size limit).
@@ -642,7 +642,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         return int(args.func(args))
     except ContrastlibError as exc:
-        print(f"error: {exc}", file=sys.stderr)
+        print(f"error: {one_line(str(exc))}", file=sys.stderr)
         return EXIT_USAGE
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
@@ -651,7 +651,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         # A full disk, a file-size limit, a permission or a vanished mount: not a bug in
         # the input, and every output was written under a temporary name, so the
         # previous one stands. One line, exit 1.
-        print(f"error: {exc}", file=sys.stderr)
+        print(f"error: {one_line(str(exc))}", file=sys.stderr)
         return EXIT_FAILURE
 
 

@@ -230,6 +230,8 @@ def _as_images(path: Path, a: np.ndarray) -> np.ndarray:
         a = a.transpose(0, 2, 3, 1)  # NCHW -> NHWC
     if a.ndim not in (3, 4) or (a.ndim == 4 and a.shape[-1] not in (1, 3)):
         raise DataError(path, f"image array of shape {a.shape}; expected [N, H, W], [N, H, W, C] or [N, C, H, W], C in 1, 3")
+    if a.size == 0:
+        raise DataError(path, f"image array of shape {a.shape} holds no pixels")
     if a.dtype == np.uint8:
         return a
     if np.issubdtype(a.dtype, np.floating):
