@@ -12,8 +12,10 @@ Three things it does not restore are added here:
   is not resumable.
 * **the random state** (torch, CUDA, numpy, Python), for dropout views and anything else
   drawn in a step. :class:`ResumeState` saves it with each checkpoint and sets it again
-  when training starts after the resume, before the first batch is made. Under DDP every rank is seeded alike and
-  draws alike, so rank 0's state is every rank's. The loader draws its workers' base
+  when training starts after the resume, before the first batch is made. Under DDP the
+  ranks' states are not the same (a test that restored rank 0's on every rank diverged
+  at the first resumed step), so every rank's state is gathered into the checkpoint and
+  each rank takes its own back. The loader draws its workers' base
   seed from its own generator, not the global one, so making an iterator draws nothing
   the uninterrupted run would not.
 * **a safe, atomic checkpoint file.** :class:`SafeCheckpointIO` writes to a temporary
@@ -42,6 +44,7 @@ from typing import Any
 import numpy as np
 import pytorch_lightning as pl
 import torch
+import torch.distributed as dist
 from lightning_fabric.plugins.io.torch_io import TorchCheckpointIO
 from torch.utils.data import DataLoader
 
@@ -128,10 +131,27 @@ class ResumeState(pl.Callback):
             self.saved_final = True
 
     def state_dict(self) -> dict[str, Any]:
-        return {"rng": rng_states(), "loader": self.loader.state_dict()}
+        # Lightning builds the checkpoint dict on every rank (rank 0 writes it), so this
+        # runs on all ranks at once and may gather: each rank's random state is kept.
+        states = rng_states()
+        out: dict[str, Any] = {"rng": states, "loader": self.loader.state_dict()}
+        if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
+            gathered: list[Any] = [None] * dist.get_world_size()
+            dist.all_gather_object(gathered, states)
+            out["rng_per_rank"] = gathered
+        return out
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
         self._pending = state_dict.get("rng")
+        per_rank = state_dict.get("rng_per_rank")
+        if per_rank and dist.is_available() and dist.is_initialized():
+            rank, world = dist.get_rank(), dist.get_world_size()
+            if world == len(per_rank):
+                self._pending = per_rank[rank]
+            elif rank == 0:
+                warnings.warn(f"resume: the checkpoint holds the random states of {len(per_rank)} ranks, this run "
+                              f"has {world}; every rank takes rank 0's (the run continues, not bit for bit)",
+                              stacklevel=2)
         # Lightning hands the loader its state only when it builds the loader after the
         # restore; a scheduler that asks for the number of steps builds it before.
         self.loader.load_state_dict(state_dict.get("loader") or {})
