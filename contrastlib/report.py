@@ -132,11 +132,14 @@ def _curves_png(series: dict[str, list[tuple[int, float]]]) -> bytes | None:
 
 
 def _fmt(v: Any) -> str:
+    """Numbers for a table: small floats to 4 places, whole numbers with separators."""
     if isinstance(v, bool) or not isinstance(v, (int, float)):
         return html.escape(str(v))
-    if isinstance(v, float) and not math.isfinite(v):
+    if not math.isfinite(v):
         return str(v)
-    return f"{v:.4f}" if isinstance(v, float) and abs(v) < 1000 else f"{v:,.0f}" if float(v).is_integer() else f"{v:.2f}"
+    if isinstance(v, float) and abs(v) < 1000:
+        return f"{v:.4f}"
+    return f"{v:,.0f}" if float(v).is_integer() else f"{v:.2f}"
 
 
 def _eval_tables(metrics: dict[str, Any]) -> str:

@@ -127,9 +127,10 @@ def score_file(
             lines = []
             for (_, r), value in zip(shard, rewards.tolist(), strict=True):
                 lines.append(json.dumps({**r, "reward": value, "reward_normalized": (value - model.mean) / model.std}))
+            data = ("\n".join(lines) + "\n").encode("utf-8")
             with atomic_path(path) as tmp:
-                tmp.write_text("\n".join(lines) + "\n", encoding="utf-8")
-            checksums[str(s)] = sha256_file(path)
+                tmp.write_bytes(data)
+            checksums[str(s)] = hashlib.sha256(data).hexdigest()  # of the bytes just written
             write_json(manifest_path, {"shards": checksums})
             bar.update(len(shard))
             if after_shard is not None:

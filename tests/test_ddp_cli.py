@@ -154,14 +154,9 @@ def test_ddp_run_cut_mid_epoch_and_resumed_equals_the_uninterrupted_one(tmp_path
         assert done.returncode == 0, done.stderr[-3000:]
     assert "not resumable" not in done.stderr
 
-    def losses(name: str) -> dict[int, float]:
-        out = {}
-        for path in (tmp_path / name / "logs").rglob("metrics.csv"):
-            with open(path) as fh:
-                out.update({int(r["step"]): float(r["train/loss"]) for r in csv.DictReader(fh) if r.get("train/loss")})
-        return out
+    from contrastlib.report import read_logs  # every logs/**/metrics.csv, resumes included
 
-    whole, cut = losses("whole"), losses("cut")
+    whole, cut = (dict(read_logs(tmp_path / name)["train/loss"]) for name in ("whole", "cut"))
     assert sorted(whole) == sorted(cut) == list(range(8))  # 4 global batches an epoch, 2 epochs
     for step in whole:
         assert cut[step] == pytest.approx(whole[step], abs=1e-6), step

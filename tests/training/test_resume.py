@@ -4,7 +4,6 @@ back to the previous one; checkpoints load with ``weights_only=True``."""
 
 from __future__ import annotations
 
-import csv
 import os
 import random
 import signal
@@ -18,6 +17,7 @@ import pytest
 import torch
 
 from contrastlib.cli.main import main
+from contrastlib.report import read_logs
 from contrastlib.samplers.base import GlobalBatchSampler
 from contrastlib.training.resume import (
     checkpoint_step,
@@ -35,13 +35,8 @@ STEPS_PER_EPOCH, TOTAL = 10, 20
 
 
 def _losses(run: Path) -> dict[int, float]:
-    out = {}
-    for path in sorted((run / "logs").rglob("metrics.csv")):
-        with open(path) as f:
-            for row in csv.DictReader(f):
-                if row.get("train/loss"):
-                    out[int(row["step"])] = float(row["train/loss"])
-    return out
+    """The logged loss by step, a resumed run's logs included (the report's own reader)."""
+    return dict(read_logs(run)["train/loss"])
 
 
 def _weights(run: Path) -> dict[str, torch.Tensor]:
