@@ -38,6 +38,7 @@ from __future__ import annotations
 import argparse
 import copy
 import json
+import multiprocessing
 import os
 import sys
 import tempfile
@@ -51,7 +52,6 @@ from _bench_common import in_child, peak_rss_mb
 from contrastlib.utils.io import write_json
 
 BATCH, TEMPERATURE, QUEUE, KEY_MOMENTUM = 128, 0.2, 4096, 0.99
-LR = 0.06 * BATCH / 256
 WEIGHT_DECAY, SGD_MOMENTUM = 5e-4, 0.9
 CASES = [f"{side}-{method}-{precision}" for method in ("simclr", "moco") for side in ("lightly", "ours")
          for precision in ("fp32", "bf16")]
@@ -69,7 +69,8 @@ AUGMENT = {
 
 # ---------------------------------------------------------------------------- data
 def slice_arrays(zip_path: str, n_train: int, n_test: int, folder: Path) -> tuple[Path, Path]:
-    """Class-balanced slices of the zip's train and test sets as .npz (uint8 NHWC)."""
+    """Class-balanced slices of the zip's train and test sets as .npz (uint8 NHWC).
+    ``zip_path`` ``synthetic``: seeded random pixels and labels, for timing only."""
     import numpy as np
 
     from contrastlib.data.images import read_images
@@ -77,9 +78,14 @@ def slice_arrays(zip_path: str, n_train: int, n_test: int, folder: Path) -> tupl
     folder.mkdir(parents=True, exist_ok=True)
     out = []
     for split, n in (("train", n_train), ("test", n_test)):
-        path = folder / f"cifar10-{split}-{n}.npz"
+        path = folder / f"cifar10-{split}-{n}{'-synthetic' if zip_path == 'synthetic' else ''}.npz"
         out.append(path)
         if path.is_file():
+            continue
+        if zip_path == "synthetic":
+            rng = np.random.default_rng(0)
+            np.savez(path, images=rng.integers(0, 256, (n, 32, 32, 3), dtype=np.uint8),
+                     labels=np.arange(n) % 10)
             continue
         images = read_images(f"{zip_path}:{split}")
         labels = np.asarray(images.labels)
@@ -104,7 +110,7 @@ def backbone() -> Any:
 
 
 # ---------------------------------------------------------------------------- lightly
-def lightly_case(method: str, precision: str, train_npz: str, epochs: int, q: Any) -> None:
+def lightly_case(method: str, precision: str, train_npz: str, epochs: int, r: dict[str, Any], q: Any) -> None:
     import numpy as np
     import pytorch_lightning as pl
     import torch
@@ -117,7 +123,9 @@ def lightly_case(method: str, precision: str, train_npz: str, epochs: int, q: An
 
     from contrastlib.training.optim import adamw_param_groups
 
-    torch.set_num_threads(2)
+    torch.set_num_threads(r["threads"])
+    # DataLoader workers fork, as in a user's script (this case runs in a spawned child, whose default is spawn)
+    multiprocessing.set_start_method("fork", force=True)
     pl.seed_everything(0, verbose=False)
     arrays = np.load(train_npz)
     x, y = arrays["images"], arrays["labels"]
@@ -142,9 +150,9 @@ def lightly_case(method: str, precision: str, train_npz: str, epochs: int, q: An
                 self.projection_head_momentum = copy.deepcopy(self.projection_head)
                 deactivate_requires_grad(self.backbone_momentum)
                 deactivate_requires_grad(self.projection_head_momentum)
-                self.criterion = NTXentLoss(temperature=TEMPERATURE, memory_bank_size=(QUEUE, 128))
+                self.criterion = NTXentLoss(temperature=r["temperature"], memory_bank_size=(QUEUE, 128))
             else:
-                self.criterion = NTXentLoss(temperature=TEMPERATURE)
+                self.criterion = NTXentLoss(temperature=r["temperature"])
 
         def training_step(self, batch: Any, batch_idx: int) -> Any:
             (x0, x1), _ = batch
@@ -160,15 +168,16 @@ def lightly_case(method: str, precision: str, train_npz: str, epochs: int, q: An
             return loss
 
         def configure_optimizers(self) -> Any:
-            opt = torch.optim.SGD(adamw_param_groups(self, WEIGHT_DECAY), lr=LR, momentum=SGD_MOMENTUM)
+            opt = torch.optim.SGD(adamw_param_groups(self, WEIGHT_DECAY), lr=r["lr"], momentum=SGD_MOMENTUM)
             steps = int(self.trainer.estimated_stepping_batches)
             return {"optimizer": opt, "lr_scheduler": {"scheduler": torch.optim.lr_scheduler.CosineAnnealingLR(opt, steps),
                                                        "interval": "step"}}
 
-    loader = torch.utils.data.DataLoader(Data(), batch_size=BATCH, shuffle=True, drop_last=True, num_workers=0)
+    loader = torch.utils.data.DataLoader(Data(), batch_size=r["batch"], shuffle=True, drop_last=True,
+                                         num_workers=r["workers"], persistent_workers=r["workers"] > 0)
     module = Module()
     with tempfile.TemporaryDirectory() as tmp:
-        trainer = pl.Trainer(max_epochs=epochs, precision=PRECISION[precision], accelerator="cpu", devices=1,  # type: ignore[arg-type]
+        trainer = pl.Trainer(max_epochs=epochs, precision=PRECISION[precision], accelerator=r["accelerator"], devices=1,  # type: ignore[arg-type]
                              logger=pl.loggers.CSVLogger(tmp), enable_checkpointing=False, enable_progress_bar=False,
                              enable_model_summary=False)
         start = time.perf_counter()
@@ -181,21 +190,24 @@ def lightly_case(method: str, precision: str, train_npz: str, epochs: int, q: An
 
 
 # ---------------------------------------------------------------------------- ours
-def ours_case(method: str, precision: str, train_npz: str, epochs: int, q: Any) -> None:
+def ours_case(method: str, precision: str, train_npz: str, epochs: int, r: dict[str, Any], q: Any) -> None:
     import torch
 
     from contrastlib.config.load import load_config
     from contrastlib.pipeline import fit
 
-    torch.set_num_threads(2)
+    torch.set_num_threads(r["threads"])
+    # DataLoader workers fork, as in a user's script (this case runs in a spawned child, whose default is spawn)
+    multiprocessing.set_start_method("fork", force=True)
     recipe = "simclr-digits" if method == "simclr" else "moco-digits"
     overrides = [
-        f"data.train={train_npz}", f"data.batch_size={BATCH}", "data.num_workers=0", "data.drop_last=true",
+        f"data.train={train_npz}", f"data.batch_size={r['batch']}", f"data.num_workers={r['workers']}",
+        "data.drop_last=true", f"trainer.accelerator={r['accelerator']}",
         "model.name=resnet18", "model.cifar_stem=true", "model.projection=[512,128]",
         # every field spelled out: the digits recipes' own augment keys must not leak in
         *(f"method.augment.{k}={v}" for k, v in AUGMENT[method].items()),
-        f"loss.temperature={TEMPERATURE}",
-        "optim.name=sgd", f"optim.lr={LR}", f"optim.momentum={SGD_MOMENTUM}", f"optim.weight_decay={WEIGHT_DECAY}",
+        f"loss.temperature={r['temperature']}",
+        "optim.name=sgd", f"optim.lr={r['lr']}", f"optim.momentum={SGD_MOMENTUM}", f"optim.weight_decay={WEIGHT_DECAY}",
         "optim.warmup_ratio=0.0", "optim.scheduler=cosine",
         f"trainer.max_epochs={epochs}", f"trainer.precision={PRECISION[precision]}", "trainer.enable_progress_bar=false",
         "trainer.checkpoint_every_n_steps=100000",
@@ -216,13 +228,14 @@ def ours_case(method: str, precision: str, train_npz: str, epochs: int, q: Any) 
 
 
 # ---------------------------------------------------------------------------- kNN
-def knn_case(weights: str | None, train_npz: str, test_npz: str, q: Any) -> None:
+def knn_case(weights: str | None, train_npz: str, test_npz: str, r: dict[str, Any], q: Any) -> None:
     import torch
 
     from contrastlib.data.images import read_images
     from contrastlib.evaluation.knn import PixelEncoder, embed_images, knn_classify
 
-    torch.set_num_threads(2)
+    torch.set_num_threads(r["threads"])
+    device = "cuda" if r["accelerator"] == "gpu" else "cpu"
     if weights == "pixels":
         encoder: Any = PixelEncoder()
     else:
@@ -230,12 +243,28 @@ def knn_case(weights: str | None, train_npz: str, test_npz: str, q: Any) -> None
         encoder = backbone()
         if weights:
             encoder.load_state_dict(torch.load(weights, map_location="cpu", weights_only=True))
+        encoder = encoder.to(device)
     start = time.perf_counter()
-    kw = {"size": 32, "batch_size": 512, "precision": "fp32"}
+    kw = {"size": 32, "batch_size": 512, "precision": "fp32"}  # no workers: the evaluation transform is cheap
     tr, ytr = embed_images(encoder, read_images(train_npz), **kw)
     te, yte = embed_images(encoder, read_images(test_npz), **kw)
-    r = knn_classify(tr, ytr, te, yte, k=200, temperature=0.1)
-    q.put({"top1": r.top1, "top5": r.top5, "knn_seconds": time.perf_counter() - start})
+    out: dict[str, Any] = {}
+    try:  # ours, neighbours from the FAISS index layer
+        res = knn_classify(tr, ytr, te, yte, k=200, temperature=0.1)
+        out.update(top1=res.top1, top5=res.top5)
+    except ImportError as e:  # a machine without faiss (the GPU image): lightly's evaluator alone
+        out.update(top1=None, top1_error=str(e))
+    # lightly's own evaluator (torch, cosine, k 200, T 0.1): the protocol of its published table
+    from lightly.utils.benchmarking import knn_predict
+
+    def unit(a: Any) -> Any:
+        return torch.nn.functional.normalize(torch.as_tensor(a, device=device), dim=1)
+
+    bank, labels = unit(tr).T.contiguous(), torch.as_tensor(ytr, device=device).long()
+    hits = sum(int((knn_predict(unit(te[i:i + 1000]), bank, labels, 10, 200, 0.1)[:, 0].cpu()
+                    == torch.as_tensor(yte[i:i + 1000])).sum()) for i in range(0, len(te), 1000))
+    out.update(top1_lightly_knn=hits / len(te), knn_seconds=time.perf_counter() - start)
+    q.put(out)
 
 
 # ---------------------------------------------------------------------------- main
@@ -247,6 +276,12 @@ def main() -> None:
     p.add_argument("--train-images", type=int, default=10_000)
     p.add_argument("--test-images", type=int, default=10_000)
     p.add_argument("--epochs", type=int, default=1)
+    p.add_argument("--batch", type=int, default=BATCH)
+    p.add_argument("--temperature", type=float, default=TEMPERATURE)
+    p.add_argument("--lr", type=float, default=0.0, help="0: 0.06 x batch / 256")
+    p.add_argument("--accelerator", choices=("cpu", "gpu"), default="cpu")
+    p.add_argument("--workers", type=int, default=0, help="DataLoader workers, both sides")
+    p.add_argument("--threads", type=int, default=2, help="torch threads, both sides")
     p.add_argument("--cases", nargs="*", default=[*CASES, "floor-pixels", "floor-random"])
     a = p.parse_args()
     unknown = sorted(set(a.cases) - {*CASES, "floor-pixels", "floor-random"})
@@ -254,7 +289,14 @@ def main() -> None:
         p.error(f"unknown case {unknown[0]!r}")
     out = Path(a.out)
     results: dict[str, Any] = json.loads(out.read_text()) if out.is_file() else {}
-    settings = {"train_images": a.train_images, "test_images": a.test_images, "epochs": a.epochs, "batch": BATCH}
+    recipe = {"batch": a.batch, "temperature": a.temperature, "lr": a.lr or 0.06 * a.batch / 256,
+              "accelerator": a.accelerator, "workers": a.workers, "threads": a.threads}
+    settings = {"train_images": a.train_images, "test_images": a.test_images, "epochs": a.epochs, "batch": a.batch}
+    if recipe != {"batch": BATCH, "temperature": TEMPERATURE, "lr": 0.06 * BATCH / 256, "accelerator": "cpu",
+                  "workers": 0, "threads": 2}:
+        settings["recipe"] = recipe  # the defaults keep the settings of runs recorded before these options
+    if a.zip == "synthetic":
+        settings["data"] = "synthetic"
     if results.get("settings", settings) != settings:
         p.error(f"{out} holds a run with other settings {results['settings']}; use another --out")
     results["settings"] = settings
@@ -262,19 +304,25 @@ def main() -> None:
     import torch
 
     results["env"] = {"torch": torch.__version__, "cpus": os.cpu_count(),
-                      "lightly": __import__("lightly").__version__}
+                      "lightly": __import__("lightly").__version__,
+                      "gpu": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None}
     for case in a.cases:
         if case in results:
             print(f"{case}: done before, skipped")
             continue
         if case.startswith("floor-"):
-            r = in_child(knn_case, "pixels" if case == "floor-pixels" else None, str(train_npz), str(test_npz))
+            r = in_child(knn_case, "pixels" if case == "floor-pixels" else None, str(train_npz), str(test_npz), recipe)
         else:
             side, method, precision = case.split("-")
             fn = lightly_case if side == "lightly" else ours_case
-            r = in_child(fn, method, precision, str(train_npz), a.epochs)
+            r = in_child(fn, method, precision, str(train_npz), a.epochs, recipe)
             r["seconds_per_epoch"] = r["seconds"] / a.epochs
-            r.update(in_child(knn_case, r.pop("weights"), str(train_npz), str(test_npz)))
+            results[case] = r  # the training figures are kept even if the evaluation dies
+            write_json(out, results)
+            try:
+                r.update(in_child(knn_case, r.pop("weights"), str(train_npz), str(test_npz), recipe))
+            except RuntimeError as e:
+                r["knn_error"] = str(e)
         results[case] = r
         print(case, json.dumps(r), flush=True)
         write_json(out, results)

@@ -12,12 +12,17 @@ Scores are inner products (cosine for normalised vectors). Vectors are added and
 searched in batches: FAISS keeps a running top-k per query, so no query x corpus matrix
 is ever built (PEERS.md 9, 10). Trained kinds are trained on a seeded sample of at most
 ``train_size`` vectors. ``save`` is atomic. faiss-gpu is used when it is installed and
-CUDA is present (``flat``, ``ivf_flat`` and ``ivf_pq``; HNSW has no GPU version), else CPU.
+CUDA is present (``flat``, ``ivf_flat`` and ``ivf_pq``; HNSW has no GPU version) and a
+tiny search on the GPU succeeds in a child process, else CPU (:func:`gpu_usable`).
 """
 
 from __future__ import annotations
 
+import functools
 import json
+import subprocess
+import sys
+import warnings
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -69,6 +74,43 @@ def gpu_available() -> bool:
     return hasattr(faiss, "StandardGpuResources") and getattr(faiss, "get_num_gpus", lambda: 0)() > 0
 
 
+#: Run in a child process: a tiny exact search on the GPU, checked.
+_GPU_PROBE = """
+import numpy as np, faiss
+index = faiss.GpuIndexFlatIP(faiss.StandardGpuResources(), 4)
+x = np.eye(4, dtype="float32")
+index.add(x)
+assert (index.search(x, 1)[1][:, 0] == np.arange(4)).all(), "wrong neighbours"
+"""
+
+
+def probe_gpu() -> tuple[bool, str]:
+    """``(works, why)``: search a 4-vector index on the GPU in a child process.
+
+    A FAISS build without kernels for the GPU's architecture passes :func:`gpu_available`
+    and then aborts the whole process at its first kernel (the ``faiss-gpu-cu12`` 1.14.1
+    wheel on an H200: ``CUDA error 209 no kernel image is available``), so this runs
+    where an abort costs nothing."""
+    try:
+        done = subprocess.run([sys.executable, "-c", _GPU_PROBE], capture_output=True, text=True, timeout=300)
+    except subprocess.TimeoutExpired:
+        return False, "a 4-vector faiss-gpu search did not finish in 300 s"
+    if done.returncode == 0:
+        return True, "faiss-gpu works"
+    lines = [ln.strip() for ln in done.stderr.splitlines() if ln.strip()]
+    why = next((ln for ln in lines if "error" in ln.lower() or "assertion" in ln.lower()),
+               lines[-1] if lines else f"exit code {done.returncode}")
+    return False, f"faiss-gpu cannot run on this GPU: {why[:300]}"
+
+
+@functools.cache
+def gpu_usable() -> tuple[bool, str]:
+    """``(usable, why)``, once per process: :func:`gpu_available` and :func:`probe_gpu`."""
+    if not gpu_available():
+        return False, "faiss-gpu or a CUDA device is missing"
+    return probe_gpu()
+
+
 def _as_float32(x: Any, dim: int, what: str) -> np.ndarray:
     arr = np.ascontiguousarray(np.asarray(x, dtype=np.float32))
     if arr.ndim != 2 or arr.shape[1] != dim:
@@ -108,12 +150,18 @@ class VectorIndex:
         self._set_search_parameters()
 
     def _place(self, use_gpu: bool | str) -> None:
-        """Move the index to the GPU when asked (``"auto"``: faiss-gpu and CUDA present)."""
-        want_gpu = gpu_available() if use_gpu == "auto" else bool(use_gpu)
+        """Move the index to the GPU when asked (``"auto"``: when :func:`gpu_usable`)."""
+        if use_gpu == "auto":
+            want_gpu, why = gpu_usable() if gpu_available() else (False, "")
+            if not want_gpu and why:
+                warnings.warn(f"FAISS search stays on the CPU: {why}", RuntimeWarning, stacklevel=3)
+        else:
+            want_gpu = bool(use_gpu)
         self.on_gpu = want_gpu and self.spec.kind != "hnsw"  # HNSW has no GPU version
         if self.on_gpu:
-            if not gpu_available():
-                raise RuntimeError("use_gpu=True, but faiss-gpu or a CUDA device is missing")
+            usable, why = gpu_usable()
+            if not usable:
+                raise RuntimeError(f"use_gpu=True, but {why}")
             faiss = _faiss()
             self._gpu_resources = faiss.StandardGpuResources()
             self._index = faiss.index_cpu_to_gpu(self._gpu_resources, 0, self._index)
