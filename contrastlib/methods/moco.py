@@ -30,6 +30,7 @@ import math
 from dataclasses import dataclass, field
 from typing import Any
 
+import pytorch_lightning as pl
 import torch
 from torch import Tensor, nn
 
@@ -163,7 +164,13 @@ class MoCo(ContrastiveModule):
         self._stepped_at = int(self.global_step)  # (a resumed run starts at its step)
         self._total_steps = self.optimizer_steps()
 
-    def on_train_batch_end(self, outputs: Any, batch: Any, batch_idx: int) -> None:
+    def configure_callbacks(self) -> list[pl.Callback]:
+        return [_AfterOptimizerStep()]
+
+    def after_batch(self) -> None:
+        """After each optimizer step: the key encoder's EMA, then this step's keys into the
+        queue. Called by :class:`_AfterOptimizerStep`, so it runs before any checkpoint of
+        this step is written."""
         if int(self.global_step) == self._stepped_at:
             return  # accumulating: no optimizer step yet, the keys wait
         self._stepped_at = int(self.global_step)
@@ -183,3 +190,15 @@ class MoCo(ContrastiveModule):
         idx = (torch.arange(n, device=keys.device) + ptr) % size
         self.queue[idx] = keys.to(self.queue.dtype)
         self.queue_ptr.fill_((ptr + n) % size)
+
+
+class _AfterOptimizerStep(pl.Callback):
+    """Runs :meth:`MoCo.after_batch` at each batch end, before ``ModelCheckpoint`` saves.
+
+    Lightning calls the callbacks' ``on_train_batch_end`` before the module's own, and the
+    checkpoint callbacks last of all. As a module hook, a checkpoint saved in the middle of
+    an epoch held the queue and key encoder from before its step, so a resume from it lost
+    that step's update and diverged (``tests/training/test_resume.py``, ``moco-v2-queue``)."""
+
+    def on_train_batch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule, *_: Any) -> None:
+        pl_module.after_batch()  # type: ignore[operator]

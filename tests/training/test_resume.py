@@ -31,7 +31,23 @@ from contrastlib.training.resume import (
 RUN = ["quickstart", "data.max_rows=80", "data.batch_size=8", "model.max_seq_length=24", "trainer.max_epochs=2",
        "trainer.checkpoint_every_n_steps=3", "trainer.keep_step_checkpoints=true", "trainer.log_every_n_steps=1",
        "trainer.enable_progress_bar=false", "eval.sts=[]", "optim.warmup_ratio=0.2"]
-STEPS_PER_EPOCH, TOTAL = 10, 20
+STEPS_PER_EPOCH = 10
+_SMALL_IMAGES = ["model.name=resnet10t", "model.projection=[64,32]", "data.max_rows=96", "data.batch_size=16",
+                 "trainer.precision=32-true", "eval.knn=[]", "eval.linear=[]", "eval.every_n_epochs=null"]
+_EVERY_3 = ["trainer.max_epochs=2", "trainer.checkpoint_every_n_steps=3", "trainer.keep_step_checkpoints=true",
+            "trainer.log_every_n_steps=1", "trainer.enable_progress_bar=false"]
+#: every method family, each with what its resume must carry: (recipe and overrides, steps an epoch)
+METHODS = {
+    "simcse-text": (RUN, STEPS_PER_EPOCH),
+    # views drawn in 2 DataLoader workers; the online linear probe trains alongside
+    "simclr-2-workers": (["simclr-digits", *_SMALL_IMAGES, "data.num_workers=2", "eval.online_probe=true", *_EVERY_3], 6),
+    # the queue, its pointer, the momentum encoder and its schedule
+    "moco-v2-queue": (["moco-digits", *_SMALL_IMAGES, "method.version=2", "method.queue_size=40",
+                       "method.key_momentum=0.9", *_EVERY_3], 6),
+    # a fine-tuned encoder with dropout under a reward head, held-out normalisation at the end
+    "reward-finetune": (["reward-hh", "method.frozen=false", "model.max_seq_length=48", "data.max_rows=90",
+                         "data.batch_size=8", "method.on_bad_row=skip", "eval.batch_size=64", *_EVERY_3], None),
+}
 
 
 def _losses(run: Path) -> dict[int, float]:
@@ -43,42 +59,47 @@ def _weights(run: Path) -> dict[str, torch.Tensor]:
     return torch.load(run / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=True)["state_dict"]
 
 
-def _fit_process(out: Path, name: str, *extra: str) -> subprocess.Popen[bytes]:
+def _fit_process(out: Path, name: str, *extra: str, run: list[str] = RUN) -> subprocess.Popen[bytes]:
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"}
     return subprocess.Popen(
-        [sys.executable, "-m", "contrastlib", "fit", *RUN, f"output_dir={out}", f"name={name}", *extra],
+        [sys.executable, "-m", "contrastlib", "fit", *run, f"output_dir={out}", f"name={name}", *extra],
         env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
     )
 
 
-def test_sigkill_mid_epoch_then_resume_matches_an_uninterrupted_run(tmp_path):
-    whole = _fit_process(tmp_path, "whole")
+@pytest.mark.parametrize("method", list(METHODS))
+def test_sigkill_mid_epoch_then_resume_matches_an_uninterrupted_run(tmp_path, method):
+    run, steps_per_epoch = METHODS[method]
+    whole = _fit_process(tmp_path, "whole", run=run)
     _, err = whole.communicate(timeout=600)
     assert whole.returncode == 0, err.decode()[-2000:]
+    a = _losses(tmp_path / "whole")
+    total = max(a) + 1
+    steps_per_epoch = steps_per_epoch or total // 2  # the reward split is by prompt hash: read it off the run
+    assert sorted(a) == list(range(total)) and total == 2 * steps_per_epoch
 
-    cut = _fit_process(tmp_path, "cut")
+    cut = _fit_process(tmp_path, "cut", run=run)
     first = tmp_path / "cut" / "checkpoints" / "step-3.ckpt"
     deadline = time.time() + 600
     while not first.exists() and cut.poll() is None and time.time() < deadline:
         time.sleep(0.02)
-    cut.send_signal(signal.SIGKILL)
+    cut.send_signal(signal.SIGKILL)  # the main process only, as the OOM killer does; workers see it go
     cut.wait()
     assert cut.returncode == -signal.SIGKILL
     # the kill may land between the step checkpoint and last.ckpt: resume takes the newest
     killed_at = checkpoint_step(resume_checkpoint(tmp_path / "cut", warn=lambda _m: None))
-    assert killed_at is not None and killed_at % STEPS_PER_EPOCH != 0, killed_at  # mid-epoch
+    assert killed_at is not None and killed_at % steps_per_epoch != 0, killed_at  # mid-epoch
     assert '"status": "running"' in (tmp_path / "cut" / "contrastlib_run.json").read_text()
 
-    resumed = _fit_process(tmp_path, "cut", "resume=true")
+    resumed = _fit_process(tmp_path, "cut", "resume=true", run=run)
     _, err = resumed.communicate(timeout=600)
     assert resumed.returncode == 0, err.decode()[-2000:]
     log = err.decode()
     assert "not resumable" not in log  # Lightning's warning for a loader that restarts the epoch
     assert "weights_only" not in log  # no unsafe-load warning either
 
-    a, b = _losses(tmp_path / "whole"), _losses(tmp_path / "cut")
-    assert sorted(a) == list(range(TOTAL))
-    after = [s for s in range(killed_at, TOTAL)]
+    b = _losses(tmp_path / "cut")
+    after = [s for s in range(killed_at, total)]
     assert all(s in b for s in after)
     for step in after:  # the resumed steps see the same batches and dropout masks
         assert b[step] == pytest.approx(a[step], rel=1e-6, abs=1e-7), step
