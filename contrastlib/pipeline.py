@@ -95,7 +95,8 @@ def plan_fit(cfg: RunConfig) -> FitPlan:
             f"encoder, not {encoder!r}"
         )
     loss_cls, _ = loss_spec(cfg.loss)
-    data = method_cls.read_train_data(cfg.data.train, config, max_rows=cfg.data.max_rows)
+    data = method_cls.read_train_data(cfg.data.train, config, max_rows=cfg.data.max_rows,
+                                      on_bad_row=cfg.data.on_bad_row)
     method_cls.check_loss(loss_cls, cfg.loss["name"], data)
     loss = build_loss(cfg.loss, num_samples=len(data.rows))
     sampler = cfg.data.sampler or method_cls.default_sampler

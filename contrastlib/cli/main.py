@@ -381,7 +381,10 @@ def cmd_mine(args: argparse.Namespace) -> int:
         raise ContrastlibError(str(exc)) from None
     if args.cross_encoder and not Path(args.cross_encoder).is_dir():
         raise ContrastlibError(f"--cross-encoder {args.cross_encoder}: not a directory")
-    data = read_mining_input(args.data, corpus=args.corpus, split=args.split)  # before the model loads
+    data = read_mining_input(args.data, corpus=args.corpus, split=args.split,  # before the model loads
+                             on_bad_row=args.on_bad_row)
+    if data.bad_rows:
+        print(f"{args.data}: {data.bad_rows}", file=sys.stderr)
     _check_index_fits(settings.index, len(data.corpus_ids))
     from contrastlib.jobs import LazyEncoder
     from contrastlib.mining import run_mining
@@ -398,7 +401,8 @@ def cmd_mine(args: argparse.Namespace) -> int:
     rows.append(["not sampled (beyond num_negatives)", str(st.not_sampled)])
     lines = [
         f"mined {data.source}: {st.anchors} anchors, {st.pairs} pairs, corpus {len(data.corpus_ids)}, "
-        f"window {report.range_max}, precision {settings.precision}",
+        f"window {report.range_max}, precision {settings.precision}"
+        + (f"; {data.bad_rows_skipped} bad input rows skipped" if data.bad_rows_skipped else ""),
         _table(rows),
         f"negatives kept: {st.kept}; pairs short of {options.num_negatives} negatives: {st.short_pairs} "
         f"({st.missing_negatives} missing, not padded)",
@@ -579,6 +583,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", "-o", required=True, help="output .jsonl or .parquet (written when the job is done)")
     p.add_argument("--corpus", help="extra corpus: .txt (one text per line) or a BEIR corpus.jsonl")
     p.add_argument("--split", help="qrels split of a BEIR directory (default: test)")
+    p.add_argument("--on-bad-row", choices=("error", "skip"), default="error",
+                   help="a malformed row of a pair file: stop naming its line (default), or skip and count it")
     p.add_argument("--range-min", type=int, default=0, help="skip this many best candidates that pass the filters")
     p.add_argument("--range-max", type=int, default=None,
                    help="consider this many best candidates (default: as sentence-transformers)")

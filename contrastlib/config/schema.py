@@ -40,6 +40,9 @@ class DataConfig:
     drop_last: bool = False
     #: Use only the first N rows of the training file (null: all).
     max_rows: int | None = None
+    #: A malformed row in the training file: ``error`` (stop, naming file and line) or
+    #: ``skip`` (leave it out, count it by reason, report the count at the start of the run).
+    on_bad_row: str = "error"
 
 
 @dataclass

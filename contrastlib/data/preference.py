@@ -31,12 +31,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from contrastlib.data.readers import read_records
+from contrastlib.data.readers import BAD_ROW_POLICIES, read_records
 from contrastlib.errors import DataError
 
 FORMATS = ("auto", "hh", "pairs", "user_pairs", "lists", "unpaired")
-#: ``data.on_bad_row``-style choices.
-BAD_ROW_POLICIES = ("error", "skip")
+
 #: Inputs longer than the window: keep the final reply and as much context as fits.
 WINDOW_POLICIES = ("keep_final", "drop", "raise")
 ASSISTANT = "\n\nAssistant:"

@@ -6,6 +6,11 @@ Formats:
     * ``.jsonl`` (``.jsonl.gz``): one JSON object per line.
 Pair/triplet files are read into tuples of texts in a fixed column order; scored-pair
 files (``sentence1 sentence2 score``) into :class:`ScoredPairs`.
+
+A malformed row stops the read with its file and line. With a :class:`BadRows` policy of
+``skip`` (``data.on_bad_row: skip``) a malformed row is left out and counted by reason
+instead, and the count is reported. A file-level fault (no header, unknown columns, not
+UTF-8) always stops the read.
 """
 
 from __future__ import annotations
@@ -18,12 +23,13 @@ import json
 import math
 import re
 import zlib
+from collections import Counter
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from contrastlib.errors import DataError
+from contrastlib.errors import ConfigError, DataError
 
 #: Accepted column names, by role, for pair/triplet files (first match wins).
 ROLE_ALIASES: dict[str, tuple[str, ...]] = {
@@ -32,6 +38,40 @@ ROLE_ALIASES: dict[str, tuple[str, ...]] = {
     "negative": ("negative", "hard_negative", "sent2", "neg", "contradiction", "text3", "sentence_c"),
 }
 SCORE_ALIASES = ("score", "label", "similarity")
+#: ``on_bad_row`` choices.
+BAD_ROW_POLICIES = ("error", "skip")
+
+
+class BadRows:
+    """What a reader does with a malformed row: ``error`` (the default) raises its
+    :class:`DataError` (file and line); ``skip`` leaves the row out and counts it by
+    reason. Rows are never dropped silently: :meth:`summary` is for the run's log."""
+
+    def __init__(self, policy: str = "error", *, key: str = "on_bad_row") -> None:
+        if policy not in BAD_ROW_POLICIES:
+            raise ConfigError(f"{key}: {' or '.join(BAD_ROW_POLICIES)}, not {policy!r}")
+        self.policy = policy
+        self.reasons: Counter[str] = Counter()
+        self.first: list[str] = []
+
+    def __call__(self, error: DataError) -> None:
+        if self.policy == "error":
+            raise error
+        self.reasons[error.message] += 1
+        if len(self.first) < 3:
+            self.first.append(str(error))
+
+    @property
+    def count(self) -> int:
+        return sum(self.reasons.values())
+
+    def summary(self) -> str:
+        """``""`` when nothing was skipped, else one line: the count, the commonest reasons, the first row."""
+        if not self.count:
+            return ""
+        reasons = "; ".join(f"{why} ({n})" for why, n in self.reasons.most_common(3))
+        more = f"; {len(self.reasons) - 3} more reasons" if len(self.reasons) > 3 else ""
+        return f"{self.count} bad rows skipped: {reasons}{more}; first at {self.first[0]}"
 
 
 def _open_text(path: Path) -> io.TextIOBase:
@@ -71,16 +111,17 @@ def reading(path: Path) -> Iterator[None]:
         raise DataError(path, f"cannot read: {str(exc).splitlines()[0] if str(exc) else type(exc).__name__}") from None
 
 
-def read_records(path: str | Path) -> Iterator[tuple[int, dict[str, Any]]]:
+def read_records(path: str | Path, bad_rows: BadRows | None = None) -> Iterator[tuple[int, dict[str, Any]]]:
     """Yield ``(line_number, {column: value})`` from a TSV, CSV or JSONL file (JSON values
     keep their types). Text that is not UTF-8, or a file that cannot be read, is a
-    ``DataError`` naming the file."""
+    ``DataError`` naming the file. A line that is not a JSON object, or a row with the
+    wrong number of columns, goes to ``bad_rows`` (default: raise)."""
     path = _check_file(path)
     with reading(path):
-        yield from _records(path, _kind(path))
+        yield from _records(path, _kind(path), bad_rows or BadRows())
 
 
-def _records(path: Path, kind: str) -> Iterator[tuple[int, dict[str, Any]]]:
+def _records(path: Path, kind: str, bad: BadRows) -> Iterator[tuple[int, dict[str, Any]]]:
     with _open_text(path) as fh:
         if kind == "jsonl":
             for n, line in enumerate(fh, start=1):
@@ -89,9 +130,11 @@ def _records(path: Path, kind: str) -> Iterator[tuple[int, dict[str, Any]]]:
                 try:
                     obj = json.loads(line)
                 except json.JSONDecodeError as exc:
-                    raise DataError(path, f"invalid JSON ({exc.msg})", n) from None
+                    bad(DataError(path, f"invalid JSON ({exc.msg})", n))
+                    continue
                 if not isinstance(obj, dict):
-                    raise DataError(path, f"expected a JSON object, got {type(obj).__name__}", n)
+                    bad(DataError(path, f"expected a JSON object, got {type(obj).__name__}", n))
+                    continue
                 yield n, {str(k): v for k, v in obj.items()}
             return
         if kind == "txt":
@@ -111,11 +154,8 @@ def _records(path: Path, kind: str) -> Iterator[tuple[int, dict[str, Any]]]:
                 header = [c.strip() for c in row]
                 continue
             if len(row) != len(header):
-                raise DataError(
-                    path,
-                    f"expected {len(header)} columns ({', '.join(header)}), found {len(row)}",
-                    n,
-                )
+                bad(DataError(path, f"expected {len(header)} columns ({', '.join(header)}), found {len(row)}", n))
+                continue
             yield n, dict(zip(header, row, strict=True))
         if header is None:
             raise DataError(path, "file has no header row")
@@ -168,34 +208,41 @@ def _resolve_columns(path: Path, columns: Sequence[str], line: int) -> list[str]
     return found + ([single] if single is not None else numbered)
 
 
-def read_tuples(path: str | Path) -> tuple[list[tuple[str, ...]], list[str]]:
+def read_tuples(path: str | Path, *, bad_rows: BadRows | None = None) -> tuple[list[tuple[str, ...]], list[str]]:
     """Read pairs ``(anchor, positive)``, triplets ``(anchor, positive, negative)`` or
     n-tuples ``(anchor, positive, negative_1, ..., negative_n)``.
 
     Returns the rows and the role names found (``["anchor", "positive", "negative", ...]``).
-    A ``.txt`` file gives 1-tuples (single sentences, for unsupervised methods).
+    A ``.txt`` file gives 1-tuples (single sentences, for unsupervised methods). Malformed
+    rows go to ``bad_rows`` (default: raise).
     """
     path = _check_file(path)
     if _kind(path) == "txt":
         return [(s,) for s in read_sentences(path)], ["anchor"]
+    bad = bad_rows or BadRows()
     rows: list[tuple[str, ...]] = []
     cols: list[str] | None = None
-    for n, rec in read_records(path):
+    for n, rec in read_records(path, bad):
         if cols is None:
             cols = _resolve_columns(path, list(rec), _header_line(path, n))
         values = []
         for c in cols:
             value = rec.get(c)
             if value is None:
-                raise DataError(path, f"missing field {c!r}", n)
-            if not isinstance(value, str):
-                raise DataError(path, f"field {c!r} must be a string, got {type(value).__name__}", n)
-            if not value.strip():
-                raise DataError(path, f"empty text in column {c!r}", n)
-            values.append(value)
-        rows.append(tuple(values))
+                problem = f"missing field {c!r}"
+            elif not isinstance(value, str):
+                problem = f"field {c!r} must be a string, got {type(value).__name__}"
+            elif not value.strip():
+                problem = f"empty text in column {c!r}"
+            else:
+                values.append(value)
+                continue
+            bad(DataError(path, problem, n))
+            break
+        else:
+            rows.append(tuple(values))
     if not rows:
-        raise DataError(path, "no data rows after the header")
+        raise DataError(path, f"no usable rows ({bad.summary()})" if bad.count else "no data rows after the header")
     assert cols is not None
     roles = ["anchor", "positive"][: len(cols)] + ["negative"] * max(0, len(cols) - 2)
     return rows, roles
@@ -224,14 +271,16 @@ class ScoredPairs:
         return out
 
 
-def read_scored_pairs(path: str | Path) -> ScoredPairs:
-    """Read ``sentence1 sentence2 score`` rows (TSV/CSV with header, or JSONL)."""
+def read_scored_pairs(path: str | Path, *, bad_rows: BadRows | None = None) -> ScoredPairs:
+    """Read ``sentence1 sentence2 score`` rows (TSV/CSV with header, or JSONL). Malformed
+    rows go to ``bad_rows`` (default: raise)."""
     path = _check_file(path)
+    bad = bad_rows or BadRows()
     s1: list[str] = []
     s2: list[str] = []
     scores: list[float] = []
     score_col: str | None = None
-    for n, rec in read_records(path):
+    for n, rec in read_records(path, bad):
         if score_col is None:
             head = _header_line(path, n)
             for name in ("sentence1", "sentence2"):
@@ -251,17 +300,20 @@ def read_scored_pairs(path: str | Path) -> ScoredPairs:
         try:
             score = float(raw)  # type: ignore[arg-type]
         except (TypeError, ValueError):
-            raise DataError(path, f"score {raw!r} is not a number", n) from None
+            bad(DataError(path, f"score {raw!r} is not a number", n))
+            continue
         if not math.isfinite(score):
-            raise DataError(path, f"score {raw!r} is not finite", n)
+            bad(DataError(path, f"score {raw!r} is not finite", n))
+            continue
         a, b = rec.get("sentence1"), rec.get("sentence2")
         if not isinstance(a, str) or not isinstance(b, str):
-            raise DataError(path, "sentence1 and sentence2 must be strings", n)
+            bad(DataError(path, "sentence1 and sentence2 must be strings", n))
+            continue
         s1.append(a)
         s2.append(b)
         scores.append(score)
     if not scores:
-        raise DataError(path, "no data rows after the header")
+        raise DataError(path, f"no usable rows ({bad.summary()})" if bad.count else "no data rows after the header")
     return ScoredPairs(s1, s2, scores, [str(path)] * len(scores))
 
 

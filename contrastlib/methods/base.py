@@ -129,7 +129,8 @@ class ContrastiveModule(pl.LightningModule):
 
     # ------------------------------------------------------------------ the protocol
     @classmethod
-    def read_train_data(cls, path: str, config: Any, *, max_rows: int | None = None) -> TrainData:
+    def read_train_data(cls, path: str, config: Any, *, max_rows: int | None = None,
+                        on_bad_row: str = "error") -> TrainData:
         """Read the training file (errors name the file and line); no model is loaded."""
         raise NotImplementedError
 

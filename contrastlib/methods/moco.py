@@ -113,12 +113,13 @@ class MoCo(ContrastiveModule):
 
     # ------------------------------------------------------------------ protocol
     @classmethod
-    def read_train_data(cls, path: str, config: Any, *, max_rows: int | None = None) -> TrainData:
+    def read_train_data(cls, path: str, config: Any, *, max_rows: int | None = None,
+                        on_bad_row: str = "error") -> TrainData:
         if config.views != 2:
             raise ConfigError(f"method.views: MoCo contrasts two views, got {config.views}")
         if config.version == 2 and config.queue_size < 1:
             raise ConfigError(f"method.queue_size: must be >= 1, got {config.queue_size}")
-        return read_view_data(path, config, max_rows=max_rows)
+        return read_view_data(path, config, max_rows=max_rows, on_bad_row=on_bad_row)
 
     @classmethod
     def check_loss(cls, loss_cls: type, loss_name: str, data: TrainData) -> None:

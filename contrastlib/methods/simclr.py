@@ -21,6 +21,7 @@ from torch import Tensor, nn
 
 from contrastlib.data.augment import augment_config, view_transform
 from contrastlib.data.images import ImageBatch, ViewsDataset, collate_views, read_images
+from contrastlib.data.readers import BadRows
 from contrastlib.errors import ConfigError
 from contrastlib.methods.base import ContrastiveModule, TrainData
 from contrastlib.registry import METHODS
@@ -34,8 +35,12 @@ class SimCLRConfig:
     augment: dict[str, Any] = field(default_factory=lambda: {"recipe": "simclr", "size": 32})
 
 
-def read_view_data(path: str, config: Any, *, max_rows: int | None = None) -> TrainData:
+def read_view_data(path: str, config: Any, *, max_rows: int | None = None, on_bad_row: str = "error") -> TrainData:
     """An image set as ``views`` augmented views per image (shared by the image methods)."""
+    if on_bad_row != "error":
+        BadRows(on_bad_row, key="data.on_bad_row")  # an unknown choice is named first
+        raise ConfigError("data.on_bad_row: skip applies to rows of text files; an image that does not decode "
+                          "is always an error (remove it from the set)")
     if config.views < 2:
         raise ConfigError(f"method.views: needs at least 2 views, got {config.views}")
     transform = view_transform(augment_config(dict(config.augment)))  # bad keys fail before reading
@@ -64,8 +69,9 @@ class SimCLR(ContrastiveModule):
         self.n_views = views
 
     @classmethod
-    def read_train_data(cls, path: str, config: Any, *, max_rows: int | None = None) -> TrainData:
-        return read_view_data(path, config, max_rows=max_rows)
+    def read_train_data(cls, path: str, config: Any, *, max_rows: int | None = None,
+                        on_bad_row: str = "error") -> TrainData:
+        return read_view_data(path, config, max_rows=max_rows, on_bad_row=on_bad_row)
 
     @classmethod
     def check_loss(cls, loss_cls: type, loss_name: str, data: TrainData) -> None:

@@ -23,7 +23,7 @@ import torch
 from torch import Tensor, nn
 
 from contrastlib.data.collate import HFTokenize, IndexedRows, TextBatch, TextTupleCollator
-from contrastlib.data.readers import read_tuples
+from contrastlib.data.readers import BadRows, read_tuples
 from contrastlib.errors import ConfigError
 from contrastlib.methods.base import ContrastiveModule, TrainData
 from contrastlib.registry import METHODS
@@ -61,8 +61,10 @@ class SimCSE(ContrastiveModule):
 
     # ------------------------------------------------------------------ protocol
     @classmethod
-    def read_train_data(cls, path: str, config: Any, *, max_rows: int | None = None) -> TrainData:
-        rows, roles = read_tuples(path)
+    def read_train_data(cls, path: str, config: Any, *, max_rows: int | None = None,
+                        on_bad_row: str = "error") -> TrainData:
+        bad = BadRows(on_bad_row, key="data.on_bad_row")
+        rows, roles = read_tuples(path, bad_rows=bad)
         if max_rows is not None:
             rows = rows[:max_rows]
         mode = config.mode.value if isinstance(config.mode, Enum) else config.mode
@@ -81,6 +83,8 @@ class SimCSE(ContrastiveModule):
                 else "triplets (anchor, positive, negative)" if negatives == 1
                 else f"n-tuples (anchor, positive, {negatives} negatives)"
             )
+        if bad.count:
+            description += f"; {bad.summary()}"
         return TrainData(
             source=path, rows=rows, dataset=IndexedRows(rows), description=description,
             hard_negatives=mode == "supervised" and len(roles) >= 3,

@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from contrastlib.data.beir import read_beir, split_spec
-from contrastlib.data.readers import read_records, read_sentences, read_tuples
+from contrastlib.data.readers import BadRows, read_records, read_sentences, read_tuples
 from contrastlib.errors import DataError
 
 
@@ -36,6 +36,9 @@ class MiningInput:
     corpus_texts: list[str]
     #: Input pairs identical to an earlier one (same anchor, same positive): mined once.
     duplicate_pairs: int = 0
+    #: Malformed input rows left out under ``--on-bad-row skip``, and the one-line account.
+    bad_rows_skipped: int = 0
+    bad_rows: str = ""
 
     def fingerprint(self) -> str:
         h = hashlib.blake2b(digest_size=16)
@@ -96,8 +99,12 @@ def read_corpus_file(path: Path) -> tuple[list[str], list[str]]:
     raise DataError(path, "a corpus is a .txt file (one text per line) or a BEIR corpus.jsonl")
 
 
-def read_mining_input(data: str, *, corpus: str | None = None, split: str | None = None) -> MiningInput:
-    """Read and check a mining job's input (before any model loads)."""
+def read_mining_input(data: str, *, corpus: str | None = None, split: str | None = None,
+                      on_bad_row: str = "error") -> MiningInput:
+    """Read and check a mining job's input (before any model loads). ``on_bad_row``:
+    ``skip`` leaves malformed rows of a pair file out and counts them; a BEIR directory's
+    checks (ids, qrels) always stop the job."""
+    bad = BadRows(on_bad_row, key="--on-bad-row")
     path = Path(data)
     if path.is_dir() or (split is None and ":" in data and Path(split_spec(data)[0]).is_dir()):
         root, default_split = split_spec(data) if not path.is_dir() else (data, "test")
@@ -120,7 +127,7 @@ def read_mining_input(data: str, *, corpus: str | None = None, split: str | None
                     ids.append(i)
                     texts.append(t)
         return MiningInput(beir.name, anchors, pairs, ids, texts, duplicate_pairs=repeats)
-    rows, _ = read_tuples(path)
+    rows, _ = read_tuples(path, bad_rows=bad)
     if len(rows[0]) < 2:
         raise DataError(path, "mining needs (anchor, positive) pairs, not single sentences")
     corpus_index: dict[str, int] = {}  # the positives' texts are their ids
@@ -129,4 +136,5 @@ def read_mining_input(data: str, *, corpus: str | None = None, split: str | None
         for t in read_corpus_file(Path(corpus))[1]:
             corpus_index.setdefault(t, len(corpus_index))
     texts = list(corpus_index)
-    return MiningInput(str(path), anchors, pairs, texts, texts, duplicate_pairs=repeats)
+    return MiningInput(str(path), anchors, pairs, texts, texts, duplicate_pairs=repeats,
+                       bad_rows_skipped=bad.count, bad_rows=bad.summary())

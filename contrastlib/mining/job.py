@@ -299,6 +299,7 @@ def summary_dict(report: MineReport, data: MiningInput, s: MineSettings) -> dict
         "anchors": st.anchors,
         "pairs": st.pairs,
         "duplicate_pairs_skipped": data.duplicate_pairs,
+        "bad_rows_skipped": data.bad_rows_skipped,
         "corpus": len(data.corpus_ids),
         "rows_written": report.rows,
         "output_format": s.output_format,

@@ -97,3 +97,61 @@ def test_directory_of_scored_pairs_is_pooled(tmp_path):
     (tmp_path / "empty").mkdir()
     with pytest.raises(DataError, match="no .tsv files"):
         read_scored_pair_files([tmp_path / "empty"])
+
+
+# ---------------------------------------------------------------------------- on_bad_row
+BAD_JSONL = ('{"anchor": "a", "positive": "b"}\n{"anchor": "c"\n{"anchor": "e", "positive": ""}\n'
+             '[1, 2]\n{"anchor": "g", "positive": "h"}\n{"anchor": "i", "positive": 7}\n')
+
+
+def test_bad_rows_stop_the_read_by_default_and_are_counted_when_skipped(tmp_path):
+    from contrastlib.data.readers import BadRows
+
+    p = write(tmp_path, "t.jsonl", BAD_JSONL)
+    with pytest.raises(DataError, match=r"t\.jsonl:2: invalid JSON"):
+        read_tuples(p)
+    bad = BadRows("skip")
+    rows, roles = read_tuples(p, bad_rows=bad)
+    assert rows == [("a", "b"), ("g", "h")] and roles == ["anchor", "positive"]
+    assert bad.count == 4 and bad.first[0].endswith("t.jsonl:2: invalid JSON (Expecting ',' delimiter)")
+    assert bad.reasons["empty text in column 'positive'"] == 1
+    assert bad.reasons["expected a JSON object, got list"] == 1
+    assert bad.reasons["field 'positive' must be a string, got int"] == 1
+    assert bad.summary().startswith("4 bad rows skipped: ") and "\n" not in bad.summary()
+
+
+def test_skipped_rows_in_tsv_and_scored_pairs(tmp_path):
+    from contrastlib.data.readers import BadRows
+
+    tsv = write(tmp_path, "t.tsv", "anchor\tpositive\na\tb\nonly-one-column\nc\td\te\nf\tg\n")
+    bad = BadRows("skip")
+    assert read_tuples(tsv, bad_rows=bad)[0] == [("a", "b"), ("f", "g")]
+    assert bad.count == 2 and bad.first[0].endswith("t.tsv:3: expected 2 columns (anchor, positive), found 1")
+    scored = write(tmp_path, "s.tsv", "sentence1\tsentence2\tscore\na\tb\tnan\nc\td\tx\ne\tf\t3\n")
+    with pytest.raises(DataError, match=r"s\.tsv:2: score 'nan' is not finite"):
+        read_scored_pairs(scored)
+    bad = BadRows("skip")
+    assert read_scored_pairs(scored, bad_rows=bad).scores == [3.0] and bad.count == 2
+
+
+def test_a_file_of_only_bad_rows_is_still_an_error_that_says_so(tmp_path):
+    from contrastlib.data.readers import BadRows
+
+    p = write(tmp_path, "t.jsonl", '{"anchor": "c", "positive": 3}\n{"anchor": "e", "positive": ""}\n')
+    with pytest.raises(DataError, match=r"no usable rows \(2 bad rows skipped: "):
+        read_tuples(p, bad_rows=BadRows("skip"))
+
+
+def test_fit_reports_skipped_rows_and_refuses_unknown_policies(tmp_path, capsys):
+    from contrastlib.cli.main import main
+
+    p = write(tmp_path, "t.jsonl", BAD_JSONL)
+    assert main(["fit", "quickstart", f"data.train={p}", f"output_dir={tmp_path}", "--dry-run"]) == 2
+    assert "t.jsonl:2: invalid JSON" in capsys.readouterr().err
+    assert main(["fit", "quickstart", f"data.train={p}", "data.on_bad_row=skip", f"output_dir={tmp_path}",
+                 "--dry-run"]) == 0
+    assert f"data: {p}: 2 rows, pairs (anchor, positive); 4 bad rows skipped: " in capsys.readouterr().out
+    assert main(["fit", "quickstart", "data.on_bad_row=sometimes", "--dry-run"]) == 2
+    assert capsys.readouterr().err.strip() == "error: data.on_bad_row: error or skip, not 'sometimes'"
+    assert main(["fit", "simclr-digits", "data.on_bad_row=skip", "--dry-run"]) == 2
+    assert "an image that does not decode is always an error" in capsys.readouterr().err

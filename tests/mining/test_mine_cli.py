@@ -121,6 +121,21 @@ def test_bad_input_is_one_line_exit_2(tmp_path, capsys):
     assert "range_max" in capsys.readouterr().err
 
 
+def test_skipped_bad_rows_are_counted_and_the_rest_mined_as_without_them(pairs, cache_dir, tmp_path, capsys):
+    """``--on-bad-row skip``: two broken rows dropped and counted; the output equals a run
+    on the file without them."""
+    lines = pairs.read_text().splitlines()
+    damaged = tmp_path / "damaged.tsv"
+    damaged.write_text("\n".join([*lines[:10], "a row with one column", *lines[10:20], "x\ty\tz", *lines[20:]]) + "\n")
+    common = ["-m", "all-MiniLM-L6-v2", "--cache-dir", str(cache_dir), "--num-negatives", "2"]
+    s = mine(*common, "-d", str(damaged), "-o", str(tmp_path / "a.jsonl"), "--on-bad-row", "skip", capsys=capsys)
+    assert s["bad_rows_skipped"] == 2
+    mine(*common, "-d", str(pairs), "-o", str(tmp_path / "b.jsonl"))
+    assert (tmp_path / "a.jsonl").read_text() == (tmp_path / "b.jsonl").read_text()
+    assert main(["mine", *common, "-d", str(damaged), "-o", str(tmp_path / "c.jsonl")]) == 2
+    assert "damaged.tsv:11: expected 2 columns" in capsys.readouterr().err
+
+
 def test_sigkill_halfway_then_resume_gives_the_uninterrupted_output(pairs, tmp_path):
     """Killed after its first committed shard, the job leaves nothing at the output path;
     started again it reuses that shard and writes what an uninterrupted run writes."""
