@@ -23,6 +23,7 @@ from typing import Any
 
 from tqdm.auto import tqdm
 
+from contrastlib.data.readers import BadRows
 from contrastlib.errors import DataError
 from contrastlib.utils.io import atomic_path, sha256_file, write_json
 
@@ -35,26 +36,33 @@ class ScoreReport:
     rows: int
     shards: int
     shards_reused: int
+    #: Malformed input rows left out under ``on_bad_row="skip"`` (not in the output).
+    bad_rows_skipped: int = 0
 
 
-def read_score_input(path: str | Path) -> list[tuple[int, dict[str, Any]]]:
-    """``(line, row)`` for every row of ``path``; a bad row is a ``DataError``."""
+def read_score_input(path: str | Path, bad_rows: BadRows | None = None) -> list[tuple[int, dict[str, Any]]]:
+    """``(line, row)`` for every row of ``path``; a bad row goes to ``bad_rows`` (default:
+    a ``DataError`` naming its line)."""
     from contrastlib.data.preference import read_objects
 
     p = Path(path)
     if not p.is_file():
         raise DataError(p, "no such file")
+    bad = bad_rows or BadRows()
     rows = []
-    for line, obj in read_objects(p):
-        for key in ("prompt", "response"):
-            if not isinstance(obj.get(key), str):
-                what = "missing" if key not in obj or obj[key] is None else f"must be a string, got {type(obj[key]).__name__}"
-                raise DataError(p, f"'{key}' {what}", line)
-        if not obj["response"].strip():
-            raise DataError(p, "'response' is empty", line)
-        if obj.get("user") is not None and not isinstance(obj["user"], (str, int)):
-            raise DataError(p, "'user' must be a string or an integer", line)
+    for line, obj in read_objects(p, bad):
+        problem = next((f"'{key}' " + ("missing" if obj.get(key) is None else f"must be a string, got {type(obj[key]).__name__}")
+                        for key in ("prompt", "response") if not isinstance(obj.get(key), str)), None)
+        if problem is None and not obj["response"].strip():
+            problem = "'response' is empty"
+        if problem is None and obj.get("user") is not None and not isinstance(obj["user"], (str, int)):
+            problem = "'user' must be a string or an integer"
+        if problem:
+            bad(DataError(p, problem, line))
+            continue
         rows.append((line, obj))
+    if not rows:
+        raise DataError(p, f"no usable rows ({bad.summary()})")
     return rows
 
 
@@ -77,18 +85,21 @@ def score_file(
     shard_size: int = 1000,
     show_progress_bar: bool = True,
     after_shard: Callable[[int], None] | None = None,
+    on_bad_row: str = "error",
 ) -> ScoreReport:
     """Score every row of ``input_path`` with ``model`` (a :class:`RewardModel`) into
     ``out`` (see the module docstring). Rows get ``reward`` and ``reward_normalized``
-    (``(reward - mean) / std`` with the model's held-out statistics)."""
+    (``(reward - mean) / std`` with the model's held-out statistics). ``on_bad_row="skip"``:
+    malformed input rows are left out of the output and counted in the report."""
     if shard_size < 1:
         raise ValueError(f"shard_size must be >= 1, got {shard_size}")
     if not model.scalar:
         raise DataError(out, "this head compares pairs and has no scalar reward to score rows with (e.g. gpm)")
     src, dst = Path(input_path), Path(out)
-    rows = read_score_input(src)
+    bad = BadRows(on_bad_row, key="--on-bad-row")
+    rows = read_score_input(src, bad)
     parts = dst.with_name(dst.name + ".parts")
-    fp = _fingerprint(src, model_fp, {"shard_size": shard_size})
+    fp = _fingerprint(src, model_fp, {"shard_size": shard_size, "on_bad_row": on_bad_row})
     job_file = parts / "job.json"
     if parts.exists():
         try:
@@ -140,4 +151,4 @@ def score_file(
         for s in range(n_shards):
             f.write((parts / f"shard-{s:05d}.jsonl").read_text(encoding="utf-8"))
     shutil.rmtree(parts)
-    return ScoreReport(dst, len(rows), n_shards, reused)
+    return ScoreReport(dst, len(rows), n_shards, reused, bad.count)

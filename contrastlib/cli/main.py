@@ -191,9 +191,13 @@ def cmd_eval_reward(args: argparse.Namespace) -> int:
 
 
 def cmd_score(args: argparse.Namespace) -> int:
+    from contrastlib.data.readers import BadRows
     from contrastlib.scoring import read_score_input, score_file
 
-    read_score_input(args.input)  # bad rows fail before the model loads
+    bad = BadRows(args.on_bad_row, key="--on-bad-row")
+    read_score_input(args.input, bad)  # bad rows fail before the model loads
+    if bad.count:
+        print(f"{args.input}: {bad.summary()}", file=sys.stderr)
     out = Path(args.out)
     if out.suffix != ".jsonl":
         raise ContrastlibError(f"{out}: the output must end in .jsonl")
@@ -201,10 +205,11 @@ def cmd_score(args: argparse.Namespace) -> int:
 
     model = RewardModel.load(args.model, precision=_auto_encode_precision(args.precision), batch_size=args.batch_size)
     report = score_file(model, args.input, out, model_fp=model.fingerprint(), shard_size=args.shard_size,
-                        show_progress_bar=not args.no_progress)
-    text = f"scored {report.rows} rows -> {report.out} ({report.shards_reused}/{report.shards} shards reused)"
+                        show_progress_bar=not args.no_progress, on_bad_row=args.on_bad_row)
+    text = f"scored {report.rows} rows -> {report.out} ({report.shards_reused}/{report.shards} shards reused)" + (
+        f"; {report.bad_rows_skipped} bad input rows skipped" if report.bad_rows_skipped else "")
     _emit(args, {"verb": "score", "out": str(report.out), "rows": report.rows, "shards": report.shards,
-                 "shards_reused": report.shards_reused}, text)
+                 "shards_reused": report.shards_reused, "bad_rows_skipped": report.bad_rows_skipped}, text)
     return 0
 
 
@@ -621,6 +626,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--input", "-i", required=True, help="JSON lines {prompt, response[, user]}")
     p.add_argument("--out", "-o", required=True, help="output .jsonl: each input row with reward, reward_normalized")
     p.add_argument("--shard-size", type=int, default=1000, help="rows per committed shard")
+    p.add_argument("--on-bad-row", choices=("error", "skip"), default="error",
+                   help="a malformed input row: stop naming its line (default), or leave it out and count it")
     p.add_argument("--batch-size", type=int, default=128)
     p.add_argument("--precision", choices=["auto", "fp32", "bf16", "fp16"], default="auto")
     p.add_argument("--no-progress", action="store_true")

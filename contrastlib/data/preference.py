@@ -31,7 +31,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from contrastlib.data.readers import BAD_ROW_POLICIES, read_records
+from contrastlib.data.readers import BAD_ROW_POLICIES, BadRows, read_records
 from contrastlib.errors import DataError
 
 FORMATS = ("auto", "hh", "pairs", "user_pairs", "lists", "unpaired")
@@ -103,11 +103,11 @@ def _files(path: Path) -> list[tuple[Path, str | None]]:
     return [(path, None)]
 
 
-def read_objects(path: Path) -> Iterator[tuple[int, dict[str, Any]]]:
+def read_objects(path: Path, bad_rows: BadRows | None = None) -> Iterator[tuple[int, dict[str, Any]]]:
     """``(line, object)`` of a JSON-lines file (:func:`~contrastlib.data.readers.read_records`);
     a file without a row is an error."""
     n = 0
-    for line, obj in read_records(path):
+    for line, obj in read_records(path, bad_rows):
         n += 1
         yield line, obj
     if n == 0:

@@ -175,6 +175,22 @@ def test_score_bad_row_is_one_line_before_the_model_loads(tmp_path: Path, capsys
     assert err == f"error: {src}:2: 'response' missing"
 
 
+def test_score_skips_and_counts_bad_rows_when_asked(frozen_run: Path, tmp_path: Path,
+                                                   capsys: pytest.CaptureFixture[str]) -> None:
+    good = [{"prompt": "q", "response": f"answer {i}"} for i in range(4)]
+    src = tmp_path / "rows.jsonl"
+    lines = [json.dumps(good[0]), "{not json", json.dumps(good[1]), json.dumps({"prompt": "q", "response": " "}),
+             json.dumps(good[2]), json.dumps(good[3])]
+    src.write_text("\n".join(lines) + "\n")
+    out = tmp_path / "o.jsonl"
+    assert main(["score", "--model", str(frozen_run), "--input", str(src), "--out", str(out), "--no-progress",
+                 "--on-bad-row", "skip", "--json"]) == 0
+    captured = capsys.readouterr()
+    assert json.loads(captured.out.strip().splitlines()[-1])["bad_rows_skipped"] == 2
+    assert f"{src}: 2 bad rows skipped: " in captured.err and f"first at {src}:2: invalid JSON" in captured.err
+    assert [r["response"] for r in map(json.loads, out.read_text().splitlines())] == [g["response"] for g in good]
+
+
 def test_the_head_trains_in_training_mode_after_the_evaluation_before_training(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
