@@ -96,8 +96,8 @@ def score_file(
     if not model.scalar:
         raise DataError(out, "this head compares pairs and has no scalar reward to score rows with (e.g. gpm)")
     src, dst = Path(input_path), Path(out)
-    bad = BadRows(on_bad_row, key="--on-bad-row")
-    rows = read_score_input(src, bad)
+    skipped = BadRows(on_bad_row, key="--on-bad-row")
+    rows = read_score_input(src, skipped)
     parts = dst.with_name(dst.name + ".parts")
     fp = _fingerprint(src, model_fp, {"shard_size": shard_size, "on_bad_row": on_bad_row})
     job_file = parts / "job.json"
@@ -151,4 +151,4 @@ def score_file(
         for s in range(n_shards):
             f.write((parts / f"shard-{s:05d}.jsonl").read_text(encoding="utf-8"))
     shutil.rmtree(parts)
-    return ScoreReport(dst, len(rows), n_shards, reused, bad.count)
+    return ScoreReport(dst, len(rows), n_shards, reused, skipped.count)
