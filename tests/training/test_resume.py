@@ -45,7 +45,7 @@ METHODS = {
     "moco-v2-queue": (["moco-digits", *_SMALL_IMAGES, "method.version=2", "method.queue_size=40",
                        "method.key_momentum=0.9", *_EVERY_3], 6),
     # a fine-tuned encoder with dropout under a reward head, held-out normalisation at the end
-    "reward-finetune": (["reward-hh", "method.frozen=false", "model.max_seq_length=48", "data.max_rows=90",
+    "reward-finetune": (["reward-hh", "method.frozen=false", "model.max_seq_length=32", "data.max_rows=60",
                          "data.batch_size=8", "method.on_bad_row=skip", "eval.batch_size=64", *_EVERY_3], None),
 }
 
