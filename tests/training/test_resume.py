@@ -67,7 +67,8 @@ def _fit_process(out: Path, name: str, *extra: str, run: list[str] = RUN) -> sub
     )
 
 
-@pytest.mark.parametrize("method", list(METHODS))
+@pytest.mark.parametrize("method", [  # SimCLR's views in workers are also covered by tests/vision/test_simclr.py
+    pytest.param(m, marks=pytest.mark.slow) if m == "simclr-2-workers" else m for m in METHODS])
 def test_sigkill_mid_epoch_then_resume_matches_an_uninterrupted_run(tmp_path, method):
     run, steps_per_epoch = METHODS[method]
     whole = _fit_process(tmp_path, "whole", run=run)
