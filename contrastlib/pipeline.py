@@ -31,6 +31,7 @@ from contrastlib.config.build import (
 )
 from contrastlib.config.load import to_yaml
 from contrastlib.config.schema import RunConfig
+from contrastlib.data.readers import BadRows
 from contrastlib.errors import ConfigError
 from contrastlib.evaluation import EVALUATIONS, run_evaluations
 from contrastlib.jobs import Job
@@ -95,8 +96,8 @@ def plan_fit(cfg: RunConfig) -> FitPlan:
             f"encoder, not {encoder!r}"
         )
     loss_cls, _ = loss_spec(cfg.loss)
-    data = method_cls.read_train_data(cfg.data.train, config, max_rows=cfg.data.max_rows,
-                                      on_bad_row=cfg.data.on_bad_row)
+    bad_rows = BadRows(cfg.data.on_bad_row, key="data.on_bad_row")
+    data = method_cls.read_train_data(cfg.data.train, config, max_rows=cfg.data.max_rows, bad_rows=bad_rows)
     method_cls.check_loss(loss_cls, cfg.loss["name"], data)
     loss = build_loss(cfg.loss, num_samples=len(data.rows))
     sampler = cfg.data.sampler or method_cls.default_sampler

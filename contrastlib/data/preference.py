@@ -31,7 +31,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from contrastlib.data.readers import BAD_ROW_POLICIES, BadRows, read_records
+from contrastlib.data.readers import BadRows, read_records
 from contrastlib.errors import DataError
 
 FORMATS = ("auto", "hh", "pairs", "user_pairs", "lists", "unpaired")
@@ -238,11 +238,9 @@ def read_preferences(
     """
     if fmt not in FORMATS:
         raise ValueError(f"unknown preference format {fmt!r}; valid: {', '.join(FORMATS)}")
-    if on_bad_row not in BAD_ROW_POLICIES:
-        raise ValueError(f"on_bad_row must be one of {', '.join(BAD_ROW_POLICIES)}, got {on_bad_row!r}")
+    bad = BadRows(on_bad_row)
     root = Path(path)
     rows: list[PreferenceRow] = []
-    skipped: Counter[str] = Counter()
     kind: str | None = None
     for file, subset in _files(root):
         file_fmt = fmt
@@ -258,9 +256,7 @@ def read_preferences(
             try:
                 row = parse_row(file_fmt, obj, subset)
             except ValueError as exc:
-                if on_bad_row == "error":
-                    raise DataError(file, str(exc), line) from None
-                skipped[str(exc)] += 1
+                bad(DataError(file, str(exc), line))
                 continue
             row.where = f"{file}:{line}"
             rows.append(row)
@@ -269,8 +265,8 @@ def read_preferences(
         if max_rows is not None and len(rows) >= max_rows:
             break
     if not rows:
-        raise DataError(root, f"no usable rows ({sum(skipped.values())} skipped: {dict(skipped)})")
-    return PreferenceSet(kind or KIND_OF[fmt], rows, str(root), skipped)
+        raise DataError(root, f"no usable rows ({bad.summary() or 'none in the file'})")
+    return PreferenceSet(kind or KIND_OF[fmt], rows, str(root), bad.reasons)
 
 
 def prompt_bucket(prompt: str, salt: str = "") -> float:

@@ -34,6 +34,7 @@ import torch
 from torch import Tensor, nn
 from torch.utils.data import Dataset
 
+from contrastlib.data.readers import BadRows
 from contrastlib.errors import ConfigError
 from contrastlib.training.gradcache import GradCache, Inputs, embed_in_chunks, split_rows
 from contrastlib.training.optim import build_optimizer, warmup_schedule
@@ -130,8 +131,9 @@ class ContrastiveModule(pl.LightningModule):
     # ------------------------------------------------------------------ the protocol
     @classmethod
     def read_train_data(cls, path: str, config: Any, *, max_rows: int | None = None,
-                        on_bad_row: str = "error") -> TrainData:
-        """Read the training file (errors name the file and line); no model is loaded."""
+                        bad_rows: BadRows | None = None) -> TrainData:
+        """Read the training file (errors name the file and line; ``bad_rows``, the
+        ``data.on_bad_row`` policy, decides about malformed rows); no model is loaded."""
         raise NotImplementedError
 
     @classmethod

@@ -35,6 +35,7 @@ import torch
 from torch import Tensor, nn
 
 from contrastlib.data.images import ImageBatch, collate_views
+from contrastlib.data.readers import BadRows
 from contrastlib.encoders.image import ProjectionHead
 from contrastlib.errors import ConfigError
 from contrastlib.losses.distributed import gather_no_grad
@@ -114,12 +115,12 @@ class MoCo(ContrastiveModule):
     # ------------------------------------------------------------------ protocol
     @classmethod
     def read_train_data(cls, path: str, config: Any, *, max_rows: int | None = None,
-                        on_bad_row: str = "error") -> TrainData:
+                        bad_rows: BadRows | None = None) -> TrainData:
         if config.views != 2:
             raise ConfigError(f"method.views: MoCo contrasts two views, got {config.views}")
         if config.version == 2 and config.queue_size < 1:
             raise ConfigError(f"method.queue_size: must be >= 1, got {config.queue_size}")
-        return read_view_data(path, config, max_rows=max_rows, on_bad_row=on_bad_row)
+        return read_view_data(path, config, max_rows=max_rows, bad_rows=bad_rows)
 
     @classmethod
     def check_loss(cls, loss_cls: type, loss_name: str, data: TrainData) -> None:

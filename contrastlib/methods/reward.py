@@ -472,9 +472,8 @@ class RewardMethod(ContrastiveModule):
     # ------------------------------------------------------------------ protocol
     @classmethod
     def read_train_data(cls, path: str, config: Any, *, max_rows: int | None = None,
-                        on_bad_row: str = "error") -> RewardTrainData:
+                        bad_rows: BadRows | None = None) -> RewardTrainData:
         """``data.on_bad_row: skip`` or ``method.on_bad_row: skip``: bad rows are skipped and counted."""
-        BadRows(on_bad_row, key="data.on_bad_row")
         head_cls, head_kwargs = head_spec(dict(config.head))
         if config.window_policy not in ("keep_final", "drop", "raise"):
             raise ConfigError(f"method.window_policy: keep_final, drop or raise, not {config.window_policy!r}")
@@ -483,7 +482,8 @@ class RewardMethod(ContrastiveModule):
         if config.aux_weight < 0:
             raise ConfigError(f"method.aux_weight: must be >= 0, got {config.aux_weight}")
         try:
-            policy = "skip" if "skip" in (on_bad_row, config.on_bad_row) else config.on_bad_row
+            data_policy = bad_rows.policy if bad_rows is not None else "error"
+            policy = "skip" if "skip" in (data_policy, config.on_bad_row) else config.on_bad_row
             prefs = read_preferences(path, fmt=config.format, on_bad_row=policy, max_rows=max_rows)
             train, heldout = split_by_prompt(prefs.rows, config.heldout_fraction, salt=config.split_salt)
         except ValueError as exc:

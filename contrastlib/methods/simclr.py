@@ -35,10 +35,10 @@ class SimCLRConfig:
     augment: dict[str, Any] = field(default_factory=lambda: {"recipe": "simclr", "size": 32})
 
 
-def read_view_data(path: str, config: Any, *, max_rows: int | None = None, on_bad_row: str = "error") -> TrainData:
+def read_view_data(path: str, config: Any, *, max_rows: int | None = None,
+                   bad_rows: BadRows | None = None) -> TrainData:
     """An image set as ``views`` augmented views per image (shared by the image methods)."""
-    if on_bad_row != "error":
-        BadRows(on_bad_row, key="data.on_bad_row")  # an unknown choice is named first
+    if bad_rows is not None and bad_rows.policy != "error":
         raise ConfigError("data.on_bad_row: skip applies to rows of text files; an image that does not decode "
                           "is always an error (remove it from the set)")
     if config.views < 2:
@@ -70,8 +70,8 @@ class SimCLR(ContrastiveModule):
 
     @classmethod
     def read_train_data(cls, path: str, config: Any, *, max_rows: int | None = None,
-                        on_bad_row: str = "error") -> TrainData:
-        return read_view_data(path, config, max_rows=max_rows, on_bad_row=on_bad_row)
+                        bad_rows: BadRows | None = None) -> TrainData:
+        return read_view_data(path, config, max_rows=max_rows, bad_rows=bad_rows)
 
     @classmethod
     def check_loss(cls, loss_cls: type, loss_name: str, data: TrainData) -> None:

@@ -62,8 +62,8 @@ class SimCSE(ContrastiveModule):
     # ------------------------------------------------------------------ protocol
     @classmethod
     def read_train_data(cls, path: str, config: Any, *, max_rows: int | None = None,
-                        on_bad_row: str = "error") -> TrainData:
-        bad = BadRows(on_bad_row, key="data.on_bad_row")
+                        bad_rows: BadRows | None = None) -> TrainData:
+        bad = bad_rows or BadRows()
         rows, roles = read_tuples(path, bad_rows=bad)
         if max_rows is not None:
             rows = rows[:max_rows]
