@@ -152,8 +152,8 @@ class VectorIndex:
     def _place(self, use_gpu: bool | str) -> None:
         """Move the index to the GPU when asked (``"auto"``: when :func:`gpu_usable`)."""
         if use_gpu == "auto":
-            want_gpu, why = gpu_usable() if gpu_available() else (False, "")
-            if not want_gpu and why:
+            want_gpu, why = gpu_usable()
+            if not want_gpu and gpu_available():  # faiss-gpu and a device, but its kernels fail
                 warnings.warn(f"FAISS search stays on the CPU: {why}", RuntimeWarning, stacklevel=3)
         else:
             want_gpu = bool(use_gpu)
