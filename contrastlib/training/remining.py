@@ -13,12 +13,16 @@ Drift is logged each round (CSV and TensorBoard, like the loss):
 * ``remine/overlap@k``: per anchor, the share of this round's top-k candidates (known
   positives excluded) that were also in the previous round's top-k, averaged;
 * ``remine/changed``: the share of negative slots whose text changed;
-* ``remine/short_rows``, ``remine/seconds``.
+* ``remine/short_rows``, ``remine/seconds`` (encoding included);
+* ``remine/encoded_per_rank``: the texts rank 0 encoded (its share under DDP).
 
-Under DDP, rank 0 mines and the new negatives reach every rank through the strategy's
-``broadcast`` (Lightning's collective), so all ranks train on the same rows. The rows
-change at once; the no-duplicates sampler sees the new texts from the next epoch (a
-batch of the current epoch was formed with the old ones). DataLoader workers hold copies
+Under DDP every rank encodes its contiguous ``1/W`` share of the texts (corpus and
+anchors) and the shares are joined with the strategy's ``all_gather``, so a round's
+encoding takes ``1/W`` of the time it takes one process. Rank 0 then searches and filters,
+and the new negatives reach every rank through the strategy's ``broadcast`` (Lightning's
+collectives), so all ranks train on the same rows, even where two machines would round
+an embedding differently. The rows change at once; the no-duplicates sampler sees the new
+texts from the next epoch (a batch of the current epoch was formed with the old ones). DataLoader workers hold copies
 of the rows, so re-mining needs ``data.num_workers: 0`` (checked before training).
 """
 
@@ -30,6 +34,7 @@ from typing import Any
 
 import numpy as np
 import pytorch_lightning as pl
+import torch
 
 from contrastlib.index import IndexSpec, VectorIndex, l2_normalise
 from contrastlib.mining.inputs import MiningInput
@@ -82,19 +87,49 @@ class ReMiningCallback(pl.Callback):
         self.positives = MiningInput("training rows", self.anchors, self.pairs, self.corpus, self.corpus).positives_by_anchor()
         self.excluded = excluded_sets(self.anchors, self.positives, self.corpus, self.corpus)
         self._previous_top: list[set[int]] | None = None
+        #: Texts this process encoded in the last round (its share under DDP).
+        self.encoded_here = len(self.corpus) + len(self.anchors)
         self._last_step = -1
         #: One dict per round (also logged).
         self.history: list[dict[str, float]] = []
 
     # ------------------------------------------------------------------ mining
-    def mine(self, encoder: Any) -> tuple[list[list[str]], dict[str, float]]:
-        """New negatives per row (short rows keep previous ones) and the round's drift."""
-        start = time.perf_counter()
+    def encode(self, encoder: Any, texts: list[str]) -> np.ndarray:
+        """``[len(texts), D]`` float32 embeddings by ``encoder`` (the run's settings)."""
+        if not texts:
+            return np.zeros((0, int(encoder.dim)), dtype=np.float32)
         kw: dict[str, Any] = {"batch_size": self.batch_size, "show_progress_bar": False}
         if self.precision != "fp32":
             kw["precision"] = self.precision
-        docs = l2_normalise(np.asarray(encoder.encode(self.corpus, **kw), dtype=np.float32))
-        queries = l2_normalise(np.asarray(encoder.encode(self.anchors, **kw), dtype=np.float32))
+        return np.asarray(encoder.encode(texts, **kw), dtype=np.float32)
+
+    def embed(self, encoder: Any) -> tuple[np.ndarray, np.ndarray]:
+        """``(corpus, anchors)`` embeddings, L2-normalised, in one process."""
+        emb = self.encode(encoder, self.corpus + self.anchors)
+        return l2_normalise(emb[: len(self.corpus)]), l2_normalise(emb[len(self.corpus) :])
+
+    def embed_sharded(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> tuple[np.ndarray, np.ndarray]:
+        """:meth:`embed` with the texts split across the DDP ranks: rank ``r`` encodes the
+        ``r``-th contiguous share, padded to equal length, and ``all_gather`` joins them
+        in rank order. Every rank must call it (a collective)."""
+        world, rank = trainer.world_size, trainer.global_rank
+        texts = self.corpus + self.anchors
+        share = -(-len(texts) // world)
+        part = self.encode(pl_module.encoder, texts[rank * share : (rank + 1) * share])
+        self.encoded_here = len(part)
+        padded = torch.zeros(share, part.shape[1], dtype=torch.float32, device=pl_module.device)
+        padded[: len(part)] = torch.from_numpy(part).to(pl_module.device)
+        gathered = trainer.strategy.all_gather(padded)  # [world, share, D], rank order
+        emb = gathered.reshape(world * share, -1)[: len(texts)].float().cpu().numpy()
+        return l2_normalise(emb[: len(self.corpus)]), l2_normalise(emb[len(self.corpus) :])
+
+    def mine(
+        self, encoder: Any, embeddings: tuple[np.ndarray, np.ndarray] | None = None
+    ) -> tuple[list[list[str]], dict[str, float]]:
+        """New negatives per row (short rows keep previous ones) and the round's drift.
+        ``embeddings``: ``(corpus, anchors)`` already computed (else encoded here)."""
+        start = time.perf_counter()
+        docs, queries = embeddings if embeddings is not None else self.embed(encoder)
         index = VectorIndex(docs.shape[1], self.index_spec)
         index.train(docs)
         index.add(docs)
@@ -132,6 +167,7 @@ class ReMiningCallback(pl.Callback):
             "remine/short_rows": float(short),
             "remine/seconds": time.perf_counter() - start,
             "remine/kept": float(stats.kept),
+            "remine/encoded_per_rank": float(self.encoded_here),
         }
         return new_rows, drift
 
@@ -146,8 +182,15 @@ class ReMiningCallback(pl.Callback):
         if step == 0 or step % self.every or step == self._last_step:
             return
         self._last_step = step
-        mined: Any = self.mine(pl_module.encoder) if trainer.is_global_zero else None
+        start = time.perf_counter()
+        if trainer.world_size > 1:
+            embeddings = self.embed_sharded(trainer, pl_module)
+        else:
+            self.encoded_here = len(self.corpus) + len(self.anchors)
+            embeddings = self.embed(pl_module.encoder)
+        mined: Any = self.mine(pl_module.encoder, embeddings) if trainer.is_global_zero else None
         negatives, drift = trainer.strategy.broadcast(mined, src=0)
+        drift["remine/seconds"] = time.perf_counter() - start  # encoding included
         self.apply(negatives)
         drift["remine/round"] = float(len(self.history) + 1)
         self.history.append(drift)

@@ -104,3 +104,7 @@ def test_ddp_ranks_train_on_the_rows_rank_0_remined(ntuples, tmp_path):
     assert changed["ddp"] == pytest.approx(changed["one"], abs=1e-9) and len(changed["ddp"]) == 2
     assert changed["one"][0] > 0.5, "the rows did not change: the check would be empty"
     assert all(float(r["remine/short_rows"]) == 0 for r in runs["one"] if r.get("remine/short_rows"))
+    # each rank encoded half the texts: the same embeddings, gathered
+    encoded = {k: {float(r["remine/encoded_per_rank"]) for r in v if r.get("remine/encoded_per_rank")} for k, v in runs.items()}
+    (total,) = encoded["one"]
+    assert encoded["ddp"] == {float(-(-total // 2))}, encoded
