@@ -12,9 +12,13 @@ anchors' embeddings, so its in-batch negatives are on the same topic (harder one
   Sentence Representation": k-means clusters of the batch supply hard negatives.
 
 None of the peers (sentence-transformers, pytorch-metric-learning) ships such a sampler.
-K-means runs once, at construction, on CPU (FAISS, seeded), so every rank that passes the
-same embeddings gets the same clusters; the batches are formed once per epoch
-(seed + epoch) and sharded like every sampler here (:mod:`.base`).
+K-means runs once, at construction, on CPU (FAISS, seeded); the batches are formed once per
+epoch (seed + epoch) and sharded like every sampler here (:mod:`.base`). Under DDP every
+rank computes its own embeddings and clustering, and two machines (or two GPUs' kernels)
+can round an embedding differently, so a near-tie lands in different clusters and the
+ranks' global batches disagree: rows trained twice, others never. So the first
+``set_epoch`` under an initialised process group (Lightning calls it on every rank before
+each epoch) replaces every rank's clustering with rank 0's (``broadcast_object_list``).
 """
 
 from __future__ import annotations
@@ -26,6 +30,7 @@ from collections.abc import Hashable, Sequence
 from typing import Any, ClassVar
 
 import numpy as np
+import torch.distributed as dist
 
 from contrastlib.index import IndexSpec, VectorIndex, l2_normalise
 from contrastlib.registry import SAMPLERS
@@ -146,12 +151,35 @@ class ClusterBatchSampler(GlobalBatchSampler):
         self.assignment: np.ndarray = np.zeros(0, np.int64)
         if n:
             self.centroids, self.assignment = kmeans(x, k, seed=seed, iterations=iterations)
+        self._index_clusters()
+        self._agreed = False
+
+    def _index_clusters(self) -> None:
         #: Row indices of every cluster (some may be empty).
         self.members: list[list[int]] = [[] for _ in range(len(self.centroids))]
         for i, c in enumerate(self.assignment.tolist()):
             self.members[c].append(i)
         #: For every cluster, the other clusters nearest first (at most ``NEAREST``).
         self.nearest: list[list[int]] = self._nearest_clusters()
+
+    def set_epoch(self, epoch: int) -> None:
+        super().set_epoch(epoch)
+        self.agree_with_rank_0()
+
+    def agree_with_rank_0(self) -> None:
+        """Take rank 0's clusters (a collective: every rank calls it, once per process
+        group; nothing without one, or with explicit ``num_replicas``/``rank``)."""
+        if self._agreed or self.num_replicas is not None or not (dist.is_available() and dist.is_initialized()):
+            return
+        self._agreed = True
+        if dist.get_world_size() == 1:
+            return
+        payload: list[Any] = [self.centroids, self.assignment]
+        dist.broadcast_object_list(payload, src=0)
+        if dist.get_rank() != 0:
+            self.centroids, self.assignment = payload
+            self._index_clusters()
+        self._cache = None  # batches formed before (for __len__) used this rank's clusters
 
     @classmethod
     def check_options(

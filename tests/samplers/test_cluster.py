@@ -301,3 +301,46 @@ def test_cli_bad_sampler_option_is_one_line_exit_2(tmp_path, capsys):
     assert "data.sampler_options.clusterz: not a parameter of sampler 'cluster'" in err
     assert "it takes: clusters, mix, iterations" in err
     assert not any(tmp_path.iterdir())
+
+
+def _cluster_rank(rank: int, init_file: str, out_dir: str) -> None:
+    """One gloo rank: embeddings that differ per rank (another machine's rounding, taken
+    to the extreme), then what Lightning does: ``set_epoch`` on every rank, then iterate."""
+    import torch
+    import torch.distributed as dist
+
+    dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=2)
+    try:
+        x, _ = blobs([11, 9, 14, 6], seed=rank, spread=0.5)
+        rows = [(f"a{i}", f"p{i}") for i in range(len(x))]
+        sampler = ClusterBatchSampler(rows, 3, embeddings=x, clusters=4, seed=1)
+        assert len(sampler) == 7  # Lightning asks before the first epoch
+        batches = {}
+        for epoch in (0, 1):
+            sampler.set_epoch(epoch)
+            batches[epoch] = list(sampler)
+        torch.save({"batches": batches, "assignment": sampler.assignment.tolist()}, f"{out_dir}/rank{rank}.pt")
+    finally:
+        dist.destroy_process_group()
+
+
+def test_ddp_ranks_use_rank_0s_clusters(tmp_path):
+    """Two real gloo ranks whose embeddings disagree: each epoch still covers every row
+    exactly once across the ranks, with rank 0's clusters (before the fix each rank
+    split its own clustering's batches: rows repeated and rows lost)."""
+    import torch
+    import torch.multiprocessing as mp
+
+    mp.spawn(_cluster_rank, args=(str(tmp_path / "init"), str(tmp_path)), nprocs=2, join=True)
+    got = [torch.load(tmp_path / f"rank{r}.pt", weights_only=True) for r in range(2)]
+    x0, _ = blobs([11, 9, 14, 6], seed=0, spread=0.5)
+    one = ClusterBatchSampler([(f"a{i}", f"p{i}") for i in range(len(x0))], 3, embeddings=x0, clusters=4, seed=1,
+                              num_replicas=2, rank=0)
+    assert got[1]["assignment"] == got[0]["assignment"] == one.assignment.tolist()
+    for epoch in (0, 1):
+        one.set_epoch(epoch)
+        shared_batches = one._shared()
+        b0, b1 = got[0]["batches"][epoch], got[1]["batches"][epoch]
+        assert len(b0) == len(b1) == len(shared_batches)
+        assert [a + b for a, b in zip(b0, b1, strict=True)] == shared_batches
+        assert sorted(i for b in b0 + b1 for i in b) == list(range(40))
