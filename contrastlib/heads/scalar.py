@@ -6,9 +6,11 @@ from collections.abc import Sequence
 from typing import Any
 
 import torch
+import torch.distributed as dist
 from torch import Tensor, nn
 
 from contrastlib.heads.base import Preferences, RewardHead, reward_network
+from contrastlib.losses.distributed import world_info
 from contrastlib.losses.preference import (
     bco,
     bradley_terry,
@@ -158,7 +160,9 @@ class BCOHead(ScalarHead):
     """Binary Classifier Optimisation (Jung et al. 2024, "Binary Classifier Optimization
     for Large Language Model Alignment") for unpaired feedback: ``sigmoid(r - delta)``
     classifies thumbs-up against thumbs-down; ``delta`` is a running mean of the
-    rewards (the paper's reward shift), kept in the checkpoint.
+    rewards (the paper's reward shift), kept in the checkpoint. Under DDP the mean added
+    each step is the global batch's (summed over ranks), so every rank holds the same
+    ``delta`` as one process at the global batch.
 
     Args:
         delta_momentum: weight of the old value in the running mean.
@@ -181,7 +185,11 @@ class BCOHead(ScalarHead):
         loss = bco(rewards, batch.label, delta=self.delta)
         if self.training:
             with torch.no_grad():
-                self.delta.mul_(self.delta_momentum).add_((1 - self.delta_momentum) * rewards.mean())
+                total = torch.stack([rewards.detach().float().sum(), rewards.new_tensor(float(len(rewards)))])
+                if world_info()[1] > 1:
+                    dist.all_reduce(total)
+                mean = total[0] / total[1].clamp_min(1)
+                self.delta.mul_(self.delta_momentum).add_((1 - self.delta_momentum) * mean)
         return loss
 
 
