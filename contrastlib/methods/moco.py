@@ -13,12 +13,21 @@
   ``2 tau (ctr(p1, k2) + ctr(p2, k1))`` with the other keys of the global batch as
   negatives; the momentum rises from ``key_momentum`` to ``key_momentum_end`` on a cosine.
 
+Shuffle-BN (MoCo, section 3.3): under DDP each rank's BatchNorm normalises its own rows,
+so a query and its key, normalised with the same rank's statistics, can match through
+those statistics instead of their content. The key encoder therefore runs on a random
+shuffle of the global batch's key images (each rank takes a slice), and the keys are put
+back in order. The permutation comes from a generator seeded by the global step, the
+same on every rank without a message, and the same after a resume. ``shuffle_bn``:
+``auto`` (when the key encoder has BatchNorm), ``true`` (always under DDP), ``false``.
+On one process it does nothing: the whole batch is one BatchNorm batch.
+
 The queue, its pointer and the momentum encoder are buffers and submodules: checkpoints
 hold them, and the momentum schedule is a function of the global step, so a resumed run
 continues exactly (lightly's memory bank restarts from random vectors after a resume).
 
 Config section ``method``: ``name: moco``, ``version`` (2 or 3), ``queue_size``,
-``key_momentum``, ``key_momentum_end``, ``predictor`` (v3 hidden size), ``views`` (2),
+``key_momentum``, ``key_momentum_end``, ``predictor`` (v3 hidden size), ``shuffle_bn``, ``views`` (2),
 ``augment`` (as SimCLR; MoCo v2's recipe is ``augment.recipe: mocov2``). The loss is
 ``info_nce`` (its temperature is MoCo's tau).
 """
@@ -38,7 +47,7 @@ from contrastlib.data.images import ImageBatch, collate_views
 from contrastlib.data.readers import BadRows
 from contrastlib.encoders.image import ProjectionHead
 from contrastlib.errors import ConfigError
-from contrastlib.losses.distributed import gather_no_grad
+from contrastlib.losses.distributed import gather_no_grad, world_info
 from contrastlib.methods.base import ContrastiveModule, TrainData
 from contrastlib.methods.simclr import read_view_data
 from contrastlib.registry import METHODS
@@ -56,6 +65,9 @@ class MoCoConfig:
     key_momentum_end: float | None = None
     #: Hidden size of v3's predictor MLP (its output is the projection's size).
     predictor: int = 512
+    #: Shuffle the key images across ranks under DDP: auto (when the key encoder has
+    #: BatchNorm), true, false.
+    shuffle_bn: Any = "auto"
     views: int = 2
     augment: dict[str, Any] = field(default_factory=lambda: {"recipe": "mocov2", "size": 32})
 
@@ -76,6 +88,30 @@ def ema_update(target: nn.Module, source: nn.Module, m: float) -> None:
         t.mul_(m).add_(s.detach(), alpha=1 - m)
 
 
+def has_batch_norm(module: nn.Module) -> bool:
+    return any(isinstance(m, nn.modules.batchnorm._BatchNorm) for m in module.modules())
+
+
+@torch.no_grad()
+def shuffled_forward(net: nn.Module, images: Tensor, seed: int) -> Tensor:
+    """``net(images)`` with the rows of the global batch shuffled across ranks first
+    (MoCo's shuffle-BN): every rank gathers every rank's ``images`` (equal shapes, rank
+    order), takes its slice of one permutation drawn from ``seed`` (the same on every
+    rank), runs ``net`` on it, and the outputs are gathered and put back in order; each
+    rank returns the rows of its own ``images``. Without a process group: ``net(images)``."""
+    rank, world = world_info()
+    if world == 1:
+        out: Tensor = net(images)
+        return out
+    everything = gather_no_grad(images.contiguous())
+    b = images.shape[0]
+    perm = torch.randperm(world * b, generator=torch.Generator().manual_seed(seed)).to(images.device)
+    shuffled = gather_no_grad(net(everything[perm[rank * b : (rank + 1) * b]]).contiguous())
+    restored = torch.empty_like(shuffled)
+    restored[perm] = shuffled
+    return restored[rank * b : (rank + 1) * b]
+
+
 @METHODS.register("moco", summary="MoCo v2 (momentum encoder + queue) and v3 (predictor, symmetric, no queue)")
 class MoCo(ContrastiveModule):
     Config = MoCoConfig
@@ -85,7 +121,8 @@ class MoCo(ContrastiveModule):
 
     def __init__(
         self, encoder: nn.Module, loss: nn.Module, *, version: int = 2, queue_size: int = 4096, key_momentum: float = 0.99,
-        key_momentum_end: float | None = None, predictor: int = 512, views: int = 2, augment: Any = None, **kwargs: Any,
+        key_momentum_end: float | None = None, predictor: int = 512, shuffle_bn: Any = "auto", views: int = 2,
+        augment: Any = None, **kwargs: Any,
     ) -> None:
         if version not in (2, 3):
             raise ValueError(f"version must be 2 or 3, got {version}")
@@ -93,12 +130,16 @@ class MoCo(ContrastiveModule):
             raise ValueError(
                 f"key_momentum must lie in [0, 1] and key_momentum_end in [key_momentum, 1], got {key_momentum}, {key_momentum_end}"
             )
+        if shuffle_bn not in ("auto", True, False):
+            raise ValueError(f"shuffle_bn must be auto, true or false, got {shuffle_bn!r}")
         hparams = dict(kwargs.pop("hparams", None) or {})
         hparams.update(version=version, queue_size=queue_size, key_momentum=key_momentum, key_momentum_end=key_momentum_end,
-                       predictor=predictor, views=views, augment=dict(augment or {}))
+                       predictor=predictor, shuffle_bn=shuffle_bn, views=views, augment=dict(augment or {}))
         super().__init__(encoder, loss, hparams=hparams, **kwargs)
         self.version, self.key_momentum, self.key_momentum_end = version, key_momentum, key_momentum_end
         self.momentum_encoder = copy.deepcopy(encoder).requires_grad_(False)
+        self.shuffle_bn = has_batch_norm(self.momentum_encoder) if shuffle_bn == "auto" else bool(shuffle_bn)
+        self._key_calls = (-1, 0)  # (global step, key passes in it): seeds shuffle-BN
         dim = int(encoder.dim)  # type: ignore[arg-type]
         self.predictor_head = ProjectionHead([dim, predictor, dim]) if version == 3 else None
         if version == 2:
@@ -120,6 +161,8 @@ class MoCo(ContrastiveModule):
             raise ConfigError(f"method.views: MoCo contrasts two views, got {config.views}")
         if config.version == 2 and config.queue_size < 1:
             raise ConfigError(f"method.queue_size: must be >= 1, got {config.queue_size}")
+        if config.shuffle_bn not in ("auto", True, False):
+            raise ConfigError(f"method.shuffle_bn: must be auto, true or false, got {config.shuffle_bn!r}")
         return read_view_data(path, config, max_rows=max_rows, bad_rows=bad_rows)
 
     @classmethod
@@ -138,7 +181,13 @@ class MoCo(ContrastiveModule):
     @torch.no_grad()
     def keys(self, images: Tensor) -> Tensor:
         self.momentum_encoder.train(self.encoder.training)
-        return nn.functional.normalize(self.momentum_encoder(images).float(), dim=1)
+        if not (self.shuffle_bn and self.momentum_encoder.training):
+            return nn.functional.normalize(self.momentum_encoder(images).float(), dim=1)
+        step, calls = self._key_calls
+        step, calls = (step, calls + 1) if step == int(self.global_step) else (int(self.global_step), 0)
+        self._key_calls = (step, calls)
+        seed = (step * 1_000_003 + calls) % (2**63)  # micro-batches and v3's two key passes differ
+        return nn.functional.normalize(shuffled_forward(self.momentum_encoder, images, seed).float(), dim=1)
 
     def contrast(self, embeddings: list[Tensor], batch: ImageBatch) -> Tensor:
         if self.version == 2:

@@ -98,8 +98,11 @@ def test_simclr_two_ranks_equal_one_process_at_double_batch(tmp_path):
 
 
 def test_moco_v2_two_ranks_equal_one_process_at_double_batch(tmp_path):
-    """A 16-key queue wraps within the run: its contents and pointer must match too."""
-    out = _compare(tmp_path, "moco-digits", ["method.version=2", "method.queue_size=16", "method.key_momentum=0.9"])
+    """A 16-key queue wraps within the run: its contents and pointer must match too.
+    Shuffle-BN is forced on: without BatchNorm it must change nothing, so the keys put
+    back in order after the shuffled pass across ranks are checked here too."""
+    out = _compare(tmp_path, "moco-digits", ["method.version=2", "method.queue_size=16", "method.key_momentum=0.9",
+                                             "method.shuffle_bn=true"])
     _assert_same_run(*out)
     w_ddp, w_one = out[2], out[3]
     assert int(w_ddp["queue_ptr"]) == int(w_one["queue_ptr"]) == (6 * 8) % 16

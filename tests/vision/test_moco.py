@@ -112,3 +112,55 @@ def test_resume_continues_exactly_queue_and_momentum_encoder_included(tmp_path):
     b = torch.load(tmp_path / "cut" / "checkpoints" / "last.ckpt", weights_only=True)["state_dict"]
     for key in ("queue", "queue_ptr", "momentum_encoder.head.0.weight"):
         torch.testing.assert_close(a[key], b[key])
+
+
+def _bn_net() -> nn.Module:
+    torch.manual_seed(0)
+    return nn.Sequential(nn.Linear(5, 6), nn.BatchNorm1d(6), nn.Tanh(), nn.Linear(6, 3)).train()
+
+
+def _images() -> torch.Tensor:
+    return torch.randn(8, 5, generator=torch.Generator().manual_seed(1))
+
+
+def _shuffle_rank(rank: int, init_file: str, out_dir: str) -> None:
+    import torch.distributed as dist
+
+    from contrastlib.methods.moco import shuffled_forward
+
+    dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=2)
+    try:
+        mine = _images()[rank * 4 : (rank + 1) * 4]
+        torch.save(shuffled_forward(_bn_net(), mine, seed=7), f"{out_dir}/rank{rank}.pt")
+    finally:
+        dist.destroy_process_group()
+
+
+def test_shuffle_bn_normalises_keys_with_a_shuffled_slice_and_puts_them_back(tmp_path):
+    """Two gloo ranks: each rank's keys are those of its own images, computed in a
+    BatchNorm batch drawn by the shared permutation from both ranks' images (by hand
+    below); on one process the function is the plain forward."""
+    import torch.multiprocessing as mp
+
+    from contrastlib.methods.moco import shuffled_forward
+
+    mp.spawn(_shuffle_rank, args=(str(tmp_path / "init"), str(tmp_path)), nprocs=2, join=True)
+    got = torch.cat([torch.load(tmp_path / f"rank{r}.pt", weights_only=True) for r in range(2)])
+    x, net = _images(), _bn_net()
+    perm = torch.randperm(8, generator=torch.Generator().manual_seed(7))
+    expected = torch.empty(8, 3)
+    for r in range(2):
+        rows = perm[r * 4 : (r + 1) * 4]
+        expected[rows] = net(x[rows]).detach()
+    torch.testing.assert_close(got, expected)
+    unshuffled = torch.cat([net(x[:4]), net(x[4:])]).detach()  # each rank's own BatchNorm batch
+    assert not torch.allclose(got, unshuffled, atol=1e-3), "the permutation kept the ranks' batches: no check"
+    torch.testing.assert_close(shuffled_forward(net, x, seed=7), net(x))
+
+
+def test_shuffle_bn_auto_follows_batch_norm():
+    enc = ImageEncoder("resnet10t", cifar_stem=True, projection=[64, 32])
+    assert MoCo(enc, InfoNCELoss(0.2), queue_size=8).shuffle_bn
+    assert not MoCo(enc, InfoNCELoss(0.2), queue_size=8, shuffle_bn=False).shuffle_bn
+    with pytest.raises(ValueError, match="shuffle_bn"):
+        MoCo(enc, InfoNCELoss(0.2), shuffle_bn="sometimes")
