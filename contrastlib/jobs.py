@@ -303,6 +303,10 @@ def load_encoder_from_checkpoint(path: str | Path) -> TextEncoder:
         ckpt: dict[str, Any] = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:
         raise ModelLoadError(f"{path}: not a readable checkpoint ({exc})") from None
+    if "contrastlib_frozen_encoder" in ckpt:  # RewardMethod.FROZEN_KEY (no import of methods here)
+        raise ModelLoadError(
+            f"{path}: a frozen-encoder reward run's checkpoint holds the head, not the encoder; load the run's model/"
+        )
     spec = (ckpt.get("hyper_parameters") or {}).get(ENCODER_HPARAM)
     if not isinstance(spec, dict):
         raise ModelLoadError(f"{path}: no text-encoder spec in the checkpoint's hyper-parameters")

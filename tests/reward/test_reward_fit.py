@@ -46,6 +46,32 @@ def test_frozen_fit_writes_a_reward_model_and_held_out_metrics(frozen_run: Path)
     assert st.encode(["hello"]).shape == (1, 384)
 
 
+def test_a_frozen_run_checkpoints_the_head_not_the_encoder_and_resumes(frozen_run: Path, tmp_path: Path) -> None:
+    """The frozen encoder is the base model: checkpoints hold its fingerprint instead of
+    its 90 MB, a resume puts the weights back and continues, and another encoder is refused."""
+    import shutil
+
+    from contrastlib.errors import ModelLoadError
+    from contrastlib.jobs import load_encoder_from_checkpoint
+
+    ckpt_path = frozen_run / "checkpoints" / "last.ckpt"
+    ckpt = torch.load(ckpt_path, map_location="cpu", weights_only=True)
+    assert not [k for k in ckpt["state_dict"] if k.startswith("encoder.")]
+    assert any(k.startswith("head.") for k in ckpt["state_dict"]) and ckpt["contrastlib_frozen_encoder"]
+    assert ckpt_path.stat().st_size < 5_000_000
+    with pytest.raises(ModelLoadError, match="frozen"):
+        load_encoder_from_checkpoint(ckpt_path)
+
+    out = tmp_path / "out"
+    shutil.copytree(frozen_run.parent, out, ignore=shutil.ignore_patterns("again"))
+    assert main(["fit", "reward-hh", f"output_dir={out}", "resume=true", "trainer.max_epochs=4", *COMMON]) == 0
+    steps = json.loads((out / "reward-hh" / "metrics.json").read_text())["steps"]
+    assert steps == json.loads((frozen_run / "metrics.json").read_text())["steps"] * 4 // 3
+    # another encoder under the same run: refused, not silently trained on
+    assert main(["fit", "reward-hh", f"output_dir={out}", "resume=true", "trainer.max_epochs=5", *COMMON,
+                 "model.max_seq_length=65"]) != 0
+
+
 def test_a_second_frozen_run_reads_every_embedding_from_the_cache(frozen_run: Path, capsys: pytest.CaptureFixture[str]) -> None:
     out = frozen_run.parent
     assert main(["fit", "reward-hh", f"output_dir={out}", "name=again", "trainer.max_epochs=1", *COMMON]) == 0
