@@ -9,7 +9,10 @@ Formats (JSON lines, optionally gzipped; the format is read from the first row's
 * ``pairs``: ``{prompt, chosen, rejected[, margin][, strength][, subset][, objective]}``.
 * ``user_pairs``: the same with ``user`` (per-user preferences).
 * ``lists``: ``{prompt, responses: [...], scores: [...]}`` (a ranking or scalar rewards;
-  a higher score is better).
+  a higher score is better). ``scores`` may instead hold one list per objective,
+  ``{"helpfulness": [...], "verbosity": [...]}`` (ratings per attribute, as HelpSteer2
+  gives them): each objective then orders the responses on its own, and only the
+  ``multi_objective`` head trains on such rows (as pairs tagged with their objective).
 * ``unpaired``: ``{prompt, response, label}`` with label 1/0 or true/false (thumbs up or down).
 
 Every row may carry ``subset`` (or ``section``): accuracy is then also reported per subset
@@ -56,16 +59,23 @@ class PreferenceRow:
     user: str | None = None
     subset: str | None = None
     objective: str | None = None
+    #: lists scored per objective: each objective's score of every response (``scores``
+    #: is then empty).
+    objective_scores: dict[str, tuple[float, ...]] | None = None
     #: Where the row came from, for messages: "file:line".
     where: str = ""
 
-    def ordered_pairs(self) -> list[tuple[int, int]]:
+    def ordered_pairs(self, objective: str | None = None) -> list[tuple[int, int]]:
         """``(better, worse)`` response indices: the pair itself for a pair, and every
-        two responses with different scores for a scored list."""
-        if not self.scores:  # a pair: chosen, rejected
+        two responses with different scores for a scored list (by ``objective``'s
+        scores for a list scored per objective)."""
+        scores = self.scores if objective is None else (self.objective_scores or {})[objective]
+        if not scores:  # a pair: chosen, rejected
+            if self.objective_scores is not None:
+                raise ValueError(f"{self.where}: this list is scored per objective; name one")
             return [(0, 1)]
-        order = sorted(range(len(self.responses)), key=lambda i: -self.scores[i])
-        return [(a, b) for i, a in enumerate(order) for b in order[i + 1 :] if self.scores[a] > self.scores[b]]
+        order = sorted(range(len(self.responses)), key=lambda i: -scores[i])
+        return [(a, b) for i, a in enumerate(order) for b in order[i + 1 :] if scores[a] > scores[b]]
 
 
 @dataclass
@@ -88,6 +98,18 @@ class PreferenceSet:
     @property
     def subsets(self) -> list[str]:
         return sorted({r.subset for r in self.rows if r.subset is not None})
+
+    @property
+    def objectives(self) -> list[str]:
+        """The objectives the rows name (a pair's ``objective``, a list's per-objective scores)."""
+        names = {r.objective for r in self.rows if r.objective is not None}
+        names.update(o for r in self.rows for o in (r.objective_scores or {}))
+        return sorted(names)
+
+    @property
+    def per_objective(self) -> bool:
+        """Lists scored per objective."""
+        return any(r.objective_scores is not None for r in self.rows)
 
 
 def _files(path: Path) -> list[tuple[Path, str | None]]:
@@ -204,14 +226,32 @@ def parse_row(fmt: str, obj: dict[str, Any], subset: str | None) -> PreferenceRo
         responses, scores = obj.get("responses"), obj.get("scores")
         if not isinstance(responses, list) or not all(isinstance(r, str) for r in responses):
             raise ValueError("'responses' must be a list of strings")
-        if not isinstance(scores, list) or len(scores) != len(responses):
-            raise ValueError(f"'scores' must be a list of {len(responses)} numbers, one per response")
-        values = [_number({"score": s}, "score") for s in scores]
         if len(responses) < 2:
             raise ValueError("a list needs at least two responses")
-        row = PreferenceRow(_text(obj, "prompt"), tuple(responses), tuple(float(v or 0) for v in values), subset=sub)
-        if len(set(row.scores)) == 1:
-            raise ValueError("every response has the same score: nothing to learn from the row")
+        if isinstance(scores, dict):  # one list per objective
+            if not scores:
+                raise ValueError("'scores' names no objective")
+            per: dict[str, tuple[float, ...]] = {}
+            for name, values in scores.items():
+                if not isinstance(values, list) or len(values) != len(responses):
+                    raise ValueError(f"'scores.{name}' must be a list of {len(responses)} numbers, one per response")
+                numbers = [_number({f"scores.{name}": v}, f"scores.{name}") for v in values]
+                if any(v is None for v in numbers):
+                    raise ValueError(f"'scores.{name}' holds a null")
+                per[str(name)] = tuple(float(v or 0) for v in numbers)
+            if all(len(set(v)) == 1 for v in per.values()):
+                raise ValueError("every response has the same score on every objective: nothing to learn from the row")
+            row = PreferenceRow(_text(obj, "prompt"), tuple(responses), subset=sub, objective_scores=per)
+        else:
+            if not isinstance(scores, list) or len(scores) != len(responses):
+                raise ValueError(
+                    f"'scores' must be a list of {len(responses)} numbers, one per response "
+                    "(or an object of such lists, one per objective)"
+                )
+            values = [_number({"score": s}, "score") for s in scores]
+            row = PreferenceRow(_text(obj, "prompt"), tuple(responses), tuple(float(v or 0) for v in values), subset=sub)
+            if len(set(row.scores)) == 1:
+                raise ValueError("every response has the same score: nothing to learn from the row")
     elif fmt == "unpaired":
         row = PreferenceRow(_text(obj, "prompt"), (_text(obj, "response"),), (_label(obj.get("label")),), subset=sub)
     else:
@@ -267,6 +307,24 @@ def read_preferences(
     if not rows:
         raise DataError(root, f"no usable rows ({bad.summary() or 'none in the file'})")
     return PreferenceSet(kind or KIND_OF[fmt], rows, str(root), bad.reasons)
+
+
+def expand_pairs(rows: Sequence[PreferenceRow]) -> list[PreferenceRow]:
+    """Every row as ``(better, worse)`` pair rows: a pair as it is; a scored list as each
+    two responses with different scores; a list scored per objective as each objective's
+    ordered pairs, tagged with that objective."""
+    out: list[PreferenceRow] = []
+    for r in rows:
+        if not r.scores and r.objective_scores is None:
+            out.append(r)
+            continue
+        for objective in sorted(r.objective_scores) if r.objective_scores is not None else [None]:
+            out.extend(
+                PreferenceRow(r.prompt, (r.responses[a], r.responses[b]), user=r.user, subset=r.subset,
+                              objective=objective if objective is not None else r.objective, where=r.where)
+                for a, b in r.ordered_pairs(objective)
+            )
+    return out
 
 
 def prompt_bucket(prompt: str, salt: str = "") -> float:

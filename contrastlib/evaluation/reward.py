@@ -16,7 +16,11 @@ The evaluator takes any *reward model*: an object with ``fit_texts(prompts, resp
 * ``acc/<subset>`` and ``section_acc``: per-subset accuracy and their unweighted mean, as
   RewardBench reports sections, when rows carry ``subset``;
 * lists: ``ranking_acc`` (share of ordered pairs of a list in the right order) and
-  ``top1`` (the best response ranked first).
+  ``top1`` (the best response ranked first);
+* pairs tagged with an ``objective`` (and lists scored per objective, taken as each
+  objective's pairs): ``acc/objective/<name>``. A vector-reward head (one with
+  ``objectives`` and ``set_direction``) judges each such pair by that objective's
+  component, as it was trained; other heads by their one reward.
 """
 
 from __future__ import annotations
@@ -30,7 +34,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from contrastlib.data.preference import PreferenceRow, PreferenceSet, read_preferences
+from contrastlib.data.preference import PreferenceRow, PreferenceSet, expand_pairs, read_preferences
 
 
 def expected_calibration_error(prob: np.ndarray, outcome: np.ndarray, bins: int = 10) -> tuple[float, list[dict[str, float]]]:
@@ -95,8 +99,24 @@ def evaluate_reward(model: Any, prefs: PreferenceSet, *, batch_size: int = 4096)
         return _evaluate_pairs(model, prefs, batch_size)
 
 
+@contextlib.contextmanager
+def _direction(model: Any, objective: str | None) -> Any:
+    """``model``'s vector reward pointed at ``objective`` alone inside the block."""
+    head: Any = getattr(model, "head", None)
+    names = list(getattr(head, "objectives", None) or [])
+    if objective is None or objective not in names or not hasattr(head, "set_direction"):
+        yield
+        return
+    saved = [float(w) for w in head.direction]
+    head.set_direction([1.0 if n == objective else 0.0 for n in names])
+    try:
+        yield
+    finally:
+        head.set_direction(saved)
+
+
 def _evaluate_pairs(model: Any, prefs: PreferenceSet, batch_size: int) -> RewardResult:
-    rows = prefs.rows
+    rows = expand_pairs(prefs.rows) if prefs.per_objective else prefs.rows
     # one fitted text per (row, response); a row with a text the policy drops is skipped
     fitted: dict[tuple[int, int], str] = {}
     flat = [(n, i) for n, r in enumerate(rows) for i in range(len(r.responses))]
@@ -109,14 +129,18 @@ def _evaluate_pairs(model: Any, prefs: PreferenceSet, batch_size: int) -> Reward
     pairs = [(rows[n], a, b) for n, a, b in kept]
     if not pairs:
         raise ValueError(f"{prefs.source}: no pair left to evaluate")
-    logits = []
-    for s in range(0, len(pairs), batch_size):
-        chunk = pairs[s : s + batch_size]
-        a = [fitted[(n, x)] for n, x, _ in kept[s : s + batch_size]]
-        b = [fitted[(n, y)] for n, _, y in kept[s : s + batch_size]]
-        users = [r.user for r, _, _ in chunk] if any(r.user for r, _, _ in chunk) else None
-        logits.append(model.prefer(a, b, users).float())
-    logit = torch.cat(logits).numpy().astype(np.float64)
+    logit = np.zeros(len(pairs), dtype=np.float64)
+    groups: dict[str | None, list[int]] = defaultdict(list)  # by objective: one direction each
+    for i, (r, _, _) in enumerate(pairs):
+        groups[r.objective].append(i)
+    for objective, where in groups.items():
+        with _direction(model, objective):
+            for s in range(0, len(where), batch_size):
+                idx = where[s : s + batch_size]
+                a = [fitted[(kept[i][0], kept[i][1])] for i in idx]
+                b = [fitted[(kept[i][0], kept[i][2])] for i in idx]
+                users = [pairs[i][0].user for i in idx] if any(pairs[i][0].user for i in idx) else None
+                logit[idx] = model.prefer(a, b, users).float().numpy()
     correct = np.where(logit > 0, 1.0, np.where(logit < 0, 0.0, 0.5))
     prob = 1 / (1 + np.exp(-logit))
     ece, table = expected_calibration_error(np.concatenate([prob, 1 - prob]),
@@ -135,8 +159,11 @@ def _evaluate_pairs(model: Any, prefs: PreferenceSet, batch_size: int) -> Reward
         lengths = np.array([len(rows[n].responses[i]) for n, i in keys], dtype=np.float64)
         if len(rewards) > 2 and rewards.std() > 0 and lengths.std() > 0:
             metrics["length_corr"] = float(np.corrcoef(rewards, lengths)[0, 1])
-    if prefs.kind == "lists":
+    if prefs.kind == "lists" and not prefs.per_objective:
         _list_metrics(rows, pairs, logit, metrics)
+    for objective, where in sorted(groups.items(), key=lambda kv: str(kv[0])):
+        if objective is not None:
+            metrics[f"acc/objective/{objective}"] = float(correct[where].mean())
     subsets: dict[str, dict[str, float]] = {}
     by_subset: dict[str, list[float]] = defaultdict(list)
     for (r, _, _), c in zip(pairs, correct, strict=True):

@@ -24,6 +24,7 @@ keys of :class:`RewardConfig`.
 from __future__ import annotations
 
 import contextlib
+import inspect
 import json
 import math
 import random
@@ -40,6 +41,7 @@ from contrastlib.data.preference import (
     PreferenceRow,
     PreferenceSet,
     WindowPolicy,
+    expand_pairs,
     read_preferences,
     split_by_prompt,
 )
@@ -90,8 +92,6 @@ def head_spec(values: dict[str, Any]) -> tuple[type[RewardHead], dict[str, Any]]
     HEADS.check(values["name"], key="method.head.name")
     cls = HEADS.get(values["name"])
     kwargs = {k: v for k, v in values.items() if k != "name" and v is not None}
-    import inspect
-
     accepted = [p for p in inspect.signature(cls.__init__).parameters if p not in ("self", "dim", "num_users")]
     for key in kwargs:
         if key not in accepted:
@@ -111,10 +111,7 @@ def convert(rows: Sequence[PreferenceRow], kind: str, to: str, *, source: str) -
         return list(rows)
     out: list[PreferenceRow] = []
     if kind == "lists" and to == "pairs":
-        return [
-            PreferenceRow(r.prompt, (r.responses[a], r.responses[b]), subset=r.subset, where=r.where)
-            for r in rows for a, b in r.ordered_pairs()
-        ]
+        return expand_pairs(rows)
     if kind == "pairs" and to == "lists":
         return [
             PreferenceRow(r.prompt, r.responses, (1.0, 0.0), user=r.user, subset=r.subset, where=r.where) for r in rows
@@ -531,6 +528,26 @@ class RewardMethod(ContrastiveModule):
         users = prefs.users
         if head_cls.per_user and not users:
             raise ConfigError(f"method.head: {config.head['name']!r} learns per-user preferences, and {path} has no 'user' field")
+        objectives = prefs.objectives
+        vector = "objectives" in inspect.signature(head_cls.__init__).parameters
+        if prefs.per_objective and not vector:
+            raise ConfigError(
+                f"method.head: {path} scores its lists per objective, and {config.head['name']!r} learns one reward "
+                "(the objectives' pairs can contradict each other); use multi_objective, or one score per response"
+            )
+        if objectives and vector:
+            if "objectives" not in head_kwargs:  # a vector reward: one component per objective the data names
+                head_kwargs = {**head_kwargs, "objectives": objectives}
+            missing = sorted(set(objectives) - set(head_kwargs["objectives"]))
+            if missing:
+                raise ConfigError(
+                    f"method.head.objectives: {path} names objectives {missing} that are not among "
+                    f"{list(head_kwargs['objectives'])}"
+                )
+            try:
+                head_cls(4, **head_kwargs)
+            except ValueError as exc:
+                raise ConfigError(f"method.head: {exc} (the objectives {path} names)") from None
         rows = convert(train, prefs.kind, head_cls.trains_on, source=path)
         heldout_rows = convert(heldout, prefs.kind, "pairs" if prefs.kind == "lists" else prefs.kind, source=path)
         description = f"{prefs.kind} ({len(train)} for training, {len(heldout)} held out by prompt hash)"

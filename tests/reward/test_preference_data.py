@@ -169,3 +169,63 @@ def test_drop_raise_and_a_reply_longer_than_the_window(tokenizer: object) -> Non
     policy = WindowPolicy(tokenizer, 16)
     out = policy.fit("Human: hi\n\nAssistant:", "word " * 50)
     assert out is not None and out.startswith("word") and policy.report.reply_cut == 1
+
+
+def _rated(tmp_path: Path, n: int = 60) -> Path:
+    """Lists scored per objective: 'polite' prefers the reply with 'please', 'brief' the shorter one."""
+    rows = []
+    for i in range(n):
+        long = f"Here is a long and detailed answer number {i} about topic {i % 7}, with many more words in it."
+        short = f"Answer {i}, please."
+        rows.append({"prompt": f"Question {i} about topic {i % 7}?", "responses": [long, short],
+                     "scores": {"polite": [0, 1], "brief": [0, 2]} if i % 2 else {"polite": [1, 0], "brief": [0, 1]}})
+    return _write(tmp_path / "rated.jsonl", rows)
+
+
+def test_lists_scored_per_objective_read_and_expand_to_tagged_pairs(tmp_path: Path) -> None:
+    from contrastlib.data.preference import expand_pairs
+
+    prefs = read_preferences(_write(tmp_path / "r.jsonl", [
+        {"prompt": "p", "responses": ["a", "b", "c"], "scores": {"help": [3, 1, 2], "safe": [1, 1, 0]}},
+    ]))
+    assert prefs.kind == "lists" and prefs.per_objective and prefs.objectives == ["help", "safe"]
+    pairs = [(r.objective, r.responses) for r in expand_pairs(prefs.rows)]
+    assert pairs == [("help", ("a", "c")), ("help", ("a", "b")), ("help", ("c", "b")),
+                     ("safe", ("a", "c")), ("safe", ("b", "c"))]
+    bad = [
+        ({"prompt": "p", "responses": ["a", "b"], "scores": {"help": [1]}}, "scores.help"),
+        ({"prompt": "p", "responses": ["a", "b"], "scores": {"help": [1, None]}}, "scores.help"),
+        ({"prompt": "p", "responses": ["a", "b"], "scores": {"help": [1, "x"]}}, "scores.help"),
+        ({"prompt": "p", "responses": ["a", "b"], "scores": {"help": [1, 1], "safe": [0, 0]}}, "same score"),
+        ({"prompt": "p", "responses": ["a", "b"], "scores": {}}, "no objective"),
+    ]
+    for row, needle in bad:
+        with pytest.raises(DataError, match=needle) as info:
+            read_preferences(_write(tmp_path / "bad.jsonl", [row]))
+        assert "bad.jsonl" in str(info.value) and ":1" in str(info.value)
+
+
+def test_multi_objective_fit_on_rated_lists_through_the_cli(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """The objectives come from the data; each is judged by its own component on the
+    held-out pairs; a scalar head, or objectives that miss one, is a one-line error."""
+    data = _rated(tmp_path)
+    common = [f"data.train={data}", "method.head.name=multi_objective", "model.max_seq_length=48",
+              "trainer.enable_progress_bar=false", "eval.batch_size=64", "method.heldout_fraction=0.3"]
+    out = tmp_path / "runs"
+    assert main(["fit", "reward-hh", f"output_dir={out}", "trainer.max_epochs=20", "optim.lr=0.01", *common]) == 0
+    spec = json.loads((out / "reward-hh" / "model" / "reward_head.json").read_text())
+    assert spec["head"] == "multi_objective"
+    assert json.dumps(spec).count("polite") and json.dumps(spec).count("brief")
+    after = json.loads((out / "reward-hh" / "metrics.json").read_text())["after"]["heldout"]
+    # 'brief' always prefers the short reply: a component learns that from 20 epochs
+    assert after["acc/objective/brief"] == 1.0, after
+    assert "acc/objective/polite" in after
+    capsys.readouterr()
+    assert main(["eval", "reward", "--model", str(out / "reward-hh"), "--data", str(data), "--json"]) == 0
+    payload = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert payload["acc/objective/brief"] == 1.0 and payload["pairs"] == 120  # 60 lists x 2 objectives
+    assert main(["fit", "reward-hh", *[c for c in common if "head.name" not in c], "--dry-run"]) == 2
+    assert "multi_objective" in capsys.readouterr().err
+    assert main(["fit", "reward-hh", *common, "method.head.objectives=[polite]", "--dry-run"]) == 2
+    err = capsys.readouterr().err
+    assert "method.head.objectives" in err and "brief" in err
