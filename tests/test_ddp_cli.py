@@ -27,15 +27,13 @@ batch at any step differs by ~lr * |g| ~ 1e-3 on many weights, so the check disc
 
 from __future__ import annotations
 
-import csv
 import json
-import os
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 import torch
+from tests_helpers import run_cli, train_losses
 
 REPO = Path(__file__).resolve().parents[1]
 PER_DEVICE, WORLD, ROWS, LR = 4, 2, 27, 0.1
@@ -49,8 +47,8 @@ def _data(tmp: Path) -> Path:
 
 
 def _fit(out: Path, name: str, train: Path, sampler: str, *, devices: int, batch: int) -> subprocess.CompletedProcess[str]:
-    args = [
-        sys.executable, "-m", "contrastlib", "fit", "quickstart",
+    return run_cli([
+        "fit", "quickstart",
         f"output_dir={out}", f"name={name}", f"data.train={train}", f"data.sampler={sampler}",
         f"data.batch_size={batch}", "model.dropout=0.0", "model.max_seq_length=32",
         "optim.name=sgd", f"optim.lr={LR}", "optim.momentum=0.0", "optim.weight_decay=0.0",
@@ -58,18 +56,7 @@ def _fit(out: Path, name: str, train: Path, sampler: str, *, devices: int, batch
         "trainer.max_epochs=1", "trainer.log_every_n_steps=1", "trainer.checkpoint_every_n_steps=1",
         "trainer.keep_step_checkpoints=true", "trainer.enable_progress_bar=false", "eval.sts=[]",
         "trainer.accelerator=cpu",
-    ]
-    if devices > 1:
-        args += [f"trainer.devices={devices}", "trainer.strategy=ddp"]
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "TOKENIZERS_PARALLELISM": "false"}
-    env.pop("CONTRASTLIB_JOB_DIR", None)
-    return subprocess.run(args, capture_output=True, text=True, timeout=600, env=env, cwd=out)
-
-
-def _losses(run: Path) -> list[float]:
-    with open(run / "logs" / "metrics.csv") as fh:
-        rows = [r for r in csv.DictReader(fh) if r.get("train/loss")]
-    return [float(r["train/loss"]) for r in sorted(rows, key=lambda r: int(r["step"]))]
+    ], out, devices=devices)
 
 
 def _encoder_weights(ckpt: Path) -> dict[str, torch.Tensor]:
@@ -107,7 +94,7 @@ def test_ddp_cli_equals_one_process_at_twice_the_batch(tmp_path, sampler, base_w
     assert "run: " in ddp.stdout and ddp.stdout.count("run: ") == 1, "only rank 0 reports"
 
     # the loss at every step (sync_dist: the mean over ranks = the global batch's loss)
-    ddp_losses, one_losses = _losses(ddp_out / "x"), _losses(one_out / "x")
+    ddp_losses, one_losses = train_losses(ddp_out / "x"), train_losses(one_out / "x")
     assert len(ddp_losses) == len(one_losses) == 4
     for step, (a, b) in enumerate(zip(ddp_losses[:3], one_losses[:3], strict=True), start=1):
         assert a == pytest.approx(b, abs=1e-5), f"step {step}: {a} vs {b}"
@@ -138,16 +125,13 @@ def test_ddp_run_cut_mid_epoch_and_resumed_equals_the_uninterrupted_one(tmp_path
     train = _data(tmp_path)
 
     def run(name: str, *extra: str) -> subprocess.CompletedProcess[str]:
-        args = [
-            sys.executable, "-m", "contrastlib", "fit", "quickstart", f"output_dir={tmp_path}", f"name={name}",
+        return run_cli([
+            "fit", "quickstart", f"output_dir={tmp_path}", f"name={name}",
             f"data.train={train}", f"data.batch_size={PER_DEVICE}", "model.max_seq_length=32",
             "optim.scheduler=constant", "optim.warmup_ratio=0.0", "trainer.precision=32-true",
             "trainer.max_epochs=2", "trainer.log_every_n_steps=1", "trainer.enable_progress_bar=false",
-            "eval.sts=[]", "trainer.accelerator=cpu", f"trainer.devices={WORLD}", "trainer.strategy=ddp", *extra,
-        ]
-        env = {**os.environ, "OMP_NUM_THREADS": "1", "TOKENIZERS_PARALLELISM": "false"}
-        env.pop("CONTRASTLIB_JOB_DIR", None)
-        return subprocess.run(args, capture_output=True, text=True, timeout=600, env=env, cwd=tmp_path)
+            "eval.sts=[]", "trainer.accelerator=cpu", *extra,
+        ], tmp_path, devices=WORLD)
 
     for args in (("whole",), ("cut", "trainer.max_steps=2"), ("cut", "resume=true")):
         done = run(*args)

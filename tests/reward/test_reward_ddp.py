@@ -10,40 +10,27 @@ keep rank 0's half-batch mean and the run would not be the one-process run).
 
 from __future__ import annotations
 
-import csv
 import json
-import os
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 import torch
+from tests_helpers import run_cli, train_losses
 
 PER_DEVICE, WORLD = 8, 2
 
 
 def _fit(out: Path, head: str, frozen: bool, *, devices: int, batch: int) -> subprocess.CompletedProcess[str]:
-    args = [
-        sys.executable, "-m", "contrastlib", "fit", "reward-hh", f"output_dir={out}", "name=x",
+    return run_cli([
+        "fit", "reward-hh", f"output_dir={out}", "name=x",
         f"method.head.name={head}", "method.head.hidden=32", "method.heldout_fraction=0.0", "method.on_bad_row=skip",
         "model.max_seq_length=48", "data.max_rows=64", f"data.batch_size={batch}", "eval.batch_size=64",
         "optim.name=sgd", "optim.lr=0.5", "optim.momentum=0.0", "optim.weight_decay=0.0", "optim.warmup_ratio=0.0",
         "optim.scheduler=constant", "trainer.precision=32-true", "trainer.max_steps=3", "trainer.log_every_n_steps=1",
         "trainer.enable_progress_bar=false", "trainer.accelerator=cpu", f"method.frozen={str(frozen).lower()}",
         "model.dropout=0.0",
-    ]
-    if devices > 1:
-        args += [f"trainer.devices={devices}", "trainer.strategy=ddp"]
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "TOKENIZERS_PARALLELISM": "false"}
-    env.pop("CONTRASTLIB_JOB_DIR", None)
-    return subprocess.run(args, capture_output=True, text=True, timeout=600, env=env, cwd=out)
-
-
-def _losses(run: Path) -> list[float]:
-    with open(run / "logs" / "metrics.csv") as fh:
-        rows = [r for r in csv.DictReader(fh) if r.get("train/loss")]
-    return [float(r["train/loss"]) for r in sorted(rows, key=lambda r: int(r["step"]))]
+    ], out, devices=devices)
 
 
 def _head(run: Path) -> dict[str, torch.Tensor]:
@@ -73,7 +60,7 @@ def test_ddp_reward_fit_equals_one_process_at_twice_the_batch(tmp_path: Path, he
     made = sorted(p.name for p in (tmp_path / "ddp").iterdir() if not p.name.startswith("."))
     assert made == (["embedding-cache", "x"] if frozen else ["x"])
     assert json.loads((runs["ddp"] / "contrastlib_run.json").read_text())["status"] == "finished"
-    ddp, one = _losses(runs["ddp"]), _losses(runs["one"])
+    ddp, one = train_losses(runs["ddp"]), train_losses(runs["one"])
     assert len(ddp) == len(one) == 3
     assert ddp == pytest.approx(one, abs=1e-5)
     a, b = _head(runs["ddp"]), _head(runs["one"])
