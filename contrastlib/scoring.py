@@ -86,18 +86,26 @@ def score_file(
     show_progress_bar: bool = True,
     after_shard: Callable[[int], None] | None = None,
     on_bad_row: str = "error",
+    read: tuple[list[tuple[int, dict[str, Any]]], BadRows] | None = None,
 ) -> ScoreReport:
     """Score every row of ``input_path`` with ``model`` (a :class:`RewardModel`) into
     ``out`` (see the module docstring). Rows get ``reward`` and ``reward_normalized``
     (``(reward - mean) / std`` with the model's held-out statistics). ``on_bad_row="skip"``:
-    malformed input rows are left out of the output and counted in the report."""
+    malformed input rows are left out of the output and counted in the report.
+    ``read``: the rows :func:`read_score_input` already read from ``input_path`` and its
+    bad-row account (the CLI checks the input before loading the model), so the file is
+    not read twice."""
     if shard_size < 1:
         raise ValueError(f"shard_size must be >= 1, got {shard_size}")
     if not model.scalar:
         raise DataError(out, "this head compares pairs and has no scalar reward to score rows with (e.g. gpm)")
     src, dst = Path(input_path), Path(out)
-    skipped = BadRows(on_bad_row, key="--on-bad-row")
-    rows = read_score_input(src, skipped)
+    if read is None:
+        skipped = BadRows(on_bad_row, key="--on-bad-row")
+        rows = read_score_input(src, skipped)
+    else:
+        rows, skipped = read
+        on_bad_row = skipped.policy
     parts = dst.with_name(dst.name + ".parts")
     fp = _fingerprint(src, model_fp, {"shard_size": shard_size, "on_bad_row": on_bad_row})
     job_file = parts / "job.json"

@@ -195,7 +195,7 @@ def cmd_score(args: argparse.Namespace) -> int:
     from contrastlib.scoring import read_score_input, score_file
 
     bad = BadRows(args.on_bad_row, key="--on-bad-row")
-    read_score_input(args.input, bad)  # bad rows fail before the model loads
+    rows = read_score_input(args.input, bad)  # bad rows fail before the model loads
     if bad.count:
         print(f"{args.input}: {bad.summary()}", file=sys.stderr)
     out = Path(args.out)
@@ -205,7 +205,7 @@ def cmd_score(args: argparse.Namespace) -> int:
 
     model = RewardModel.load(args.model, precision=_auto_encode_precision(args.precision), batch_size=args.batch_size)
     report = score_file(model, args.input, out, model_fp=model.fingerprint(), shard_size=args.shard_size,
-                        show_progress_bar=not args.no_progress, on_bad_row=args.on_bad_row)
+                        show_progress_bar=not args.no_progress, read=(rows, bad))
     text = f"scored {report.rows} rows -> {report.out} ({report.shards_reused}/{report.shards} shards reused)" + (
         f"; {report.bad_rows_skipped} bad input rows skipped" if report.bad_rows_skipped else "")
     _emit(args, {"verb": "score", "out": str(report.out), "rows": report.rows, "shards": report.shards,

@@ -238,7 +238,7 @@ def parse_row(fmt: str, obj: dict[str, Any], subset: str | None) -> PreferenceRo
                 numbers = [_number({f"scores.{name}": v}, f"scores.{name}") for v in values]
                 if any(v is None for v in numbers):
                     raise ValueError(f"'scores.{name}' holds a null")
-                per[str(name)] = tuple(float(v or 0) for v in numbers)
+                per[str(name)] = tuple(v for v in numbers if v is not None)
             if all(len(set(v)) == 1 for v in per.values()):
                 raise ValueError("every response has the same score on every objective: nothing to learn from the row")
             row = PreferenceRow(_text(obj, "prompt"), tuple(responses), subset=sub, objective_scores=per)

@@ -185,7 +185,8 @@ class BCOHead(ScalarHead):
         loss = bco(rewards, batch.label, delta=self.delta)
         if self.training:
             with torch.no_grad():
-                total = torch.stack([rewards.detach().float().sum(), rewards.new_tensor(float(len(rewards)))])
+                r = rewards.detach().float()
+                total = torch.stack([r.sum(), r.new_tensor(float(len(r)))])
                 if world_info()[1] > 1:
                     dist.all_reduce(total)
                 mean = total[0] / total[1].clamp_min(1)

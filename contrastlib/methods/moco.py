@@ -52,6 +52,9 @@ from contrastlib.methods.base import ContrastiveModule, TrainData
 from contrastlib.methods.simclr import read_view_data
 from contrastlib.registry import METHODS
 
+#: ``method.shuffle_bn`` choices.
+SHUFFLE_BN = ("auto", True, False)
+
 
 @dataclass
 class MoCoConfig:
@@ -130,7 +133,7 @@ class MoCo(ContrastiveModule):
             raise ValueError(
                 f"key_momentum must lie in [0, 1] and key_momentum_end in [key_momentum, 1], got {key_momentum}, {key_momentum_end}"
             )
-        if shuffle_bn not in ("auto", True, False):
+        if shuffle_bn not in SHUFFLE_BN:
             raise ValueError(f"shuffle_bn must be auto, true or false, got {shuffle_bn!r}")
         hparams = dict(kwargs.pop("hparams", None) or {})
         hparams.update(version=version, queue_size=queue_size, key_momentum=key_momentum, key_momentum_end=key_momentum_end,
@@ -161,7 +164,7 @@ class MoCo(ContrastiveModule):
             raise ConfigError(f"method.views: MoCo contrasts two views, got {config.views}")
         if config.version == 2 and config.queue_size < 1:
             raise ConfigError(f"method.queue_size: must be >= 1, got {config.queue_size}")
-        if config.shuffle_bn not in ("auto", True, False):
+        if config.shuffle_bn not in SHUFFLE_BN:
             raise ConfigError(f"method.shuffle_bn: must be auto, true or false, got {config.shuffle_bn!r}")
         return read_view_data(path, config, max_rows=max_rows, bad_rows=bad_rows)
 

@@ -98,11 +98,16 @@ def head_spec(values: dict[str, Any]) -> tuple[type[RewardHead], dict[str, Any]]
             raise ConfigError(
                 f"method.head.{key}: not a parameter of head {values['name']!r}; it takes: {', '.join(accepted)}"
             )
+    check_head(cls, kwargs)
+    return cls, kwargs
+
+
+def check_head(cls: type[RewardHead], kwargs: dict[str, Any], *, context: str = "") -> None:
+    """Build ``cls`` once on a toy size: a value it refuses is a one-line ``method.head`` error."""
     try:
         cls(4, **kwargs, **({"num_users": 1} if cls.per_user else {}))
     except (TypeError, ValueError) as exc:
-        raise ConfigError(f"method.head: {exc}") from None
-    return cls, kwargs
+        raise ConfigError(f"method.head: {exc}{context}") from None
 
 
 def convert(rows: Sequence[PreferenceRow], kind: str, to: str, *, source: str) -> list[PreferenceRow]:
@@ -544,10 +549,7 @@ class RewardMethod(ContrastiveModule):
                     f"method.head.objectives: {path} names objectives {missing} that are not among "
                     f"{list(head_kwargs['objectives'])}"
                 )
-            try:
-                head_cls(4, **head_kwargs)
-            except ValueError as exc:
-                raise ConfigError(f"method.head: {exc} (the objectives {path} names)") from None
+            check_head(head_cls, head_kwargs, context=f" (the objectives {path} names)")
         rows = convert(train, prefs.kind, head_cls.trains_on, source=path)
         heldout_rows = convert(heldout, prefs.kind, "pairs" if prefs.kind == "lists" else prefs.kind, source=path)
         description = f"{prefs.kind} ({len(train)} for training, {len(heldout)} held out by prompt hash)"

@@ -22,8 +22,9 @@ encoding takes ``1/W`` of the time it takes one process. Rank 0 then searches an
 and the new negatives reach every rank through the strategy's ``broadcast`` (Lightning's
 collectives), so all ranks train on the same rows, even where two machines would round
 an embedding differently. The rows change at once; the no-duplicates sampler sees the new
-texts from the next epoch (a batch of the current epoch was formed with the old ones). DataLoader workers hold copies
-of the rows, so re-mining needs ``data.num_workers: 0`` (checked before training).
+texts from the next epoch (a batch of the current epoch was formed with the old ones).
+DataLoader workers hold copies of the rows, so re-mining needs ``data.num_workers: 0``
+(checked before training).
 """
 
 from __future__ import annotations
@@ -87,8 +88,6 @@ class ReMiningCallback(pl.Callback):
         self.positives = MiningInput("training rows", self.anchors, self.pairs, self.corpus, self.corpus).positives_by_anchor()
         self.excluded = excluded_sets(self.anchors, self.positives, self.corpus, self.corpus)
         self._previous_top: list[set[int]] | None = None
-        #: Texts this process encoded in the last round (its share under DDP).
-        self.encoded_here = len(self.corpus) + len(self.anchors)
         self._last_step = -1
         #: One dict per round (also logged).
         self.history: list[dict[str, float]] = []
@@ -108,15 +107,20 @@ class ReMiningCallback(pl.Callback):
         emb = self.encode(encoder, self.corpus + self.anchors)
         return l2_normalise(emb[: len(self.corpus)]), l2_normalise(emb[len(self.corpus) :])
 
+    def share(self, world: int) -> int:
+        """Texts each of ``world`` ranks encodes (the last rank's share may be shorter)."""
+        return -(-(len(self.corpus) + len(self.anchors)) // world)
+
     def embed_sharded(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> tuple[np.ndarray, np.ndarray]:
         """:meth:`embed` with the texts split across the DDP ranks: rank ``r`` encodes the
         ``r``-th contiguous share, padded to equal length, and ``all_gather`` joins them
-        in rank order. Every rank must call it (a collective)."""
+        in rank order. Every rank must call it (a collective); one process: :meth:`embed`."""
         world, rank = trainer.world_size, trainer.global_rank
+        if world == 1:
+            return self.embed(pl_module.encoder)
         texts = self.corpus + self.anchors
-        share = -(-len(texts) // world)
+        share = self.share(world)
         part = self.encode(pl_module.encoder, texts[rank * share : (rank + 1) * share])
-        self.encoded_here = len(part)
         padded = torch.zeros(share, part.shape[1], dtype=torch.float32, device=pl_module.device)
         padded[: len(part)] = torch.from_numpy(part).to(pl_module.device)
         gathered = trainer.strategy.all_gather(padded)  # [world, share, D], rank order
@@ -128,7 +132,6 @@ class ReMiningCallback(pl.Callback):
     ) -> tuple[list[list[str]], dict[str, float]]:
         """New negatives per row (short rows keep previous ones) and the round's drift.
         ``embeddings``: ``(corpus, anchors)`` already computed (else encoded here)."""
-        start = time.perf_counter()
         docs, queries = embeddings if embeddings is not None else self.embed(encoder)
         index = VectorIndex(docs.shape[1], self.index_spec)
         index.train(docs)
@@ -165,9 +168,7 @@ class ReMiningCallback(pl.Callback):
             f"remine/overlap@{self.drift_k}": overlap,
             "remine/changed": changed / max(1, self.k * len(self.rows)),
             "remine/short_rows": float(short),
-            "remine/seconds": time.perf_counter() - start,
             "remine/kept": float(stats.kept),
-            "remine/encoded_per_rank": float(self.encoded_here),
         }
         return new_rows, drift
 
@@ -183,14 +184,11 @@ class ReMiningCallback(pl.Callback):
             return
         self._last_step = step
         start = time.perf_counter()
-        if trainer.world_size > 1:
-            embeddings = self.embed_sharded(trainer, pl_module)
-        else:
-            self.encoded_here = len(self.corpus) + len(self.anchors)
-            embeddings = self.embed(pl_module.encoder)
+        embeddings = self.embed_sharded(trainer, pl_module)
         mined: Any = self.mine(pl_module.encoder, embeddings) if trainer.is_global_zero else None
         negatives, drift = trainer.strategy.broadcast(mined, src=0)
         drift["remine/seconds"] = time.perf_counter() - start  # encoding included
+        drift["remine/encoded_per_rank"] = float(self.share(trainer.world_size))  # rank 0's
         self.apply(negatives)
         drift["remine/round"] = float(len(self.history) + 1)
         self.history.append(drift)
