@@ -27,6 +27,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import statistics
 import sys
 import tempfile
 import time
@@ -103,7 +104,7 @@ def run_st(a: dict[str, Any], precision: str, cache: str, out: str, q: Any) -> N
     q.put({"seconds": time.perf_counter() - start, "peak_rss_mb": peak_rss_mb(), "rows": len(mined)})
 
 
-def run_ours(a: dict[str, Any], precision: str, cache: str, out: str, folder: str, q: Any) -> None:
+def run_ours(a: dict[str, Any], precision: str, cache: str, out: str, folder: str, extra: list[str], q: Any) -> None:
     import io
     from contextlib import redirect_stdout
 
@@ -116,7 +117,7 @@ def run_ours(a: dict[str, Any], precision: str, cache: str, out: str, folder: st
         "-o", out, "--cache-dir", cache, "--precision", precision, "--batch-size", str(a["batch_size"]),
         "--range-min", str(RULES["range_min"]), "--range-max", str(RULES["range_max"]),
         "--relative-margin", str(RULES["relative_margin"]), "--num-negatives", str(RULES["num_negatives"]),
-        "--near-duplicate", "0", "--no-progress", "--json",
+        "--near-duplicate", "0", "--no-progress", "--json", *extra,
     ]
     buf = io.StringIO()
     start = time.perf_counter()
@@ -140,25 +141,43 @@ def main() -> None:
     ap.add_argument("--max-corpus", type=int, default=10**9)
     ap.add_argument("--batch-size", type=int, default=64)
     ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--repeats", type=int, default=1,
+                    help="runs of every case (medians reported; peak RSS moves by hundreds of MB between runs)")
     ap.add_argument("--out", default="bench_out/mining.json")
     args = ap.parse_args()
     a = vars(args)
     work = Path(tempfile.mkdtemp(prefix="bench_mining_"))
     folder = write_slice(a, work / "data")
-    report: dict[str, Any] = {"rules": RULES, "batch_size": args.batch_size, "threads": args.threads, "cases": {}}
+    report: dict[str, Any] = {"rules": RULES, "batch_size": args.batch_size, "threads": args.threads,
+                              "repeats": args.repeats, "cases": {}}
+    runs: dict[str, list[dict[str, Any]]] = {}
+    # Repeats interleave the sides (ST, ours, ST, ours...) so that drift in the machine's
+    # state falls on both; each repeat starts from an empty cache.
+    for r in range(args.repeats):
+        for prec in ("fp32", "bf16"):
+            cache = str(work / f"st-cache-{prec}-{r}")
+            for phase in ("cold", "warm"):
+                name = f"st_{prec}_{phase}"
+                runs.setdefault(name, []).append(in_child(run_st, a, prec, cache, str(work / f"{name}.jsonl")))
+                print(name, runs[name][-1], file=sys.stderr)
+        for prec in ("fp32", "auto"):
+            cache = str(work / f"our-cache-{prec}-{r}")
+            phases: list[tuple[str, list[str]]] = [("cold", []), ("warm", [])]
+            if prec == "auto":  # the same warm job without drawing OUT.scores.png
+                phases.append(("warm_noplot", ["--no-plot"]))
+            for phase, extra in phases:
+                name = f"ours_{prec}_{phase}"
+                runs.setdefault(name, []).append(
+                    in_child(run_ours, a, prec, cache, str(work / f"{name}.jsonl"), str(folder), extra))
+                print(name, runs[name][-1], file=sys.stderr)
     cases = report["cases"]
-    for prec in ("fp32", "bf16"):
-        cache = str(work / f"st-cache-{prec}")
-        for phase in ("cold", "warm"):
-            name = f"st_{prec}_{phase}"
-            cases[name] = in_child(run_st, a, prec, cache, str(work / f"{name}.jsonl"))
-            print(name, cases[name], file=sys.stderr)
-    for prec in ("fp32", "auto"):
-        cache = str(work / f"our-cache-{prec}")
-        for phase in ("cold", "warm"):
-            name = f"ours_{prec}_{phase}"
-            cases[name] = in_child(run_ours, a, prec, cache, str(work / f"{name}.jsonl"), str(folder))
-            print(name, cases[name], file=sys.stderr)
+    for name, rs in runs.items():
+        # the median run by time; peak RSS as median and range, since it moves between runs
+        rss = sorted(x["peak_rss_mb"] for x in rs)
+        cases[name] = {**sorted(rs, key=lambda x: x["seconds"])[len(rs) // 2],
+                       "seconds": statistics.median(x["seconds"] for x in rs),
+                       "peak_rss_mb": statistics.median(rss), "peak_rss_mb_range": [rss[0], rss[-1]],
+                       "runs": rs}
     ours32, ours_auto, st32 = (triplets(str(work / f"{n}_cold.jsonl")) for n in ("ours_fp32", "ours_auto", "st_fp32"))
     st16 = triplets(str(work / "st_bf16_cold.jsonl"))
     report["overlap"] = {
@@ -177,12 +196,14 @@ def main() -> None:
         "cold_vs_st_default (ours auto / st fp32)": ratio("st_fp32_cold", "ours_auto_cold"),
         "warm_equal_precision_fp32": ratio("st_fp32_warm", "ours_fp32_warm"),
         "warm_vs_st_default (ours auto / st fp32)": ratio("st_fp32_warm", "ours_auto_warm"),
+        "warm_no_plot_equal_precision_bf16": ratio("st_bf16_warm", "ours_auto_warm_noplot"),
     }
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps(report, indent=2, default=list))
-    print("| case | wall s | peak RSS MB | rows |\n|---|---|---|---|")
+    print("| case | wall s (median) | peak RSS MB (median) | peak RSS MB range | rows |\n|---|---|---|---|---|")
     for name, c in cases.items():
-        print(f"| {name} | {c['seconds']:.1f} | {c['peak_rss_mb']:.0f} | {c['rows']} |")
+        lo, hi = c["peak_rss_mb_range"]
+        print(f"| {name} | {c['seconds']:.2f} | {c['peak_rss_mb']:.0f} | {lo:.0f}-{hi:.0f} | {c['rows']} |")
     print()
     for k, v in report["ratios"].items():
         print(f"- {k}: {v:.2f}x")

@@ -398,7 +398,7 @@ def cmd_mine(args: argparse.Namespace) -> int:
     _check_index_dim(settings.index, encoder)
     report = run_mining(
         encoder, data, out, settings, cache_dir=args.cache_dir or default_cache_dir(),
-        show_progress_bar=not args.no_progress, log=lambda m: print(m, file=sys.stderr),
+        show_progress_bar=not args.no_progress, plot=not args.no_plot, log=lambda m: print(m, file=sys.stderr),
     )
     summary = report.summary
     st = report.stats
@@ -412,7 +412,7 @@ def cmd_mine(args: argparse.Namespace) -> int:
         f"negatives kept: {st.kept}; pairs short of {options.num_negatives} negatives: {st.short_pairs} "
         f"({st.missing_negatives} missing, not padded)",
         f"wrote {report.rows} {settings.output_format} rows to {out}",
-        f"summary: {report.files['summary']}  plot: {report.files['plot']}",
+        f"summary: {report.files['summary']}" + (f"  plot: {report.files['plot']}" if report.files["plot"] else ""),
     ]
     if report.top_negatives:
         lines.append(f"highest-scoring negatives kept (check for false negatives; all in {report.files['top_negatives']}):")
@@ -619,6 +619,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="encoding precision; auto: bf16 on CPUs with AMX / AVX512-BF16 and bf16 GPUs, else fp32")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--no-progress", action="store_true")
+    p.add_argument("--no-plot", action="store_true",
+                   help="skip OUT.scores.png (drawing it is most of a run on a warm embedding cache)")
     p.set_defaults(func=cmd_mine)
 
     p = add("score", "reward of every (prompt, response) row of a JSONL file, resumable after a kill")

@@ -84,7 +84,7 @@ class MineReport:
     embed_shards_reused: int
     range_max: int
     top_negatives: list[dict[str, Any]]
-    files: dict[str, str]
+    files: dict[str, str | None]
     #: What ``OUT.summary.json`` holds (:func:`summary_dict`).
     summary: dict[str, Any] = field(default_factory=dict)
 
@@ -130,8 +130,11 @@ def run_mining(
     *,
     cache_dir: str | Path,
     show_progress_bar: bool = True,
+    plot: bool = True,
     log: Callable[[str], None] = lambda _m: None,
 ) -> MineReport:
+    """Mine ``data`` into ``out`` (see docs/mining.md). ``plot=False`` skips the score
+    histogram (``OUT.scores.png``): drawing it is most of a warm run's time."""
     out = check_output_path(out)
     s, o = settings, settings.options
     parts = out.with_name(out.name + ".parts")
@@ -194,18 +197,17 @@ def run_mining(
             range_max=range_max, max_positives=max_positives, rescore=rescore,
         )
         results.sort(key=lambda r: r.pair)
-        write_jsonl_lines(rows_path, map(asdict, results))
+        write_jsonl_lines(rows_path, (vars(r) for r in results))  # flat fields: no deep copy
         write_json(stats_path, {**stats.as_dict(), ROWS_SHA256: sha256_file(rows_path)})
         total.add(stats)
         bar.update(len(anchors))
     bar.close()
 
-    report_files = {
-        "out": str(out),
-        "summary": str(out.with_name(out.name + ".summary.json")),
-        "top_negatives": str(out.with_name(out.name + ".top-negatives.tsv")),
-        "plot": str(out.with_name(out.name + ".scores.png")),
-    }
+    summary_path = out.with_name(out.name + ".summary.json")
+    top_path = out.with_name(out.name + ".top-negatives.tsv")
+    plot_path = out.with_name(out.name + ".scores.png") if plot else None
+    report_files = {"out": str(out), "summary": str(summary_path), "top_negatives": str(top_path),
+                    "plot": str(plot_path) if plot_path else None}
     # one pass over the committed shards: the output rows, and the top negatives on the way
     top = _TopNegatives(data)
 
@@ -220,10 +222,11 @@ def run_mining(
 
     n_rows = write_rows(out, output_rows())
     report = MineReport(out, n_rows, total, len(shards), done, reused, range_max, top.rows(), report_files)
-    _write_top_negatives(Path(report_files["top_negatives"]), report.top_negatives)
-    _plot_scores(Path(report_files["plot"]), total)
+    _write_top_negatives(top_path, report.top_negatives)
+    if plot_path:
+        _plot_scores(plot_path, total)
     report.summary = summary_dict(report, data, s)
-    write_json(Path(report_files["summary"]), report.summary)
+    write_json(summary_path, report.summary)
     shutil.rmtree(parts)
     return report
 

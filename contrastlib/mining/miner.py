@@ -38,7 +38,7 @@ only when a filter is set; here whenever one is given).
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -145,7 +145,7 @@ class ShardStats:
         self.false_negative_scores += other.false_negative_scores
 
     def as_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        return {**vars(self), "dropped": dict(self.dropped)}  # flat: no deep copy of the score lists
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> ShardStats:

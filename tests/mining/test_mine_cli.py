@@ -98,6 +98,18 @@ def test_formats_scores_summary_and_training_readback(pairs, cache_dir, tmp_path
 
     table = pq.read_table(lp).to_pylist()
     assert len(table) == 121 and table[0]["labels"] == [1, 0, 0] and len(table[0]["texts"]) == 3
+    assert Path(warm["files"]["plot"]).is_file()
+
+
+def test_no_plot_writes_the_same_rows_without_the_png(pairs, cache_dir, tmp_path, capsys):
+    common = ["-m", "all-MiniLM-L6-v2", "-d", str(pairs), "--cache-dir", str(cache_dir), "--output-scores",
+              "--num-negatives", "2", "--precision", "fp32"]
+    with_plot = mine(*common, "-o", str(tmp_path / "a.jsonl"), capsys=capsys)
+    without = mine(*common, "-o", str(tmp_path / "b.jsonl"), "--no-plot", capsys=capsys)
+    assert (tmp_path / "a.jsonl").read_bytes() == (tmp_path / "b.jsonl").read_bytes()
+    assert Path(with_plot["files"]["plot"]).is_file()
+    assert without["files"]["plot"] is None and not (tmp_path / "b.jsonl.scores.png").exists()
+    assert Path(without["files"]["summary"]).is_file() and Path(without["files"]["top_negatives"]).is_file()
 
 
 def test_shortfall_is_reported_not_padded(pairs, cache_dir, tmp_path, capsys):
