@@ -270,7 +270,9 @@ def _build_module(plan: FitPlan, encoder: Any) -> ContrastiveModule:
     cfg = plan.cfg
     loss = plan.loss
     grad_cache = (
-        GradCache(cfg.gradcache.chunk_size, token_budget=cfg.gradcache.token_budget) if cfg.gradcache.enabled else None
+        GradCache(cfg.gradcache.chunk_size, token_budget=cfg.gradcache.token_budget,
+                  pad_to_multiple_of=cfg.trainer.pad_to_multiple_of)
+        if cfg.gradcache.enabled else None
     )
     spec = getattr(encoder, "spec_dict", None)
     _, loss_kwargs = loss_spec(cfg.loss)
@@ -281,7 +283,7 @@ def _build_module(plan: FitPlan, encoder: Any) -> ContrastiveModule:
         scheduler=cfg.optim.scheduler, optimizer=cfg.optim.name, momentum=cfg.optim.momentum,
         grad_cache=grad_cache, accumulate_grad_batches=cfg.trainer.accumulate_grad_batches,
         gradient_clip_val=cfg.trainer.gradient_clip_val, length_group_rows=cfg.trainer.length_group_rows,
-        hparams=hparams, data=plan.data,
+        pad_to_multiple_of=cfg.trainer.pad_to_multiple_of, hparams=hparams, data=plan.data,
     )
 
 

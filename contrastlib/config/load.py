@@ -151,6 +151,7 @@ def validate(cfg: RunConfig) -> None:
         ("trainer.log_every_n_steps", cfg.trainer.log_every_n_steps, 1),
         ("trainer.checkpoint_every_n_steps", cfg.trainer.checkpoint_every_n_steps, 1),
         ("trainer.length_group_rows", cfg.trainer.length_group_rows, 1),
+        ("trainer.pad_to_multiple_of", cfg.trainer.pad_to_multiple_of, 1),
         ("trainer.accumulate_grad_batches", cfg.trainer.accumulate_grad_batches, 1),
         ("data.num_workers", cfg.data.num_workers, 0),
         ("gradcache.chunk_size", cfg.gradcache.chunk_size, 1),

@@ -80,6 +80,10 @@ class TrainerConfig:
     #: padded to its own longest row (fewer padded tokens, same embeddings); null: one
     #: padded forward per view.
     length_group_rows: int | None = 32
+    #: Round each of those groups' (and gradient-cache chunks') width up to a multiple of
+    #: this many tokens: a few distinct shapes instead of one per length, which CPU kernels
+    #: and the allocator reuse; null: each group exactly as wide as its longest row.
+    pad_to_multiple_of: int | None = 8
     enable_progress_bar: bool = True
     deterministic: bool = False
     #: Under DDP on GPUs, BatchNorm statistics over the global batch (Lightning's

@@ -77,6 +77,8 @@ class ContrastiveModule(pl.LightningModule):
             it, the Trainer's own settings apply).
         length_group_rows: encode text views pooled, in length-sorted groups of this many
             rows (see :meth:`embed_views`); None: one forward per view.
+        pad_to_multiple_of: round each group's width up to a multiple of this many tokens
+            (fewer distinct shapes; see :func:`~contrastlib.training.gradcache.split_rows`).
         hparams: plain data stored in checkpoints (read back with ``weights_only=True``).
     """
 
@@ -104,10 +106,11 @@ class ContrastiveModule(pl.LightningModule):
         accumulate_grad_batches: int = 1,
         gradient_clip_val: float | None = None,
         length_group_rows: int | None = None,
+        pad_to_multiple_of: int | None = None,
         hparams: dict[str, Any] | None = None,
     ) -> None:
         super().__init__()
-        self.length_group_rows = length_group_rows
+        self.length_group_rows, self.pad_to_multiple_of = length_group_rows, pad_to_multiple_of
         self.encoder = encoder
         self.loss_fn = loss
         self.lr, self.weight_decay = lr, weight_decay
@@ -239,7 +242,8 @@ class ContrastiveModule(pl.LightningModule):
         pooled = {
             k: torch.cat([nn.functional.pad(v[k], (0, width - v[k].shape[1])) for v in texts]) for k in texts[0]
         }
-        emb = embed_in_chunks(self.encoder, split_rows(pooled, self.length_group_rows, None))
+        chunks = split_rows(pooled, self.length_group_rows, None, pad_to_multiple_of=self.pad_to_multiple_of)
+        emb = embed_in_chunks(self.encoder, chunks)
         return list(emb.split([v["input_ids"].shape[0] for v in texts]))
 
     def on_before_optimizer_step(self, optimizer: Any) -> None:

@@ -73,14 +73,19 @@ Chunk = tuple[Tensor, Inputs]  # (row indices into the batch [n], the chunk's in
 
 
 def split_rows(
-    inputs: Inputs, chunk_size: int | None, token_budget: int | None, *, group_by_length: bool = True
+    inputs: Inputs, chunk_size: int | None, token_budget: int | None, *, group_by_length: bool = True,
+    pad_to_multiple_of: int | None = None,
 ) -> list[Chunk]:
     """Split a batch into row chunks: ``chunk_size`` rows, or as many rows as fit in
     ``token_budget`` padded tokens (text).
 
     For text, rows are grouped by length (longest first) and each chunk is trimmed to its
     own longest row, so chunks carry little padding: the loss does not depend on row
-    order, and embeddings go back to their rows by index.
+    order, and embeddings go back to their rows by index. ``pad_to_multiple_of`` rounds
+    each chunk's width up to a multiple of that many tokens (never past the batch's
+    width): a handful of distinct shapes instead of one per length, which CPU kernels and
+    the allocator reuse (on HH-RLHF fine-tuning, widths of any length grew peak memory
+    step after step; ``docs/benchmarks.md``).
     """
     if isinstance(inputs, Tensor):
         n = inputs.shape[0]
@@ -88,8 +93,16 @@ def split_rows(
         return [(torch.arange(s, min(s + size, n)), inputs[s : s + size]) for s in range(0, n, size)]
     original = inputs
     mask = inputs["attention_mask"]
-    n = mask.shape[0]
+    n, full = mask.shape
     right_padded = bool((mask[:, 0] == 1).all())
+
+    def width(longest: int) -> int:
+        if not right_padded:
+            return full
+        if pad_to_multiple_of:
+            return min(-(-longest // pad_to_multiple_of) * pad_to_multiple_of, full)
+        return longest
+
     if group_by_length and right_padded:
         order = torch.argsort(mask.sum(dim=1), descending=True, stable=True)
         inputs = {k: v[order] for k, v in inputs.items()}
@@ -104,19 +117,30 @@ def split_rows(
         longest = lengths[start]
         while end < n and (chunk_size is None or end - start < chunk_size):
             longest_next = max(longest, lengths[end])
-            if token_budget is not None and (end - start + 1) * longest_next > token_budget:
+            if token_budget is not None and (end - start + 1) * width(int(longest_next)) > token_budget:
                 break
             longest = longest_next
             end += 1
         bounds.append((start, end))
         start = end
     if len(bounds) == 1:  # one chunk: grouping saves nothing; keep the rows as they came
-        return [(torch.arange(n), dict(original))]
+        w = width(int(max(lengths)))
+        return [(torch.arange(n), {k: _fit_width(v, w) for k, v in original.items()})]
     chunks: list[Chunk] = []
     for s, e in bounds:
-        width = int(max(lengths[s:e])) if right_padded else mask.shape[1]
-        chunks.append((order[s:e], {k: v[s:e, :width] if v.dim() == 2 else v[s:e] for k, v in inputs.items()}))
+        w = width(int(max(lengths[s:e])))
+        chunks.append((order[s:e], {k: _fit_width(v[s:e], w) for k, v in inputs.items()}))
     return chunks
+
+
+def _fit_width(v: Tensor, width: int) -> Tensor:
+    """A ``[B, T]`` tensor cut or zero-padded to ``width`` columns (padding is masked, so
+    its values do not matter); other tensors as they are."""
+    if v.dim() != 2 or v.shape[1] == width:
+        return v
+    if v.shape[1] > width:
+        return v[:, :width]
+    return torch.nn.functional.pad(v, (0, width - v.shape[1]))
 
 
 def _to_rows(chunks: Sequence[Chunk], outs: Sequence[Tensor]) -> Tensor:
@@ -154,12 +178,17 @@ class GradCache:
     Args:
         chunk_size: rows per chunk.
         token_budget: for text, at most this many padded tokens per chunk (rows x longest).
+        pad_to_multiple_of: round each chunk's width up to a multiple of this (text; see
+            :func:`split_rows`).
         record: keep both passes' embeddings in ``last_stats`` (tests use it).
     """
 
     _warned_batchnorm = False
 
-    def __init__(self, chunk_size: int | None = None, *, token_budget: int | None = None, record: bool = False) -> None:
+    def __init__(
+        self, chunk_size: int | None = None, *, token_budget: int | None = None, pad_to_multiple_of: int | None = None,
+        record: bool = False,
+    ) -> None:
         if chunk_size is None and token_budget is None:
             raise ValueError("gradient cache needs chunk_size or token_budget")
         if chunk_size is not None and chunk_size < 1:
@@ -167,6 +196,7 @@ class GradCache:
         if token_budget is not None and token_budget < 1:
             raise ValueError(f"token_budget must be >= 1, got {token_budget}")
         self.chunk_size, self.token_budget, self.record = chunk_size, token_budget, record
+        self.pad_to_multiple_of = pad_to_multiple_of
         self.last_stats: GradCacheStats | None = None
 
     def step(
@@ -201,7 +231,8 @@ class GradCache:
         backward = backward or (lambda t: t.backward())
         no_sync = no_sync or contextlib.nullcontext
         devices = cuda_devices_of(encoder)
-        chunked = [split_rows(v, self.chunk_size, self.token_budget) for v in views]
+        chunked = [split_rows(v, self.chunk_size, self.token_budget, pad_to_multiple_of=self.pad_to_multiple_of)
+                   for v in views]
         stats = GradCacheStats([len(c) for c in chunked])
         has_bn = any(isinstance(m, _BatchNorm) and m.training for m in encoder.modules())
         if has_bn and not GradCache._warned_batchnorm:

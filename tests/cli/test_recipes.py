@@ -37,6 +37,7 @@ def test_a_loss_that_cannot_take_the_data_fails_before_any_work(tmp_path):
         (["loss.name=ati", "loss.temperature=0.005"], "loss 'ati': need temperature > min_temperature"),
         (["model.encoder=image", "model.name=resnet18", "model.max_seq_length=null"], "model.encoder: method 'simcse' trains a text encoder"),
         (["trainer.max_epochs=-1", "trainer.max_steps=-1"], "set at least one of them"),
+        (["trainer.pad_to_multiple_of=0"], "trainer.pad_to_multiple_of: must be >= 1, got 0"),
     ],
 )
 def test_bad_settings_fail_before_any_work(tmp_path, capsys, overrides, needle):

@@ -116,6 +116,32 @@ def test_token_budget_chunks_fit_and_keep_embeddings(encoder):
         encoder.train()
 
 
+def test_pad_to_multiple_of_rounds_widths_and_keeps_embeddings(encoder):
+    feats = encoder.tokenize(TEXTS)
+    full = feats["input_ids"].shape[1]
+    exact = split_rows(feats, 2, None)
+    rounded = split_rows(feats, 2, None, pad_to_multiple_of=8)
+    widths = [c["input_ids"].shape[1] for _, c in exact]
+    assert len(set(widths)) > 2  # the texts differ in length: exact widths vary
+    for (i, a), (j, b), w in zip(exact, rounded, widths, strict=True):
+        assert torch.equal(i, j)
+        assert b["input_ids"].shape[1] == min(-(-w // 8) * 8, full)
+        assert b["input_ids"].shape[1] % 8 == 0 or b["input_ids"].shape[1] == full
+        assert int(b["attention_mask"].sum()) == int(a["attention_mask"].sum())  # only masked padding added
+    # one chunk (the whole batch) is rounded too, but never past the batch's width
+    (_, one), = split_rows(feats, None, None, pad_to_multiple_of=64)
+    assert one["input_ids"].shape[1] == full
+    # a token budget counts the rounded width
+    for _, c in split_rows(feats, None, 48, pad_to_multiple_of=16):
+        assert c["input_ids"].shape[0] == 1 or c["input_ids"].numel() <= 48
+    encoder.eval()
+    try:
+        with torch.no_grad():
+            torch.testing.assert_close(embed_in_chunks(encoder, rounded), encoder(feats), atol=1e-5, rtol=1e-4)
+    finally:
+        encoder.train()
+
+
 class _TinyBN(nn.Module):
     def __init__(self) -> None:
         super().__init__()
