@@ -84,6 +84,7 @@ class TrainerConfig:
     #: this many tokens: a few distinct shapes instead of one per length, which CPU kernels
     #: and the allocator reuse. For long, uneven texts (reward-hh sets 32: memory stopped
     #: growing step after step); on short sentences the extra padding costs a few percent.
+    #: Applies where rows are grouped or chunked (length_group_rows, or gradcache.*).
     #: null: each group exactly as wide as its longest row.
     pad_to_multiple_of: int | None = None
     enable_progress_bar: bool = True

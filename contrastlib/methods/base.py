@@ -242,7 +242,8 @@ class ContrastiveModule(pl.LightningModule):
         pooled = {
             k: torch.cat([nn.functional.pad(v[k], (0, width - v[k].shape[1])) for v in texts]) for k in texts[0]
         }
-        chunks = split_rows(pooled, self.length_group_rows, None, pad_to_multiple_of=self.pad_to_multiple_of)
+        chunks = split_rows(pooled, self.length_group_rows, None, pad_to_multiple_of=self.pad_to_multiple_of,
+                            max_width=getattr(self.encoder, "max_seq_length", None))
         emb = embed_in_chunks(self.encoder, chunks)
         return list(emb.split([v["input_ids"].shape[0] for v in texts]))
 

@@ -225,6 +225,8 @@ def run_mining(
     _write_top_negatives(top_path, report.top_negatives)
     if plot_path:
         _plot_scores(plot_path, total)
+    else:  # a plot left by an earlier run on this output would not match this one
+        out.with_name(out.name + ".scores.png").unlink(missing_ok=True)
     report.summary = summary_dict(report, data, s)
     write_json(summary_path, report.summary)
     shutil.rmtree(parts)

@@ -74,7 +74,7 @@ Chunk = tuple[Tensor, Inputs]  # (row indices into the batch [n], the chunk's in
 
 def split_rows(
     inputs: Inputs, chunk_size: int | None, token_budget: int | None, *, group_by_length: bool = True,
-    pad_to_multiple_of: int | None = None,
+    pad_to_multiple_of: int | None = None, max_width: int | None = None,
 ) -> list[Chunk]:
     """Split a batch into row chunks: ``chunk_size`` rows, or as many rows as fit in
     ``token_budget`` padded tokens (text).
@@ -82,10 +82,11 @@ def split_rows(
     For text, rows are grouped by length (longest first) and each chunk is trimmed to its
     own longest row, so chunks carry little padding: the loss does not depend on row
     order, and embeddings go back to their rows by index. ``pad_to_multiple_of`` rounds
-    each chunk's width up to a multiple of that many tokens (never past the batch's
-    width): a handful of distinct shapes instead of one per length, which CPU kernels and
-    the allocator reuse (on HH-RLHF fine-tuning, widths of any length grew peak memory
-    step after step; ``docs/benchmarks.md``).
+    each chunk's width up to a multiple of that many tokens, padding past the batch's
+    width (masked zeros) up to ``max_width`` (the encoder's window): a handful of
+    distinct shapes instead of one per length, which CPU kernels and the allocator reuse
+    (on HH-RLHF fine-tuning, widths of any length grew peak memory step after step;
+    ``docs/benchmarks.md``).
     """
     if isinstance(inputs, Tensor):
         n = inputs.shape[0]
@@ -96,11 +97,13 @@ def split_rows(
     n, full = mask.shape
     right_padded = bool((mask[:, 0] == 1).all())
 
+    cap = max(full, max_width or 0)
+
     def width(longest: int) -> int:
         if not right_padded:
             return full
         if pad_to_multiple_of:
-            return min(-(-longest // pad_to_multiple_of) * pad_to_multiple_of, full)
+            return min(-(-longest // pad_to_multiple_of) * pad_to_multiple_of, cap)
         return longest
 
     if group_by_length and right_padded:
@@ -123,7 +126,7 @@ def split_rows(
             end += 1
         bounds.append((start, end))
         start = end
-    if len(bounds) == 1:  # one chunk: grouping saves nothing; keep the rows as they came
+    if len(bounds) == 1:  # one chunk: grouping saves nothing; the rows in their order
         w = width(int(max(lengths)))
         return [(torch.arange(n), {k: _fit_width(v, w) for k, v in original.items()})]
     chunks: list[Chunk] = []
@@ -231,8 +234,9 @@ class GradCache:
         backward = backward or (lambda t: t.backward())
         no_sync = no_sync or contextlib.nullcontext
         devices = cuda_devices_of(encoder)
-        chunked = [split_rows(v, self.chunk_size, self.token_budget, pad_to_multiple_of=self.pad_to_multiple_of)
-                   for v in views]
+        window = getattr(encoder, "max_seq_length", None)
+        chunked = [split_rows(v, self.chunk_size, self.token_budget, pad_to_multiple_of=self.pad_to_multiple_of,
+                              max_width=window) for v in views]
         stats = GradCacheStats([len(c) for c in chunked])
         has_bn = any(isinstance(m, _BatchNorm) and m.training for m in encoder.modules())
         if has_bn and not GradCache._warned_batchnorm:

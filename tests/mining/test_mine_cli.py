@@ -105,6 +105,7 @@ def test_no_plot_writes_the_same_rows_without_the_png(pairs, cache_dir, tmp_path
     common = ["-m", "all-MiniLM-L6-v2", "-d", str(pairs), "--cache-dir", str(cache_dir), "--output-scores",
               "--num-negatives", "2", "--precision", "fp32"]
     with_plot = mine(*common, "-o", str(tmp_path / "a.jsonl"), capsys=capsys)
+    (tmp_path / "b.jsonl.scores.png").write_bytes(b"left by an earlier run")
     without = mine(*common, "-o", str(tmp_path / "b.jsonl"), "--no-plot", capsys=capsys)
     assert (tmp_path / "a.jsonl").read_bytes() == (tmp_path / "b.jsonl").read_bytes()
     assert Path(with_plot["files"]["plot"]).is_file()

@@ -117,27 +117,37 @@ def test_token_budget_chunks_fit_and_keep_embeddings(encoder):
 
 
 def test_pad_to_multiple_of_rounds_widths_and_keeps_embeddings(encoder):
-    feats = encoder.tokenize(TEXTS)
+    feats = encoder.tokenize(TEXTS)  # padded to the longest text
     full = feats["input_ids"].shape[1]
+    window = encoder.max_seq_length  # 32
     exact = split_rows(feats, 2, None)
-    rounded = split_rows(feats, 2, None, pad_to_multiple_of=8)
+    rounded = split_rows(feats, 2, None, pad_to_multiple_of=8, max_width=window)
     widths = [c["input_ids"].shape[1] for _, c in exact]
-    assert len(set(widths)) > 2  # the texts differ in length: exact widths vary
+    assert len(set(widths)) > 2 and full % 8 != 0  # the texts differ in length, the longest is no multiple of 8
     for (i, a), (j, b), w in zip(exact, rounded, widths, strict=True):
         assert torch.equal(i, j)
-        assert b["input_ids"].shape[1] == min(-(-w // 8) * 8, full)
-        assert b["input_ids"].shape[1] % 8 == 0 or b["input_ids"].shape[1] == full
+        # every group rounded up, the widest too (past the batch's width, within the window)
+        assert b["input_ids"].shape[1] == min(-(-w // 8) * 8, window)
         assert int(b["attention_mask"].sum()) == int(a["attention_mask"].sum())  # only masked padding added
-    # one chunk (the whole batch) is rounded too, but never past the batch's width
-    (_, one), = split_rows(feats, None, None, pad_to_multiple_of=64)
-    assert one["input_ids"].shape[1] == full
+    assert rounded[0][1]["input_ids"].shape[1] > full
+    # without a window the batch's own width is the cap
+    assert split_rows(feats, 2, None, pad_to_multiple_of=8)[0][1]["input_ids"].shape[1] == full
+    # one chunk (the whole batch) is rounded too, but never past the window
+    (_, one), = split_rows(feats, None, None, pad_to_multiple_of=64, max_width=window)
+    assert one["input_ids"].shape[1] == window
+    # a batch padded to the window is cut back to its rounded longest row
+    wide = encoder.tokenizer(TEXTS, padding="max_length", truncation=True, max_length=window, return_tensors="pt")
+    (_, cut), = split_rows(dict(wide), None, None, pad_to_multiple_of=8, max_width=window)
+    assert cut["input_ids"].shape[1] == -(-full // 8) * 8 < window
     # a token budget counts the rounded width
-    for _, c in split_rows(feats, None, 48, pad_to_multiple_of=16):
+    for _, c in split_rows(feats, None, 48, pad_to_multiple_of=16, max_width=window):
         assert c["input_ids"].shape[0] == 1 or c["input_ids"].numel() <= 48
     encoder.eval()
     try:
         with torch.no_grad():
-            torch.testing.assert_close(embed_in_chunks(encoder, rounded), encoder(feats), atol=1e-5, rtol=1e-4)
+            whole = encoder(feats)
+            torch.testing.assert_close(embed_in_chunks(encoder, rounded), whole, atol=1e-5, rtol=1e-4)
+            torch.testing.assert_close(encoder(one), whole, atol=1e-5, rtol=1e-4)
     finally:
         encoder.train()
 
