@@ -205,9 +205,9 @@ def run_mining(
 
     summary_path = out.with_name(out.name + ".summary.json")
     top_path = out.with_name(out.name + ".top-negatives.tsv")
-    plot_path = out.with_name(out.name + ".scores.png") if plot else None
+    plot_path = out.with_name(out.name + ".scores.png")
     report_files = {"out": str(out), "summary": str(summary_path), "top_negatives": str(top_path),
-                    "plot": str(plot_path) if plot_path else None}
+                    "plot": str(plot_path) if plot else None}
     # one pass over the committed shards: the output rows, and the top negatives on the way
     top = _TopNegatives(data)
 
@@ -223,10 +223,10 @@ def run_mining(
     n_rows = write_rows(out, output_rows())
     report = MineReport(out, n_rows, total, len(shards), done, reused, range_max, top.rows(), report_files)
     _write_top_negatives(top_path, report.top_negatives)
-    if plot_path:
+    if plot:
         _plot_scores(plot_path, total)
     else:  # a plot left by an earlier run on this output would not match this one
-        out.with_name(out.name + ".scores.png").unlink(missing_ok=True)
+        plot_path.unlink(missing_ok=True)
     report.summary = summary_dict(report, data, s)
     write_json(summary_path, report.summary)
     shutil.rmtree(parts)
