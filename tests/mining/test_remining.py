@@ -8,6 +8,7 @@ import json
 from pathlib import Path
 
 import pytest
+from tests_helpers import run_cli
 
 from contrastlib.cli.main import main
 from contrastlib.data.readers import read_tuples
@@ -66,24 +67,15 @@ def test_remining_refuses_pairs_and_workers_before_work(tmp_path, capsys):
 
 
 def _fit_remine(out: Path, train: Path, *, devices: int, batch: int):
-    import os
-    import subprocess
-    import sys
-
-    args = [
-        sys.executable, "-m", "contrastlib", "fit", "quickstart", f"output_dir={out}", "name=x",
+    return run_cli([
+        "fit", "quickstart", f"output_dir={out}", "name=x",
         f"data.train={train}", f"data.batch_size={batch}", "model.dropout=0.0", "model.max_seq_length=32",
         "optim.name=sgd", "optim.lr=0.05", "optim.momentum=0.0", "optim.weight_decay=0.0",
         "optim.warmup_ratio=0.0", "optim.scheduler=constant", "trainer.precision=32-true",
         "trainer.max_steps=4", "trainer.log_every_n_steps=1", "trainer.enable_progress_bar=false",
         "trainer.accelerator=cpu", "eval.sts=[]", "eval.precision=fp32", "remine.every_n_steps=2",
         "remine.range_min=3",  # not the file's rule: the first round changes the rows whatever training did
-    ]
-    if devices > 1:
-        args += [f"trainer.devices={devices}", "trainer.strategy=ddp"]
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "TOKENIZERS_PARALLELISM": "false"}
-    env.pop("CONTRASTLIB_JOB_DIR", None)
-    return subprocess.run(args, capture_output=True, text=True, timeout=600, env=env, cwd=out)
+    ], out, devices=devices)
 
 
 def test_ddp_ranks_train_on_the_rows_rank_0_remined(ntuples, tmp_path):

@@ -22,14 +22,12 @@ breaking the code: the test failed).
 
 from __future__ import annotations
 
-import csv
-import os
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 import torch
+from tests_helpers import run_cli, train_losses
 
 REPO = Path(__file__).resolve().parents[2]
 TRAIN = REPO / "contrastlib" / "datasets" / "digits" / "digits-train.npz"
@@ -42,24 +40,14 @@ FIXED_VIEWS = ["method.augment.size=16", "method.augment.min_scale=1.0", "method
 
 
 def _fit(out: Path, recipe: str, extra: list[str], *, devices: int, batch: int) -> subprocess.CompletedProcess[str]:
-    args = [
-        sys.executable, "-m", "contrastlib", "fit", recipe, f"output_dir={out}", "name=x", f"data.batch_size={batch}",
+    return run_cli([
+        "fit", recipe, f"output_dir={out}", "name=x", f"data.batch_size={batch}",
         "data.max_rows=24", *VIT, *FIXED_VIEWS,
         "optim.name=sgd", f"optim.lr={LR}", "optim.momentum=0.0", "optim.weight_decay=0.0", "optim.warmup_ratio=0.0",
         "optim.scheduler=constant", "trainer.precision=32-true", "trainer.max_epochs=2", "trainer.log_every_n_steps=1",
         "trainer.enable_progress_bar=false", "trainer.accelerator=cpu", "eval.knn=[]", "eval.linear=[]",
         "eval.every_n_epochs=null", "eval.projection=none", "eval.online_probe=true", *extra,
-    ]
-    if devices > 1:
-        args += [f"trainer.devices={devices}", "trainer.strategy=ddp"]
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    env.pop("CONTRASTLIB_JOB_DIR", None)
-    return subprocess.run(args, capture_output=True, text=True, timeout=600, env=env, cwd=out)
-
-
-def _losses(run: Path) -> list[float]:
-    rows = list(csv.DictReader((run / "logs" / "metrics.csv").read_text().splitlines()))
-    return [float(r["train/loss"]) for r in sorted((r for r in rows if r.get("train/loss")), key=lambda r: int(r["step"]))]
+    ], out, devices=devices)
 
 
 def _state(run: Path) -> tuple[dict[str, torch.Tensor], dict]:
@@ -78,7 +66,7 @@ def _compare(tmp_path: Path, recipe: str, extra: list[str]) -> tuple[list[float]
     assert [p.name for p in ddp_out.iterdir() if not p.name.startswith(".")] == ["x"]  # one run directory
     w_ddp, cb_ddp = _state(ddp_out / "x")
     w_one, cb_one = _state(one_out / "x")
-    return _losses(ddp_out / "x"), _losses(one_out / "x"), w_ddp, w_one, cb_ddp, cb_one
+    return train_losses(ddp_out / "x"), train_losses(one_out / "x"), w_ddp, w_one, cb_ddp, cb_one
 
 
 def _assert_same_run(losses_ddp, losses_one, w_ddp, w_one, cb_ddp, cb_one):
