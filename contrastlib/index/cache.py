@@ -9,7 +9,11 @@ Embeddings of a list of texts are stored under ``root/<key>/`` where the key is 
 * the texts themselves, in order.
 
 Change any of them and the key changes: a stale cache is never read. The texts are
-encoded in shards of ``shard_size`` rows; each shard is written atomically
+encoded in shards of ``shard_size`` rows, taken in order of length (characters, longest
+first, ties in input order) so that each shard's encode batches are near one width and the
+whole run meets about as few widths as one sorted pass over all the texts (shards of the
+input order each had their own tail of short widths: more padding and more memory kept per
+width); the rows go back to input order when read. Each shard is written atomically
 (``shard-00000.npy``) and recorded with its SHA-256 in ``manifest.json`` (also written
 atomically) as soon as it is done. A run killed halfway resumes at the first shard the
 manifest does not list; a shard whose bytes no longer match its checksum is encoded again.
@@ -31,7 +35,8 @@ from tqdm.auto import tqdm
 
 from contrastlib.utils.io import atomic_path, write_json
 
-FORMAT_VERSION = 1
+#: 2: shards follow the length order (1: the input order).
+FORMAT_VERSION = 2
 
 
 def _read_checked(path: Path, sha256: str) -> np.ndarray | None:
@@ -133,6 +138,8 @@ class EmbeddingCache:
                 stored = None
             if _valid_manifest(stored, len(texts), self.shard_size):
                 manifest = stored  # (shards not listed in it are encoded again)
+        order = sorted(range(len(texts)), key=lambda j: -len(texts[j]))
+        shard_rows = [order[i * self.shard_size : (i + 1) * self.shard_size] for i in range(n_shards)]
         parts: list[np.ndarray | None] = [None] * n_shards
         for i in range(n_shards):
             entry = manifest["shards"].get(str(i))
@@ -148,7 +155,7 @@ class EmbeddingCache:
         with tqdm(total=len(texts), desc=desc, unit="text", disable=not show_progress_bar or not missing) as bar:
             bar.update(sum(len(p) for p in parts if p is not None))
             for i in missing:
-                chunk = texts[i * self.shard_size : (i + 1) * self.shard_size]
+                chunk = [texts[j] for j in shard_rows[i]]
                 emb = np.asarray(
                     encoder.encode([prompt + t for t in chunk], show_progress_bar=False, **kwargs), dtype=np.float32
                 )
@@ -163,7 +170,10 @@ class EmbeddingCache:
                 bar.update(len(chunk))
         if not parts:
             return np.zeros((0, 0), dtype=np.float32)
-        return np.concatenate([p for p in parts if p is not None])
+        out = np.empty((len(texts), parts[0].shape[1]), dtype=np.float32)  # type: ignore[union-attr]
+        for rows, part in zip(shard_rows, parts, strict=True):
+            out[rows] = part
+        return out
 
     def embedder(self, encoder: Any, **kwargs: Any) -> Callable[[Sequence[str], str], np.ndarray]:
         """``embed(texts, kind)`` for evaluators and the miner: the model is hashed once."""

@@ -31,6 +31,8 @@ class CountingEncoder(nn.Module):
 
 
 TEXTS = [f"text number {i}" for i in range(23)]
+#: The order the cache encodes them in: longest first, ties in input order.
+BY_LENGTH = sorted(TEXTS, key=lambda t: -len(t))
 
 
 def test_second_run_reads_everything_from_disk(tmp_path, minilm, stsb_sentences):
@@ -42,6 +44,19 @@ def test_second_run_reads_everything_from_disk(tmp_path, minilm, stsb_sentences)
     assert cache.last_stats == {"shards": 3, "reused": 3, "encoded": 0}
     np.testing.assert_array_equal(first, second)
     np.testing.assert_allclose(first, minilm.encode(texts, batch_size=64), atol=1e-5)
+
+
+def test_shards_follow_length_and_rows_come_back_in_input_order(tmp_path):
+    """Each shard holds texts of similar length (few encode widths per run), longest first;
+    the matrix is in input order, cold and warm."""
+    rng = np.random.default_rng(0)
+    texts = ["w" * int(n) + f" {i}" for i, n in enumerate(rng.integers(1, 60, size=40))]
+    enc = CountingEncoder()
+    cache = EmbeddingCache(tmp_path, shard_size=8)
+    out = cache.embed(enc, texts, show_progress_bar=False)
+    assert enc.encoded == sorted(texts, key=lambda t: -len(t))
+    np.testing.assert_allclose(out, enc.encode(texts), atol=1e-6)  # row i is text i
+    np.testing.assert_array_equal(cache.embed(enc, texts, show_progress_bar=False), out)
 
 
 def test_key_changes_with_weights_prompt_precision_and_texts(tmp_path):
@@ -65,7 +80,7 @@ def test_killed_run_resumes_at_the_first_missing_shard(tmp_path):
     fresh = CountingEncoder()
     fresh.load_state_dict(dying.state_dict())
     out = cache.embed(fresh, TEXTS, show_progress_bar=False)
-    assert fresh.encoded == TEXTS[10:]  # only the shards that were missing
+    assert fresh.encoded == BY_LENGTH[10:]  # only the shards that were missing
     assert cache.last_stats == {"shards": 5, "reused": 2, "encoded": 3}
     np.testing.assert_allclose(out, CountingEncoder.encode(fresh, TEXTS), atol=1e-6)
 
@@ -79,7 +94,7 @@ def test_a_damaged_shard_is_encoded_again(tmp_path):
     shard.write_bytes(shard.read_bytes()[:-7])  # truncated
     enc.encoded.clear()
     got = cache.embed(enc, TEXTS, show_progress_bar=False)
-    assert enc.encoded == TEXTS[10:15]
+    assert enc.encoded == BY_LENGTH[10:15]
     np.testing.assert_array_equal(got, want)
     manifest = json.loads((folder / "manifest.json").read_text())
     assert sorted(manifest["shards"]) == ["0", "1", "2", "3", "4"]
