@@ -379,6 +379,7 @@ def cmd_mine(args: argparse.Namespace) -> int:
             options=options, output_format=args.output_format, output_scores=args.output_scores,
             index=_index_spec(args),
             shard_size=args.shard_size, batch_size=args.batch_size, precision=_auto_encode_precision(args.precision),
+            pad_to_multiple_of=args.pad_to_multiple_of or None,
             query_prompt=args.query_prompt, corpus_prompt=args.corpus_prompt, cross_encoder=args.cross_encoder,
         )
         out = check_output_path(args.out)
@@ -617,6 +618,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--batch-size", type=int, default=128)
     p.add_argument("--precision", choices=["auto", "fp32", "bf16", "fp16"], default="auto",
                    help="encoding precision; auto: bf16 on CPUs with AMX / AVX512-BF16 and bf16 GPUs, else fp32")
+    p.add_argument("--pad-to-multiple-of", type=int, default=None, metavar="N",
+                   help="round each encode batch's width up to a multiple of N tokens (0: exact widths)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--no-progress", action="store_true")
     p.add_argument("--no-plot", action="store_true",

@@ -190,15 +190,27 @@ class TextEncoder(nn.Module):
         return self.spec.max_seq_length
 
     # ------------------------------------------------------------------ forward
-    def tokenize(self, texts: Sequence[str]) -> dict[str, Tensor]:
-        out = self.tokenizer(
-            list(texts),
-            padding=True,
-            truncation=True,
-            max_length=self.spec.max_seq_length,
-            return_tensors="pt",
+    def tokenize(self, texts: Sequence[str], *, pad_to_multiple_of: int | None = None) -> dict[str, Tensor]:
+        """Token ids padded to the longest text; with ``pad_to_multiple_of``, right padding
+        goes on (masked) to the next multiple of it, never past the window."""
+        out = dict(
+            self.tokenizer(
+                list(texts),
+                padding=True,
+                truncation=True,
+                max_length=self.spec.max_seq_length,
+                return_tensors="pt",
+            )
         )
-        return dict(out)
+        if pad_to_multiple_of and self.tokenizer.padding_side == "right":
+            longest = out["input_ids"].shape[1]
+            width = min(-(-longest // pad_to_multiple_of) * pad_to_multiple_of, max(longest, self.spec.max_seq_length))
+            pad_id = self.tokenizer.pad_token_id or 0
+            out = {
+                k: F.pad(v, (0, width - longest), value=pad_id if k == "input_ids" else 0) if v.dim() == 2 else v
+                for k, v in out.items()
+            }
+        return out
 
     def forward(self, features: Mapping[str, Tensor]) -> Tensor:
         """Tokenised batch -> ``[B, H]`` sentence embeddings."""
@@ -217,7 +229,7 @@ class TextEncoder(nn.Module):
 
     # ------------------------------------------------------------------ inference
     def _length_sorted_batches(
-        self, texts: Sequence[str], batch_size: int, *, length_chunk: int = 2048
+        self, texts: Sequence[str], batch_size: int, *, length_chunk: int = 2048, pad_to_multiple_of: int | None = None
     ) -> Iterator[tuple[list[int], dict[str, Tensor]]]:
         """Batches of texts of similar token length, longest first, each padded to its own
         longest. Lengths are measured in chunks and only the lengths are kept: holding
@@ -233,7 +245,7 @@ class TextEncoder(nn.Module):
         order = sorted(range(len(texts)), key=lambda i: -lengths[i])
         for start in range(0, len(order), batch_size):
             idx = order[start : start + batch_size]
-            yield idx, self.tokenize([texts[i] for i in idx])
+            yield idx, self.tokenize([texts[i] for i in idx], pad_to_multiple_of=pad_to_multiple_of)
 
     @torch.inference_mode()
     def encode(
@@ -246,6 +258,7 @@ class TextEncoder(nn.Module):
         show_progress_bar: bool | None = None,
         convert_to_numpy: bool = True,
         device: str | torch.device | None = None,
+        pad_to_multiple_of: int | None = None,
     ) -> np.ndarray | Tensor:
         """Embed ``texts`` in batches of similar length; returns ``[N, H]`` float32 in input order.
 
@@ -266,7 +279,7 @@ class TextEncoder(nn.Module):
         try:
             with autocast_context(dev, precision):
                 for idx, batch in tqdm(
-                    self._length_sorted_batches(texts, batch_size),
+                    self._length_sorted_batches(texts, batch_size, pad_to_multiple_of=pad_to_multiple_of),
                     total=n_batches,
                     desc="encode",
                     disable=not show_progress_bar,

@@ -63,6 +63,8 @@ class MineSettings:
     shard_size: int = 1000
     batch_size: int = 128
     precision: str = "fp32"
+    #: Round each encode batch's width up to a multiple of this many tokens (None: exact).
+    pad_to_multiple_of: int | None = None
     query_prompt: str = ""
     corpus_prompt: str = ""
     cross_encoder: str | None = None
@@ -72,6 +74,8 @@ class MineSettings:
             raise ValueError(f"unknown output format {self.output_format!r}; valid: {', '.join(FORMATS)}")
         if self.shard_size < 1:
             raise ValueError(f"shard_size must be >= 1, got {self.shard_size}")
+        if self.pad_to_multiple_of is not None and self.pad_to_multiple_of < 1:
+            raise ValueError(f"pad_to_multiple_of must be >= 1, got {self.pad_to_multiple_of}")
 
 
 @dataclass
@@ -141,6 +145,8 @@ def run_mining(
     model_fp = model_fingerprint(encoder)
     cache = EmbeddingCache(cache_dir)
     kw: dict[str, Any] = {"batch_size": s.batch_size, "precision": s.precision, "show_progress_bar": show_progress_bar, "model_fp": model_fp}
+    if s.pad_to_multiple_of:
+        kw["encode_kwargs"] = {"pad_to_multiple_of": s.pad_to_multiple_of}
     corpus_emb = l2_normalise(cache.embed(encoder, data.corpus_texts, prompt=s.corpus_prompt, desc="embed corpus", **kw))
     reused = cache.last_stats.get("reused", 0)
     anchor_emb = l2_normalise(cache.embed(encoder, data.anchors, prompt=s.query_prompt, desc="embed anchors", **kw))

@@ -27,6 +27,22 @@ def test_padded_batch_equals_single_sentence(minilm):
     np.testing.assert_allclose(batched[1], alone[0], atol=1e-5)
 
 
+def test_pad_to_multiple_of_pads_with_masked_tokens_only(minilm, stsb_sentences):
+    texts = stsb_sentences[:40]
+    exact = minilm.tokenize(texts[:5])
+    padded = minilm.tokenize(texts[:5], pad_to_multiple_of=32)
+    width = exact["input_ids"].shape[1]
+    assert padded["input_ids"].shape[1] == -(-width // 32) * 32 > width
+    assert torch.equal(padded["input_ids"][:, :width], exact["input_ids"])
+    assert padded["attention_mask"][:, width:].sum() == 0
+    # never past the window: a text of the full window is not padded further
+    window = minilm.tokenize(["word " * 400], pad_to_multiple_of=100)
+    assert window["input_ids"].shape[1] == minilm.max_seq_length == 256
+    np.testing.assert_allclose(
+        minilm.encode(texts, batch_size=8, pad_to_multiple_of=32), minilm.encode(texts, batch_size=8), atol=1e-5
+    )
+
+
 def test_encode_keeps_input_order_and_normalises(minilm, stsb_sentences):
     texts = stsb_sentences[:100]
     emb = minilm.encode(texts, batch_size=16)

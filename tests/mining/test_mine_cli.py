@@ -132,6 +132,9 @@ def test_bad_input_is_one_line_exit_2(tmp_path, capsys):
     assert main(["mine", "-m", "no/such-model", "-d", str(SNLI), "-o", str(tmp_path / "o.jsonl"),
                  "--range-min", "5", "--range-max", "3"]) == 2
     assert "range_max" in capsys.readouterr().err
+    assert main(["mine", "-m", "no/such-model", "-d", str(SNLI), "-o", str(tmp_path / "o.jsonl"),
+                 "--pad-to-multiple-of", "-4"]) == 2
+    assert "pad_to_multiple_of must be >= 1, got -4" in capsys.readouterr().err
 
 
 def test_skipped_bad_rows_are_counted_and_the_rest_mined_as_without_them(pairs, cache_dir, tmp_path, capsys):

@@ -1,0 +1,126 @@
+"""Where the bf16 peak memory of ``contrastlib mine`` goes, and what padding costs.
+
+Cold bf16 mining of SciFact train (the ``bench_mining.py`` job, ``--no-plot``), each case
+its own process, the cases interleaved per repeat:
+
+* ``st-bf16``: sentence-transformers' ``mine_hard_negatives`` under bf16 autocast;
+* ``exact``: ours, every encode batch padded to its own longest text (the default);
+* ``pad16`` / ``pad32``: ours with ``--pad-to-multiple-of 16`` / ``32``;
+* ``mmap-threshold``: ours with ``MALLOC_MMAP_THRESHOLD_=131072`` (glibc serves large
+  blocks from mmap and returns them on free, instead of keeping them in its heap).
+
+Then the speed cost of the padding on short texts: encoding STS-B's train sentences in
+bf16 with each multiple (median of three passes, one process).
+
+    python scripts/bench_mining_memory.py --repeats 2 --out bench_out/mining_memory.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import os
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+import bench_mining as bm
+from _bench_common import in_child
+
+CASES: dict[str, tuple[list[str], dict[str, str]]] = {
+    "exact": ([], {}),
+    "pad16": (["--pad-to-multiple-of", "16"], {}),
+    "pad32": (["--pad-to-multiple-of", "32"], {}),
+    "mmap-threshold": ([], {"MALLOC_MMAP_THRESHOLD_": "131072"}),
+}
+
+
+def short_text_cost(sts: Path, threads: int) -> dict[str, Any]:
+    import torch
+
+    from contrastlib.encoders import TextEncoder
+
+    torch.set_num_threads(threads)
+    with open(sts, newline="") as fh:
+        rows = list(csv.reader(fh, delimiter="\t", quoting=csv.QUOTE_NONE))[1:]
+    texts = sorted({t for r in rows for t in r[:2]})
+    enc = TextEncoder()
+    enc.encode(texts[:256], batch_size=64, precision="bf16")  # warm-up
+    seconds: dict[str, list[float]] = {}
+    for _ in range(3):
+        for mult in (None, 8, 16, 32):
+            start = time.perf_counter()
+            enc.encode(texts, batch_size=64, precision="bf16", pad_to_multiple_of=mult)
+            seconds.setdefault(str(mult or "exact"), []).append(time.perf_counter() - start)
+    med = {k: statistics.median(v) for k, v in seconds.items()}
+    return {"texts": len(texts), "seconds": seconds, "median": med,
+            "slowdown": {k: v / med["exact"] for k, v in med.items()}}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--data", default="../shared/data/retrieval/scifact")
+    ap.add_argument("--sts", default="../shared/data/sts/stsb/train.tsv")
+    ap.add_argument("--batch-size", type=int, default=64)
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--repeats", type=int, default=2)
+    ap.add_argument("--cases", nargs="+", default=["st-bf16", *CASES], choices=["st-bf16", *CASES])
+    ap.add_argument("--no-short-texts", action="store_true", help="skip the short-text timing")
+    ap.add_argument("--max-queries", type=int, default=10**9)
+    ap.add_argument("--max-corpus", type=int, default=10**9)
+    ap.add_argument("--out", default="bench_out/mining_memory.json")
+    args = ap.parse_args()
+    a = vars(args)
+    work = Path(tempfile.mkdtemp(prefix="bench_mining_memory_"))
+    folder = bm.write_slice(a, work / "data")
+    runs: dict[str, list[dict[str, Any]]] = {}
+    for r in range(args.repeats):
+        for name in args.cases:
+            cache, out = str(work / f"cache-{name}-{r}"), str(work / f"{name}-{r}.jsonl")
+            if name == "st-bf16":
+                res = in_child(bm.run_st, a, "bf16", cache, out)
+            else:
+                extra, env = CASES[name]
+                saved = {k: os.environ.get(k) for k in env}
+                os.environ.update(env)  # read by the child's allocator at its start
+                try:
+                    res = in_child(bm.run_ours, a, "auto", cache, out, str(folder), ["--no-plot", *extra])
+                finally:
+                    for k, v in saved.items():
+                        os.environ.pop(k, None) if v is None else os.environ.__setitem__(k, v)
+            runs.setdefault(name, []).append(res)
+            print(name, r, json.dumps(res), file=sys.stderr, flush=True)
+    report: dict[str, Any] = {"batch_size": args.batch_size, "threads": args.threads, "repeats": args.repeats,
+                              "cases": {}}
+    for name, rs in runs.items():
+        report["cases"][name] = {"seconds_median": statistics.median(x["seconds"] for x in rs),
+                                 "peak_rss_mb_median": statistics.median(x["peak_rss_mb"] for x in rs),
+                                 "peak_rss_mb_range": [min(x["peak_rss_mb"] for x in rs), max(x["peak_rss_mb"] for x in rs)],
+                                 "runs": rs}
+    if "exact" in args.cases:
+        exact = bm.triplets(str(work / "exact-0.jsonl"))
+        report["triplets_shared_with_exact"] = {
+            n: len(exact & bm.triplets(str(work / f"{n}-0.jsonl"))) for n in args.cases if n != "exact"}
+        report["triplets_exact"] = len(exact)
+    if Path(args.sts).is_file() and not args.no_short_texts:
+        report["short_texts"] = in_child(_short, str(args.sts), args.threads)
+    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+    Path(args.out).write_text(json.dumps(report, indent=2) + "\n")
+    print(json.dumps({k: {m: v[m] for m in ("seconds_median", "peak_rss_mb_median", "peak_rss_mb_range")}
+                      for k, v in report["cases"].items()}, indent=1))
+    print(json.dumps(report.get("short_texts", {}).get("slowdown")))
+
+
+def _short(sts: str, threads: int, q: Any) -> None:
+    q.put(short_text_cost(Path(sts), threads))
+
+
+if __name__ == "__main__":
+    main()
