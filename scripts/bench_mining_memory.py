@@ -48,9 +48,7 @@ def short_text_cost(sts: Path, threads: int) -> dict[str, Any]:
     from contrastlib.encoders import TextEncoder
 
     torch.set_num_threads(threads)
-    with open(sts, newline="") as fh:
-        rows = list(csv.reader(fh, delimiter="\t", quoting=csv.QUOTE_NONE))[1:]
-    texts = sorted({t for r in rows for t in r[:2]})
+    texts = sts_sentences(sts)
     enc = TextEncoder()
     enc.encode(texts[:256], batch_size=64, precision="bf16")  # warm-up
     seconds: dict[str, list[float]] = {}
@@ -62,6 +60,31 @@ def short_text_cost(sts: Path, threads: int) -> dict[str, Any]:
     med = {k: statistics.median(v) for k, v in seconds.items()}
     return {"texts": len(texts), "seconds": seconds, "median": med,
             "slowdown": {k: v / med["exact"] for k, v in med.items()}}
+
+
+def shard_widths(texts: list[str], batch_size: int, shard_size: int = 2048) -> dict[str, Any]:
+    """Encode widths ``texts`` meet with the cache's shards in input order (cache format 1)
+    and in length order (format 2): distinct widths, and padded tokens per real token.
+    Tokenizer only, deterministic."""
+    from contrastlib.encoders import TextEncoder
+
+    enc = TextEncoder()
+    tokens = [len(x) for x in enc.tokenizer(texts, truncation=True, max_length=enc.max_seq_length)["input_ids"]]
+    by_length = sorted(range(len(texts)), key=lambda j: -len(texts[j]))
+    out: dict[str, Any] = {"texts": len(texts), "real_tokens": sum(tokens), "shard_size": shard_size}
+    for name, order in (("input_order", list(range(len(texts)))), ("length_order", by_length)):
+        widths: list[int] = []
+        for s in range(0, len(order), shard_size):
+            shard = sorted((tokens[j] for j in order[s : s + shard_size]), reverse=True)  # encode's own sort
+            widths += [shard[b] for b in range(0, len(shard), batch_size) for _ in shard[b : b + batch_size]]
+        out[name] = {"distinct_widths": len(set(widths)), "padded_per_real_token": sum(widths) / sum(tokens)}
+    return out
+
+
+def sts_sentences(path: Path) -> list[str]:
+    with open(path, newline="") as fh:
+        rows = list(csv.reader(fh, delimiter="\t", quoting=csv.QUOTE_NONE))[1:]
+    return sorted({t for r in rows for t in r[:2]})
 
 
 def main() -> None:
@@ -81,6 +104,10 @@ def main() -> None:
     work = Path(tempfile.mkdtemp(prefix="bench_mining_memory_"))
     folder = bm.write_slice(a, work / "data")
     runs: dict[str, list[dict[str, Any]]] = {}
+    widths = {"scifact_corpus": shard_widths(bm.load_pairs(a)[3], args.batch_size)}
+    if Path(args.sts).is_file():
+        widths["stsb_sentences"] = shard_widths(sts_sentences(Path(args.sts)), args.batch_size)
+    print("shard widths", json.dumps(widths), file=sys.stderr, flush=True)
     for r in range(args.repeats):
         for name in args.cases:
             cache, out = str(work / f"cache-{name}-{r}"), str(work / f"{name}-{r}.jsonl")
@@ -94,11 +121,14 @@ def main() -> None:
                     res = in_child(bm.run_ours, a, "auto", cache, out, str(folder), ["--no-plot", *extra])
                 finally:
                     for k, v in saved.items():
-                        os.environ.pop(k, None) if v is None else os.environ.__setitem__(k, v)
+                        if v is None:
+                            os.environ.pop(k, None)
+                        else:
+                            os.environ[k] = v
             runs.setdefault(name, []).append(res)
             print(name, r, json.dumps(res), file=sys.stderr, flush=True)
     report: dict[str, Any] = {"batch_size": args.batch_size, "threads": args.threads, "repeats": args.repeats,
-                              "cases": {}}
+                              "shard_widths": widths, "cases": {}}
     for name, rs in runs.items():
         report["cases"][name] = {"seconds_median": statistics.median(x["seconds"] for x in rs),
                                  "peak_rss_mb_median": statistics.median(x["peak_rss_mb"] for x in rs),
@@ -113,9 +143,15 @@ def main() -> None:
         report["short_texts"] = in_child(_short, str(args.sts), args.threads)
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps(report, indent=2) + "\n")
-    print(json.dumps({k: {m: v[m] for m in ("seconds_median", "peak_rss_mb_median", "peak_rss_mb_range")}
-                      for k, v in report["cases"].items()}, indent=1))
-    print(json.dumps(report.get("short_texts", {}).get("slowdown")))
+    print(f"{'case (bf16, cold)':<16} {'wall s':>8} {'peak MB':>8}  range")
+    for name, c in report["cases"].items():
+        lo, hi = c["peak_rss_mb_range"]
+        print(f"{name:<16} {c['seconds_median']:>8.1f} {c['peak_rss_mb_median']:>8.0f}  {lo:.0f}-{hi:.0f}")
+    for name, w in widths.items():
+        print(f"{name}: padded tokens per real token {w['input_order']['padded_per_real_token']:.3f} (input-order "
+              f"shards) / {w['length_order']['padded_per_real_token']:.3f} (length-order)")
+    for mult, x in report.get("short_texts", {}).get("slowdown", {}).items():
+        print(f"short texts, pad to {mult}: {x:.2f}x the exact-width time")
 
 
 def _short(sts: str, threads: int, q: Any) -> None:

@@ -368,6 +368,8 @@ def cmd_mine(args: argparse.Namespace) -> int:
     from contrastlib.mining import MineOptions, MineSettings, read_mining_input
     from contrastlib.mining.output import check_output_path
 
+    if args.pad_to_multiple_of is not None and args.pad_to_multiple_of < 0:
+        raise ContrastlibError(f"--pad-to-multiple-of must be >= 0 (0: exact widths), got {args.pad_to_multiple_of}")
     try:
         options = MineOptions(
             range_min=args.range_min, range_max=args.range_max, num_negatives=args.num_negatives,

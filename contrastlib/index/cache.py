@@ -5,7 +5,8 @@ Embeddings of a list of texts are stored under ``root/<key>/`` where the key is 
 * the model's weights (every parameter and buffer, by name) and its settings (pooling,
   normalisation, max length: a TextEncoder's spec, or the module's repr for other
   encoders),
-* the encoding settings (precision, prompt),
+* the encoding settings (precision, prompt, and any extra encode arguments such as
+  ``pad_to_multiple_of``, which moves bf16 results by rounding),
 * the texts themselves, in order.
 
 Change any of them and the key changes: a stale cache is never read. The texts are
@@ -100,9 +101,10 @@ class EmbeddingCache:
         self.last_stats: dict[str, int] = {}
 
     def key(self, encoder: Any, texts: Sequence[str], *, precision: str = "fp32", prompt: str = "",
-            model_fp: str | None = None) -> str:
+            model_fp: str | None = None, encode_kwargs: dict[str, Any] | None = None) -> str:
         h = hashlib.blake2b(digest_size=16)
-        settings = {"v": FORMAT_VERSION, "precision": precision, "prompt": prompt, "shard_size": self.shard_size}
+        settings = {"v": FORMAT_VERSION, "precision": precision, "prompt": prompt, "shard_size": self.shard_size,
+                    "encode": encode_kwargs or {}}
         h.update((model_fp or model_fingerprint(encoder)).encode())
         h.update(json.dumps(settings, sort_keys=True).encode())
         h.update(texts_fingerprint(texts).encode())
@@ -124,7 +126,8 @@ class EmbeddingCache:
         """``[len(texts), dim]`` float32 embeddings: read from the cache, encoding only
         the shards it does not hold yet."""
         texts = list(texts)
-        key = self.key(encoder, texts, precision=precision, prompt=prompt, model_fp=model_fp)
+        key = self.key(encoder, texts, precision=precision, prompt=prompt, model_fp=model_fp,
+                       encode_kwargs=encode_kwargs)
         folder = self.root / key
         folder.mkdir(parents=True, exist_ok=True)
         manifest_path = folder / "manifest.json"
@@ -138,7 +141,8 @@ class EmbeddingCache:
                 stored = None
             if _valid_manifest(stored, len(texts), self.shard_size):
                 manifest = stored  # (shards not listed in it are encoded again)
-        order = sorted(range(len(texts)), key=lambda j: -len(texts[j]))
+        lengths = np.fromiter(map(len, texts), dtype=np.int64, count=len(texts))
+        order = np.argsort(-lengths, kind="stable")
         shard_rows = [order[i * self.shard_size : (i + 1) * self.shard_size] for i in range(n_shards)]
         parts: list[np.ndarray | None] = [None] * n_shards
         for i in range(n_shards):
@@ -168,10 +172,11 @@ class EmbeddingCache:
                 write_json(manifest_path, manifest)
                 parts[i] = emb
                 bar.update(len(chunk))
-        if not parts:
+        done = [p for p in parts if p is not None]
+        if not done:
             return np.zeros((0, 0), dtype=np.float32)
-        out = np.empty((len(texts), parts[0].shape[1]), dtype=np.float32)  # type: ignore[union-attr]
-        for rows, part in zip(shard_rows, parts, strict=True):
+        out = np.empty((len(texts), done[0].shape[1]), dtype=np.float32)
+        for rows, part in zip(shard_rows, done, strict=True):
             out[rows] = part
         return out
 

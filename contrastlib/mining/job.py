@@ -315,6 +315,7 @@ def summary_dict(report: MineReport, data: MiningInput, s: MineSettings) -> dict
         "rows_written": report.rows,
         "output_format": s.output_format,
         "precision": s.precision,
+        "pad_to_multiple_of": s.pad_to_multiple_of,
         "range_max": report.range_max,
         "options": asdict(s.options),
         "candidates": st.candidates,

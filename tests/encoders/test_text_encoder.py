@@ -38,9 +38,38 @@ def test_pad_to_multiple_of_pads_with_masked_tokens_only(minilm, stsb_sentences)
     # never past the window: a text of the full window is not padded further
     window = minilm.tokenize(["word " * 400], pad_to_multiple_of=100)
     assert window["input_ids"].shape[1] == minilm.max_seq_length == 256
-    np.testing.assert_allclose(
-        minilm.encode(texts, batch_size=8, pad_to_multiple_of=32), minilm.encode(texts, batch_size=8), atol=1e-5
-    )
+    widths: list[int] = []
+    tokenize = minilm.tokenize
+
+    def recording(batch, **kw):
+        out = tokenize(batch, **kw)
+        widths.append(out["input_ids"].shape[1])
+        return out
+
+    minilm.tokenize = recording
+    try:
+        padded_emb = minilm.encode(texts, batch_size=8, pad_to_multiple_of=32)
+    finally:
+        del minilm.tokenize
+    assert len(widths) == 5 and all(w % 32 == 0 for w in widths)
+    np.testing.assert_allclose(padded_emb, minilm.encode(texts, batch_size=8), atol=1e-5)
+    with pytest.raises(ValueError, match="pad_to_multiple_of must be >= 1"):
+        minilm.tokenize(texts[:2], pad_to_multiple_of=-4)
+
+
+def test_pad_to_multiple_of_pads_on_the_left_for_a_left_padding_tokenizer(minilm, stsb_sentences):
+    texts = stsb_sentences[:3]
+    minilm.tokenizer.padding_side = "left"
+    try:
+        exact = minilm.tokenize(texts)
+        padded = minilm.tokenize(texts, pad_to_multiple_of=32)
+        left_emb = minilm.encode(texts, pad_to_multiple_of=32)
+    finally:
+        minilm.tokenizer.padding_side = "right"
+    width = exact["input_ids"].shape[1]
+    assert padded["input_ids"].shape[1] == 32 and torch.equal(padded["input_ids"][:, 32 - width :], exact["input_ids"])
+    assert padded["attention_mask"][:, : 32 - width].sum() == 0
+    np.testing.assert_allclose(left_emb, minilm.encode(texts), atol=1e-5)
 
 
 def test_encode_keeps_input_order_and_normalises(minilm, stsb_sentences):

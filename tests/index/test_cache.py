@@ -25,7 +25,8 @@ class CountingEncoder(nn.Module):
         if self.fail_after is not None and len(self.encoded) >= self.fail_after:
             raise RuntimeError("killed")
         self.encoded += list(texts)
-        x = torch.tensor([[float(b) for b in t.encode()[:8].ljust(8, b"\0")] for t in texts])
+        # the last 8 bytes: distinct for every test text, so a row out of place shows
+        x = torch.tensor([[float(b) for b in t.encode()[-8:].rjust(8, b"\0")] for t in texts])
         with torch.no_grad():
             return self.proj(x).numpy()
 
@@ -65,6 +66,7 @@ def test_key_changes_with_weights_prompt_precision_and_texts(tmp_path):
     base = cache.key(enc, TEXTS)
     assert cache.key(enc, TEXTS, prompt="query: ") != base
     assert cache.key(enc, TEXTS, precision="bf16") != base
+    assert cache.key(enc, TEXTS, encode_kwargs={"pad_to_multiple_of": 16}) != base
     assert cache.key(enc, [*TEXTS[:-1], "other"]) != base
     fp = model_fingerprint(enc)
     with torch.no_grad():

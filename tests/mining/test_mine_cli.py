@@ -121,6 +121,28 @@ def test_shortfall_is_reported_not_padded(pairs, cache_dir, tmp_path, capsys):
     assert s["missing_negatives"] == 121 * 5 - s["negatives_kept"]
 
 
+def test_pad_to_multiple_of_reaches_the_encoder_and_keys_its_own_cache(pairs, cache_dir, tmp_path, capsys,
+                                                                        monkeypatch):
+    """``--pad-to-multiple-of 16``: every batch the encoder sees is a multiple of 16 wide,
+    the summary says so, and the exact-width embeddings already cached are not served."""
+    from contrastlib.encoders.text import TextEncoder
+
+    common = ["-m", "all-MiniLM-L6-v2", "-d", str(pairs), "--cache-dir", str(cache_dir), "--num-negatives", "2"]
+    mine(*common, "-o", str(tmp_path / "exact.jsonl"))  # exact widths cached first
+    widths: list[int] = []
+    tokenize = TextEncoder.tokenize
+
+    def recording(self, texts, **kw):
+        out = tokenize(self, texts, **kw)
+        widths.append(out["input_ids"].shape[1])
+        return out
+
+    monkeypatch.setattr(TextEncoder, "tokenize", recording)
+    s = mine(*common, "-o", str(tmp_path / "pad.jsonl"), "--pad-to-multiple-of", "16", capsys=capsys)
+    assert s["pad_to_multiple_of"] == 16
+    assert widths and all(w % 16 == 0 for w in widths), widths
+
+
 def test_bad_input_is_one_line_exit_2(tmp_path, capsys):
     bad = tmp_path / "bad.tsv"
     bad.write_text("anchor\tpositive\na\tb\nonly one column\n")
@@ -134,7 +156,7 @@ def test_bad_input_is_one_line_exit_2(tmp_path, capsys):
     assert "range_max" in capsys.readouterr().err
     assert main(["mine", "-m", "no/such-model", "-d", str(SNLI), "-o", str(tmp_path / "o.jsonl"),
                  "--pad-to-multiple-of", "-4"]) == 2
-    assert "pad_to_multiple_of must be >= 1, got -4" in capsys.readouterr().err
+    assert "--pad-to-multiple-of must be >= 0 (0: exact widths), got -4" in capsys.readouterr().err
 
 
 def test_skipped_bad_rows_are_counted_and_the_rest_mined_as_without_them(pairs, cache_dir, tmp_path, capsys):
