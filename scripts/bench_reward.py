@@ -19,7 +19,7 @@ killed run resumes):
 * ``ours-finetune``: the encoder fine-tuned with a linear Bradley-Terry head, 1 epoch,
   batch 32, lr 2e-5 (head 1e-3), dropout off (the recipe's, as TRL's ``disable_dropout``
   default), length-sorted groups of 16 rows, precision auto (bf16 on this CPU): TRL's recipe;
-* ``ours-finetune-3ep``: the same for 3 epochs at lr 3e-5, for the accuracy goal;
+* ``ours-finetune-3ep`` / ``ours-finetune-5ep``: the same for 3 / 5 epochs at lr 3e-5, for the accuracy goal;
 * ``trl-fp32``: TRL's RewardTrainer on ``AutoModelForSequenceClassification`` of the same
   model, 1 epoch, batch 32, lr 2e-5, dropout off (its default), gradient clipping at 1.0
   (its default; ours is given the same), fp32 (its default on CPU), the same threads;
@@ -56,7 +56,7 @@ HEADS = {
     "gpm": {"name": "gpm", "rank": 4, "hidden": 256},
     "nca": {"name": "nca", "hidden": 256},
 }
-FINETUNE = {"ours-finetune": (1, 2e-5), "ours-finetune-3ep": (3, 3e-5)}  # epochs, encoder lr
+FINETUNE = {"ours-finetune": (1, 2e-5), "ours-finetune-3ep": (3, 3e-5), "ours-finetune-5ep": (5, 3e-5)}  # epochs, encoder lr
 CASES = ["floor-logreg", *(f"ours-{h}-frozen" for h in HEADS), *FINETUNE, "trl-fp32", "trl-bf16"]
 
 
