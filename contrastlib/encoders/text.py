@@ -20,6 +20,7 @@ from contrastlib.encoders.sbert_format import is_sbert_dir, read_sbert_dir, writ
 from contrastlib.errors import ModelLoadError
 from contrastlib.registry import ENCODERS, POOLINGS
 from contrastlib.utils.io import atomic_dir
+from contrastlib.utils.shapes import padded_width
 
 Precision = Literal["fp32", "bf16", "fp16"]
 
@@ -194,6 +195,8 @@ class TextEncoder(nn.Module):
         """Token ids padded to the longest text. With ``pad_to_multiple_of``, the padding
         goes on (masked, on the tokenizer's padding side) to the next multiple of it, never
         past the window: a run then meets a few widths instead of one per length."""
+        if pad_to_multiple_of is not None and pad_to_multiple_of < 1:
+            raise ValueError(f"pad_to_multiple_of must be >= 1, got {pad_to_multiple_of}")
         out = dict(
             self.tokenizer(
                 list(texts),
@@ -203,11 +206,9 @@ class TextEncoder(nn.Module):
                 return_tensors="pt",
             )
         )
-        if pad_to_multiple_of is not None and pad_to_multiple_of < 1:
-            raise ValueError(f"pad_to_multiple_of must be >= 1, got {pad_to_multiple_of}")
         if pad_to_multiple_of:
-            longest = out["input_ids"].shape[1]  # <= max_seq_length (truncated)
-            extra = min(-(-longest // pad_to_multiple_of) * pad_to_multiple_of, self.spec.max_seq_length) - longest
+            longest = out["input_ids"].shape[1]
+            extra = padded_width(longest, pad_to_multiple_of, self.spec.max_seq_length) - longest
             fill = {"input_ids": self.tokenizer.pad_token_id or 0, "token_type_ids": self.tokenizer.pad_token_type_id}
             side = (extra, 0) if self.tokenizer.padding_side == "left" else (0, extra)
             if extra > 0:
@@ -234,9 +235,10 @@ class TextEncoder(nn.Module):
         self, texts: Sequence[str], batch_size: int, *, length_chunk: int = 2048, pad_to_multiple_of: int | None = None
     ) -> Iterator[tuple[list[int], dict[str, Tensor]]]:
         """Batches of texts of similar token length, longest first, each padded to its own
-        longest (or to a multiple of ``pad_to_multiple_of``). Lengths are measured in chunks and only the lengths are kept: holding
-        every text's tokenisation at once (ids and the tokenizer's per-text objects) cost
-        ~200 MB more peak memory on SciFact's 5,183 abstracts than encoding itself."""
+        longest (or to a multiple of ``pad_to_multiple_of``). Lengths are measured in
+        chunks and only the lengths are kept: holding every text's tokenisation at once
+        (ids and the tokenizer's per-text objects) cost ~200 MB more peak memory on
+        SciFact's 5,183 abstracts than encoding itself."""
         lengths: list[int] = []
         for start in range(0, len(texts), length_chunk):
             out = self.tokenizer(

@@ -38,6 +38,7 @@ from torch import Tensor, nn
 from torch.nn.modules.batchnorm import _BatchNorm
 
 from contrastlib.losses.functional import autocast_off
+from contrastlib.utils.shapes import padded_width
 
 Features = Mapping[str, Tensor]
 Inputs = Features | Tensor
@@ -100,11 +101,7 @@ def split_rows(
     cap = max(full, max_width or 0)
 
     def width(longest: int) -> int:
-        if not right_padded:
-            return full
-        if pad_to_multiple_of:
-            return min(-(-longest // pad_to_multiple_of) * pad_to_multiple_of, cap)
-        return longest
+        return padded_width(longest, pad_to_multiple_of, cap) if right_padded else full
 
     if group_by_length and right_padded:
         order = torch.argsort(mask.sum(dim=1), descending=True, stable=True)
