@@ -12,7 +12,11 @@ its own process, the cases interleaved per repeat:
 Then the speed cost of the padding on short texts: encoding STS-B's train sentences in
 bf16 with each multiple (median of three passes, one process).
 
-    python scripts/bench_mining_memory.py --repeats 2 --out bench_out/mining_memory.json
+    python scripts/bench_mining_memory.py --repeats 2 --out bench_out/mining_memory_input_order_shards.json
+    python scripts/bench_mining_memory.py --repeats 3 --cases st-bf16 exact pad16 --no-short-texts \
+        --out bench_out/mining_memory_sorted_shards.json
+
+(The first was run at ``c27cf16``, before the cache's shards followed the length order.)
 """
 
 from __future__ import annotations
@@ -62,17 +66,16 @@ def short_text_cost(sts: Path, threads: int) -> dict[str, Any]:
             "slowdown": {k: v / med["exact"] for k, v in med.items()}}
 
 
-def shard_widths(texts: list[str], batch_size: int, shard_size: int = 2048) -> dict[str, Any]:
+def shard_widths(enc: Any, texts: list[str], batch_size: int) -> dict[str, Any]:
     """Encode widths ``texts`` meet with the cache's shards in input order (cache format 1)
-    and in length order (format 2): distinct widths, and padded tokens per real token.
-    Tokenizer only, deterministic."""
-    from contrastlib.encoders import TextEncoder
+    and in the cache's length order (format 2): distinct widths, and padded tokens per
+    real token. ``enc``'s tokenizer only, deterministic."""
+    from contrastlib.index.cache import EmbeddingCache, length_order
 
-    enc = TextEncoder()
+    shard_size = EmbeddingCache.__init__.__kwdefaults__["shard_size"]
     tokens = [len(x) for x in enc.tokenizer(texts, truncation=True, max_length=enc.max_seq_length)["input_ids"]]
-    by_length = sorted(range(len(texts)), key=lambda j: -len(texts[j]))
     out: dict[str, Any] = {"texts": len(texts), "real_tokens": sum(tokens), "shard_size": shard_size}
-    for name, order in (("input_order", list(range(len(texts)))), ("length_order", by_length)):
+    for name, order in (("input_order", list(range(len(texts)))), ("length_order", length_order(texts).tolist())):
         widths: list[int] = []
         for s in range(0, len(order), shard_size):
             shard = sorted((tokens[j] for j in order[s : s + shard_size]), reverse=True)  # encode's own sort
@@ -104,9 +107,13 @@ def main() -> None:
     work = Path(tempfile.mkdtemp(prefix="bench_mining_memory_"))
     folder = bm.write_slice(a, work / "data")
     runs: dict[str, list[dict[str, Any]]] = {}
-    widths = {"scifact_corpus": shard_widths(bm.load_pairs(a)[3], args.batch_size)}
+    from contrastlib.encoders import TextEncoder
+
+    enc = TextEncoder()
+    widths = {"scifact_corpus": shard_widths(enc, bm.load_pairs(a)[3], args.batch_size)}
     if Path(args.sts).is_file():
-        widths["stsb_sentences"] = shard_widths(sts_sentences(Path(args.sts)), args.batch_size)
+        widths["stsb_sentences"] = shard_widths(enc, sts_sentences(Path(args.sts)), args.batch_size)
+    del enc  # the cases run in their own processes
     print("shard widths", json.dumps(widths), file=sys.stderr, flush=True)
     for r in range(args.repeats):
         for name in args.cases:
