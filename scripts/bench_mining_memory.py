@@ -7,10 +7,13 @@ its own process, the cases interleaved per repeat:
 * ``exact``: ours, every encode batch padded to its own longest text (the default);
 * ``pad16`` / ``pad32``: ours with ``--pad-to-multiple-of 16`` / ``32``;
 * ``mmap-threshold``: ours with ``MALLOC_MMAP_THRESHOLD_=131072`` (glibc serves large
-  blocks from mmap and returns them on free, instead of keeping them in its heap).
+  blocks from mmap and returns them on free, instead of keeping them in its heap);
+* ``no-heap-trim``: ours with ``CONTRASTLIB_HEAP_TRIM=0``, i.e. without the
+  ``malloc_trim`` the encoder calls between batches (``contrastlib.utils.memory``).
 
-Then the speed cost of the padding on short texts: encoding STS-B's train sentences in
-bf16 with each multiple (median of three passes, one process).
+Then the speed cost of padding and of the heap trim on short texts: encoding STS-B's train
+sentences in bf16 with each multiple, and exact widths without the trim (median of three
+passes, one process).
 
     python scripts/bench_mining_memory.py --repeats 2 --out bench_out/mining_memory_input_order_shards.json
     python scripts/bench_mining_memory.py --repeats 3 --cases st-bf16 exact pad16 --no-short-texts \
@@ -43,6 +46,7 @@ CASES: dict[str, tuple[list[str], dict[str, str]]] = {
     "pad16": (["--pad-to-multiple-of", "16"], {}),
     "pad32": (["--pad-to-multiple-of", "32"], {}),
     "mmap-threshold": ([], {"MALLOC_MMAP_THRESHOLD_": "131072"}),
+    "no-heap-trim": ([], {"CONTRASTLIB_HEAP_TRIM": "0"}),
 }
 
 
@@ -56,11 +60,15 @@ def short_text_cost(sts: Path, threads: int) -> dict[str, Any]:
     enc = TextEncoder()
     enc.encode(texts[:256], batch_size=64, precision="bf16")  # warm-up
     seconds: dict[str, list[float]] = {}
+    modes: list[tuple[str, int | None, str]] = [
+        ("exact", None, "1"), ("exact-no-heap-trim", None, "0"), ("8", 8, "1"), ("16", 16, "1"), ("32", 32, "1")]
     for _ in range(3):
-        for mult in (None, 8, 16, 32):
+        for name, mult, trim in modes:
+            os.environ["CONTRASTLIB_HEAP_TRIM"] = trim  # read by each encode() call
             start = time.perf_counter()
             enc.encode(texts, batch_size=64, precision="bf16", pad_to_multiple_of=mult)
-            seconds.setdefault(str(mult or "exact"), []).append(time.perf_counter() - start)
+            seconds.setdefault(name, []).append(time.perf_counter() - start)
+    os.environ.pop("CONTRASTLIB_HEAP_TRIM")
     med = {k: statistics.median(v) for k, v in seconds.items()}
     return {"texts": len(texts), "seconds": seconds, "median": med,
             "slowdown": {k: v / med["exact"] for k, v in med.items()}}
@@ -158,7 +166,7 @@ def main() -> None:
         print(f"{name}: padded tokens per real token {w['input_order']['padded_per_real_token']:.3f} (input-order "
               f"shards) / {w['length_order']['padded_per_real_token']:.3f} (length-order)")
     for mult, x in report.get("short_texts", {}).get("slowdown", {}).items():
-        print(f"short texts, pad to {mult}: {x:.2f}x the exact-width time")
+        print(f"short texts, {mult if not mult[0].isdigit() else 'pad to ' + mult}: {x:.2f}x the exact-width time")
 
 
 def _short(sts: str, threads: int, q: Any) -> None:

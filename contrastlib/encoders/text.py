@@ -20,6 +20,7 @@ from contrastlib.encoders.sbert_format import is_sbert_dir, read_sbert_dir, writ
 from contrastlib.errors import ModelLoadError
 from contrastlib.registry import ENCODERS, POOLINGS
 from contrastlib.utils.io import atomic_dir
+from contrastlib.utils.memory import HeapTrimmer
 from contrastlib.utils.shapes import padded_width
 
 Precision = Literal["fp32", "bf16", "fp16"]
@@ -284,6 +285,9 @@ class TextEncoder(nn.Module):
         n_batches = math.ceil(len(texts) / batch_size) if texts else 0
         if show_progress_bar is None:
             show_progress_bar = n_batches > 20
+        # On CPU, hand each finished batch's freed activations back to the system (at most
+        # every 0.5 s): otherwise the heap grows with every new width (contrastlib.utils.memory).
+        trimmer = HeapTrimmer() if dev.type == "cpu" else None
         try:
             with autocast_context(dev, precision):
                 for idx, batch in tqdm(
@@ -297,6 +301,9 @@ class TextEncoder(nn.Module):
                     if normalize and not self.spec.normalize:
                         emb = F.normalize(emb, dim=-1)
                     out[idx] = emb.cpu()
+                    del batch, emb
+                    if trimmer is not None:
+                        trimmer.step()
         finally:
             self.train(was_training)
         return out.numpy() if convert_to_numpy else out
