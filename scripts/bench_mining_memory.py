@@ -8,18 +8,26 @@ its own process, the cases interleaved per repeat:
 * ``pad16`` / ``pad32``: ours with ``--pad-to-multiple-of 16`` / ``32``;
 * ``mmap-threshold``: ours with ``MALLOC_MMAP_THRESHOLD_=131072`` (glibc serves large
   blocks from mmap and returns them on free, instead of keeping them in its heap);
-* ``no-heap-trim``: ours with ``CONTRASTLIB_HEAP_TRIM=0``, i.e. without the
-  ``malloc_trim`` the encoder calls between batches (``contrastlib.utils.memory``).
+* ``no-token-budget``: ours with ``--token-budget 0``: every forward holds ``--batch-size``
+  texts, as before the encoder capped a forward at 4,096 tokens on CPU (the default
+  ``exact`` case has the cap);
+* ``st-bf16-batch16``: sentence-transformers at batch 16, the rows our cap gives a batch of
+  256-token texts (it does this for every batch, short ones included).
 
-Then the speed cost of padding and of the heap trim on short texts: encoding STS-B's train
-sentences in bf16 with each multiple, and exact widths without the trim (median of three
-passes, one process).
+Then the speed cost of padding on short texts: encoding STS-B's train sentences in bf16
+with each multiple, and with the token cap off (median of three passes, one process).
+
+(At ``5301f6b`` the ``no-heap-trim`` case measured a ``malloc_trim`` after every encode
+batch, since removed: 1,608 MB against 1,709 MB at 1.10x the time.)
 
     python scripts/bench_mining_memory.py --repeats 2 --out bench_out/mining_memory_input_order_shards.json
     python scripts/bench_mining_memory.py --repeats 3 --cases st-bf16 exact pad16 --no-short-texts \
         --out bench_out/mining_memory_sorted_shards.json
+    python scripts/bench_mining_memory.py --repeats 3 --cases st-bf16 st-bf16-batch16 exact no-token-budget \
+        --out bench_out/mining_memory_token_budget.json
 
-(The first was run at ``c27cf16``, before the cache's shards followed the length order.)
+(The first was run at ``c27cf16``, before the cache's shards followed the length order; the
+second at ``872aac2``, before the encoder capped the tokens of a forward pass.)
 """
 
 from __future__ import annotations
@@ -46,8 +54,9 @@ CASES: dict[str, tuple[list[str], dict[str, str]]] = {
     "pad16": (["--pad-to-multiple-of", "16"], {}),
     "pad32": (["--pad-to-multiple-of", "32"], {}),
     "mmap-threshold": ([], {"MALLOC_MMAP_THRESHOLD_": "131072"}),
-    "no-heap-trim": ([], {"CONTRASTLIB_HEAP_TRIM": "0"}),
+    "no-token-budget": (["--token-budget", "0"], {}),
 }
+ST_CASES = {"st-bf16": None, "st-bf16-batch16": 16}  # sentence-transformers, batch size (None: --batch-size)
 
 
 def short_text_cost(sts: Path, threads: int) -> dict[str, Any]:
@@ -60,15 +69,13 @@ def short_text_cost(sts: Path, threads: int) -> dict[str, Any]:
     enc = TextEncoder()
     enc.encode(texts[:256], batch_size=64, precision="bf16")  # warm-up
     seconds: dict[str, list[float]] = {}
-    modes: list[tuple[str, int | None, str]] = [
-        ("exact", None, "1"), ("exact-no-heap-trim", None, "0"), ("8", 8, "1"), ("16", 16, "1"), ("32", 32, "1")]
+    modes: list[tuple[str, int | None, int | None]] = [  # name, pad_to_multiple_of, token_budget
+        ("exact", None, None), ("exact-no-token-budget", None, 0), ("8", 8, None), ("16", 16, None), ("32", 32, None)]
     for _ in range(3):
-        for name, mult, trim in modes:
-            os.environ["CONTRASTLIB_HEAP_TRIM"] = trim  # read by each encode() call
+        for name, mult, budget in modes:
             start = time.perf_counter()
-            enc.encode(texts, batch_size=64, precision="bf16", pad_to_multiple_of=mult)
+            enc.encode(texts, batch_size=64, precision="bf16", pad_to_multiple_of=mult, token_budget=budget)
             seconds.setdefault(name, []).append(time.perf_counter() - start)
-    os.environ.pop("CONTRASTLIB_HEAP_TRIM")
     med = {k: statistics.median(v) for k, v in seconds.items()}
     return {"texts": len(texts), "seconds": seconds, "median": med,
             "slowdown": {k: v / med["exact"] for k, v in med.items()}}
@@ -105,7 +112,7 @@ def main() -> None:
     ap.add_argument("--batch-size", type=int, default=64)
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--repeats", type=int, default=2)
-    ap.add_argument("--cases", nargs="+", default=["st-bf16", *CASES], choices=["st-bf16", *CASES])
+    ap.add_argument("--cases", nargs="+", default=[*ST_CASES, *CASES], choices=[*ST_CASES, *CASES])
     ap.add_argument("--no-short-texts", action="store_true", help="skip the short-text timing")
     ap.add_argument("--max-queries", type=int, default=10**9)
     ap.add_argument("--max-corpus", type=int, default=10**9)
@@ -126,8 +133,8 @@ def main() -> None:
     for r in range(args.repeats):
         for name in args.cases:
             cache, out = str(work / f"cache-{name}-{r}"), str(work / f"{name}-{r}.jsonl")
-            if name == "st-bf16":
-                res = in_child(bm.run_st, a, "bf16", cache, out)
+            if name in ST_CASES:
+                res = in_child(bm.run_st, {**a, "batch_size": ST_CASES[name] or a["batch_size"]}, "bf16", cache, out)
             else:
                 extra, env = CASES[name]
                 saved = {k: os.environ.get(k) for k in env}
@@ -158,10 +165,10 @@ def main() -> None:
         report["short_texts"] = in_child(_short, str(args.sts), args.threads)
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps(report, indent=2) + "\n")
-    print(f"{'case (bf16, cold)':<16} {'wall s':>8} {'peak MB':>8}  range")
+    print(f"{'case (bf16, cold)':<18} {'wall s':>8} {'peak MB':>8}  range")
     for name, c in report["cases"].items():
         lo, hi = c["peak_rss_mb_range"]
-        print(f"{name:<16} {c['seconds_median']:>8.1f} {c['peak_rss_mb_median']:>8.0f}  {lo:.0f}-{hi:.0f}")
+        print(f"{name:<18} {c['seconds_median']:>8.1f} {c['peak_rss_mb_median']:>8.0f}  {lo:.0f}-{hi:.0f}")
     for name, w in widths.items():
         print(f"{name}: padded tokens per real token {w['input_order']['padded_per_real_token']:.3f} (input-order "
               f"shards) / {w['length_order']['padded_per_real_token']:.3f} (length-order)")

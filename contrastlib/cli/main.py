@@ -370,6 +370,8 @@ def cmd_mine(args: argparse.Namespace) -> int:
 
     if args.pad_to_multiple_of is not None and args.pad_to_multiple_of < 0:
         raise ContrastlibError(f"--pad-to-multiple-of must be >= 0 (0: exact widths), got {args.pad_to_multiple_of}")
+    if args.token_budget is not None and args.token_budget < 0:
+        raise ContrastlibError(f"--token-budget must be >= 0 (0: no cap), got {args.token_budget}")
     try:
         options = MineOptions(
             range_min=args.range_min, range_max=args.range_max, num_negatives=args.num_negatives,
@@ -381,7 +383,7 @@ def cmd_mine(args: argparse.Namespace) -> int:
             options=options, output_format=args.output_format, output_scores=args.output_scores,
             index=_index_spec(args),
             shard_size=args.shard_size, batch_size=args.batch_size, precision=_auto_encode_precision(args.precision),
-            pad_to_multiple_of=args.pad_to_multiple_of or None,
+            pad_to_multiple_of=args.pad_to_multiple_of or None, token_budget=args.token_budget,
             query_prompt=args.query_prompt, corpus_prompt=args.corpus_prompt, cross_encoder=args.cross_encoder,
         )
         out = check_output_path(args.out)
@@ -622,6 +624,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="encoding precision; auto: bf16 on CPUs with AMX / AVX512-BF16 and bf16 GPUs, else fp32")
     p.add_argument("--pad-to-multiple-of", type=int, default=None, metavar="N",
                    help="round each encode batch's width up to a multiple of N tokens (0: exact widths)")
+    p.add_argument("--token-budget", type=int, default=None, metavar="N",
+                   help="at most N tokens (rows x width) per encode forward pass; default 4096 on CPU and no cap "
+                        "on GPU; 0: no cap (--batch-size rows every time)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--no-progress", action="store_true")
     p.add_argument("--no-plot", action="store_true",

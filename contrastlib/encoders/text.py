@@ -3,8 +3,7 @@
 from __future__ import annotations
 
 import contextlib
-import math
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Literal
@@ -20,7 +19,6 @@ from contrastlib.encoders.sbert_format import is_sbert_dir, read_sbert_dir, writ
 from contrastlib.errors import ModelLoadError
 from contrastlib.registry import ENCODERS, POOLINGS
 from contrastlib.utils.io import atomic_dir
-from contrastlib.utils.memory import HeapTrimmer
 from contrastlib.utils.shapes import padded_width
 
 Precision = Literal["fp32", "bf16", "fp16"]
@@ -61,6 +59,12 @@ DROPOUT_ATTRIBUTES = (
     "hidden_dropout_prob", "attention_probs_dropout_prob", "dropout", "attention_dropout",
     "hidden_dropout", "activation_dropout", "dropout_rate",
 )
+
+#: Tokens per forward pass in :meth:`TextEncoder.encode` on CPU (16 texts of 256 tokens).
+#: A batch's activations are allocated anew at every width and glibc keeps the freed ones,
+#: so the peak follows the largest forward: 64 full-window texts peaked ~250 MB above 16,
+#: at the same speed (``docs/benchmarks.md``, "Where the bf16 peak goes").
+CPU_TOKEN_BUDGET = 4096
 
 
 def autocast_context(device: torch.device, precision: Precision) -> contextlib.AbstractContextManager[Any]:
@@ -233,13 +237,16 @@ class TextEncoder(nn.Module):
 
     # ------------------------------------------------------------------ inference
     def _length_sorted_batches(
-        self, texts: Sequence[str], batch_size: int, *, length_chunk: int = 2048, pad_to_multiple_of: int | None = None
-    ) -> Iterator[tuple[list[int], dict[str, Tensor]]]:
-        """Batches of texts of similar token length, longest first, each padded to its own
-        longest (or to a multiple of ``pad_to_multiple_of``). Lengths are measured in
-        chunks and only the lengths are kept: holding every text's tokenisation at once
-        (ids and the tokenizer's per-text objects) cost ~200 MB more peak memory on
-        SciFact's 5,183 abstracts than encoding itself."""
+        self, texts: Sequence[str], batch_size: int, *, length_chunk: int = 2048, pad_to_multiple_of: int | None = None,
+        token_budget: int | None = None,
+    ) -> list[list[int]]:
+        """Row indices of batches of texts of similar token length, longest first. A batch
+        holds ``batch_size`` texts, or fewer where its padded width (its first, longest
+        text, rounded up to ``pad_to_multiple_of``) times its rows would pass
+        ``token_budget`` tokens; never fewer than one. Lengths are measured in chunks and
+        only the lengths are kept: holding every text's tokenisation at once (ids and the
+        tokenizer's per-text objects) cost ~200 MB more peak memory on SciFact's 5,183
+        abstracts than encoding itself."""
         lengths: list[int] = []
         for start in range(0, len(texts), length_chunk):
             out = self.tokenizer(
@@ -248,9 +255,16 @@ class TextEncoder(nn.Module):
             )
             lengths += [int(n) for n in out["length"]]
         order = sorted(range(len(texts)), key=lambda i: -lengths[i])
-        for start in range(0, len(order), batch_size):
-            idx = order[start : start + batch_size]
-            yield idx, self.tokenize([texts[i] for i in idx], pad_to_multiple_of=pad_to_multiple_of)
+        batches: list[list[int]] = []
+        start = 0
+        while start < len(order):
+            rows = batch_size
+            if token_budget:
+                width = padded_width(lengths[order[start]], pad_to_multiple_of, self.spec.max_seq_length)
+                rows = max(1, min(batch_size, token_budget // max(width, 1)))
+            batches.append(order[start : start + rows])
+            start += rows
+        return batches
 
     @torch.inference_mode()
     def encode(
@@ -264,6 +278,7 @@ class TextEncoder(nn.Module):
         convert_to_numpy: bool = True,
         device: str | torch.device | None = None,
         pad_to_multiple_of: int | None = None,
+        token_budget: int | None = None,
     ) -> np.ndarray | Tensor:
         """Embed ``texts`` in batches of similar length; returns ``[N, H]`` float32 in input order.
 
@@ -273,6 +288,13 @@ class TextEncoder(nn.Module):
         fewer distinct widths, at the cost of the extra padding (1.24x time at 16 on STS-B
         sentences, ``docs/benchmarks.md``). The embeddings are the same up to rounding,
         which in bf16 reorders near-ties.
+
+        ``token_budget`` caps a forward pass at that many tokens (rows x padded width): a
+        batch of long texts is cut into fewer rows, short texts still go ``batch_size`` at a
+        time. ``None`` means :data:`CPU_TOKEN_BUDGET` on CPU and no cap elsewhere; ``0``
+        means no cap. On this 2-core CPU, 1,024 SciFact abstracts of 256 tokens encoded in
+        bf16 with the same embeddings, peaking 230-290 MB lower and no slower at 16 rows per
+        forward than at 64 (``docs/benchmarks.md``).
         """
         if isinstance(texts, str):
             raise TypeError("encode() takes a list of texts, not a single string")
@@ -281,29 +303,25 @@ class TextEncoder(nn.Module):
         was_training = self.training
         self.eval()
         dev = self.device
+        if token_budget is not None and token_budget < 0:
+            raise ValueError(f"token_budget must be >= 0 (0: no cap), got {token_budget}")
+        if token_budget is None:
+            token_budget = CPU_TOKEN_BUDGET if dev.type == "cpu" else 0
         out = torch.empty(len(texts), self.dim, dtype=torch.float32)
-        n_batches = math.ceil(len(texts) / batch_size) if texts else 0
+        batches = self._length_sorted_batches(
+            texts, batch_size, pad_to_multiple_of=pad_to_multiple_of, token_budget=token_budget
+        )
         if show_progress_bar is None:
-            show_progress_bar = n_batches > 20
-        # On CPU, hand each finished batch's freed activations back to the system (at most
-        # every 0.5 s): otherwise the heap grows with every new width (contrastlib.utils.memory).
-        trimmer = HeapTrimmer() if dev.type == "cpu" else None
+            show_progress_bar = len(batches) > 20
         try:
             with autocast_context(dev, precision):
-                for idx, batch in tqdm(
-                    self._length_sorted_batches(texts, batch_size, pad_to_multiple_of=pad_to_multiple_of),
-                    total=n_batches,
-                    desc="encode",
-                    disable=not show_progress_bar,
-                ):
-                    batch = {k: v.to(dev) for k, v in batch.items()}
+                for idx in tqdm(batches, desc="encode", disable=not show_progress_bar):
+                    tokens = self.tokenize([texts[i] for i in idx], pad_to_multiple_of=pad_to_multiple_of)
+                    batch = {k: v.to(dev) for k, v in tokens.items()}
                     emb = self(batch).float()
                     if normalize and not self.spec.normalize:
                         emb = F.normalize(emb, dim=-1)
                     out[idx] = emb.cpu()
-                    del batch, emb
-                    if trimmer is not None:
-                        trimmer.step()
         finally:
             self.train(was_training)
         return out.numpy() if convert_to_numpy else out

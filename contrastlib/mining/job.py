@@ -65,6 +65,9 @@ class MineSettings:
     precision: str = "fp32"
     #: Round each encode batch's width up to a multiple of this many tokens (None: exact).
     pad_to_multiple_of: int | None = None
+    #: Tokens per encode forward pass (None: the encoder's default, 4,096 on CPU and no cap
+    #: elsewhere; 0: no cap). See ``TextEncoder.encode``.
+    token_budget: int | None = None
     query_prompt: str = ""
     corpus_prompt: str = ""
     cross_encoder: str | None = None
@@ -76,6 +79,8 @@ class MineSettings:
             raise ValueError(f"shard_size must be >= 1, got {self.shard_size}")
         if self.pad_to_multiple_of is not None and self.pad_to_multiple_of < 1:
             raise ValueError(f"pad_to_multiple_of must be >= 1, got {self.pad_to_multiple_of}")
+        if self.token_budget is not None and self.token_budget < 0:
+            raise ValueError(f"token_budget must be >= 0 (0: no cap), got {self.token_budget}")
 
 
 @dataclass
@@ -145,8 +150,9 @@ def run_mining(
     model_fp = model_fingerprint(encoder)
     cache = EmbeddingCache(cache_dir)
     kw: dict[str, Any] = {"batch_size": s.batch_size, "precision": s.precision, "show_progress_bar": show_progress_bar, "model_fp": model_fp}
-    if s.pad_to_multiple_of:
-        kw["encode_kwargs"] = {"pad_to_multiple_of": s.pad_to_multiple_of}
+    encode_kwargs = {"pad_to_multiple_of": s.pad_to_multiple_of, "token_budget": s.token_budget}
+    if any(v is not None for v in encode_kwargs.values()):  # part of the cache key
+        kw["encode_kwargs"] = {k: v for k, v in encode_kwargs.items() if v is not None}
     corpus_emb = l2_normalise(cache.embed(encoder, data.corpus_texts, prompt=s.corpus_prompt, desc="embed corpus", **kw))
     reused = cache.last_stats.get("reused", 0)
     anchor_emb = l2_normalise(cache.embed(encoder, data.anchors, prompt=s.query_prompt, desc="embed anchors", **kw))
@@ -316,6 +322,7 @@ def summary_dict(report: MineReport, data: MiningInput, s: MineSettings) -> dict
         "output_format": s.output_format,
         "precision": s.precision,
         "pad_to_multiple_of": s.pad_to_multiple_of,
+        "token_budget": s.token_budget,
         "range_max": report.range_max,
         "options": asdict(s.options),
         "candidates": st.candidates,

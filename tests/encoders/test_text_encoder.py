@@ -57,6 +57,44 @@ def test_pad_to_multiple_of_pads_with_masked_tokens_only(minilm, stsb_sentences)
         minilm.tokenize(texts[:2], pad_to_multiple_of=-4)
 
 
+def test_token_budget_cuts_long_batches_only_and_keeps_embeddings(minilm, stsb_sentences):
+    """Rows x width of every forward stays within the budget (one row may exceed it), short
+    texts still go ``batch_size`` at a time, and the embeddings are those of uncapped batches.
+    On CPU the default is ``CPU_TOKEN_BUDGET``; 0 means no cap."""
+    from contrastlib.encoders.text import CPU_TOKEN_BUDGET
+
+    long = ["word " * n for n in (300, 250, 200, 120, 90, 60)]  # 256-token window: 256, 252, ...
+    texts = [*stsb_sentences[:10], *long]
+    shapes: list[tuple[int, int]] = []
+    tokenize = minilm.tokenize
+
+    def recording(batch, **kw):
+        out = tokenize(batch, **kw)
+        shapes.append(tuple(out["input_ids"].shape))
+        return out
+
+    minilm.tokenize = recording
+    try:
+        capped = minilm.encode(texts, batch_size=8, token_budget=512)
+        capped_shapes, shapes[:] = list(shapes), []
+        uncapped = minilm.encode(texts, batch_size=8, token_budget=0)
+        uncapped_shapes, shapes[:] = list(shapes), []
+        minilm.encode(texts, batch_size=64)
+        default_shapes = list(shapes)
+    finally:
+        del minilm.tokenize
+    assert [r for r, _ in uncapped_shapes] == [8, 8]
+    # longest first: (256, 252), (202, 122), (92, 62 and 3 sentences: 512 // 92 = 5), 7 sentences
+    assert [r for r, _ in capped_shapes] == [2, 2, 5, 7]
+    assert [w for _, w in capped_shapes][:3] == [256, 202, 92]
+    assert all(r * w <= 512 for r, w in capped_shapes)
+    assert sum(r for r, _ in capped_shapes) == len(texts)
+    assert all(r * w <= CPU_TOKEN_BUDGET for r, w in default_shapes) and default_shapes[0][0] == 16
+    np.testing.assert_allclose(capped, uncapped, atol=1e-5)
+    with pytest.raises(ValueError, match="token_budget must be >= 0"):
+        minilm.encode(texts[:2], token_budget=-1)
+
+
 def test_pad_to_multiple_of_pads_on_the_left_for_a_left_padding_tokenizer(minilm, stsb_sentences):
     texts = stsb_sentences[:3]
     minilm.tokenizer.padding_side = "left"

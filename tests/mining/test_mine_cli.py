@@ -143,6 +143,27 @@ def test_pad_to_multiple_of_reaches_the_encoder_and_keys_its_own_cache(pairs, ca
     assert widths and all(w % 16 == 0 for w in widths), widths
 
 
+def test_token_budget_reaches_the_encoder(pairs, cache_dir, tmp_path, capsys, monkeypatch):
+    """``--token-budget 256``: no encode forward holds more than 256 tokens (rows x width)
+    unless it is one text; the summary records it."""
+    from contrastlib.encoders.text import TextEncoder
+
+    shapes: list[tuple[int, int]] = []
+    tokenize = TextEncoder.tokenize
+
+    def recording(self, texts, **kw):
+        out = tokenize(self, texts, **kw)
+        shapes.append(tuple(out["input_ids"].shape))
+        return out
+
+    monkeypatch.setattr(TextEncoder, "tokenize", recording)
+    s = mine("-m", "all-MiniLM-L6-v2", "-d", str(pairs), "--cache-dir", str(cache_dir), "--num-negatives", "2",
+             "-o", str(tmp_path / "budget.jsonl"), "--token-budget", "256", capsys=capsys)
+    assert s["token_budget"] == 256
+    assert shapes and all(r * w <= 256 or r == 1 for r, w in shapes), shapes
+    assert max(r for r, _ in shapes) > 1  # short texts still share a forward
+
+
 def test_bad_input_is_one_line_exit_2(tmp_path, capsys):
     bad = tmp_path / "bad.tsv"
     bad.write_text("anchor\tpositive\na\tb\nonly one column\n")
@@ -157,6 +178,10 @@ def test_bad_input_is_one_line_exit_2(tmp_path, capsys):
     assert main(["mine", "-m", "no/such-model", "-d", str(SNLI), "-o", str(tmp_path / "o.jsonl"),
                  "--pad-to-multiple-of", "-4"]) == 2
     assert "--pad-to-multiple-of must be >= 0 (0: exact widths), got -4" in capsys.readouterr().err
+    assert main(["mine", "-m", "no/such-model", "-d", str(SNLI), "-o", str(tmp_path / "o.jsonl"),
+                 "--token-budget", "-1"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "--token-budget must be >= 0 (0: no cap), got -1" in err
 
 
 def test_skipped_bad_rows_are_counted_and_the_rest_mined_as_without_them(pairs, cache_dir, tmp_path, capsys):
