@@ -20,6 +20,11 @@ killed run resumes):
   batch 32, lr 2e-5 (head 1e-3), dropout off (the recipe's, as TRL's ``disable_dropout``
   default), length-sorted groups of 16 rows, precision auto (bf16 on this CPU): TRL's recipe;
 * ``ours-finetune-3ep`` / ``ours-finetune-5ep``: the same for 3 / 5 epochs at lr 3e-5, for the accuracy goal;
+* ``ours-finetune-3ep-aux``: 3 epochs with the auxiliary contrastive loss (``method.aux_weight=0.1``:
+  InfoNCE of each prompt against its chosen reply, the batch's other replies and its own
+  rejected one as negatives);
+* ``ours-finetune-3ep-512``: 3 epochs with a 512-token window (MiniLM's position table is
+  512 long; the model card's 256 is its training length), so more of each dialogue fits;
 * ``trl-fp32``: TRL's RewardTrainer on ``AutoModelForSequenceClassification`` of the same
   model, 1 epoch, batch 32, lr 2e-5, dropout off (its default), gradient clipping at 1.0
   (its default; ours is given the same), fp32 (its default on CPU), the same threads;
@@ -56,7 +61,13 @@ HEADS = {
     "gpm": {"name": "gpm", "rank": 4, "hidden": 256},
     "nca": {"name": "nca", "hidden": 256},
 }
-FINETUNE = {"ours-finetune": (1, 2e-5), "ours-finetune-3ep": (3, 3e-5), "ours-finetune-5ep": (5, 3e-5)}  # epochs, encoder lr
+FINETUNE: dict[str, tuple[int, float, list[str]]] = {  # epochs, encoder lr, further overrides
+    "ours-finetune": (1, 2e-5, []),
+    "ours-finetune-3ep": (3, 3e-5, []),
+    "ours-finetune-5ep": (5, 3e-5, []),
+    "ours-finetune-3ep-aux": (3, 3e-5, ["method.aux_weight=0.1"]),
+    "ours-finetune-3ep-512": (3, 3e-5, ["model.max_seq_length=512"]),
+}
 CASES = ["floor-logreg", *(f"ours-{h}-frozen" for h in HEADS), *FINETUNE, "trl-fp32", "trl-bf16"]
 
 
@@ -131,7 +142,7 @@ def floor_case(work: str, cache: str) -> dict[str, Any]:
 
 
 def ours_case(work: str, cache: str, head: str | None, runs: str, epochs: int = 1, lr: float = 2e-5,
-              name: str = "finetune") -> dict[str, Any]:
+              name: str = "finetune", extra: list[str] | None = None) -> dict[str, Any]:
     import torch
 
     from contrastlib.config import load_config
@@ -151,7 +162,8 @@ def ours_case(work: str, cache: str, head: str | None, runs: str, epochs: int = 
     else:
         overrides += ["method.frozen=false", f"trainer.max_epochs={epochs}", "data.batch_size=32", f"optim.lr={lr}",
                       "method.head_lr=1e-3", "optim.warmup_ratio=0.1",
-                      "trainer.gradient_clip_val=1.0"]  # TRL's max_grad_norm default
+                      "trainer.gradient_clip_val=1.0",  # TRL's max_grad_norm default
+                      *(extra or [])]
     cfg = load_config("reward-hh", overrides)
     if frozen:
         cfg.method["head"] = HEADS[head]
@@ -245,8 +257,9 @@ def main() -> None:
         elif case.startswith("trl-"):
             r = in_child(run_case, "trl_case", str(work), str(work / "trl"), case == "trl-bf16")
         elif case in FINETUNE:
-            epochs, lr = FINETUNE[case]
-            r = in_child(run_case, "ours_case", str(work), cache, None, runs, epochs, lr, case.removeprefix("ours-"))
+            epochs, lr, extra = FINETUNE[case]
+            r = in_child(run_case, "ours_case", str(work), cache, None, runs, epochs, lr, case.removeprefix("ours-"),
+                         extra)
         else:
             r = in_child(run_case, "ours_case", str(work), cache, case.split("-", 1)[1].rsplit("-", 1)[0], runs)
         results[case] = r
