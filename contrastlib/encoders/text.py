@@ -293,7 +293,7 @@ class TextEncoder(nn.Module):
         batch of long texts is cut into fewer rows, short texts still go ``batch_size`` at a
         time. ``None`` means :data:`CPU_TOKEN_BUDGET` on CPU and no cap elsewhere; ``0``
         means no cap. On this 2-core CPU, 1,024 SciFact abstracts of 256 tokens encoded in
-        bf16 with the same embeddings, peaking 230-290 MB lower and no slower at 16 rows per
+        bf16 with the same embeddings, peaking 215-290 MB lower and no slower at 16 rows per
         forward than at 64 (``docs/benchmarks.md``).
         """
         if isinstance(texts, str):
