@@ -19,7 +19,7 @@ from contrastlib.encoders.sbert_format import is_sbert_dir, read_sbert_dir, writ
 from contrastlib.errors import ModelLoadError
 from contrastlib.registry import ENCODERS, POOLINGS
 from contrastlib.utils.io import atomic_dir
-from contrastlib.utils.shapes import padded_width
+from contrastlib.utils.shapes import padded_width, row_chunks
 
 Precision = Literal["fp32", "bf16", "fp16"]
 
@@ -255,16 +255,11 @@ class TextEncoder(nn.Module):
             )
             lengths += [int(n) for n in out["length"]]
         order = sorted(range(len(texts)), key=lambda i: -lengths[i])
-        batches: list[list[int]] = []
-        start = 0
-        while start < len(order):
-            rows = batch_size
-            if token_budget:
-                width = padded_width(lengths[order[start]], pad_to_multiple_of, self.spec.max_seq_length)
-                rows = max(1, min(batch_size, token_budget // max(width, 1)))
-            batches.append(order[start : start + rows])
-            start += rows
-        return batches
+        def width(longest: int) -> int:
+            return padded_width(longest, pad_to_multiple_of, self.spec.max_seq_length)
+
+        bounds = row_chunks([lengths[i] for i in order], batch_size, token_budget or None, width)
+        return [order[s:e] for s, e in bounds]
 
     @torch.inference_mode()
     def encode(

@@ -38,7 +38,7 @@ from torch import Tensor, nn
 from torch.nn.modules.batchnorm import _BatchNorm
 
 from contrastlib.losses.functional import autocast_off
-from contrastlib.utils.shapes import padded_width
+from contrastlib.utils.shapes import padded_width, row_chunks
 
 Features = Mapping[str, Tensor]
 Inputs = Features | Tensor
@@ -109,20 +109,8 @@ def split_rows(
         mask = inputs["attention_mask"]
     else:
         order = torch.arange(n)
-    lengths = mask.sum(dim=1).tolist()
-    bounds: list[tuple[int, int]] = []
-    start = 0
-    while start < n:
-        end = start + 1
-        longest = lengths[start]
-        while end < n and (chunk_size is None or end - start < chunk_size):
-            longest_next = max(longest, lengths[end])
-            if token_budget is not None and (end - start + 1) * width(int(longest_next)) > token_budget:
-                break
-            longest = longest_next
-            end += 1
-        bounds.append((start, end))
-        start = end
+    lengths = [int(x) for x in mask.sum(dim=1).tolist()]
+    bounds = row_chunks(lengths, chunk_size, token_budget, width)
     if len(bounds) == 1:  # one chunk: grouping saves nothing; the rows in their order
         w = width(int(max(lengths)))
         return [(torch.arange(n), {k: _fit_width(v, w) for k, v in original.items()})]
