@@ -36,6 +36,7 @@ from typing import Any
 
 from contrastlib.data.readers import BadRows, read_records
 from contrastlib.errors import DataError
+from contrastlib.utils.marks import POOL_MARK, strip_pool_mark
 
 FORMATS = ("auto", "hh", "pairs", "user_pairs", "lists", "unpaired")
 
@@ -391,9 +392,12 @@ class WindowPolicy:
     Args:
         tokenizer: a Hugging Face fast tokenizer (offsets are needed).
         window: the encoder's ``max_seq_length`` (special tokens included).
+        mark_reply: put the pool mark (:mod:`contrastlib.utils.marks`) at the reply's
+            first character, so the embedding pools the reply's tokens only (the whole
+            text when the reply itself was cut).
     """
 
-    def __init__(self, tokenizer: Any, window: int, policy: str = "keep_final") -> None:
+    def __init__(self, tokenizer: Any, window: int, policy: str = "keep_final", *, mark_reply: bool = False) -> None:
         if policy not in WINDOW_POLICIES:
             raise ValueError(f"window policy must be one of {', '.join(WINDOW_POLICIES)}, got {policy!r}")
         self.tokenizer = tokenizer
@@ -401,6 +405,7 @@ class WindowPolicy:
         if self.budget < 1:
             raise ValueError(f"a window of {window} tokens leaves no room for text")
         self.policy = policy
+        self.mark_reply = mark_reply
         self.report = WindowReport(policy, window)
 
     def _count(self, text: str) -> int:
@@ -408,6 +413,14 @@ class WindowPolicy:
 
     def fit(self, prompt: str, response: str, *, where: str = "") -> str | None:
         """The text to embed, or None (``drop``)."""
+        prompt, response = strip_pool_mark(prompt), strip_pool_mark(response)
+        text = self._fit(prompt, response, where)
+        if text is None or not self.mark_reply:
+            return text
+        start = len(text) - len(response) if text.endswith(response) else 0  # the reply cut: all of it
+        return text[:start] + POOL_MARK + text[start:]
+
+    def _fit(self, prompt: str, response: str, where: str) -> str | None:
         text = join(prompt, response)
         self.report.texts += 1
         enc = self.tokenizer(text, add_special_tokens=False, return_offsets_mapping=True, verbose=False)

@@ -19,6 +19,7 @@ from contrastlib.encoders.sbert_format import is_sbert_dir, read_sbert_dir, writ
 from contrastlib.errors import ModelLoadError
 from contrastlib.registry import ENCODERS, POOLINGS
 from contrastlib.utils.io import atomic_dir
+from contrastlib.utils.marks import split_pool_mark, strip_pool_mark
 from contrastlib.utils.shapes import padded_width, row_chunks
 
 Precision = Literal["fp32", "bf16", "fp16"]
@@ -72,6 +73,51 @@ def autocast_context(device: torch.device, precision: Precision) -> contextlib.A
         return contextlib.nullcontext()
     dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}[precision]
     return torch.autocast(device_type=device.type, dtype=dtype)
+
+
+def tokenize_texts(
+    tokenizer: Any, texts: Sequence[str], max_length: int, *, pad_to_multiple_of: int | None = None
+) -> dict[str, Tensor]:
+    """Token ids padded to the longest text, truncated to ``max_length``.
+
+    With ``pad_to_multiple_of``, the padding goes on (masked, on the tokenizer's padding
+    side) to the next multiple of it, never past the window: a run then meets a few
+    widths instead of one per length.
+
+    Texts carrying the pool mark (:mod:`contrastlib.utils.marks`) are tokenised without
+    it, and the batch gets a ``pool_mask``: for those rows the real tokens from the mark
+    on, for the others (and a row whose marked part was truncated away) the attention
+    mask. The encoder pools with it. A plain batch has no ``pool_mask``.
+    """
+    if pad_to_multiple_of is not None and pad_to_multiple_of < 1:
+        raise ValueError(f"pad_to_multiple_of must be >= 1, got {pad_to_multiple_of}")
+    split = [split_pool_mark(t) for t in texts]
+    marked = any(start is not None for _, start in split)
+    out = dict(
+        tokenizer(
+            [text for text, _ in split],
+            padding=True,
+            truncation=True,
+            max_length=max_length,
+            return_tensors="pt",
+            return_offsets_mapping=marked,
+        )
+    )
+    if marked:
+        offsets = out.pop("offset_mapping")  # [B, T, 2] characters; special and padding tokens (0, 0)
+        mask = out["attention_mask"]
+        start = torch.tensor([-1 if s is None else s for _, s in split])[:, None]  # [B, 1]
+        after = (offsets[..., 1] > offsets[..., 0]) & (offsets[..., 0] >= start) & mask.bool()
+        whole = (start < 0) | ~after.any(dim=1, keepdim=True)
+        out["pool_mask"] = torch.where(whole, mask, after.to(mask.dtype))
+    if pad_to_multiple_of:
+        longest = out["input_ids"].shape[1]
+        extra = padded_width(longest, pad_to_multiple_of, max_length) - longest
+        fill = {"input_ids": tokenizer.pad_token_id or 0, "token_type_ids": tokenizer.pad_token_type_id}
+        side = (extra, 0) if tokenizer.padding_side == "left" else (0, extra)
+        if extra > 0:
+            out = {k: F.pad(v, side, value=fill.get(k, 0)) if v.dim() == 2 else v for k, v in out.items()}
+    return out
 
 
 @ENCODERS.register("text", summary="Hugging Face transformer + masked pooling (+ L2 normalisation)")
@@ -197,28 +243,8 @@ class TextEncoder(nn.Module):
 
     # ------------------------------------------------------------------ forward
     def tokenize(self, texts: Sequence[str], *, pad_to_multiple_of: int | None = None) -> dict[str, Tensor]:
-        """Token ids padded to the longest text. With ``pad_to_multiple_of``, the padding
-        goes on (masked, on the tokenizer's padding side) to the next multiple of it, never
-        past the window: a run then meets a few widths instead of one per length."""
-        if pad_to_multiple_of is not None and pad_to_multiple_of < 1:
-            raise ValueError(f"pad_to_multiple_of must be >= 1, got {pad_to_multiple_of}")
-        out = dict(
-            self.tokenizer(
-                list(texts),
-                padding=True,
-                truncation=True,
-                max_length=self.spec.max_seq_length,
-                return_tensors="pt",
-            )
-        )
-        if pad_to_multiple_of:
-            longest = out["input_ids"].shape[1]
-            extra = padded_width(longest, pad_to_multiple_of, self.spec.max_seq_length) - longest
-            fill = {"input_ids": self.tokenizer.pad_token_id or 0, "token_type_ids": self.tokenizer.pad_token_type_id}
-            side = (extra, 0) if self.tokenizer.padding_side == "left" else (0, extra)
-            if extra > 0:
-                out = {k: F.pad(v, side, value=fill.get(k, 0)) if v.dim() == 2 else v for k, v in out.items()}
-        return out
+        """Token ids padded to the longest text (see :func:`tokenize_texts`)."""
+        return tokenize_texts(self.tokenizer, texts, self.spec.max_seq_length, pad_to_multiple_of=pad_to_multiple_of)
 
     def forward(self, features: Mapping[str, Tensor]) -> Tensor:
         """Tokenised batch -> ``[B, H]`` sentence embeddings."""
@@ -230,7 +256,8 @@ class TextEncoder(nn.Module):
             # 0..n-1 on every real token. No host sync: not gated on inspecting the mask.
             inputs["position_ids"] = (mask.long().cumsum(dim=1) - 1).clamp_min(0)
         hidden = self.model(**inputs).last_hidden_state  # [B, T, H]
-        emb = pool(self.spec.pooling, hidden, mask)  # [B, H]
+        # texts with a pool mark pool only the tokens after it (tokenize_texts)
+        emb = pool(self.spec.pooling, hidden, features.get("pool_mask", mask))  # [B, H]
         if self.spec.normalize:
             emb = F.normalize(emb.float(), dim=-1)
         return emb
@@ -250,7 +277,7 @@ class TextEncoder(nn.Module):
         lengths: list[int] = []
         for start in range(0, len(texts), length_chunk):
             out = self.tokenizer(
-                list(texts[start : start + length_chunk]), truncation=True, max_length=self.spec.max_seq_length,
+                [strip_pool_mark(t) for t in texts[start : start + length_chunk]], truncation=True, max_length=self.spec.max_seq_length,
                 padding=False, return_attention_mask=False, return_token_type_ids=False, return_length=True,
             )
             lengths += [int(n) for n in out["length"]]

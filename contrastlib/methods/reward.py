@@ -46,6 +46,7 @@ from contrastlib.data.preference import (
     split_by_prompt,
 )
 from contrastlib.data.readers import BadRows
+from contrastlib.encoders.text import tokenize_texts
 from contrastlib.errors import ConfigError, ModelLoadError
 from contrastlib.heads.base import Preferences, RewardHead
 from contrastlib.methods.base import ContrastiveModule, TrainData
@@ -81,6 +82,14 @@ class RewardConfig:
     #: Learning rate of the head when the encoder is fine-tuned (null: ``optim.lr``): a
     #: fresh head learns at rates that would wreck a pretrained encoder.
     head_lr: float | None = None
+    #: What the embedding pools: ``text`` (every token of context + reply) or ``reply``
+    #: (the encoder reads the whole text, and only the final reply's tokens are pooled:
+    #: the context, shared by the responses compared, no longer dilutes their difference).
+    pool: str = "text"
+
+
+#: Values of ``method.pool``.
+POOLS = ("text", "reply")
 
 
 # ---------------------------------------------------------------------------- heads
@@ -295,6 +304,8 @@ class RewardModel(nn.Module):
         users: user names in the order of the head's per-user parameters.
         window_policy: how texts are fitted to the encoder's window.
         mean, std: reward normalisation statistics (from held-out data).
+        pool: ``text`` or ``reply`` (``method.pool``): fitted texts carry the pool mark at
+            the reply's start, and the encoder pools from it.
         lookup: precomputed embeddings by text (the frozen method's table).
         memo: a dict that keeps every embedding computed, for an encoder that does not
             change (the frozen method's evaluations before and after training).
@@ -302,7 +313,7 @@ class RewardModel(nn.Module):
 
     def __init__(
         self, encoder: Any, head: RewardHead, *, users: Sequence[str] = (), window_policy: str = "keep_final",
-        mean: float = 0.0, std: float = 1.0, precision: str = "fp32", batch_size: int = 128,
+        mean: float = 0.0, std: float = 1.0, pool: str = "text", precision: str = "fp32", batch_size: int = 128,
         lookup: tuple[dict[str, int], Tensor] | None = None, memo: dict[str, Tensor] | None = None,
     ) -> None:
         super().__init__()
@@ -310,6 +321,7 @@ class RewardModel(nn.Module):
         self.users = list(users)
         self.window_policy = window_policy
         self.mean, self.std = mean, std
+        self.pool = pool
         self.precision, self.batch_size = precision, batch_size
         self.lookup, self.memo = lookup, memo
 
@@ -318,7 +330,8 @@ class RewardModel(nn.Module):
         return bool(self.head.scalar)
 
     def _policy(self) -> WindowPolicy:
-        return WindowPolicy(self.encoder.tokenizer, self.encoder.max_seq_length, self.window_policy)
+        return WindowPolicy(self.encoder.tokenizer, self.encoder.max_seq_length, self.window_policy,
+                            mark_reply=self.pool == "reply")
 
     def fit_texts(self, prompts: Sequence[str], responses: Sequence[str], where: Sequence[str] | None = None) -> list[str | None]:
         policy = self._policy()
@@ -392,7 +405,7 @@ class RewardModel(nn.Module):
         for k, v in sorted(self.head.state_dict().items()):
             h.update(k.encode())
             h.update(v.detach().cpu().float().numpy().tobytes())
-        h.update(json.dumps([self.window_policy, self.mean, self.std, self.precision, self.users]).encode())
+        h.update(json.dumps([self.window_policy, self.mean, self.std, self.precision, self.users, self.pool]).encode())
         return h.hexdigest()
 
     # ------------------------------------------------------------------ files
@@ -407,7 +420,8 @@ class RewardModel(nn.Module):
             save_file(state, str(tmp))
         write_json(out / HEAD_CONFIG, {
             "head": head_name, "kwargs": head_kwargs, "dim": int(self.head.dim), "users": self.users,
-            "window_policy": self.window_policy, "mean": self.mean, "std": self.std, **self.head.extra_state(),
+            "window_policy": self.window_policy, "pool": self.pool, "mean": self.mean, "std": self.std,
+            **self.head.extra_state(),
         })
         return out
 
@@ -434,7 +448,8 @@ class RewardModel(nn.Module):
         head.eval()
         encoder = TextEncoder(str(model_dir))
         return cls(encoder, head, users=spec.get("users", []), window_policy=spec.get("window_policy", "keep_final"),
-                   mean=float(spec.get("mean", 0.0)), std=float(spec.get("std", 1.0)), **overrides)
+                   mean=float(spec.get("mean", 0.0)), std=float(spec.get("std", 1.0)), pool=spec.get("pool", "text"),
+                   **overrides)
 
 
 # ---------------------------------------------------------------------------- the method
@@ -447,12 +462,12 @@ class RewardMethod(ContrastiveModule):
     def __init__(
         self, encoder: nn.Module, loss: nn.Module, *, data: RewardTrainData, head: dict[str, Any] | None = None,
         frozen: bool = True, aux_weight: float = 0.0, window_policy: str = "keep_final",
-        head_lr: float | None = None, **kwargs: Any,
+        head_lr: float | None = None, pool: str = "text", **kwargs: Any,
     ) -> None:
         for unused in ("format", "on_bad_row", "heldout_fraction", "split_salt"):
             kwargs.pop(unused, None)
         hparams = dict(kwargs.pop("hparams", None) or {})
-        hparams.update({"head": head, "frozen": frozen, "aux_weight": aux_weight, "users": data.users})
+        hparams.update({"head": head, "frozen": frozen, "aux_weight": aux_weight, "users": data.users, "pool": pool})
         super().__init__(encoder, loss, hparams=hparams, **kwargs)
         enc: Any = encoder
         self.head_name = (head or {}).get("name", "bradley_terry")
@@ -460,7 +475,7 @@ class RewardMethod(ContrastiveModule):
         extra = {"num_users": len(data.users)} if data.head_cls.per_user else {}
         self.head: RewardHead = data.head_cls(enc.dim, **self.head_kwargs, **extra)
         self.frozen, self.aux_weight, self.head_lr = frozen, aux_weight, head_lr
-        self.window_policy = window_policy
+        self.window_policy, self.pool = window_policy, pool
         self.data = data
         self.eval_precision, self.eval_batch_size = data.eval_precision, data.eval_batch_size
         self._memo: dict[str, Tensor] = {}  # frozen: evaluation texts embedded once per run
@@ -515,6 +530,8 @@ class RewardMethod(ContrastiveModule):
         head_cls, head_kwargs = head_spec(dict(config.head))
         if config.window_policy not in ("keep_final", "drop", "raise"):
             raise ConfigError(f"method.window_policy: keep_final, drop or raise, not {config.window_policy!r}")
+        if config.pool not in POOLS:
+            raise ConfigError(f"method.pool: {' or '.join(POOLS)}, not {config.pool!r}")
         if config.frozen and config.aux_weight:
             raise ConfigError("method.aux_weight: the auxiliary contrastive loss trains the encoder; set method.frozen=false")
         if config.aux_weight < 0:
@@ -585,7 +602,8 @@ class RewardMethod(ContrastiveModule):
                      batch_size: int, log: Callable[[str], None] = print) -> None:
         """Fit texts to the window, number them, and (frozen) embed them through the cache."""
         assert isinstance(data, RewardTrainData)
-        policy = WindowPolicy(encoder.tokenizer, encoder.max_seq_length, config.window_policy)
+        policy = WindowPolicy(encoder.tokenizer, encoder.max_seq_length, config.window_policy,
+                              mark_reply=config.pool == "reply")
         table = TextTable(policy)
         users = {u: i for i, u in enumerate(data.users)}
         objectives = list(data.head_kwargs.get("objectives", ()))
@@ -656,7 +674,7 @@ class RewardMethod(ContrastiveModule):
         if self.frozen and self.data.table is not None:
             lookup = ({t: i for i, t in enumerate(self.data.table.texts)}, self.table.cpu())
         return RewardModel(self.encoder, self.head, users=self.data.users, window_policy=self.window_policy,
-                           precision=self.eval_precision, batch_size=self.eval_batch_size, lookup=lookup,
+                           pool=self.pool, precision=self.eval_precision, batch_size=self.eval_batch_size, lookup=lookup,
                            memo=self._memo if self.frozen else None)
 
     def normalisation(self, model: RewardModel) -> tuple[float, float]:
@@ -686,8 +704,7 @@ class _Tokenize:
         self.tokenizer, self.max_length = tokenizer, max_length
 
     def __call__(self, texts: Sequence[str]) -> dict[str, Tensor]:
-        return dict(self.tokenizer(list(texts), padding=True, truncation=True, max_length=self.max_length,
-                                   return_tensors="pt"))
+        return tokenize_texts(self.tokenizer, texts, self.max_length)  # a pool mark becomes pool_mask
 
 
 __all__ = ["RewardConfig", "RewardMethod", "RewardModel", "head_spec"]

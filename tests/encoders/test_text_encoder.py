@@ -57,6 +57,43 @@ def test_pad_to_multiple_of_pads_with_masked_tokens_only(minilm, stsb_sentences)
         minilm.tokenize(texts[:2], pad_to_multiple_of=-4)
 
 
+def test_a_pool_mark_pools_the_tokens_after_it_and_padding_changes_nothing(minilm):
+    """A text with the pool mark is read whole and pooled from the mark on: the mean of
+    the reply's token states (no [CLS]/[SEP]), normalised; unmarked texts in the same
+    batch embed as alone; left and right padding give the same embeddings."""
+    import torch.nn.functional as F
+
+    from contrastlib.utils.marks import POOL_MARK
+
+    context, reply = "Human: what is the capital of France?\n\nAssistant: ", "Paris, on the Seine."
+    marked = context + POOL_MARK + reply
+    plain = ["A cat.", "A very long sentence about many different things that goes on and on for a while."]
+    tok = minilm.tokenizer(context + reply, return_offsets_mapping=True, return_tensors="pt")
+    offsets = tok.pop("offset_mapping")[0]
+    minilm.eval()
+    with torch.no_grad():
+        hidden = minilm.model(**tok).last_hidden_state[0]
+    after = (offsets[:, 0] >= len(context)) & (offsets[:, 1] > offsets[:, 0])
+    assert 3 <= int(after.sum()) < len(offsets) - 10  # the reply's tokens only
+    expected = F.normalize(hidden[after].mean(0), dim=-1).numpy()
+    alone = minilm.encode([marked], batch_size=1)
+    np.testing.assert_allclose(alone[0], expected, atol=1e-5)
+    whole = minilm.encode([context + reply])[0]
+    assert np.abs(alone[0] - whole).max() > 0.05  # pooling the reply is another embedding
+    batch = [plain[1], marked, plain[0]]
+    for side in ("right", "left"):
+        minilm.tokenizer.padding_side = side
+        try:
+            out = minilm.encode(batch, batch_size=3, pad_to_multiple_of=32)
+        finally:
+            minilm.tokenizer.padding_side = "right"
+        np.testing.assert_allclose(out[1], alone[0], atol=1e-5)
+        np.testing.assert_allclose(out[[0, 2]], minilm.encode(plain[::-1]), atol=1e-5)
+    features = minilm.tokenize(batch)
+    assert features["pool_mask"][[0, 2]].equal(features["attention_mask"][[0, 2]])
+    assert "pool_mask" not in minilm.tokenize(plain)
+
+
 def test_token_budget_cuts_long_batches_only_and_keeps_embeddings(minilm, stsb_sentences):
     """Rows x width of every forward stays within the budget (one row may exceed it), short
     texts still go ``batch_size`` at a time, and the embeddings are those of uncapped batches.

@@ -171,6 +171,30 @@ def test_drop_raise_and_a_reply_longer_than_the_window(tokenizer: object) -> Non
     assert out is not None and out.startswith("word") and policy.report.reply_cut == 1
 
 
+def test_mark_reply_puts_the_pool_mark_at_the_reply_and_changes_nothing_else(tokenizer: object) -> None:
+    """``method.pool: reply``: the fitted text is the same, with the pool mark where the
+    final reply starts; after a context cut too; at the start when the reply itself was
+    cut; a mark in the input is cleaned out, not trusted."""
+    from contrastlib.utils.marks import POOL_MARK, split_pool_mark
+
+    cases = [
+        ("Human: hi\n\nAssistant:", "Hello there!"),  # fits
+        ("Human: " + "tell me more " * 40 + "\n\nAssistant:", "Sure, here it is."),  # context cut
+        ("", "Just a reply."),  # no prompt
+    ]
+    for prompt, reply in cases:
+        plain = WindowPolicy(tokenizer, 32).fit(prompt, reply)
+        marked = WindowPolicy(tokenizer, 32, mark_reply=True).fit(prompt, reply)
+        assert plain is not None and marked is not None
+        text, start = split_pool_mark(marked)
+        assert text == plain and marked.count(POOL_MARK) == 1
+        assert text[start:] == reply
+    cut = WindowPolicy(tokenizer, 16, mark_reply=True).fit("Human: hi\n\nAssistant:", "word " * 50)
+    assert cut is not None and cut.startswith(POOL_MARK + "word")
+    dirty = WindowPolicy(tokenizer, 32, mark_reply=True).fit(f"Human: a{POOL_MARK}b\n\nAssistant:", f"c{POOL_MARK}d")
+    assert dirty is not None and dirty.count(POOL_MARK) == 1 and split_pool_mark(dirty)[0].endswith(": cd")
+
+
 def _rated(tmp_path: Path, n: int = 60) -> Path:
     """Lists scored per objective: 'polite' prefers the reply with 'please', 'brief' the shorter one."""
     rows = []

@@ -10,6 +10,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 import torch
@@ -99,6 +100,61 @@ def test_reloaded_model_scores_like_the_trained_one_and_padding_never_changes_a_
         assert torch.allclose(head.eval().reward(emb), alone[:1], atol=1e-6)
 
 
+def test_a_reply_pooled_model_pools_the_reply_after_reload_and_padding_never_changes_a_reward(tmp_path: Path) -> None:
+    """``method.pool=reply``: saved with the model, so a reload pools the final reply's
+    tokens as training did (not the whole text), alone or in a padded batch."""
+    assert main(["fit", "reward-hh", f"output_dir={tmp_path}", "method.pool=reply", "trainer.max_epochs=1",
+                 *COMMON]) == 0
+    run = tmp_path / "reward-hh"
+    assert json.loads((run / "model" / "reward_head.json").read_text())["pool"] == "reply"
+    assert json.loads((run / "metrics.json").read_text())["after"]["heldout"]["pairs"] > 5
+    model = RewardModel.load(run)
+    prompts = ["Human: hi\n\nAssistant:", "Human: hi\n\nAssistant:", "Human: what is the capital of France?\n\nAssistant:"]
+    replies = ["Hello! How can I help you today?", "no.", "Paris is the capital of France, on the Seine."]
+    texts = model.fit_texts(prompts, replies)
+    assert all(t is not None for t in texts)
+    alone = torch.cat([model.rewards([t]) for t in texts])  # type: ignore[list-item]
+    for side in ("right", "left"):
+        model.encoder.tokenizer.padding_side = side
+        assert torch.allclose(model.rewards(texts), alone, atol=1e-5), side  # type: ignore[arg-type]
+    model.encoder.tokenizer.padding_side = "right"
+    from contrastlib.utils.marks import split_pool_mark
+
+    replies_alone = model.encoder.encode([split_pool_mark(t)[0][split_pool_mark(t)[1]:] for t in texts],  # type: ignore[arg-type,index]
+                                         convert_to_numpy=False)
+    whole = model.encoder.encode([split_pool_mark(t)[0] for t in texts], convert_to_numpy=False)  # type: ignore[arg-type]
+    marked = model.encoder.encode(texts, convert_to_numpy=False)  # type: ignore[arg-type]
+    with torch.no_grad():
+        assert torch.allclose(model.head.eval().reward(marked), alone, atol=1e-6)
+    assert (marked - whole).abs().max() > 0.05 and (marked - replies_alone).abs().max() > 0.01  # reads the context
+
+
+def test_training_batches_pool_the_reply_as_inference_does(minilm_no_dropout: object) -> None:
+    """The fine-tuning path (collator -> length-sorted chunks padded to multiples of 8 ->
+    encoder) pools the marked reply exactly as ``encode`` does at scoring time."""
+    from contrastlib.data.preference import WindowPolicy
+    from contrastlib.methods.reward import _Tokenize
+    from contrastlib.training.gradcache import embed_in_chunks, split_rows
+    from contrastlib.utils.marks import strip_pool_mark
+
+    enc: Any = minilm_no_dropout
+    policy = WindowPolicy(enc.tokenizer, enc.max_seq_length, mark_reply=True)
+    rows = [("Human: hi\n\nAssistant:", "Hello! How can I help?"), ("Human: hi\n\nAssistant:", "no."),
+            ("Human: " + "tell me more " * 30 + "\n\nAssistant:", "Sure, here is more."),
+            ("", "A reply without a prompt."), ("Human: why?\n\nAssistant:", "word " * 60)]
+    texts = [policy.fit(p, r) for p, r in rows]
+    assert policy.report.context_cut == 1 and policy.report.reply_cut == 1
+    features = _Tokenize(enc.tokenizer, enc.max_seq_length)(texts)  # type: ignore[arg-type]
+    chunks = split_rows(features, 2, None, pad_to_multiple_of=8, max_width=enc.max_seq_length)
+    assert len(chunks) == 3
+    enc.eval()
+    with torch.no_grad():
+        trained = embed_in_chunks(enc, chunks)
+    assert torch.allclose(trained, enc.encode(texts, convert_to_numpy=False), atol=1e-5)
+    whole = enc.encode([strip_pool_mark(t) for t in texts], convert_to_numpy=False)  # type: ignore[arg-type]
+    assert (trained - whole)[:4].abs().amax(dim=1).min() > 0.01
+
+
 def test_eval_reward_cli_prints_accuracy_ece_and_the_subset_table(frozen_run: Path, tmp_path: Path,
                                                                capsys: pytest.CaptureFixture[str]) -> None:
     data = tmp_path / "prefs.jsonl"
@@ -116,9 +172,12 @@ def test_eval_reward_cli_prints_accuracy_ece_and_the_subset_table(frozen_run: Pa
 
 def test_fine_tuned_reward_model_under_the_gradient_cache_equals_one_graph(tmp_path: Path) -> None:
     """Fine-tuning with gradcache (chunks of 4) and the auxiliary contrastive loss ends at
-    the same encoder and head weights as one graph over the batch of 8."""
+    the same encoder and head weights as one graph over the batch of 8. The reply is
+    pooled alone (``method.pool=reply``), so its pool mask has to travel through the
+    length-sorted chunks with the tokens; the plain text path is the same code less that
+    key (tests/training covers the gradient cache on plain batches)."""
     runs = {}
-    for name, extra in (("plain", []), ("cached", ["gradcache.chunk_size=4"])):
+    for name, extra in (("plain", ["method.pool=reply"]), ("cached", ["method.pool=reply", "gradcache.chunk_size=4"])):
         args = ["fit", "reward-hh", f"output_dir={tmp_path}", f"name={name}", "method.frozen=false",
                 "method.aux_weight=0.5", "model.dropout=0.0", "model.max_seq_length=32", "data.max_rows=40",
                 "data.batch_size=8", "trainer.max_steps=3", "trainer.precision=32-true", "optim.name=sgd", "optim.lr=0.05",
@@ -148,6 +207,9 @@ def test_frozen_with_gradcache_or_aux_loss_is_a_config_error(capsys: pytest.Capt
     assert "no 'user' field" in capsys.readouterr().err
     assert main(["fit", "reward-hh", "method.head.hiden=3", "--dry-run"]) == 2
     assert "method.head.hiden" in capsys.readouterr().err
+    assert main(["fit", "reward-hh", "method.pool=answer", "--dry-run"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert "method.pool: text or reply, not 'answer'" in err[-1]
 
 
 def _make_model(tmp_path: Path) -> Path:
