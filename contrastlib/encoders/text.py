@@ -76,7 +76,8 @@ def autocast_context(device: torch.device, precision: Precision) -> contextlib.A
 
 
 def tokenize_texts(
-    tokenizer: Any, texts: Sequence[str], max_length: int, *, pad_to_multiple_of: int | None = None
+    tokenizer: Any, texts: Sequence[str], max_length: int, *, pad_to_multiple_of: int | None = None,
+    pool_context: bool = False,
 ) -> dict[str, Tensor]:
     """Token ids padded to the longest text, truncated to ``max_length``.
 
@@ -88,11 +89,15 @@ def tokenize_texts(
     it, and the batch gets a ``pool_mask``: for those rows the real tokens from the mark
     on, for the others (and a row whose marked part was truncated away) the attention
     mask. The encoder pools with it. A plain batch has no ``pool_mask``.
+
+    ``pool_context`` adds a ``context_mask`` as well: the real tokens before the mark (the
+    whole text where there are none), and the encoder returns the two pools side by
+    side (see :meth:`TextEncoder.forward`).
     """
     if pad_to_multiple_of is not None and pad_to_multiple_of < 1:
         raise ValueError(f"pad_to_multiple_of must be >= 1, got {pad_to_multiple_of}")
     split = [split_pool_mark(t) for t in texts]
-    marked = any(start is not None for _, start in split)
+    marked = pool_context or any(start is not None for _, start in split)
     out = dict(
         tokenizer(
             [text for text, _ in split],
@@ -107,9 +112,13 @@ def tokenize_texts(
         offsets = out.pop("offset_mapping")  # [B, T, 2] characters; special and padding tokens (0, 0)
         mask = out["attention_mask"]
         start = torch.tensor([-1 if s is None else s for _, s in split])[:, None]  # [B, 1]
-        after = (offsets[..., 1] > offsets[..., 0]) & (offsets[..., 0] >= start) & mask.bool()
+        real = (offsets[..., 1] > offsets[..., 0]) & mask.bool()
+        after = real & (offsets[..., 0] >= start)
         whole = (start < 0) | ~after.any(dim=1, keepdim=True)
         out["pool_mask"] = torch.where(whole, mask, after.to(mask.dtype))
+        if pool_context:
+            before = real & (offsets[..., 0] < start)
+            out["context_mask"] = torch.where(before.any(dim=1, keepdim=True), before.to(mask.dtype), mask)
     if pad_to_multiple_of:
         longest = out["input_ids"].shape[1]
         extra = padded_width(longest, pad_to_multiple_of, max_length) - longest
@@ -242,12 +251,19 @@ class TextEncoder(nn.Module):
         return self.spec.max_seq_length
 
     # ------------------------------------------------------------------ forward
-    def tokenize(self, texts: Sequence[str], *, pad_to_multiple_of: int | None = None) -> dict[str, Tensor]:
+    def tokenize(
+        self, texts: Sequence[str], *, pad_to_multiple_of: int | None = None, pool_context: bool = False
+    ) -> dict[str, Tensor]:
         """Token ids padded to the longest text (see :func:`tokenize_texts`)."""
-        return tokenize_texts(self.tokenizer, texts, self.spec.max_seq_length, pad_to_multiple_of=pad_to_multiple_of)
+        return tokenize_texts(self.tokenizer, texts, self.spec.max_seq_length, pad_to_multiple_of=pad_to_multiple_of,
+                              pool_context=pool_context)
 
     def forward(self, features: Mapping[str, Tensor]) -> Tensor:
-        """Tokenised batch -> ``[B, H]`` sentence embeddings."""
+        """Tokenised batch -> ``[B, H]`` sentence embeddings.
+
+        A batch with a ``context_mask`` (``tokenize(pool_context=True)``) gives ``[B, 2H]``:
+        the pool after the mark and the pool before it, each normalised when the encoder
+        normalises."""
         mask = features["attention_mask"]
         inputs = {k: v for k, v in features.items() if k in ("input_ids", "attention_mask", "token_type_ids")}
         if self._positions_from_mask:
@@ -260,6 +276,11 @@ class TextEncoder(nn.Module):
         emb = pool(self.spec.pooling, hidden, features.get("pool_mask", mask))  # [B, H]
         if self.spec.normalize:
             emb = F.normalize(emb.float(), dim=-1)
+        if "context_mask" in features:
+            context = pool(self.spec.pooling, hidden, features["context_mask"])  # [B, H]
+            if self.spec.normalize:
+                context = F.normalize(context.float(), dim=-1)
+            emb = torch.cat([emb, context.to(emb.dtype)], dim=-1)  # [B, 2H]
         return emb
 
     # ------------------------------------------------------------------ inference
@@ -301,6 +322,7 @@ class TextEncoder(nn.Module):
         device: str | torch.device | None = None,
         pad_to_multiple_of: int | None = None,
         token_budget: int | None = None,
+        pool_context: bool = False,
     ) -> np.ndarray | Tensor:
         """Embed ``texts`` in batches of similar length; returns ``[N, H]`` float32 in input order.
 
@@ -317,6 +339,9 @@ class TextEncoder(nn.Module):
         means no cap. On this 2-core CPU, 1,024 SciFact abstracts of 256 tokens encoded in
         bf16 with the same embeddings, peaking 215-290 MB lower and no slower at 16 rows per
         forward than at 64 (``docs/benchmarks.md``).
+
+        ``pool_context``: every text embeds as ``[2H]``, the pool after its pool mark and
+        the pool before it (:func:`tokenize_texts`).
         """
         if isinstance(texts, str):
             raise TypeError("encode() takes a list of texts, not a single string")
@@ -329,7 +354,7 @@ class TextEncoder(nn.Module):
             raise ValueError(f"token_budget must be >= 0 (0: no cap), got {token_budget}")
         if token_budget is None:
             token_budget = CPU_TOKEN_BUDGET if dev.type == "cpu" else 0
-        out = torch.empty(len(texts), self.dim, dtype=torch.float32)
+        out = torch.empty(len(texts), self.dim * (2 if pool_context else 1), dtype=torch.float32)
         batches = self._length_sorted_batches(
             texts, batch_size, pad_to_multiple_of=pad_to_multiple_of, token_budget=token_budget
         )
@@ -338,7 +363,8 @@ class TextEncoder(nn.Module):
         try:
             with autocast_context(dev, precision):
                 for idx in tqdm(batches, desc="encode", disable=not show_progress_bar):
-                    tokens = self.tokenize([texts[i] for i in idx], pad_to_multiple_of=pad_to_multiple_of)
+                    tokens = self.tokenize([texts[i] for i in idx], pad_to_multiple_of=pad_to_multiple_of,
+                                           pool_context=pool_context)
                     batch = {k: v.to(dev) for k, v in tokens.items()}
                     emb = self(batch).float()
                     if normalize and not self.spec.normalize:

@@ -82,14 +82,17 @@ class RewardConfig:
     #: Learning rate of the head when the encoder is fine-tuned (null: ``optim.lr``): a
     #: fresh head learns at rates that would wreck a pretrained encoder.
     head_lr: float | None = None
-    #: What the embedding pools: ``text`` (every token of context + reply) or ``reply``
+    #: What the embedding pools: ``text`` (every token of context + reply); ``reply``
     #: (the encoder reads the whole text, and only the final reply's tokens are pooled:
-    #: the context, shared by the responses compared, no longer dilutes their difference).
+    #: the context, shared by the responses compared, no longer dilutes their
+    #: difference); ``reply_context`` (the reply's pool and the context's pool side by
+    #: side, 2x the encoder's dimension: an MLP head can then weigh the reply by the kind
+    #: of request, e.g. a refusal after a harmful one).
     pool: str = "text"
 
 
 #: Values of ``method.pool``.
-POOLS = ("text", "reply")
+POOLS = ("text", "reply", "reply_context")
 
 
 # ---------------------------------------------------------------------------- heads
@@ -304,8 +307,9 @@ class RewardModel(nn.Module):
         users: user names in the order of the head's per-user parameters.
         window_policy: how texts are fitted to the encoder's window.
         mean, std: reward normalisation statistics (from held-out data).
-        pool: ``text`` or ``reply`` (``method.pool``): fitted texts carry the pool mark at
-            the reply's start, and the encoder pools from it.
+        pool: ``text``, ``reply`` or ``reply_context`` (``method.pool``): with the last
+            two, fitted texts carry the pool mark at the reply's start, and the encoder
+            pools from it (and, for ``reply_context``, before it too).
         lookup: precomputed embeddings by text (the frozen method's table).
         memo: a dict that keeps every embedding computed, for an encoder that does not
             change (the frozen method's evaluations before and after training).
@@ -331,7 +335,7 @@ class RewardModel(nn.Module):
 
     def _policy(self) -> WindowPolicy:
         return WindowPolicy(self.encoder.tokenizer, self.encoder.max_seq_length, self.window_policy,
-                            mark_reply=self.pool == "reply")
+                            mark_reply=self.pool != "text")
 
     def fit_texts(self, prompts: Sequence[str], responses: Sequence[str], where: Sequence[str] | None = None) -> list[str | None]:
         policy = self._policy()
@@ -363,7 +367,8 @@ class RewardModel(nn.Module):
         missing = list(dict.fromkeys(t for t in texts if t not in known))
         if missing:
             out = torch.as_tensor(self.encoder.encode(missing, batch_size=self.batch_size, precision=self.precision,
-                                                      show_progress_bar=show_progress_bar, convert_to_numpy=False))
+                                                      show_progress_bar=show_progress_bar, convert_to_numpy=False,
+                                                      **encode_kwargs(self.pool)))
             new = dict(zip(missing, out.float(), strict=True))
             known.update(new)
             if self.memo is not None:
@@ -473,7 +478,7 @@ class RewardMethod(ContrastiveModule):
         self.head_name = (head or {}).get("name", "bradley_terry")
         self.head_kwargs = dict(data.head_kwargs)
         extra = {"num_users": len(data.users)} if data.head_cls.per_user else {}
-        self.head: RewardHead = data.head_cls(enc.dim, **self.head_kwargs, **extra)
+        self.head: RewardHead = data.head_cls(enc.dim * embedding_width(pool), **self.head_kwargs, **extra)
         self.frozen, self.aux_weight, self.head_lr = frozen, aux_weight, head_lr
         self.window_policy, self.pool = window_policy, pool
         self.data = data
@@ -531,7 +536,7 @@ class RewardMethod(ContrastiveModule):
         if config.window_policy not in ("keep_final", "drop", "raise"):
             raise ConfigError(f"method.window_policy: keep_final, drop or raise, not {config.window_policy!r}")
         if config.pool not in POOLS:
-            raise ConfigError(f"method.pool: {' or '.join(POOLS)}, not {config.pool!r}")
+            raise ConfigError(f"method.pool: {', '.join(POOLS[:-1])} or {POOLS[-1]}, not {config.pool!r}")
         if config.frozen and config.aux_weight:
             raise ConfigError("method.aux_weight: the auxiliary contrastive loss trains the encoder; set method.frozen=false")
         if config.aux_weight < 0:
@@ -603,7 +608,7 @@ class RewardMethod(ContrastiveModule):
         """Fit texts to the window, number them, and (frozen) embed them through the cache."""
         assert isinstance(data, RewardTrainData)
         policy = WindowPolicy(encoder.tokenizer, encoder.max_seq_length, config.window_policy,
-                              mark_reply=config.pool == "reply")
+                              mark_reply=config.pool != "text")
         table = TextTable(policy)
         users = {u: i for i, u in enumerate(data.users)}
         objectives = list(data.head_kwargs.get("objectives", ()))
@@ -623,7 +628,8 @@ class RewardMethod(ContrastiveModule):
             from contrastlib.index.cache import EmbeddingCache
 
             cache = EmbeddingCache(cache_dir)
-            emb = cache.embed(encoder, table.texts, batch_size=batch_size, precision=precision, desc="embed texts")
+            emb = cache.embed(encoder, table.texts, batch_size=batch_size, precision=precision, desc="embed texts",
+                              encode_kwargs=encode_kwargs(config.pool) or None)
             stats = cache.last_stats
             log(f"embeddings: {len(table.texts)} texts, {stats.get('reused', 0)}/{stats.get('shards', 0)} shards from the cache")
             data.embeddings = torch.from_numpy(emb)
@@ -634,7 +640,7 @@ class RewardMethod(ContrastiveModule):
     def collator(self) -> RewardCollator:
         enc: Any = self.encoder
         assert self.data.encoded is not None and self.data.table is not None
-        tokenize = None if self.frozen else _Tokenize(enc.tokenizer, enc.max_seq_length)
+        tokenize = None if self.frozen else _Tokenize(enc.tokenizer, enc.max_seq_length, self.pool == "reply_context")
         return RewardCollator(self.data.encoded, self.data.table.texts, tokenize, with_prompts=self.aux_weight > 0)
 
     def on_train_epoch_start(self) -> None:
@@ -700,11 +706,22 @@ class RewardMethod(ContrastiveModule):
 
 
 class _Tokenize:
-    def __init__(self, tokenizer: Any, max_length: int) -> None:
-        self.tokenizer, self.max_length = tokenizer, max_length
+    def __init__(self, tokenizer: Any, max_length: int, pool_context: bool = False) -> None:
+        self.tokenizer, self.max_length, self.pool_context = tokenizer, max_length, pool_context
 
     def __call__(self, texts: Sequence[str]) -> dict[str, Tensor]:
-        return tokenize_texts(self.tokenizer, texts, self.max_length)  # a pool mark becomes pool_mask
+        # a pool mark becomes pool_mask (and context_mask)
+        return tokenize_texts(self.tokenizer, texts, self.max_length, pool_context=self.pool_context)
+
+
+def embedding_width(pool: str) -> int:
+    """How many encoder dimensions a ``method.pool`` embedding takes, in units of ``H``."""
+    return 2 if pool == "reply_context" else 1
+
+
+def encode_kwargs(pool: str) -> dict[str, Any]:
+    """What ``TextEncoder.encode`` is given for ``method.pool`` (the marks are in the texts)."""
+    return {"pool_context": True} if pool == "reply_context" else {}
 
 
 __all__ = ["RewardConfig", "RewardMethod", "RewardModel", "head_spec"]

@@ -91,7 +91,16 @@ def test_a_pool_mark_pools_the_tokens_after_it_and_padding_changes_nothing(minil
         np.testing.assert_allclose(out[[0, 2]], minilm.encode(plain[::-1]), atol=1e-5)
     features = minilm.tokenize(batch)
     assert features["pool_mask"][[0, 2]].equal(features["attention_mask"][[0, 2]])
-    assert "pool_mask" not in minilm.tokenize(plain)
+    assert "pool_mask" not in minilm.tokenize(plain) and "context_mask" not in features
+    # pool_context: [reply pool, context pool], each normalised; unmarked texts pool all twice
+    before = (offsets[:, 1] > offsets[:, 0]) & (offsets[:, 0] < len(context))
+    assert int(before.sum()) + int(after.sum()) == len(offsets) - 2
+    both = minilm.encode(batch, batch_size=3, pool_context=True)
+    assert both.shape == (3, 768)
+    np.testing.assert_allclose(both[1, :384], alone[0], atol=1e-5)
+    np.testing.assert_allclose(both[1, 384:], F.normalize(hidden[before].mean(0), dim=-1).numpy(), atol=1e-5)
+    np.testing.assert_allclose(both[[0, 2], 384:], both[[0, 2], :384], atol=1e-6)
+    np.testing.assert_allclose(both[[0, 2], :384], out[[0, 2]], atol=1e-5)
 
 
 def test_token_budget_cuts_long_batches_only_and_keeps_embeddings(minilm, stsb_sentences):

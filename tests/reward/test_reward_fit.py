@@ -100,13 +100,18 @@ def test_reloaded_model_scores_like_the_trained_one_and_padding_never_changes_a_
         assert torch.allclose(head.eval().reward(emb), alone[:1], atol=1e-6)
 
 
-def test_a_reply_pooled_model_pools_the_reply_after_reload_and_padding_never_changes_a_reward(tmp_path: Path) -> None:
-    """``method.pool=reply``: saved with the model, so a reload pools the final reply's
-    tokens as training did (not the whole text), alone or in a padded batch."""
-    assert main(["fit", "reward-hh", f"output_dir={tmp_path}", "method.pool=reply", "trainer.max_epochs=1",
+@pytest.mark.parametrize("pool", ["reply", "reply_context"])
+def test_a_reply_pooled_model_pools_the_reply_after_reload_and_padding_never_changes_a_reward(
+    tmp_path: Path, pool: str
+) -> None:
+    """``method.pool=reply`` (or ``reply_context``): saved with the model, so a reload
+    pools the final reply's tokens (and the context's) as training did, not the whole
+    text, alone or in a padded batch."""
+    assert main(["fit", "reward-hh", f"output_dir={tmp_path}", f"method.pool={pool}", "trainer.max_epochs=1",
                  *COMMON]) == 0
     run = tmp_path / "reward-hh"
-    assert json.loads((run / "model" / "reward_head.json").read_text())["pool"] == "reply"
+    spec = json.loads((run / "model" / "reward_head.json").read_text())
+    assert spec["pool"] == pool and spec["dim"] == (768 if pool == "reply_context" else 384)
     assert json.loads((run / "metrics.json").read_text())["after"]["heldout"]["pairs"] > 5
     model = RewardModel.load(run)
     prompts = ["Human: hi\n\nAssistant:", "Human: hi\n\nAssistant:", "Human: what is the capital of France?\n\nAssistant:"]
@@ -123,15 +128,18 @@ def test_a_reply_pooled_model_pools_the_reply_after_reload_and_padding_never_cha
     replies_alone = model.encoder.encode([split_pool_mark(t)[0][split_pool_mark(t)[1]:] for t in texts],  # type: ignore[arg-type,index]
                                          convert_to_numpy=False)
     whole = model.encoder.encode([split_pool_mark(t)[0] for t in texts], convert_to_numpy=False)  # type: ignore[arg-type]
-    marked = model.encoder.encode(texts, convert_to_numpy=False)  # type: ignore[arg-type]
+    marked = model.encoder.encode(texts, convert_to_numpy=False, pool_context=pool == "reply_context")  # type: ignore[arg-type]
     with torch.no_grad():
         assert torch.allclose(model.head.eval().reward(marked), alone, atol=1e-6)
-    assert (marked - whole).abs().max() > 0.05 and (marked - replies_alone).abs().max() > 0.01  # reads the context
+    reply_part = marked[:, :384]
+    assert (reply_part - whole).abs().max() > 0.05 and (reply_part - replies_alone).abs().max() > 0.01  # reads the context
 
 
-def test_training_batches_pool_the_reply_as_inference_does(minilm_no_dropout: object) -> None:
+@pytest.mark.parametrize("pool_context", [False, True])
+def test_training_batches_pool_the_reply_as_inference_does(minilm_no_dropout: object, pool_context: bool) -> None:
     """The fine-tuning path (collator -> length-sorted chunks padded to multiples of 8 ->
-    encoder) pools the marked reply exactly as ``encode`` does at scoring time."""
+    encoder) pools the marked reply (and the context) exactly as ``encode`` does at
+    scoring time."""
     from contrastlib.data.preference import WindowPolicy
     from contrastlib.methods.reward import _Tokenize
     from contrastlib.training.gradcache import embed_in_chunks, split_rows
@@ -144,15 +152,16 @@ def test_training_batches_pool_the_reply_as_inference_does(minilm_no_dropout: ob
             ("", "A reply without a prompt."), ("Human: why?\n\nAssistant:", "word " * 60)]
     texts = [policy.fit(p, r) for p, r in rows]
     assert policy.report.context_cut == 1 and policy.report.reply_cut == 1
-    features = _Tokenize(enc.tokenizer, enc.max_seq_length)(texts)  # type: ignore[arg-type]
+    features = _Tokenize(enc.tokenizer, enc.max_seq_length, pool_context)(texts)  # type: ignore[arg-type]
     chunks = split_rows(features, 2, None, pad_to_multiple_of=8, max_width=enc.max_seq_length)
     assert len(chunks) == 3
     enc.eval()
     with torch.no_grad():
         trained = embed_in_chunks(enc, chunks)
-    assert torch.allclose(trained, enc.encode(texts, convert_to_numpy=False), atol=1e-5)
+    assert trained.shape == (5, 384 * (2 if pool_context else 1))
+    assert torch.allclose(trained, enc.encode(texts, convert_to_numpy=False, pool_context=pool_context), atol=1e-5)
     whole = enc.encode([strip_pool_mark(t) for t in texts], convert_to_numpy=False)  # type: ignore[arg-type]
-    assert (trained - whole)[:4].abs().amax(dim=1).min() > 0.01
+    assert (trained[:, :384] - whole)[:4].abs().amax(dim=1).min() > 0.01
 
 
 def test_eval_reward_cli_prints_accuracy_ece_and_the_subset_table(frozen_run: Path, tmp_path: Path,
@@ -209,7 +218,7 @@ def test_frozen_with_gradcache_or_aux_loss_is_a_config_error(capsys: pytest.Capt
     assert "method.head.hiden" in capsys.readouterr().err
     assert main(["fit", "reward-hh", "method.pool=answer", "--dry-run"]) == 2
     err = capsys.readouterr().err.strip().splitlines()
-    assert "method.pool: text or reply, not 'answer'" in err[-1]
+    assert "method.pool: text, reply or reply_context, not 'answer'" in err[-1]
 
 
 def _make_model(tmp_path: Path) -> Path:
