@@ -16,6 +16,8 @@ killed run resumes):
   embeddings (both orders, C=1);
 * ``ours-<head>-frozen``: ``contrastlib fit`` with the reward method, frozen encoder,
   10 epochs of the head (batch 64, AdamW lr 1e-3); embedding time included in the wall time;
+* ``ours-bt-frozen-reply`` / ``ours-bt-mlp-frozen-reply-context``: frozen heads on
+  ``method.pool=reply`` / ``reply_context`` embeddings;
 * ``ours-finetune``: the encoder fine-tuned with a linear Bradley-Terry head, 1 epoch,
   batch 32, lr 2e-5 (head 1e-3), dropout off (the recipe's, as TRL's ``disable_dropout``
   default), length-sorted groups of 16 rows, precision auto (bf16 on this CPU): TRL's recipe;
@@ -25,6 +27,13 @@ killed run resumes):
   rejected one as negatives);
 * ``ours-finetune-3ep-512``: 3 epochs with a 512-token window (MiniLM's position table is
   512 long; the model card's 256 is its training length), so more of each dialogue fits;
+* ``ours-finetune-reply`` / ``ours-finetune-3ep-reply``: 1 epoch (TRL's recipe) / 3 epochs at
+  lr 3e-5 with ``method.pool=reply``: the encoder reads the whole fitted text and pools
+  only the final reply's tokens;
+* ``ours-finetune-reply-context`` / ``ours-finetune-3ep-reply-context``: the same with
+  ``method.pool=reply_context`` (the reply's pool and the context's, side by side) under
+  a Bradley-Terry MLP head (256 hidden units), so the reward can weigh a reply by the
+  kind of request;
 * ``trl-fp32``: TRL's RewardTrainer on ``AutoModelForSequenceClassification`` of the same
   model, 1 epoch, batch 32, lr 2e-5, dropout off (its default), gradient clipping at 1.0
   (its default; ours is given the same), fp32 (its default on CPU), the same threads;
@@ -61,14 +70,28 @@ HEADS = {
     "gpm": {"name": "gpm", "rank": 4, "hidden": 256},
     "nca": {"name": "nca", "hidden": 256},
 }
-FINETUNE: dict[str, tuple[int, float, list[str]]] = {  # epochs, encoder lr, further overrides
+FINETUNE: dict[str, tuple[int, float, list[str]]] = {  # epochs, encoder lr, further overrides (head: FINETUNE_HEADS)
     "ours-finetune": (1, 2e-5, []),
     "ours-finetune-3ep": (3, 3e-5, []),
     "ours-finetune-5ep": (5, 3e-5, []),
     "ours-finetune-3ep-aux": (3, 3e-5, ["method.aux_weight=0.1"]),
     "ours-finetune-3ep-512": (3, 3e-5, ["model.max_seq_length=512"]),
+    "ours-finetune-reply": (1, 2e-5, ["method.pool=reply"]),
+    "ours-finetune-3ep-reply": (3, 3e-5, ["method.pool=reply"]),
+    "ours-finetune-reply-context": (1, 2e-5, ["method.pool=reply_context"]),
+    "ours-finetune-3ep-reply-context": (3, 3e-5, ["method.pool=reply_context"]),
 }
-CASES = ["floor-logreg", *(f"ours-{h}-frozen" for h in HEADS), *FINETUNE, "trl-fp32", "trl-bf16"]
+#: The fine-tuned head where it is not the linear Bradley-Terry one.
+FINETUNE_HEADS: dict[str, dict[str, Any]] = {
+    "ours-finetune-reply-context": {"name": "bradley_terry", "hidden": 256},
+    "ours-finetune-3ep-reply-context": {"name": "bradley_terry", "hidden": 256},
+}
+#: Frozen cases with other pooling: case -> (head, overrides).
+FROZEN_POOLED: dict[str, tuple[str, list[str]]] = {
+    "ours-bt-frozen-reply": ("bt", ["method.pool=reply"]),
+    "ours-bt-mlp-frozen-reply-context": ("bt-mlp", ["method.pool=reply_context"]),
+}
+CASES = ["floor-logreg", *(f"ours-{h}-frozen" for h in HEADS), *FROZEN_POOLED, *FINETUNE, "trl-fp32", "trl-bf16"]
 
 
 def prepare(data: str, work: Path) -> dict[str, Any]:
@@ -142,7 +165,8 @@ def floor_case(work: str, cache: str) -> dict[str, Any]:
 
 
 def ours_case(work: str, cache: str, head: str | None, runs: str, epochs: int = 1, lr: float = 2e-5,
-              name: str = "finetune", extra: list[str] | None = None) -> dict[str, Any]:
+              name: str = "finetune", extra: list[str] | None = None,
+              finetune_head: dict[str, Any] | None = None) -> dict[str, Any]:
     import torch
 
     from contrastlib.config import load_config
@@ -151,14 +175,14 @@ def ours_case(work: str, cache: str, head: str | None, runs: str, epochs: int = 
     torch.set_num_threads(2)
     frozen = head is not None
     overrides = [
-        f"name={head or name}", f"output_dir={runs}", f"data.train={work}/train.jsonl",
+        f"name={head if head and name == 'finetune' else name}", f"output_dir={runs}", f"data.train={work}/train.jsonl",
         f"eval.reward=[{work}/test.jsonl]", "method.heldout_fraction=0.0", f"model.max_seq_length={WINDOW}",
         "trainer.enable_progress_bar=false", "trainer.precision=auto", "trainer.log_every_n_steps=50",
         "trainer.checkpoint_every_n_steps=1000000",
     ]
     if frozen:
         overrides += ["method.frozen=true", "trainer.max_epochs=10", "data.batch_size=64", "optim.lr=1e-3",
-                      "optim.warmup_ratio=0.05"]
+                      "optim.warmup_ratio=0.05", *(extra or [])]
     else:
         overrides += ["method.frozen=false", f"trainer.max_epochs={epochs}", "data.batch_size=32", f"optim.lr={lr}",
                       "method.head_lr=1e-3", "optim.warmup_ratio=0.1",
@@ -168,7 +192,7 @@ def ours_case(work: str, cache: str, head: str | None, runs: str, epochs: int = 
     if frozen:
         cfg.method["head"] = HEADS[head]
     else:
-        cfg.method["head"] = {"name": "bradley_terry"}
+        cfg.method["head"] = finetune_head or {"name": "bradley_terry"}
     start = time.perf_counter()
     result = fit(cfg, log=lambda m: print(m, file=sys.stderr))
     wall = time.perf_counter() - start
@@ -259,7 +283,10 @@ def main() -> None:
         elif case in FINETUNE:
             epochs, lr, extra = FINETUNE[case]
             r = in_child(run_case, "ours_case", str(work), cache, None, runs, epochs, lr, case.removeprefix("ours-"),
-                         extra)
+                         extra, FINETUNE_HEADS.get(case))
+        elif case in FROZEN_POOLED:
+            head, extra = FROZEN_POOLED[case]
+            r = in_child(run_case, "ours_case", str(work), cache, head, runs, 1, 2e-5, case.removeprefix("ours-"), extra)
         else:
             r = in_child(run_case, "ours_case", str(work), cache, case.split("-", 1)[1].rsplit("-", 1)[0], runs)
         results[case] = r
