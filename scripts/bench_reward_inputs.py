@@ -1,7 +1,8 @@
 """Experiment: how the reward model reads a (dialogue, reply) text, on HH-RLHF.
 
-A throwaway loop beside the pipeline (not the shipped path) to decide whether a variant
-earns plumbing. Every variant gets the same recipe as ``bench_reward.py``'s fine-tune
+A plain training loop beside the pipeline (not the shipped path), written to decide
+whether a variant earned plumbing; ``method.pool`` (``reply``, ``reply_context``) is what
+came of it, and ``bench_reward.py`` measures the shipped path. Every variant gets the same recipe as ``bench_reward.py``'s fine-tune
 case: all-MiniLM-L6-v2, linear Bradley-Terry head, batch 32 pairs, AdamW lr 2e-5 (head
 1e-3), 10% warm-up, linear decay, clipping 1.0, dropout off, bf16 autocast, length-sorted
 groups of 16 texts padded to multiples of 32, the same seed and batch order.
@@ -12,13 +13,13 @@ Variants (``--variant``):
   (what the pipeline does);
 * ``reply``: the same input, mean over the final reply's tokens only (the context is read
   by attention but not pooled);
-* ``pair``: context and reply as a BERT text pair (segment ids 0 / 1), mean over the reply;
-* ``mean-raw``: ``mean`` without the L2 normalisation;
 * ``reply-ctx-mlp``: ``reply``'s embedding concatenated with the mean of the context's
   tokens (both L2-normalised), under an MLP head (hidden 256): the reward can depend on
   the reply *given* the kind of context (a harmful request wants a refusal).
 
-    python scripts/bench_reward_inputs.py --variant reply --epochs 1
+    python scripts/bench_reward_inputs.py --variant reply --epochs 1   # the split of bench_reward.py
+
+Results go to ``bench_out/reward_inputs.json`` (one key per variant, epochs and lr).
 """
 
 from __future__ import annotations
@@ -51,7 +52,7 @@ def split_text(policy: WindowPolicy, prompt: str, reply: str) -> tuple[str, int]
 
 def main() -> None:
     p = argparse.ArgumentParser()
-    p.add_argument("--variant", default="mean", choices=["mean", "reply", "pair", "mean-raw", "reply-ctx-mlp"])
+    p.add_argument("--variant", default="mean", choices=["mean", "reply", "reply-ctx-mlp"])
     p.add_argument("--epochs", type=int, default=1)
     p.add_argument("--lr", type=float, default=2e-5)
     p.add_argument("--work", default="bench_out/reward-data")
@@ -73,26 +74,18 @@ def main() -> None:
     head: torch.nn.Module = (torch.nn.Sequential(torch.nn.Linear(2 * dim, 256), torch.nn.GELU(), torch.nn.Linear(256, 1))
                              if with_context else torch.nn.Linear(dim, 1))
     policy = WindowPolicy(tok, WINDOW)
-    tok.truncation_side = "left"  # a pair over the window by its extra [SEP] loses a context token, not the reply
 
     def features(rows: list[dict]) -> list[dict]:
         out = []
         for r in rows:
             for key in ("chosen", "rejected"):
                 text, start = split_text(policy, r["prompt"], r[key])
-                if a.variant == "pair" and start > 0:
-                    context, reply = text[:start].rstrip(), text[start:]
-                    enc = tok(context, reply, truncation="longest_first", max_length=WINDOW)
-                    types = enc["token_type_ids"]
-                    pool = [int(t == 1) for t in types]
-                    pool[-1] = 0  # the closing [SEP]
+                enc = tok(text, truncation=True, max_length=WINDOW, return_offsets_mapping=True)
+                if a.variant in ("reply", "reply-ctx-mlp"):
+                    pool = [int(s >= start and e > s) for s, e in enc["offset_mapping"]]
                 else:
-                    enc = tok(text, truncation=True, max_length=WINDOW, return_offsets_mapping=True)
-                    if a.variant in ("reply", "pair", "reply-ctx-mlp"):
-                        pool = [int(s >= start and e > s) for s, e in enc["offset_mapping"]]
-                    else:
-                        pool = [1] * len(enc["input_ids"])
-                    types = [0] * len(enc["input_ids"])
+                    pool = [1] * len(enc["input_ids"])
+                types = [0] * len(enc["input_ids"])
                 out.append({"ids": enc["input_ids"], "types": types, "pool": pool})
         return out
 
@@ -122,8 +115,7 @@ def main() -> None:
                 hidden = model(input_ids=ids, attention_mask=mask, token_type_ids=types).last_hidden_state
             m = pool.unsqueeze(-1).float()
             emb = (hidden.float() * m).sum(1) / m.sum(1)
-            if a.variant != "mean-raw":
-                emb = F.normalize(emb, dim=-1)
+            emb = F.normalize(emb, dim=-1)
             if with_context:  # the context's tokens (the whole text where there is none)
                 c = (mask - pool).clamp_min(0)
                 c = torch.where(c.sum(1, keepdim=True) > 0, c, mask).unsqueeze(-1).float()
