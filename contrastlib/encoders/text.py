@@ -77,7 +77,7 @@ def autocast_context(device: torch.device, precision: Precision) -> contextlib.A
 
 def tokenize_texts(
     tokenizer: Any, texts: Sequence[str], max_length: int, *, pad_to_multiple_of: int | None = None,
-    pool_context: bool = False,
+    pool_marks: bool = False, pool_context: bool = False,
 ) -> dict[str, Tensor]:
     """Token ids padded to the longest text, truncated to ``max_length``.
 
@@ -85,18 +85,22 @@ def tokenize_texts(
     side) to the next multiple of it, never past the window: a run then meets a few
     widths instead of one per length.
 
-    Texts carrying the pool mark (:mod:`contrastlib.utils.marks`) are tokenised without
-    it, and the batch gets a ``pool_mask``: for those rows the real tokens from the mark
-    on, for the others (and a row whose marked part was truncated away) the attention
-    mask. The encoder pools with it. A plain batch has no ``pool_mask``.
+    ``pool_marks``: texts carrying the pool mark (:mod:`contrastlib.utils.marks`) are
+    tokenised without it, and the batch gets a ``pool_mask``: for those rows the real
+    tokens that end after the mark (a token that takes the space before the reply, as
+    byte-level BPE and SentencePiece ones do, is the reply's), for the others (and a row
+    whose marked part was truncated away) the attention mask. The encoder pools with it.
+    Without ``pool_marks`` texts go to the tokenizer as they are, and no batch has a
+    ``pool_mask``: only the reward method's fitted texts are marked, never a corpus's.
 
-    ``pool_context`` adds a ``context_mask`` as well: the real tokens before the mark (the
-    whole text where there are none), and the encoder returns the two pools side by
-    side (see :meth:`TextEncoder.forward`).
+    ``pool_context`` (implies ``pool_marks``) adds a ``context_mask`` as well: the real
+    tokens before the reply (the whole text where there are none), and the encoder
+    returns the two pools side by side (see :meth:`TextEncoder.forward`).
     """
     if pad_to_multiple_of is not None and pad_to_multiple_of < 1:
         raise ValueError(f"pad_to_multiple_of must be >= 1, got {pad_to_multiple_of}")
-    split = [split_pool_mark(t) for t in texts]
+    pool_marks = pool_marks or pool_context
+    split = [split_pool_mark(t) if pool_marks else (t, None) for t in texts]
     marked = pool_context or any(start is not None for _, start in split)
     out = dict(
         tokenizer(
@@ -113,11 +117,11 @@ def tokenize_texts(
         mask = out["attention_mask"]
         start = torch.tensor([-1 if s is None else s for _, s in split])[:, None]  # [B, 1]
         real = (offsets[..., 1] > offsets[..., 0]) & mask.bool()
-        after = real & (offsets[..., 0] >= start)
+        after = real & (offsets[..., 1] > start)  # as WindowPolicy counts a token as the reply's
         whole = (start < 0) | ~after.any(dim=1, keepdim=True)
         out["pool_mask"] = torch.where(whole, mask, after.to(mask.dtype))
         if pool_context:
-            before = real & (offsets[..., 0] < start)
+            before = real & ~after
             out["context_mask"] = torch.where(before.any(dim=1, keepdim=True), before.to(mask.dtype), mask)
     if pad_to_multiple_of:
         longest = out["input_ids"].shape[1]
@@ -252,11 +256,12 @@ class TextEncoder(nn.Module):
 
     # ------------------------------------------------------------------ forward
     def tokenize(
-        self, texts: Sequence[str], *, pad_to_multiple_of: int | None = None, pool_context: bool = False
+        self, texts: Sequence[str], *, pad_to_multiple_of: int | None = None, pool_marks: bool = False,
+        pool_context: bool = False,
     ) -> dict[str, Tensor]:
         """Token ids padded to the longest text (see :func:`tokenize_texts`)."""
         return tokenize_texts(self.tokenizer, texts, self.spec.max_seq_length, pad_to_multiple_of=pad_to_multiple_of,
-                              pool_context=pool_context)
+                              pool_marks=pool_marks, pool_context=pool_context)
 
     def forward(self, features: Mapping[str, Tensor]) -> Tensor:
         """Tokenised batch -> ``[B, H]`` sentence embeddings.
@@ -286,7 +291,7 @@ class TextEncoder(nn.Module):
     # ------------------------------------------------------------------ inference
     def _length_sorted_batches(
         self, texts: Sequence[str], batch_size: int, *, length_chunk: int = 2048, pad_to_multiple_of: int | None = None,
-        token_budget: int | None = None,
+        token_budget: int | None = None, pool_marks: bool = False,
     ) -> list[list[int]]:
         """Row indices of batches of texts of similar token length, longest first. A batch
         holds ``batch_size`` texts, or fewer where its padded width (its first, longest
@@ -298,7 +303,8 @@ class TextEncoder(nn.Module):
         lengths: list[int] = []
         for start in range(0, len(texts), length_chunk):
             out = self.tokenizer(
-                [strip_pool_mark(t) for t in texts[start : start + length_chunk]], truncation=True, max_length=self.spec.max_seq_length,
+                [strip_pool_mark(t) if pool_marks else t for t in texts[start : start + length_chunk]], truncation=True,
+                max_length=self.spec.max_seq_length,
                 padding=False, return_attention_mask=False, return_token_type_ids=False, return_length=True,
             )
             lengths += [int(n) for n in out["length"]]
@@ -322,6 +328,7 @@ class TextEncoder(nn.Module):
         device: str | torch.device | None = None,
         pad_to_multiple_of: int | None = None,
         token_budget: int | None = None,
+        pool_marks: bool = False,
         pool_context: bool = False,
     ) -> np.ndarray | Tensor:
         """Embed ``texts`` in batches of similar length; returns ``[N, H]`` float32 in input order.
@@ -340,6 +347,7 @@ class TextEncoder(nn.Module):
         bf16 with the same embeddings, peaking 215-290 MB lower and no slower at 16 rows per
         forward than at 64 (``docs/benchmarks.md``).
 
+        ``pool_marks``: a text with the pool mark pools only its tokens after the mark;
         ``pool_context``: every text embeds as ``[2H]``, the pool after its pool mark and
         the pool before it (:func:`tokenize_texts`).
         """
@@ -356,7 +364,8 @@ class TextEncoder(nn.Module):
             token_budget = CPU_TOKEN_BUDGET if dev.type == "cpu" else 0
         out = torch.empty(len(texts), self.dim * (2 if pool_context else 1), dtype=torch.float32)
         batches = self._length_sorted_batches(
-            texts, batch_size, pad_to_multiple_of=pad_to_multiple_of, token_budget=token_budget
+            texts, batch_size, pad_to_multiple_of=pad_to_multiple_of, token_budget=token_budget,
+            pool_marks=pool_marks or pool_context,
         )
         if show_progress_bar is None:
             show_progress_bar = len(batches) > 20
@@ -364,7 +373,7 @@ class TextEncoder(nn.Module):
             with autocast_context(dev, precision):
                 for idx in tqdm(batches, desc="encode", disable=not show_progress_bar):
                     tokens = self.tokenize([texts[i] for i in idx], pad_to_multiple_of=pad_to_multiple_of,
-                                           pool_context=pool_context)
+                                           pool_marks=pool_marks, pool_context=pool_context)
                     batch = {k: v.to(dev) for k, v in tokens.items()}
                     emb = self(batch).float()
                     if normalize and not self.spec.normalize:

@@ -52,6 +52,7 @@ from contrastlib.heads.base import Preferences, RewardHead
 from contrastlib.methods.base import ContrastiveModule, TrainData
 from contrastlib.registry import HEADS, METHODS
 from contrastlib.utils.io import atomic_path, write_json
+from contrastlib.utils.marks import strip_pool_mark
 
 HEAD_FILE, HEAD_CONFIG = "reward_head.safetensors", "reward_head.json"
 
@@ -194,7 +195,8 @@ class TextTable:
                 continue
             out.ids.append(tuple(i for i in ids if i is not None))
             if with_prompts:  # the auxiliary loss's anchors
-                out.prompt_ids.append(self.add(r.prompt) if r.prompt.strip() else self.add(r.responses[0]))
+                anchor = r.prompt if r.prompt.strip() else r.responses[0]
+                out.prompt_ids.append(self.add(strip_pool_mark(anchor)))  # a plain text: pooled whole
             out.scores.append(r.scores)
             out.margin.append(r.margin)
             out.strength.append(r.strength)
@@ -607,6 +609,12 @@ class RewardMethod(ContrastiveModule):
                      batch_size: int, log: Callable[[str], None] = print) -> None:
         """Fit texts to the window, number them, and (frozen) embed them through the cache."""
         assert isinstance(data, RewardTrainData)
+        pooling = getattr(getattr(encoder, "spec", None), "pooling", "mean")
+        if config.pool != "text" and pooling == "cls":
+            raise ConfigError(
+                f"method.pool: {config.pool!r} pools the reply's tokens, and this encoder pools [CLS] alone "
+                "(model.pooling=cls); use method.pool=text, or model.pooling=mean"
+            )
         policy = WindowPolicy(encoder.tokenizer, encoder.max_seq_length, config.window_policy,
                               mark_reply=config.pool != "text")
         table = TextTable(policy)
@@ -640,7 +648,7 @@ class RewardMethod(ContrastiveModule):
     def collator(self) -> RewardCollator:
         enc: Any = self.encoder
         assert self.data.encoded is not None and self.data.table is not None
-        tokenize = None if self.frozen else _Tokenize(enc.tokenizer, enc.max_seq_length, self.pool == "reply_context")
+        tokenize = None if self.frozen else _Tokenize(enc.tokenizer, enc.max_seq_length, self.pool)
         return RewardCollator(self.data.encoded, self.data.table.texts, tokenize, with_prompts=self.aux_weight > 0)
 
     def on_train_epoch_start(self) -> None:
@@ -669,7 +677,10 @@ class RewardMethod(ContrastiveModule):
         if self.aux_weight and batch.prompts is not None and batch.structure.kind == "pairs":
             s = batch.structure
             assert s.chosen is not None and s.rejected is not None
-            aux = self.loss_fn(emb[batch.prompts], torch.cat([emb[s.chosen], emb[s.rejected]]))
+            # reply_context: the reply's half only (a prompt's first half is its whole pool); a
+            # response's context half is nearly the prompt's own, a shortcut for the loss
+            part = emb[:, : emb.shape[1] // 2] if self.pool == "reply_context" else emb
+            aux = self.loss_fn(part[batch.prompts], torch.cat([part[s.chosen], part[s.rejected]]))
             self.log("train/aux_loss", aux.detach(), batch_size=len(s.chosen))
             loss = loss + self.aux_weight * aux
         return loss
@@ -706,12 +717,12 @@ class RewardMethod(ContrastiveModule):
 
 
 class _Tokenize:
-    def __init__(self, tokenizer: Any, max_length: int, pool_context: bool = False) -> None:
-        self.tokenizer, self.max_length, self.pool_context = tokenizer, max_length, pool_context
+    def __init__(self, tokenizer: Any, max_length: int, pool: str = "text") -> None:
+        self.tokenizer, self.max_length, self.pool = tokenizer, max_length, pool
 
     def __call__(self, texts: Sequence[str]) -> dict[str, Tensor]:
         # a pool mark becomes pool_mask (and context_mask)
-        return tokenize_texts(self.tokenizer, texts, self.max_length, pool_context=self.pool_context)
+        return tokenize_texts(self.tokenizer, texts, self.max_length, **encode_kwargs(self.pool))
 
 
 def embedding_width(pool: str) -> int:
@@ -720,8 +731,9 @@ def embedding_width(pool: str) -> int:
 
 
 def encode_kwargs(pool: str) -> dict[str, Any]:
-    """What ``TextEncoder.encode`` is given for ``method.pool`` (the marks are in the texts)."""
-    return {"pool_context": True} if pool == "reply_context" else {}
+    """What ``TextEncoder.encode`` (and ``tokenize``) is given for ``method.pool``: the
+    window policy marks the reply in every fitted text, and the encoder pools from it."""
+    return {"text": {}, "reply": {"pool_marks": True}}.get(pool, {"pool_marks": True, "pool_context": True})
 
 
 __all__ = ["RewardConfig", "RewardMethod", "RewardModel", "head_spec"]

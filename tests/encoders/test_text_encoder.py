@@ -76,22 +76,25 @@ def test_a_pool_mark_pools_the_tokens_after_it_and_padding_changes_nothing(minil
     after = (offsets[:, 0] >= len(context)) & (offsets[:, 1] > offsets[:, 0])
     assert 3 <= int(after.sum()) < len(offsets) - 10  # the reply's tokens only
     expected = F.normalize(hidden[after].mean(0), dim=-1).numpy()
-    alone = minilm.encode([marked], batch_size=1)
+    alone = minilm.encode([marked], batch_size=1, pool_marks=True)
     np.testing.assert_allclose(alone[0], expected, atol=1e-5)
     whole = minilm.encode([context + reply])[0]
     assert np.abs(alone[0] - whole).max() > 0.05  # pooling the reply is another embedding
+    # not asked for: a corpus text is never read as marked (BERT's normaliser drops U+E000)
+    np.testing.assert_allclose(minilm.encode([marked])[0], whole, atol=1e-5)
+    assert "pool_mask" not in minilm.tokenize([marked])
     batch = [plain[1], marked, plain[0]]
     for side in ("right", "left"):
         minilm.tokenizer.padding_side = side
         try:
-            out = minilm.encode(batch, batch_size=3, pad_to_multiple_of=32)
+            out = minilm.encode(batch, batch_size=3, pad_to_multiple_of=32, pool_marks=True)
         finally:
             minilm.tokenizer.padding_side = "right"
         np.testing.assert_allclose(out[1], alone[0], atol=1e-5)
         np.testing.assert_allclose(out[[0, 2]], minilm.encode(plain[::-1]), atol=1e-5)
-    features = minilm.tokenize(batch)
+    features = minilm.tokenize(batch, pool_marks=True)
     assert features["pool_mask"][[0, 2]].equal(features["attention_mask"][[0, 2]])
-    assert "pool_mask" not in minilm.tokenize(plain) and "context_mask" not in features
+    assert "pool_mask" not in minilm.tokenize(plain, pool_marks=True) and "context_mask" not in features
     # pool_context: [reply pool, context pool], each normalised; unmarked texts pool all twice
     before = (offsets[:, 1] > offsets[:, 0]) & (offsets[:, 0] < len(context))
     assert int(before.sum()) + int(after.sum()) == len(offsets) - 2
@@ -101,6 +104,43 @@ def test_a_pool_mark_pools_the_tokens_after_it_and_padding_changes_nothing(minil
     np.testing.assert_allclose(both[1, 384:], F.normalize(hidden[before].mean(0), dim=-1).numpy(), atol=1e-5)
     np.testing.assert_allclose(both[[0, 2], 384:], both[[0, 2], :384], atol=1e-6)
     np.testing.assert_allclose(both[[0, 2], :384], out[[0, 2]], atol=1e-5)
+
+
+@pytest.mark.parametrize("kind", ["metaspace", "byte_level"])
+def test_the_pool_mask_takes_a_reply_token_that_carries_the_space_before_it(kind):
+    """SentencePiece-style and byte-level BPE tokens take the space before a word
+    (offsets start at the space): the reply's first token is still the reply's, and a
+    one-word reply is pooled, not the whole dialogue."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers
+    from transformers import PreTrainedTokenizerFast
+
+    from contrastlib.data.preference import WindowPolicy
+    from contrastlib.encoders.text import tokenize_texts
+
+    words = ["Human", "Human:", ":", "hi", "there", "Assistant", "Assistant:", "I", "am", "fine", "Yes"]
+    if kind == "metaspace":
+        pre, prefix = pre_tokenizers.Metaspace(), "\u2581"
+    else:
+        pre, prefix = pre_tokenizers.ByteLevel(add_prefix_space=False, trim_offsets=False), "\u0120"
+    vocab = {"[PAD]": 0, "[UNK]": 1, ":": 2, "\u2581:": 3, "\u0120:": 4}
+    for w in words:
+        for v in (w, prefix + w):
+            vocab.setdefault(v, len(vocab))
+    core = Tokenizer(models.WordLevel(vocab, unk_token="[UNK]"))
+    core.pre_tokenizer = pre
+    core.decoder = decoders.Metaspace() if kind == "metaspace" else decoders.ByteLevel()
+    tok = PreTrainedTokenizerFast(tokenizer_object=core, pad_token="[PAD]", unk_token="[UNK]")
+    policy = WindowPolicy(tok, 64, mark_reply=True)
+    texts = [policy.fit("Human: hi there Assistant:", reply) for reply in ("I am fine", "Yes")]
+    features = tokenize_texts(tok, texts, 64, pool_context=True)  # type: ignore[arg-type]
+    ids = features["input_ids"]
+    for row, reply in enumerate(("I am fine", "Yes")):
+        pooled = [tok.convert_ids_to_tokens(int(i)).lstrip(prefix) for i, m in
+                  zip(ids[row], features["pool_mask"][row], strict=True) if m]
+        context = [tok.convert_ids_to_tokens(int(i)).lstrip(prefix) for i, m in
+                   zip(ids[row], features["context_mask"][row], strict=True) if m]
+        assert pooled == reply.split(), (kind, pooled)
+        assert "".join(context) == "Human:hithereAssistant:", (kind, context)
 
 
 def test_token_budget_cuts_long_batches_only_and_keeps_embeddings(minilm, stsb_sentences):

@@ -128,7 +128,8 @@ def test_a_reply_pooled_model_pools_the_reply_after_reload_and_padding_never_cha
     replies_alone = model.encoder.encode([split_pool_mark(t)[0][split_pool_mark(t)[1]:] for t in texts],  # type: ignore[arg-type,index]
                                          convert_to_numpy=False)
     whole = model.encoder.encode([split_pool_mark(t)[0] for t in texts], convert_to_numpy=False)  # type: ignore[arg-type]
-    marked = model.encoder.encode(texts, convert_to_numpy=False, pool_context=pool == "reply_context")  # type: ignore[arg-type]
+    marked = model.encoder.encode(texts, convert_to_numpy=False, pool_marks=True,  # type: ignore[arg-type]
+                                  pool_context=pool == "reply_context")
     with torch.no_grad():
         assert torch.allclose(model.head.eval().reward(marked), alone, atol=1e-6)
     reply_part = marked[:, :384]
@@ -152,14 +153,15 @@ def test_training_batches_pool_the_reply_as_inference_does(minilm_no_dropout: ob
             ("", "A reply without a prompt."), ("Human: why?\n\nAssistant:", "word " * 60)]
     texts = [policy.fit(p, r) for p, r in rows]
     assert policy.report.context_cut == 1 and policy.report.reply_cut == 1
-    features = _Tokenize(enc.tokenizer, enc.max_seq_length, pool_context)(texts)  # type: ignore[arg-type]
+    features = _Tokenize(enc.tokenizer, enc.max_seq_length, "reply_context" if pool_context else "reply")(texts)  # type: ignore[arg-type]
     chunks = split_rows(features, 2, None, pad_to_multiple_of=8, max_width=enc.max_seq_length)
     assert len(chunks) == 3
     enc.eval()
     with torch.no_grad():
         trained = embed_in_chunks(enc, chunks)
     assert trained.shape == (5, 384 * (2 if pool_context else 1))
-    assert torch.allclose(trained, enc.encode(texts, convert_to_numpy=False, pool_context=pool_context), atol=1e-5)
+    assert torch.allclose(trained, enc.encode(texts, convert_to_numpy=False, pool_marks=True, pool_context=pool_context),
+                          atol=1e-5)
     whole = enc.encode([strip_pool_mark(t) for t in texts], convert_to_numpy=False)  # type: ignore[arg-type]
     assert (trained[:, :384] - whole)[:4].abs().amax(dim=1).min() > 0.01
 
@@ -181,10 +183,10 @@ def test_eval_reward_cli_prints_accuracy_ece_and_the_subset_table(frozen_run: Pa
 
 def test_fine_tuned_reward_model_under_the_gradient_cache_equals_one_graph(tmp_path: Path) -> None:
     """Fine-tuning with gradcache (chunks of 4) and the auxiliary contrastive loss ends at
-    the same encoder and head weights as one graph over the batch of 8. The reply is
-    pooled alone (``method.pool=reply``), so its pool mask has to travel through the
-    length-sorted chunks with the tokens; the plain text path is the same code less that
-    key (tests/training covers the gradient cache on plain batches)."""
+    the same encoder and head weights as one graph over the batch of 8, with the reply
+    pooled alone (``method.pool=reply``: a pool mask in every chunk; that the chunks
+    pool the reply as ``encode`` does is
+    ``test_training_batches_pool_the_reply_as_inference_does``)."""
     runs = {}
     for name, extra in (("plain", ["method.pool=reply"]), ("cached", ["method.pool=reply", "gradcache.chunk_size=4"])):
         args = ["fit", "reward-hh", f"output_dir={tmp_path}", f"name={name}", "method.frozen=false",
@@ -219,6 +221,10 @@ def test_frozen_with_gradcache_or_aux_loss_is_a_config_error(capsys: pytest.Capt
     assert main(["fit", "reward-hh", "method.pool=answer", "--dry-run"]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert "method.pool: text, reply or reply_context, not 'answer'" in err[-1]
+    # [CLS] pooling ignores any mask: pooling the reply would silently be the whole text
+    assert main(["fit", "reward-hh", "method.pool=reply", "model.pooling=cls", "data.max_rows=20",
+                 "trainer.enable_progress_bar=false"]) == 2
+    assert "model.pooling=cls" in capsys.readouterr().err.strip().splitlines()[-1]
 
 
 def _make_model(tmp_path: Path) -> Path:
