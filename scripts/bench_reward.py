@@ -70,21 +70,16 @@ HEADS = {
     "gpm": {"name": "gpm", "rank": 4, "hidden": 256},
     "nca": {"name": "nca", "hidden": 256},
 }
-FINETUNE: dict[str, tuple[int, float, list[str]]] = {  # epochs, encoder lr, further overrides (head: FINETUNE_HEADS)
-    "ours-finetune": (1, 2e-5, []),
-    "ours-finetune-3ep": (3, 3e-5, []),
-    "ours-finetune-5ep": (5, 3e-5, []),
-    "ours-finetune-3ep-aux": (3, 3e-5, ["method.aux_weight=0.1"]),
-    "ours-finetune-3ep-512": (3, 3e-5, ["model.max_seq_length=512"]),
-    "ours-finetune-reply": (1, 2e-5, ["method.pool=reply"]),
-    "ours-finetune-3ep-reply": (3, 3e-5, ["method.pool=reply"]),
-    "ours-finetune-reply-context": (1, 2e-5, ["method.pool=reply_context"]),
-    "ours-finetune-3ep-reply-context": (3, 3e-5, ["method.pool=reply_context"]),
-}
-#: The fine-tuned head where it is not the linear Bradley-Terry one.
-FINETUNE_HEADS: dict[str, dict[str, Any]] = {
-    "ours-finetune-reply-context": {"name": "bradley_terry", "hidden": 256},
-    "ours-finetune-3ep-reply-context": {"name": "bradley_terry", "hidden": 256},
+FINETUNE: dict[str, tuple[int, float, list[str], str]] = {  # epochs, encoder lr, further overrides, head (HEADS)
+    "ours-finetune": (1, 2e-5, [], "bt"),
+    "ours-finetune-3ep": (3, 3e-5, [], "bt"),
+    "ours-finetune-5ep": (5, 3e-5, [], "bt"),
+    "ours-finetune-3ep-aux": (3, 3e-5, ["method.aux_weight=0.1"], "bt"),
+    "ours-finetune-3ep-512": (3, 3e-5, ["model.max_seq_length=512"], "bt"),
+    "ours-finetune-reply": (1, 2e-5, ["method.pool=reply"], "bt"),
+    "ours-finetune-3ep-reply": (3, 3e-5, ["method.pool=reply"], "bt"),
+    "ours-finetune-reply-context": (1, 2e-5, ["method.pool=reply_context"], "bt-mlp"),
+    "ours-finetune-3ep-reply-context": (3, 3e-5, ["method.pool=reply_context"], "bt-mlp"),
 }
 #: Frozen cases with other pooling: case -> (head, overrides).
 FROZEN_POOLED: dict[str, tuple[str, list[str]]] = {
@@ -192,7 +187,7 @@ def ours_case(work: str, cache: str, head: str | None, runs: str, epochs: int = 
     if frozen:
         cfg.method["head"] = HEADS[head]
     else:
-        cfg.method["head"] = finetune_head or {"name": "bradley_terry"}
+        cfg.method["head"] = dict(finetune_head or HEADS["bt"])
     start = time.perf_counter()
     result = fit(cfg, log=lambda m: print(m, file=sys.stderr))
     wall = time.perf_counter() - start
@@ -281,9 +276,9 @@ def main() -> None:
         elif case.startswith("trl-"):
             r = in_child(run_case, "trl_case", str(work), str(work / "trl"), case == "trl-bf16")
         elif case in FINETUNE:
-            epochs, lr, extra = FINETUNE[case]
+            epochs, lr, extra, head = FINETUNE[case]
             r = in_child(run_case, "ours_case", str(work), cache, None, runs, epochs, lr, case.removeprefix("ours-"),
-                         extra, FINETUNE_HEADS.get(case))
+                         extra, HEADS[head])
         elif case in FROZEN_POOLED:
             head, extra = FROZEN_POOLED[case]
             r = in_child(run_case, "ours_case", str(work), cache, head, runs, 1, 2e-5, case.removeprefix("ours-"), extra)

@@ -38,16 +38,18 @@ import torch.nn.functional as F
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from bench_reward import WINDOW, _metrics_from_logits, _read, prepare
 
-from contrastlib.data.preference import WindowPolicy, join
+from contrastlib.data.preference import WindowPolicy
 from contrastlib.encoders.text import resolve_model_path
+from contrastlib.utils.marks import split_pool_mark
 
 
 def split_text(policy: WindowPolicy, prompt: str, reply: str) -> tuple[str, int]:
-    """The fitted text and the character where its final reply starts (0: reply cut)."""
-    text = policy.fit(prompt, reply)
-    assert text is not None
-    full = join(prompt, reply)
-    return text, max(0, len(text) - len(reply)) if full.endswith(text) else 0
+    """The fitted text and the character where its final reply starts (0: reply cut),
+    from the pool mark the policy puts there (``mark_reply=True``)."""
+    marked = policy.fit(prompt, reply)
+    assert marked is not None
+    text, start = split_pool_mark(marked)
+    return text, start or 0
 
 
 def main() -> None:
@@ -73,7 +75,7 @@ def main() -> None:
     with_context = a.variant == "reply-ctx-mlp"
     head: torch.nn.Module = (torch.nn.Sequential(torch.nn.Linear(2 * dim, 256), torch.nn.GELU(), torch.nn.Linear(256, 1))
                              if with_context else torch.nn.Linear(dim, 1))
-    policy = WindowPolicy(tok, WINDOW)
+    policy = WindowPolicy(tok, WINDOW, mark_reply=True)
 
     def features(rows: list[dict]) -> list[dict]:
         out = []

@@ -92,8 +92,14 @@ class RewardConfig:
     pool: str = "text"
 
 
-#: Values of ``method.pool``.
-POOLS = ("text", "reply", "reply_context")
+#: ``method.pool`` -> what ``TextEncoder.encode`` / ``tokenize`` are given: with marks, the
+#: window policy marks the reply in every fitted text and the encoder pools from it;
+#: with ``pool_context`` the embedding is the reply's pool and the context's, 2x wide.
+POOLS: dict[str, dict[str, bool]] = {
+    "text": {},
+    "reply": {"pool_marks": True},
+    "reply_context": {"pool_marks": True, "pool_context": True},
+}
 
 
 # ---------------------------------------------------------------------------- heads
@@ -337,7 +343,7 @@ class RewardModel(nn.Module):
 
     def _policy(self) -> WindowPolicy:
         return WindowPolicy(self.encoder.tokenizer, self.encoder.max_seq_length, self.window_policy,
-                            mark_reply=self.pool != "text")
+                            mark_reply=POOLS[self.pool].get("pool_marks", False))
 
     def fit_texts(self, prompts: Sequence[str], responses: Sequence[str], where: Sequence[str] | None = None) -> list[str | None]:
         policy = self._policy()
@@ -370,7 +376,7 @@ class RewardModel(nn.Module):
         if missing:
             out = torch.as_tensor(self.encoder.encode(missing, batch_size=self.batch_size, precision=self.precision,
                                                       show_progress_bar=show_progress_bar, convert_to_numpy=False,
-                                                      **encode_kwargs(self.pool)))
+                                                      **POOLS[self.pool]))
             new = dict(zip(missing, out.float(), strict=True))
             known.update(new)
             if self.memo is not None:
@@ -480,7 +486,8 @@ class RewardMethod(ContrastiveModule):
         self.head_name = (head or {}).get("name", "bradley_terry")
         self.head_kwargs = dict(data.head_kwargs)
         extra = {"num_users": len(data.users)} if data.head_cls.per_user else {}
-        self.head: RewardHead = data.head_cls(enc.dim * embedding_width(pool), **self.head_kwargs, **extra)
+        width = 2 if POOLS[pool].get("pool_context") else 1  # reply_context: two pools side by side
+        self.head: RewardHead = data.head_cls(enc.dim * width, **self.head_kwargs, **extra)
         self.frozen, self.aux_weight, self.head_lr = frozen, aux_weight, head_lr
         self.window_policy, self.pool = window_policy, pool
         self.data = data
@@ -538,7 +545,8 @@ class RewardMethod(ContrastiveModule):
         if config.window_policy not in ("keep_final", "drop", "raise"):
             raise ConfigError(f"method.window_policy: keep_final, drop or raise, not {config.window_policy!r}")
         if config.pool not in POOLS:
-            raise ConfigError(f"method.pool: {', '.join(POOLS[:-1])} or {POOLS[-1]}, not {config.pool!r}")
+            *names, last = POOLS
+            raise ConfigError(f"method.pool: {', '.join(names)} or {last}, not {config.pool!r}")
         if config.frozen and config.aux_weight:
             raise ConfigError("method.aux_weight: the auxiliary contrastive loss trains the encoder; set method.frozen=false")
         if config.aux_weight < 0:
@@ -616,7 +624,7 @@ class RewardMethod(ContrastiveModule):
                 "(model.pooling=cls); use method.pool=text, or model.pooling=mean"
             )
         policy = WindowPolicy(encoder.tokenizer, encoder.max_seq_length, config.window_policy,
-                              mark_reply=config.pool != "text")
+                              mark_reply=POOLS[config.pool].get("pool_marks", False))
         table = TextTable(policy)
         users = {u: i for i, u in enumerate(data.users)}
         objectives = list(data.head_kwargs.get("objectives", ()))
@@ -637,7 +645,7 @@ class RewardMethod(ContrastiveModule):
 
             cache = EmbeddingCache(cache_dir)
             emb = cache.embed(encoder, table.texts, batch_size=batch_size, precision=precision, desc="embed texts",
-                              encode_kwargs=encode_kwargs(config.pool) or None)
+                              encode_kwargs=dict(POOLS[config.pool]) or None)
             stats = cache.last_stats
             log(f"embeddings: {len(table.texts)} texts, {stats.get('reused', 0)}/{stats.get('shards', 0)} shards from the cache")
             data.embeddings = torch.from_numpy(emb)
@@ -722,18 +730,8 @@ class _Tokenize:
 
     def __call__(self, texts: Sequence[str]) -> dict[str, Tensor]:
         # a pool mark becomes pool_mask (and context_mask)
-        return tokenize_texts(self.tokenizer, texts, self.max_length, **encode_kwargs(self.pool))
+        return tokenize_texts(self.tokenizer, texts, self.max_length, **POOLS[self.pool])
 
-
-def embedding_width(pool: str) -> int:
-    """How many encoder dimensions a ``method.pool`` embedding takes, in units of ``H``."""
-    return 2 if pool == "reply_context" else 1
-
-
-def encode_kwargs(pool: str) -> dict[str, Any]:
-    """What ``TextEncoder.encode`` (and ``tokenize``) is given for ``method.pool``: the
-    window policy marks the reply in every fitted text, and the encoder pools from it."""
-    return {"text": {}, "reply": {"pool_marks": True}}.get(pool, {"pool_marks": True, "pool_context": True})
 
 
 __all__ = ["RewardConfig", "RewardMethod", "RewardModel", "head_spec"]

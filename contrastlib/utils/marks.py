@@ -26,4 +26,4 @@ def split_pool_mark(text: str) -> tuple[str, int | None]:
 
 
 def strip_pool_mark(text: str) -> str:
-    return text.replace(POOL_MARK, "") if POOL_MARK in text else text
+    return text.replace(POOL_MARK, "")
