@@ -15,7 +15,9 @@ Variants (``--variant``):
   by attention but not pooled);
 * ``reply-ctx-mlp``: ``reply``'s embedding concatenated with the mean of the context's
   tokens (both L2-normalised), under an MLP head (hidden 256): the reward can depend on
-  the reply *given* the kind of context (a harmful request wants a refusal).
+  the reply *given* the kind of context (a harmful request wants a refusal);
+* ``reply-ctx``: the same features under a linear head, which cannot form that
+  interaction: it separates the head's share of ``reply-ctx-mlp``'s gain from the context's.
 
     python scripts/bench_reward_inputs.py --variant reply --epochs 1   # the split of bench_reward.py
 
@@ -54,15 +56,18 @@ def split_text(policy: WindowPolicy, prompt: str, reply: str) -> tuple[str, int]
 
 def main() -> None:
     p = argparse.ArgumentParser()
-    p.add_argument("--variant", default="mean", choices=["mean", "reply", "reply-ctx-mlp"])
+    p.add_argument("--variant", default="mean", choices=["mean", "reply", "reply-ctx", "reply-ctx-mlp"])
     p.add_argument("--epochs", type=int, default=1)
     p.add_argument("--lr", type=float, default=2e-5)
     p.add_argument("--work", default="bench_out/reward-data")
     p.add_argument("--out", default="bench_out/reward_inputs.json")
-    p.add_argument("--max-pairs", type=int, default=0)
+    p.add_argument("--max-pairs", type=int, default=0, help="a smoke run: the first N train pairs, N/4 test pairs")
+    p.add_argument("--train-pairs", type=int, default=0,
+                   help="a learning curve: N train pairs drawn at random (seeded), the whole test split")
+    p.add_argument("--seed", type=int, default=0, help="head initialisation, batch order and --train-pairs draw")
     a = p.parse_args()
     torch.set_num_threads(2)
-    torch.manual_seed(0)
+    torch.manual_seed(a.seed)
     from transformers import AutoModel, AutoTokenizer
 
     work = Path(a.work)
@@ -72,9 +77,10 @@ def main() -> None:
     tok = AutoTokenizer.from_pretrained(path)
     model = AutoModel.from_pretrained(path, hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0)
     dim = model.config.hidden_size
-    with_context = a.variant == "reply-ctx-mlp"
-    head: torch.nn.Module = (torch.nn.Sequential(torch.nn.Linear(2 * dim, 256), torch.nn.GELU(), torch.nn.Linear(256, 1))
-                             if with_context else torch.nn.Linear(dim, 1))
+    with_context = a.variant.startswith("reply-ctx")
+    width = 2 * dim if with_context else dim
+    head: torch.nn.Module = (torch.nn.Sequential(torch.nn.Linear(width, 256), torch.nn.GELU(), torch.nn.Linear(256, 1))
+                             if a.variant.endswith("-mlp") else torch.nn.Linear(width, 1))
     policy = WindowPolicy(tok, WINDOW, mark_reply=True)
 
     def features(rows: list[dict]) -> list[dict]:
@@ -83,7 +89,7 @@ def main() -> None:
             for key in ("chosen", "rejected"):
                 text, start = split_text(policy, r["prompt"], r[key])
                 enc = tok(text, truncation=True, max_length=WINDOW, return_offsets_mapping=True)
-                if a.variant in ("reply", "reply-ctx-mlp"):
+                if a.variant != "mean":
                     pool = [int(s >= start and e > s) for s, e in enc["offset_mapping"]]
                 else:
                     pool = [1] * len(enc["input_ids"])
@@ -95,6 +101,8 @@ def main() -> None:
     test = _read(work / "test.jsonl")
     if a.max_pairs:
         train, test = train[: a.max_pairs], test[: a.max_pairs // 4]
+    if a.train_pairs:
+        train = random.Random(1000 + a.seed).sample(train, a.train_pairs)
     ftrain, ftest = features(train), features(test)
 
     def embed(items: list[dict]) -> torch.Tensor:
@@ -132,7 +140,7 @@ def main() -> None:
     opt = torch.optim.AdamW([{"params": model.parameters(), "lr": a.lr}, {"params": head.parameters(), "lr": 1e-3}],
                             weight_decay=0.01)
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: min((s + 1) / warm, max(0.0, (total - s) / (total - warm))))
-    rng = random.Random(42)
+    rng = random.Random(42 + a.seed)
     start = time.perf_counter()
     step = 0
     for epoch in range(a.epochs):
@@ -163,7 +171,9 @@ def main() -> None:
     print(json.dumps(res), flush=True)
     out = Path(a.out)
     results = json.loads(out.read_text()) if out.is_file() else {}
-    results[f"{a.variant}-{a.epochs}ep-lr{a.lr:g}" + (f"-n{a.max_pairs}" if a.max_pairs else "")] = res
+    key = f"{a.variant}-{a.epochs}ep-lr{a.lr:g}" + (f"-n{a.max_pairs}" if a.max_pairs else "")
+    key += (f"-train{a.train_pairs}" if a.train_pairs else "") + (f"-seed{a.seed}" if a.seed else "")
+    results[key] = res
     out.write_text(json.dumps(results, indent=1))
 
 
