@@ -304,6 +304,19 @@ class RewardTrainData(TrainData):
     eval_batch_size: int = 128
 
 
+@contextlib.contextmanager
+def _eval_mode(module: nn.Module) -> Iterator[None]:
+    """Eval mode inside, the module's own mode restored after: scoring during a fit (the
+    evaluation before training) must not leave the head in eval mode, which Lightning
+    warns about and which would switch a head's dropout off."""
+    was = module.training
+    module.eval()
+    try:
+        yield
+    finally:
+        module.train(was)
+
+
 # ---------------------------------------------------------------------------- the model
 class RewardModel(nn.Module):
     """An encoder and a head: texts in, rewards out. What ``export`` writes, ``score``
@@ -394,9 +407,9 @@ class RewardModel(nn.Module):
         """``[N]`` rewards of already-fitted texts."""
         emb = self.embed(texts)
         dev = next(self.head.parameters()).device
-        self.head.eval()
         u = self._users(users, len(texts))
-        r = self.head.reward(emb.to(dev), None if u is None else u.to(dev)).cpu()
+        with _eval_mode(self.head):
+            r = self.head.reward(emb.to(dev), None if u is None else u.to(dev)).cpu()
         return (r - self.mean) / self.std if normalize else r
 
     @torch.no_grad()
@@ -404,9 +417,9 @@ class RewardModel(nn.Module):
         """``[N]`` log-odds that ``a[i]`` is preferred to ``b[i]`` (fitted texts)."""
         ea, eb = self.embed(a), self.embed(b)
         dev = next(self.head.parameters()).device
-        self.head.eval()
         u = self._users(users, len(a))
-        return self.head.prefer(ea.to(dev), eb.to(dev), None if u is None else u.to(dev)).cpu()
+        with _eval_mode(self.head):
+            return self.head.prefer(ea.to(dev), eb.to(dev), None if u is None else u.to(dev)).cpu()
 
     def fingerprint(self) -> str:
         """A hash of the encoder's and the head's weights and the scoring settings."""

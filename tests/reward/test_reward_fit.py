@@ -314,6 +314,22 @@ def test_the_head_trains_in_training_mode_after_the_evaluation_before_training(
     assert modes and all(modes)
 
 
+def test_scoring_uses_eval_mode_and_gives_the_head_back_in_its_own_mode(minilm_no_dropout: Any) -> None:
+    """``rewards`` and ``prefer`` score with the head's dropout off, and leave the head in
+    the mode they found it in: scoring before training used to leave it in eval mode, and
+    Lightning warned "Found 6 module(s) in eval mode at the start of training"."""
+    torch.manual_seed(0)
+    model = RewardModel(minilm_no_dropout, BradleyTerryHead(384, hidden=16, dropout=0.5))
+    texts = ["Human: hi\n\nAssistant: Hello! How can I help?", "Human: hi\n\nAssistant: no."]
+    for mode in (True, False):
+        model.head.train(mode)
+        first, again = model.rewards(texts), model.rewards(texts)
+        assert torch.equal(first, again)  # dropout off while scoring, in either mode
+        assert model.head.training is mode and all(m.training is mode for m in model.head.modules())
+        model.prefer(texts[:1], texts[1:])
+        assert model.head.training is mode
+
+
 def test_a_damaged_score_shard_is_scored_again(tmp_path: Path) -> None:
     from contrastlib.scoring import score_file
 
