@@ -79,6 +79,7 @@ FINETUNE: dict[str, tuple[int, float, list[str], str]] = {  # epochs, encoder lr
     "ours-finetune-reply": (1, 2e-5, ["method.pool=reply"], "bt"),
     "ours-finetune-3ep-reply": (3, 3e-5, ["method.pool=reply"], "bt"),
     "ours-finetune-reply-context": (1, 2e-5, ["method.pool=reply_context"], "bt-mlp"),
+    "ours-finetune-reply-context-seed0": (1, 2e-5, ["method.pool=reply_context", "seed=0"], "bt-mlp"),
     "ours-finetune-2ep-reply-context": (2, 2e-5, ["method.pool=reply_context"], "bt-mlp"),
     "ours-finetune-3ep-reply-context": (3, 3e-5, ["method.pool=reply_context"], "bt-mlp"),
 }

@@ -17,7 +17,9 @@ Variants (``--variant``):
   tokens (both L2-normalised), under an MLP head (hidden 256): the reward can depend on
   the reply *given* the kind of context (a harmful request wants a refusal);
 * ``reply-ctx``: the same features under a linear head, which cannot form that
-  interaction: it separates the head's share of ``reply-ctx-mlp``'s gain from the context's.
+  interaction: it separates the head's share of ``reply-ctx-mlp``'s gain from the context's;
+* ``reply-ctx-prod-mlp``: ``reply-ctx-mlp`` with the elementwise product of the two halves
+  as a third input to the MLP, the interaction given explicitly rather than learned.
 
     python scripts/bench_reward_inputs.py --variant reply --epochs 1   # the split of bench_reward.py
 
@@ -54,9 +56,17 @@ def split_text(policy: WindowPolicy, prompt: str, reply: str) -> tuple[str, int]
     return text, start or 0
 
 
+class WithProduct(torch.nn.Module):
+    """``[reply, context] -> [reply, context, reply * context]``."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        r, c = x.chunk(2, dim=-1)
+        return torch.cat([r, c, r * c], dim=-1)
+
+
 def main() -> None:
     p = argparse.ArgumentParser()
-    p.add_argument("--variant", default="mean", choices=["mean", "reply", "reply-ctx", "reply-ctx-mlp"])
+    p.add_argument("--variant", default="mean", choices=["mean", "reply", "reply-ctx", "reply-ctx-mlp", "reply-ctx-prod-mlp"])
     p.add_argument("--epochs", type=int, default=1)
     p.add_argument("--lr", type=float, default=2e-5)
     p.add_argument("--work", default="bench_out/reward-data")
@@ -79,7 +89,12 @@ def main() -> None:
     dim = model.config.hidden_size
     with_context = a.variant.startswith("reply-ctx")
     width = 2 * dim if with_context else dim
-    head: torch.nn.Module = (torch.nn.Sequential(torch.nn.Linear(width, 256), torch.nn.GELU(), torch.nn.Linear(256, 1))
+    layers: list[torch.nn.Module] = []
+    if "-prod" in a.variant:
+        layers.append(WithProduct())
+        width = 3 * dim
+    head: torch.nn.Module = (torch.nn.Sequential(*layers, torch.nn.Linear(width, 256), torch.nn.GELU(),
+                                                 torch.nn.Linear(256, 1))
                              if a.variant.endswith("-mlp") else torch.nn.Linear(width, 1))
     policy = WindowPolicy(tok, WINDOW, mark_reply=True)
 
