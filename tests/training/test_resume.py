@@ -67,8 +67,15 @@ def _fit_process(out: Path, name: str, *extra: str, run: list[str] = RUN) -> sub
     )
 
 
-@pytest.mark.parametrize("method", [  # SimCLR's views in workers are also covered by tests/vision/test_simclr.py
-    pytest.param(m, marks=pytest.mark.slow) if m == "simclr-2-workers" else m for m in METHODS])
+#: slow (kept out of the default suite's 15 minutes), each covered there by another test:
+#: SimCLR's views in workers by tests/vision/test_simclr.py; text SimCSE's mid-epoch resume
+#: by test_gradient_cache_run_resumes_mid_epoch_exactly and tests/test_ddp_cli.py, and a
+#: real SIGKILL by the other methods here
+SLOW_METHODS = ("simclr-2-workers", "simcse-text")
+
+
+@pytest.mark.parametrize("method", [pytest.param(m, marks=pytest.mark.slow) if m in SLOW_METHODS else m
+                                    for m in METHODS])
 def test_sigkill_mid_epoch_then_resume_matches_an_uninterrupted_run(tmp_path, method):
     run, steps_per_epoch = METHODS[method]
     whole = _fit_process(tmp_path, "whole", run=run)

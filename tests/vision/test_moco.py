@@ -77,7 +77,8 @@ def test_the_queue_never_holds_the_current_keys_when_the_loss_runs():
     assert int(m.queue_ptr) == (8 * 16) % 64 and trainer.global_step == 4
 
 
-@pytest.mark.parametrize("version", [2, 3])
+# v2 through the CLI is also fitted by test_resume.py's moco-v2-queue and the DDP vision test
+@pytest.mark.parametrize("version", [pytest.param(2, marks=pytest.mark.slow), 3])
 def test_fit_through_the_cli(tmp_path, version):
     extra = ["method.key_momentum_end=1.0"] if version == 3 else ["method.queue_size=48"]
     assert main(["fit", "moco-digits", f"output_dir={tmp_path}", "name=r", f"method.version={version}",
@@ -95,6 +96,7 @@ def _losses(run: Path) -> dict[int, float]:
     return out
 
 
+@pytest.mark.slow  # the default suite has the stronger case: test_resume.py's moco-v2-queue, killed mid-epoch
 def test_resume_continues_exactly_queue_and_momentum_encoder_included(tmp_path):
     steady = ["augment.min_scale=1.0", "augment.hflip=0.0", "augment.jitter_prob=0.0", "augment.grayscale=0.0"]
     # a constant learning rate and key momentum: the first, one-epoch run then follows the
