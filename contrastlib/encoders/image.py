@@ -12,6 +12,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from contrastlib.registry import ENCODERS
+from contrastlib.utils.modes import eval_mode
 
 
 class ProjectionHead(nn.Sequential):
@@ -136,9 +137,5 @@ class ImageEncoder(nn.Module):
 
     @torch.inference_mode()
     def encode(self, images: Tensor, batch_size: int = 256) -> Tensor:
-        was = self.training
-        self.eval()
-        try:
+        with eval_mode(self):
             return torch.cat([self(images[i : i + batch_size]) for i in range(0, len(images), batch_size)])
-        finally:
-            self.train(was)

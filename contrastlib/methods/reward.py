@@ -53,6 +53,7 @@ from contrastlib.methods.base import ContrastiveModule, TrainData
 from contrastlib.registry import HEADS, METHODS
 from contrastlib.utils.io import atomic_path, write_json
 from contrastlib.utils.marks import strip_pool_mark
+from contrastlib.utils.modes import eval_mode
 
 HEAD_FILE, HEAD_CONFIG = "reward_head.safetensors", "reward_head.json"
 
@@ -100,6 +101,11 @@ POOLS: dict[str, dict[str, bool]] = {
     "reply": {"pool_marks": True},
     "reply_context": {"pool_marks": True, "pool_context": True},
 }
+
+
+def window_policy(encoder: Any, policy: str, pool: str) -> WindowPolicy:
+    """How texts are fitted to ``encoder``'s window, marking the reply where ``pool`` pools from it."""
+    return WindowPolicy(encoder.tokenizer, encoder.max_seq_length, policy, mark_reply=POOLS[pool].get("pool_marks", False))
 
 
 # ---------------------------------------------------------------------------- heads
@@ -304,19 +310,6 @@ class RewardTrainData(TrainData):
     eval_batch_size: int = 128
 
 
-@contextlib.contextmanager
-def _eval_mode(module: nn.Module) -> Iterator[None]:
-    """Eval mode inside, the module's own mode restored after: scoring during a fit (the
-    evaluation before training) must not leave the head in eval mode, which Lightning
-    warns about and which would switch a head's dropout off."""
-    was = module.training
-    module.eval()
-    try:
-        yield
-    finally:
-        module.train(was)
-
-
 # ---------------------------------------------------------------------------- the model
 class RewardModel(nn.Module):
     """An encoder and a head: texts in, rewards out. What ``export`` writes, ``score``
@@ -355,8 +348,7 @@ class RewardModel(nn.Module):
         return bool(self.head.scalar)
 
     def _policy(self) -> WindowPolicy:
-        return WindowPolicy(self.encoder.tokenizer, self.encoder.max_seq_length, self.window_policy,
-                            mark_reply=POOLS[self.pool].get("pool_marks", False))
+        return window_policy(self.encoder, self.window_policy, self.pool)
 
     def fit_texts(self, prompts: Sequence[str], responses: Sequence[str], where: Sequence[str] | None = None) -> list[str | None]:
         policy = self._policy()
@@ -408,7 +400,7 @@ class RewardModel(nn.Module):
         emb = self.embed(texts)
         dev = next(self.head.parameters()).device
         u = self._users(users, len(texts))
-        with _eval_mode(self.head):
+        with eval_mode(self.head):
             r = self.head.reward(emb.to(dev), None if u is None else u.to(dev)).cpu()
         return (r - self.mean) / self.std if normalize else r
 
@@ -418,7 +410,7 @@ class RewardModel(nn.Module):
         ea, eb = self.embed(a), self.embed(b)
         dev = next(self.head.parameters()).device
         u = self._users(users, len(a))
-        with _eval_mode(self.head):
+        with eval_mode(self.head):
             return self.head.prefer(ea.to(dev), eb.to(dev), None if u is None else u.to(dev)).cpu()
 
     def fingerprint(self) -> str:
@@ -636,8 +628,7 @@ class RewardMethod(ContrastiveModule):
                 f"method.pool: {config.pool!r} pools the reply's tokens, and this encoder pools [CLS] alone "
                 "(model.pooling=cls); use method.pool=text, or model.pooling=mean"
             )
-        policy = WindowPolicy(encoder.tokenizer, encoder.max_seq_length, config.window_policy,
-                              mark_reply=POOLS[config.pool].get("pool_marks", False))
+        policy = window_policy(encoder, config.window_policy, config.pool)
         table = TextTable(policy)
         users = {u: i for i, u in enumerate(data.users)}
         objectives = list(data.head_kwargs.get("objectives", ()))
