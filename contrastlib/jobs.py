@@ -27,8 +27,7 @@ and every other rank must use the same one:
 
 Only rank 0 writes the marker, the config and the results.
 
-:func:`load_encoder` reads what a run left (``model/`` or a checkpoint): the job room is
-the one that knows a run directory's layout.
+What a run left is read back by :mod:`contrastlib.loading`.
 """
 
 from __future__ import annotations
@@ -36,27 +35,20 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-import platform
 import re
-import subprocess
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import torch
-
 from contrastlib import __version__
-from contrastlib.encoders.text import TextEncoder, resolve_model_path
-from contrastlib.errors import ConfigError, ModelLoadError
+from contrastlib.environment import git_commit, hardware, versions
+from contrastlib.errors import ConfigError
 from contrastlib.utils.io import atomic_path, write_json
 
 #: The marker file that makes a directory a contrastlib run dir.
 RUN_MARKER = "contrastlib_run.json"
-#: Key under which methods store the encoder spec in their checkpoint hyper-parameters.
-ENCODER_HPARAM = "encoder"
-ENCODER_PREFIX = "encoder."
 #: Set by rank 0 before Lightning starts the other ranks: the job's directory.
 JOB_DIR_ENV = "CONTRASTLIB_JOB_DIR"
 #: How long a rank > 0 of an externally launched job waits for rank 0's choice.
@@ -115,46 +107,6 @@ def _claim_fresh_dir(base: Path) -> Path:
             return path
         except FileExistsError:
             n += 1
-
-
-def git_commit() -> str | None:
-    """The commit of contrastlib's source checkout (``+dirty`` if modified), if it is one."""
-    src = Path(__file__).resolve().parent
-    try:
-        out = subprocess.run(
-            ["git", "-C", str(src), "rev-parse", "HEAD"], capture_output=True, text=True, timeout=5, check=True
-        ).stdout.strip()
-        dirty = subprocess.run(
-            ["git", "-C", str(src), "status", "--porcelain", "--untracked-files=no", "."],
-            capture_output=True, text=True, timeout=5, check=True,
-        ).stdout.strip()
-    except (OSError, subprocess.SubprocessError):
-        return None
-    return f"{out}+dirty" if dirty else out or None
-
-
-def versions() -> dict[str, str]:
-    out = {"contrastlib": __version__, "python": platform.python_version()}
-    for name in ("torch", "pytorch_lightning", "transformers", "sentence_transformers", "timm", "faiss"):
-        with contextlib.suppress(Exception):
-            out[name] = str(__import__(name).__version__)
-    return out
-
-
-def hardware() -> dict[str, Any]:
-    """What the run ran on: CPU model and cores, memory, accelerators, OS."""
-    cpu = platform.processor() or platform.machine()
-    with contextlib.suppress(OSError):
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    out: dict[str, Any] = {"cpu": cpu, "cpus": os.cpu_count(), "platform": platform.platform()}
-    with contextlib.suppress(ValueError, OSError, AttributeError):
-        out["memory_gb"] = round(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30, 1)
-    if torch.cuda.is_available():
-        out["gpus"] = [torch.cuda.get_device_name(i) for i in range(torch.cuda.device_count())]
-    return out
 
 
 @dataclass
@@ -294,144 +246,3 @@ class Job:
     def write_json(self, name: str, obj: Any) -> None:
         if self.is_zero:
             write_json(self.dir / name, obj)
-
-
-# ---------------------------------------------------------------------------- reading runs
-def load_encoder_from_checkpoint(path: str | Path) -> TextEncoder:
-    path = Path(path)
-    try:
-        ckpt: dict[str, Any] = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:
-        raise ModelLoadError(f"{path}: not a readable checkpoint ({exc})") from None
-    if "contrastlib_frozen_encoder" in ckpt:  # RewardMethod.FROZEN_KEY (no import of methods here)
-        raise ModelLoadError(
-            f"{path}: a frozen-encoder reward run's checkpoint holds the head, not the encoder; load the run's model/"
-        )
-    spec = (ckpt.get("hyper_parameters") or {}).get(ENCODER_HPARAM)
-    if not isinstance(spec, dict):
-        raise ModelLoadError(f"{path}: no text-encoder spec in the checkpoint's hyper-parameters")
-    encoder = TextEncoder(**spec)
-    state = {
-        k[len(ENCODER_PREFIX) :]: v
-        for k, v in ckpt["state_dict"].items()
-        if k.startswith(ENCODER_PREFIX)
-    }
-    missing, unexpected = encoder.load_state_dict(state, strict=False)
-    # Some buffers (e.g. position_ids) are not persisted by every transformers version.
-    missing = [k for k in missing if not k.endswith("position_ids")]
-    if missing or unexpected:
-        raise ModelLoadError(f"{path}: encoder weights do not match (missing {missing[:3]}, unexpected {unexpected[:3]})")
-    return encoder
-
-
-def model_files(spec: str | Path) -> Path | None:
-    """The local file or directory :func:`load_encoder` reads ``spec`` from, or None
-    when it is not on disk (a hub id)."""
-    path = Path(resolve_model_path(str(spec)))
-    if path.is_file():
-        return path
-    if is_run_dir(path):
-        if (path / "model" / "modules.json").is_file():
-            return path / "model"
-        last = path / "checkpoints" / "last.ckpt"
-        return last if last.is_file() else None
-    return path if path.is_dir() else None
-
-
-class LazyEncoder:
-    """A model named on the command line, loaded only when something needs it.
-
-    Its :meth:`weights_fingerprint` hashes the bytes of the files the model is loaded
-    from, so a job whose embeddings are all in the cache (a warm ``mine`` or ``eval
-    retrieval``) runs without loading the model at all. Anything else it is asked for
-    loads the model first and comes from there.
-    """
-
-    def __init__(self, spec: str | Path, **overrides: Any) -> None:
-        self.spec = spec
-        self.overrides = overrides
-        self._encoder: TextEncoder | None = None
-
-    def load(self) -> TextEncoder:
-        if self._encoder is None:
-            self._encoder = load_encoder(self.spec, **self.overrides)
-        return self._encoder
-
-    @property
-    def loaded(self) -> bool:
-        return self._encoder is not None
-
-    def weights_fingerprint(self) -> str:
-        """A hash of the model's files and the overrides; without local files (a hub
-        id), of the loaded model's weights."""
-        import hashlib
-
-        from contrastlib.index.cache import model_fingerprint
-
-        root = model_files(self.spec)
-        if root is None:
-            return model_fingerprint(self.load())
-        h = hashlib.sha256(b"contrastlib-model-files-v1")
-        h.update(json.dumps(self.overrides, sort_keys=True, default=str).encode())
-        files = [root] if root.is_file() else sorted(p for p in root.rglob("*") if p.is_file())
-        for f in files:
-            h.update(str(f.relative_to(root) if f != root else f.name).encode() + b"\0")
-            with open(f, "rb") as fh:
-                while chunk := fh.read(1 << 22):
-                    h.update(chunk)
-        return "files-" + h.hexdigest()[:40]
-
-    def __getattr__(self, name: str) -> Any:
-        if name.startswith("_"):  # (copy / pickle probes; and no recursion before __init__)
-            raise AttributeError(name)
-        return getattr(self.load(), name)
-
-
-def load_encoder(spec: str | Path, **overrides: Any) -> TextEncoder:
-    """A TextEncoder from a Hugging Face id, a local model dir, a sentence-transformers
-    dir, a contrastlib run dir or a ``.ckpt`` checkpoint (read with
-    ``torch.load(weights_only=True)``: no pickled code is executed)."""
-    source = model_files(spec)
-    if source is not None and source.is_file():
-        if source.suffix == ".ckpt":
-            return load_encoder_from_checkpoint(source)
-        raise ModelLoadError(f"{source}: a file that is not a .ckpt checkpoint")
-    if is_run_dir(Path(spec)):
-        if source is None:
-            raise ModelLoadError(f"{spec}: run dir with neither model/ nor checkpoints/last.ckpt")
-        return TextEncoder(str(source), **overrides)
-    return TextEncoder(str(spec), **overrides)
-
-
-def load_image_encoder(spec: str | Path, **overrides: Any) -> Any:
-    """An image encoder for evaluation: ``timm:NAME`` (a fresh, randomly initialised
-    timm backbone: the floor a method must beat; ``overrides`` such as ``cifar_stem``
-    apply), ``pixels`` (raw pixels), or an image run directory (its resolved
-    ``config.yaml`` rebuilds the encoder, ``model/encoder.safetensors`` holds the weights)."""
-    text = str(spec)
-    if text == "pixels":
-        from contrastlib.evaluation.knn import PixelEncoder
-
-        return PixelEncoder()
-    from contrastlib.config.build import build_encoder
-
-    if text.startswith("timm:"):
-        return build_encoder({"encoder": "image", "name": text[len("timm:"):], **overrides})
-    path = Path(text)
-    weights = path / "model" / "encoder.safetensors"
-    if not is_run_dir(path) or not weights.is_file() or not (path / "config.yaml").is_file():
-        raise ModelLoadError(f"{path}: not an image run directory (config.yaml and model/encoder.safetensors), "
-                             "'timm:NAME' or 'pixels'")
-    from omegaconf import OmegaConf
-    from safetensors.torch import load_file
-
-    model_cfg: Any = OmegaConf.to_container(OmegaConf.load(path / "config.yaml"))
-    model_cfg = model_cfg.get("model") if isinstance(model_cfg, dict) else None
-    if not isinstance(model_cfg, dict) or model_cfg.get("encoder") != "image":
-        raise ModelLoadError(f"{path}: its config.yaml model section is not an image encoder")
-    encoder = build_encoder(model_cfg)
-    try:
-        encoder.load_state_dict(load_file(str(weights)), strict=True)
-    except RuntimeError as exc:
-        raise ModelLoadError(f"{weights}: weights do not fit the config's encoder ({str(exc).splitlines()[0]})") from None
-    return encoder

@@ -33,10 +33,11 @@ from contrastlib.config.load import to_yaml
 from contrastlib.config.schema import RunConfig
 from contrastlib.data.readers import BadRows
 from contrastlib.errors import ConfigError
-from contrastlib.evaluation import EVALUATIONS, run_evaluations
+from contrastlib.evaluation.base import Evaluation, run_evaluations
 from contrastlib.jobs import Job
+from contrastlib.losses.base import check_loss
 from contrastlib.methods.base import ContrastiveModule, TrainData
-from contrastlib.registry import SAMPLERS
+from contrastlib.registry import ENCODERS, EVALUATIONS, SAMPLERS
 from contrastlib.training.gradcache import GradCache
 from contrastlib.training.monitor import EvalMonitor, monitor_callbacks
 from contrastlib.training.precision import encode_precision, resolve_precision
@@ -64,13 +65,11 @@ class FitPlan:
     sampler: str
     precision: str
     precision_reason: str
-    evaluators: list[Any]
+    evaluators: list[Evaluation]
     #: ``data.sampler_options``, checked against the sampler's signature (nulls left out).
     sampler_options: dict[str, Any] = field(default_factory=dict)
     #: The miner's rules for ``remine`` (None: no re-mining).
     remine_options: Any = None
-    #: Classes of the online linear probe (``eval.online_probe``; None: off).
-    probe_classes: int | None = None
 
 
 @dataclass
@@ -87,18 +86,18 @@ class FitResult:
 
 
 def plan_fit(cfg: RunConfig) -> FitPlan:
-    """Read the data and check that method, loss, sampler and evaluations fit together."""
+    """Read the data and check that method, encoder, loss, sampler and evaluations fit
+    together, by their declarations, before any model loads."""
     method_cls, config = method_config(cfg.method)
-    encoder = cfg.model.get("encoder")
-    if encoder not in method_cls.encoders:
-        raise ConfigError(
-            f"model.encoder: method {cfg.method['name']!r} trains a {' or '.join(method_cls.encoders)} "
-            f"encoder, not {encoder!r}"
-        )
+    name = cfg.method["name"]
+    encoder_cls = ENCODERS.get(cfg.model.get("encoder"))
+    if encoder_cls.inputs != method_cls.inputs:
+        fitting = [e.name for e in ENCODERS.entries() if e.obj.inputs == method_cls.inputs]
+        raise ConfigError(f"model.encoder: method {name!r} trains a {' or '.join(fitting)} encoder, not {cfg.model['encoder']!r}")
     loss_cls, _ = loss_spec(cfg.loss)
     bad_rows = BadRows(cfg.data.on_bad_row, key="data.on_bad_row")
     data = method_cls.read_train_data(cfg.data.train, config, max_rows=cfg.data.max_rows, bad_rows=bad_rows)
-    method_cls.check_loss(loss_cls, cfg.loss["name"], data)
+    check_loss(loss_cls, cfg.loss["name"], method_cls.loss_contract(config, data))
     loss = build_loss(cfg.loss, num_samples=len(data.rows))
     sampler = cfg.data.sampler or method_cls.default_sampler
     SAMPLERS.check(sampler, key="data.sampler")
@@ -106,18 +105,17 @@ def plan_fit(cfg: RunConfig) -> FitPlan:
     precision, reason = resolve_precision(cfg.trainer.precision, cfg.trainer.accelerator)
     if cfg.trainer.sync_batchnorm and (cfg.trainer.accelerator == "cpu" or not torch.cuda.is_available()):
         raise ConfigError("trainer.sync_batchnorm: torch's SyncBatchNorm runs on GPUs only (no CUDA device here)")
-    evaluators: list[Any] = []
-    for kind, builder in EVALUATIONS.items():
-        files = getattr(cfg.eval, kind, [])
-        if files and kind not in method_cls.evaluations:
-            raise ConfigError(f"eval.{kind}: method {cfg.method['name']!r} has no {kind} evaluation")
-        evaluators += [
-            builder(f, batch_size=cfg.eval.batch_size, precision=encode_precision(cfg.eval.precision, precision))
-            for f in files
-        ]
-    evaluators += method_cls.extra_evaluators(
-        data, batch_size=cfg.eval.batch_size, precision=encode_precision(cfg.eval.precision, precision)
-    )
+    eval_precision = encode_precision(cfg.eval.precision, precision)
+    evaluators: list[Evaluation] = []
+    for kind, entries in cfg.eval.tasks.items():
+        evaluation = EVALUATIONS.get(kind)
+        if entries and evaluation.takes != method_cls.target():
+            raise ConfigError(
+                f"eval.{kind}: evaluation {kind!r} takes {_article(evaluation.takes)}, and method {name!r} "
+                f"is evaluated as {_article(method_cls.target())}"
+            )
+        evaluators += [evaluation.from_entry(e, batch_size=cfg.eval.batch_size, precision=eval_precision) for e in entries]
+    evaluators += method_cls.extra_evaluators(data, batch_size=cfg.eval.batch_size, precision=eval_precision)
     method_cls.check_run(config, cfg)
     remine = None
     if cfg.remine.enabled:
@@ -128,19 +126,12 @@ def plan_fit(cfg: RunConfig) -> FitPlan:
             from contrastlib.mining.inputs import read_corpus_file
 
             read_corpus_file(Path(cfg.remine.corpus))  # bad corpus fails before work
-    probe = _probe_classes(cfg, data) if cfg.eval.online_probe else None
-    return FitPlan(cfg, method_cls, config, data, loss, sampler, precision, reason, evaluators, options, remine, probe)
+    return FitPlan(cfg, method_cls, config, data, loss, sampler, precision, reason, evaluators, options, remine)
 
 
-def _probe_classes(cfg: RunConfig, data: TrainData) -> int:
-    images = getattr(data.dataset, "images", None)
-    if cfg.model.get("encoder") != "image" or images is None:
-        raise ConfigError("eval.online_probe: the online linear probe is for image methods (a backbone's features)")
-    if images.labels is None:
-        raise ConfigError(
-            f"eval.online_probe: {data.source} has no labels (class sub-folders or a labels array) to train a probe on"
-        )
-    return int(max(images.labels)) + 1
+def _article(target: str) -> str:
+    """``strings`` -> ``an encoder of strings``; another target as it is declared."""
+    return f"an encoder of {target}" if target in {e.obj.inputs for e in ENCODERS.entries()} else f"a {target}"
 
 
 def _remining_callback(plan: FitPlan) -> list[Any]:
@@ -168,25 +159,22 @@ def _resume_log_version(run_dir: Path) -> str:
 
 
 def _anchor_embeddings(plan: FitPlan, module: ContrastiveModule) -> Any:
-    """Embeddings of every row's first text by the run's encoder, at evaluation precision."""
-    texts = [row[0] if isinstance(row, (tuple, list)) else row for row in plan.data.rows]
-    unique = list(dict.fromkeys(texts))
-    encoder: Any = module.encoder
-    emb = encoder.encode(
-        unique, batch_size=plan.cfg.eval.batch_size, precision=encode_precision(plan.cfg.eval.precision, plan.precision)
+    """Embeddings of every row's anchor by the run's encoder, at evaluation precision."""
+    anchors = plan.data.anchors
+    assert anchors is not None  # (checked in plan_fit against the sampler's needs)
+    return module.encoder.encode(
+        anchors, batch_size=plan.cfg.eval.batch_size, precision=encode_precision(plan.cfg.eval.precision, plan.precision)
     )
-    where = {t: i for i, t in enumerate(unique)}
-    return emb[[where[t] for t in texts]]
 
 
 def build_loader(plan: FitPlan, module: ContrastiveModule) -> ResumableLoader:
     cfg = plan.cfg.data
     cls = SAMPLERS.get(plan.sampler)
     kwargs = {**sampler_data(cls, plan.data), **plan.sampler_options}
-    if getattr(cls, "needs_embeddings", False):
+    if "embeddings" in cls.needs:
         kwargs["embeddings"] = _anchor_embeddings(plan, module)
     sampler = cls(plan.data.rows, cfg.batch_size, drop_last=cfg.drop_last, seed=plan.cfg.seed, **kwargs)
-    if getattr(plan.data.dataset, "indexes_with_epoch", False):
+    if plan.data.epoch_indexed:
         # random views seeded by (seed, epoch, row): the same under any workers and resumes
         sampler.tag_epoch = True
         plan.data.dataset.seed = plan.cfg.seed  # type: ignore[attr-defined]
@@ -232,7 +220,6 @@ def fit(cfg: RunConfig, *, log: Any = print, plan: FitPlan | None = None) -> Fit
         loader = build_loader(plan, module)
         monitors = monitor_callbacks(
             plan.evaluators, every_n_epochs=cfg.eval.every_n_epochs, run_dir=job.dir, initial=result.before,
-            probe_classes=plan.probe_classes,
         )
         resume_state = ResumeState(loader, job.dir / "checkpoints" / "last.ckpt")
         trainer = _build_trainer(plan, job, module, [resume_state, *monitors])
@@ -255,8 +242,10 @@ def fit(cfg: RunConfig, *, log: Any = print, plan: FitPlan | None = None) -> Fit
             elif plan.evaluators:
                 log(f"evaluating {len(plan.evaluators)} set(s) after training")
                 result.after = run_evaluations(plan.evaluators, module.evaluation_model())
-            if cfg.eval.projection != "none":
-                _plot_projections(plan.evaluators, job.dir, cfg.eval.projection_points, cfg.seed, log)
+            done: set[str] = set()
+            for e in plan.evaluators:
+                e.after_fit(job.dir, projection=cfg.eval.projection, points=cfg.eval.projection_points, seed=cfg.seed,
+                            log=log, done=done)
             job.write_json(
                 "metrics.json",
                 {"before": result.before, "after": result.after, "steps": result.steps,
@@ -274,9 +263,8 @@ def _build_module(plan: FitPlan, encoder: Any) -> ContrastiveModule:
                   pad_to_multiple_of=cfg.trainer.pad_to_multiple_of)
         if cfg.gradcache.enabled else None
     )
-    spec = getattr(encoder, "spec_dict", None)
     _, loss_kwargs = loss_spec(cfg.loss)
-    hparams = {"encoder": spec() if spec else {}, "loss": {"name": cfg.loss["name"], **loss_kwargs}}
+    hparams = {"encoder": {"kind": encoder.kind, **encoder.spec_dict()}, "loss": {"name": cfg.loss["name"], **loss_kwargs}}
     return plan.method_cls.from_config(
         encoder, loss, plan.method_config,
         lr=cfg.optim.lr, weight_decay=cfg.optim.weight_decay, warmup_ratio=cfg.optim.warmup_ratio,
@@ -285,24 +273,6 @@ def _build_module(plan: FitPlan, encoder: Any) -> ContrastiveModule:
         gradient_clip_val=cfg.trainer.gradient_clip_val, length_group_rows=cfg.trainer.length_group_rows,
         pad_to_multiple_of=cfg.trainer.pad_to_multiple_of, hparams=hparams, data=plan.data,
     )
-
-
-def _plot_projections(evaluators: list[Any], run_dir: Path, points: int, seed: int, log: Any) -> None:
-    """A t-SNE map per image test set, from the embeddings its last evaluation computed."""
-    from contrastlib.evaluation.plots import plot_projection
-
-    done: set[str] = set()
-    for e in evaluators:
-        last = getattr(e, "last_test", None)
-        source = str(getattr(getattr(e, "test", None), "source", ""))
-        if last is None or source in done:
-            continue
-        done.add(source)
-        stem = "".join(c if c.isalnum() or c in "-_." else "_" for c in Path(str(source)).name)[:60]
-        path = run_dir / "plots" / f"projection-{stem}.png"
-        plot_projection(path, last[0], last[1], classes=getattr(e.test, "classes", None), points=points, seed=seed,
-                        title=f"t-SNE of test embeddings: {source}")
-        log(f"wrote {path}")
 
 
 def _build_trainer(plan: FitPlan, job: Job, module: ContrastiveModule, monitors: list[Any]) -> pl.Trainer:
@@ -327,7 +297,7 @@ def _build_trainer(plan: FitPlan, job: Job, module: ContrastiveModule, monitors:
         enable_progress_bar=t.enable_progress_bar,
         deterministic=t.deterministic,
         sync_batchnorm=t.sync_batchnorm,
-        extra_callbacks=[*module.callbacks(), *_remining_callback(plan), *monitors],
+        extra_callbacks=[*_remining_callback(plan), *monitors],
         log_version=_resume_log_version(job.dir) if plan.cfg.resume else "",
         plugins=[SafeCheckpointIO()],
     )

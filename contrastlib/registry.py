@@ -37,7 +37,7 @@ class Registry(Generic[T]):
         def decorator(obj: T) -> T:
             if name in self._entries:
                 raise ValueError(f"{self.kind} {name!r} is registered twice")
-            doc = (getattr(obj, "__doc__", None) or "").strip().splitlines()
+            doc = (obj.__doc__ or "").strip().splitlines()  # type: ignore[attr-defined]
             self._entries[name] = Entry(name, obj, summary or (doc[0] if doc else ""))
             return obj
 
@@ -71,6 +71,6 @@ LOSSES: Registry[Any] = Registry("loss", "losses")
 METHODS: Registry[Any] = Registry("method")
 SAMPLERS: Registry[Any] = Registry("sampler")
 HEADS: Registry[Any] = Registry("head")
-MINERS: Registry[Any] = Registry("miner")
+EVALUATIONS: Registry[Any] = Registry("evaluation")
 
-ALL: tuple[Registry[Any], ...] = (ENCODERS, POOLINGS, LOSSES, METHODS, SAMPLERS, HEADS, MINERS)
+ALL: tuple[Registry[Any], ...] = (ENCODERS, POOLINGS, LOSSES, METHODS, SAMPLERS, HEADS, EVALUATIONS)

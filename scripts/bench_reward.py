@@ -95,7 +95,9 @@ def prepare(data: str, work: Path) -> dict[str, Any]:
     """Split once; write train/test files (pairs format) and the fitted texts."""
     from transformers import AutoTokenizer
 
-    from contrastlib.data.preference import WindowPolicy, read_preferences, split_by_prompt
+    from contrastlib.data.preference import read_preferences
+    from contrastlib.data.prompt_split import split_by_prompt
+    from contrastlib.data.windows import WindowPolicy
     from contrastlib.encoders.text import resolve_model_path
 
     prefs = read_preferences(data, on_bad_row="skip")

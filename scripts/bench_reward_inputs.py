@@ -42,7 +42,7 @@ import torch.nn.functional as F
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from bench_reward import WINDOW, _metrics_from_logits, _read, prepare
 
-from contrastlib.data.preference import WindowPolicy
+from contrastlib.data.windows import WindowPolicy
 from contrastlib.encoders.text import resolve_model_path
 from contrastlib.utils.marks import split_pool_mark
 

@@ -99,7 +99,7 @@ def run_contrastlib(a: dict[str, Any], precision: str, q: Any) -> None:
     threads_after = torch.get_num_threads()
     from contrastlib.data import read_scored_pair_files
     from contrastlib.evaluation import evaluate_sts
-    from contrastlib.jobs import load_encoder
+    from contrastlib.loading import load_encoder
 
     enc = load_encoder(str(res.run_dir / "model"))
     sts = evaluate_sts(enc, read_scored_pair_files([a["sts"]]), show_progress_bar=False)

@@ -211,7 +211,7 @@ def ours_case(method: str, precision: str, train_npz: str, epochs: int, r: dict[
         "optim.warmup_ratio=0.0", "optim.scheduler=cosine",
         f"trainer.max_epochs={epochs}", f"trainer.precision={PRECISION[precision]}", "trainer.enable_progress_bar=false",
         "trainer.checkpoint_every_n_steps=100000",
-        "eval.knn=[]", "eval.linear=[]", "eval.every_n_epochs=null", "eval.online_probe=false", "eval.projection=none",
+        "eval.knn=[]", "eval.linear=[]", "eval.every_n_epochs=null", "method.online_probe=false", "eval.projection=none",
         "seed=0",
     ]
     if method == "moco":
@@ -232,7 +232,7 @@ def knn_case(weights: str | None, train_npz: str, test_npz: str, r: dict[str, An
     import torch
 
     from contrastlib.data.images import read_images
-    from contrastlib.evaluation.knn import PixelEncoder, embed_images, knn_classify
+    from contrastlib.encoders.image import PixelEncoder, embed_images, knn_classify
 
     torch.set_num_threads(r["threads"])
     device = "cuda" if r["accelerator"] == "gpu" else "cpu"

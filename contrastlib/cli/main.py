@@ -92,7 +92,7 @@ def cmd_eval_sts(args: argparse.Namespace) -> int:
 
     data = read_scored_pair_files(args.data)  # bad data fails before the model loads
     from contrastlib.evaluation import evaluate_sts
-    from contrastlib.jobs import load_encoder
+    from contrastlib.loading import load_encoder
 
     encoder = load_encoder(args.model)
     result = evaluate_sts(
@@ -122,7 +122,7 @@ def cmd_eval_retrieval(args: argparse.Namespace) -> int:
         unwritable_trec_id,
         write_trec_run,
     )
-    from contrastlib.jobs import LazyEncoder
+    from contrastlib.loading import LazyEncoder
 
     _check_index_fits(spec, len(data.corpus_ids))
     if args.run_file:
@@ -226,9 +226,9 @@ def _image_features(args: argparse.Namespace) -> tuple[Any, Any, Any, Any]:
         if sets[which].labels is None:
             raise ContrastlibError(f"--{which} {spec}: no labels (class sub-folders, or a labels array)")
     from contrastlib.evaluation.knn import embed_images
-    from contrastlib.jobs import load_image_encoder
+    from contrastlib.loading import load_encoder
 
-    encoder = load_image_encoder(args.model, **({"cifar_stem": True} if args.cifar_stem else {}))
+    encoder = load_encoder(args.model, **({"cifar_stem": True} if args.cifar_stem else {}))
     kw = {"size": args.size, "channels": args.channels, "batch_size": args.batch_size,
           "precision": args.precision, "num_workers": args.num_workers, "show_progress_bar": not args.no_progress}
     train, ytr = embed_images(encoder, sets["train"], **kw)
@@ -288,7 +288,7 @@ def cmd_embed(args: argparse.Namespace) -> int:
     if out.suffix not in (".npy", ".safetensors"):
         raise ContrastlibError(f"{out}: output must end in .npy or .safetensors")
     from contrastlib.index.cache import EmbeddingCache
-    from contrastlib.jobs import LazyEncoder
+    from contrastlib.loading import LazyEncoder
     from contrastlib.utils.io import atomic_path
 
     # Through the sharded cache: a killed embed resumes at its first missing shard, and
@@ -396,7 +396,7 @@ def cmd_mine(args: argparse.Namespace) -> int:
     if data.bad_rows:
         print(f"{args.data}: {data.bad_rows}", file=sys.stderr)
     _check_index_fits(settings.index, len(data.corpus_ids))
-    from contrastlib.jobs import LazyEncoder
+    from contrastlib.loading import LazyEncoder
     from contrastlib.mining import run_mining
 
     encoder = LazyEncoder(args.model)  # loaded only for texts the embedding cache lacks
@@ -430,7 +430,7 @@ def cmd_mine(args: argparse.Namespace) -> int:
 
 
 def cmd_export(args: argparse.Namespace) -> int:
-    from contrastlib.jobs import load_encoder
+    from contrastlib.loading import load_encoder
 
     encoder = load_encoder(args.source)
     out = encoder.save(args.out)

@@ -17,13 +17,14 @@ from typing import Any, cast
 
 from omegaconf import OmegaConf
 from omegaconf.errors import OmegaConfBaseException
-from torch import nn
 
+from contrastlib.encoders.base import Encoder
 from contrastlib.errors import ConfigError
+from contrastlib.losses.base import ContrastiveLoss
 from contrastlib.registry import ENCODERS, LOSSES, METHODS, SAMPLERS, Registry
 
 #: Loss arguments a method supplies itself, never set from the config.
-SUPPLIED = {"num_samples"}
+SUPPLIED = frozenset({"num_samples"})
 
 
 class SectionKeyError(ConfigError):
@@ -34,8 +35,9 @@ class SectionKeyError(ConfigError):
         super().__init__(message)
 
 
-def _signature_parameters(obj: Any, skip_first: bool) -> tuple[list[str], bool]:
-    """(keyword parameter names, whether it takes **kwargs) of a class or function."""
+def _signature_parameters(obj: Any, skip_first: bool, supplied: frozenset[str] = SUPPLIED) -> tuple[list[str], bool]:
+    """(keyword parameter names, whether it takes **kwargs) of a class or function,
+    leaving out the ``supplied`` ones."""
     fn = obj.__init__ if inspect.isclass(obj) else obj
     params = [p for p in inspect.signature(fn).parameters.values() if p.name != "self"]
     if skip_first and params:
@@ -43,7 +45,7 @@ def _signature_parameters(obj: Any, skip_first: bool) -> tuple[list[str], bool]:
     open_kwargs = any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params)
     names = [
         p.name for p in params
-        if p.kind not in (inspect.Parameter.VAR_KEYWORD, inspect.Parameter.VAR_POSITIONAL) and p.name not in SUPPLIED
+        if p.kind not in (inspect.Parameter.VAR_KEYWORD, inspect.Parameter.VAR_POSITIONAL) and p.name not in supplied
     ]
     return names, open_kwargs
 
@@ -68,15 +70,17 @@ def _selected(section: str, values: Mapping[str, Any], selector: str, registry: 
 
 
 def signature_kwargs(
-    section: str, values: Mapping[str, Any], *, selector: str, registry: Registry[Any], positional: str | None = None
+    section: str, values: Mapping[str, Any], *, selector: str, registry: Registry[Any], positional: str | None = None,
+    supplied: frozenset[str] = SUPPLIED,
 ) -> tuple[Any, dict[str, Any], Any]:
     """``(component, keyword arguments, positional value)`` for an open section.
 
     ``positional`` names a section key passed as the component's first argument (the
-    encoder's model ``name``). Null values are left out (the component's default holds).
+    encoder's model ``name``); ``supplied``: arguments the caller supplies itself, never
+    keys. Null values are left out (the component's default holds).
     """
     name, obj = _selected(section, values, selector, registry)
-    accepted, open_kwargs = _signature_parameters(obj, skip_first=positional is not None)
+    accepted, open_kwargs = _signature_parameters(obj, skip_first=positional is not None, supplied=supplied)
     kwargs: dict[str, Any] = {}
     first = None
     for key, value in values.items():
@@ -99,17 +103,17 @@ def loss_parameters(name: str) -> list[str]:
     return _signature_parameters(LOSSES.get(name), skip_first=False)[0]
 
 
-def loss_spec(values: Mapping[str, Any]) -> tuple[type[nn.Module], dict[str, Any]]:
+def loss_spec(values: Mapping[str, Any]) -> tuple[type[ContrastiveLoss], dict[str, Any]]:
     cls, kwargs, _ = signature_kwargs("loss", values, selector="name", registry=LOSSES)
     return cls, kwargs
 
 
-def build_loss(values: Mapping[str, Any], *, num_samples: int) -> nn.Module:
+def build_loss(values: Mapping[str, Any], *, num_samples: int) -> ContrastiveLoss:
     cls, kwargs = loss_spec(values)
     if "num_samples" in inspect.signature(cls.__init__).parameters:
         kwargs["num_samples"] = num_samples
     try:
-        loss: nn.Module = cls(**kwargs)
+        loss: ContrastiveLoss = cls(**kwargs)
     except (TypeError, ValueError) as exc:
         raise ConfigError(f"loss {values['name']!r}: {exc}") from None
     return loss
@@ -121,20 +125,18 @@ def encoder_spec(values: Mapping[str, Any]) -> tuple[Any, str, dict[str, Any]]:
     cls, kwargs, name = signature_kwargs("model", values, selector="encoder", registry=ENCODERS, positional="name")
     if not isinstance(name, str) or not name:
         raise SectionKeyError("model.name", "model.name: missing (a Hugging Face id or dir for text, a timm name for images)")
-    check = getattr(cls, "check_arguments", None)
-    if check is not None:
-        try:
-            check(name, **kwargs)
-        except (ValueError, KeyError) as exc:
-            message = str(exc.args[0]) if exc.args else str(exc)
-            raise SectionKeyError(message.split(":", 1)[0], message) from None
+    try:
+        cls.check_arguments(name, **kwargs)
+    except (ValueError, KeyError) as exc:
+        message = str(exc.args[0]) if exc.args else str(exc)
+        raise SectionKeyError(message.split(":", 1)[0], message) from None
     return cls, name, kwargs
 
 
-def build_encoder(values: Mapping[str, Any]) -> nn.Module:
+def build_encoder(values: Mapping[str, Any]) -> Encoder:
     cls, name, kwargs = encoder_spec(values)
     try:
-        encoder: nn.Module = cls(name, **kwargs)
+        encoder: Encoder = cls(name, **kwargs)
     except (TypeError, ValueError) as exc:
         raise ConfigError(f"model {name!r}: {exc}") from None
     return encoder
@@ -166,35 +168,37 @@ def section_dict(values: Any) -> dict[str, Any]:
     return dict(values)
 
 
-#: Sampler arguments the pipeline or the data supply, never ``data.sampler_options``.
-SAMPLER_SUPPLIED = frozenset(
-    {"rows", "batch_size", "drop_last", "seed", "num_replicas", "rank", "labels", "neighbours", "embeddings"}
-)
-#: ``TrainData`` attributes passed to a sampler that takes them (when a method sets them).
-SAMPLER_DATA = ("labels", "neighbours")
+#: Sampler arguments the pipeline supplies, never ``data.sampler_options``.
+SAMPLER_SUPPLIED = frozenset({"rows", "batch_size", "drop_last", "seed", "num_replicas", "rank"})
 
 
 def sampler_data(cls: Any, data: Any) -> dict[str, Any]:
-    params = inspect.signature(cls.__init__).parameters
-    found = {name: getattr(data, name, None) for name in SAMPLER_DATA if name in params}
-    return {k: v for k, v in found.items() if v is not None}
+    """What ``data`` gives the sampler class ``cls`` of the row data it ``needs`` or ``takes``
+    (``embeddings`` as None: the pipeline computes them once the encoder exists)."""
+    given = data.sampler_inputs()
+    return {k: v for k, v in given.items() if k in cls.needs | cls.takes}
 
 
 def check_sampler(name: str, options: Mapping[str, Any], data: Any, batch_size: int) -> dict[str, Any]:
-    """``data.sampler_options`` checked against sampler ``name``'s own parameters; a sampler
-    that needs no embeddings is built once on the data, so its errors come before a model loads."""
+    """``data.sampler_options`` checked against sampler ``name``'s own parameters, and its
+    ``needs`` against what the method's data gives; a sampler that needs no embeddings is
+    built once on the data, so its errors come before a model loads."""
     cls = SAMPLERS.get(name)
+    missing = cls.needs - set(data.sampler_inputs())
+    if missing:
+        raise ConfigError(
+            f"data.sampler: sampler {name!r} needs {', '.join(sorted(missing))} of each row, "
+            f"and {data.source} ({data.description}) has none"
+        )
     params, _ = _signature_parameters(cls, skip_first=False)
-    accepted = [p for p in params if p not in SAMPLER_SUPPLIED]
+    accepted = [p for p in params if p not in SAMPLER_SUPPLIED | cls.needs | cls.takes]
     kwargs = {k: v for k, v in options.items() if v is not None}  # null: the sampler's default
     for key in kwargs:
         if key not in accepted:
             raise _unknown("data.sampler_options", key, "sampler", name, accepted)
     try:
-        if getattr(cls, "needs_embeddings", False):
-            check = getattr(cls, "check_options", None)
-            if check is not None:
-                check(batch_size, **kwargs)
+        if "embeddings" in cls.needs:
+            cls.check_options(batch_size, **kwargs)
         else:
             cls(data.rows, batch_size, seed=0, **sampler_data(cls, data), **kwargs)
     except (TypeError, ValueError) as exc:

@@ -21,6 +21,7 @@ import contrastlib.components  # noqa: F401  (fills the registries)
 from contrastlib.config.build import SectionKeyError, encoder_spec, loss_spec, method_config
 from contrastlib.config.schema import (
     ENCODE_PRECISIONS,
+    EVAL_SETTINGS,
     OPTIMIZERS,
     PROJECTIONS,
     SCHEDULERS,
@@ -29,7 +30,7 @@ from contrastlib.config.schema import (
     RunConfig,
 )
 from contrastlib.errors import ConfigError
-from contrastlib.registry import SAMPLERS
+from contrastlib.registry import EVALUATIONS, SAMPLERS
 
 #: Recipes and the small datasets they need ship inside the package.
 PACKAGE_DIR = Path(__file__).resolve().parents[1]
@@ -140,6 +141,13 @@ def validate(cfg: RunConfig) -> None:
     _choice(cfg.trainer.precision, TRAINER_PRECISIONS, "trainer.precision")
     _choice(cfg.eval.precision, ENCODE_PRECISIONS, "eval.precision")
     _choice(cfg.eval.projection, PROJECTIONS, "eval.projection")
+    for name in cfg.eval.tasks:
+        if name not in EVALUATIONS:
+            hint = difflib.get_close_matches(name, [*EVALUATIONS.names(), *EVAL_SETTINGS], n=1)
+            raise SectionKeyError(
+                f"eval.{name}", f"eval.{name}: unknown evaluation {name!r}; evaluations: {', '.join(EVALUATIONS.names())}; "
+                f"settings: {', '.join(EVAL_SETTINGS)}" + (f" (did you mean {hint[0]!r}?)" if hint else "")
+            )
     _choice(cfg.optim.scheduler, SCHEDULERS, "optim.scheduler")
     _choice(cfg.optim.name, OPTIMIZERS, "optim.name")
     bounded: list[tuple[str, int | None, int]] = [
@@ -157,8 +165,8 @@ def validate(cfg: RunConfig) -> None:
         ("gradcache.chunk_size", cfg.gradcache.chunk_size, 1),
         ("gradcache.token_budget", cfg.gradcache.token_budget, 1),
         ("eval.every_n_epochs", cfg.eval.every_n_epochs, 1),
-        ("eval.projection_points", cfg.eval.projection_points, 10),
         ("eval.batch_size", cfg.eval.batch_size, 1),
+        ("eval.projection_points", cfg.eval.projection_points, 10),
     ]
     for key, value, low in bounded:
         if value is not None and value < low:
@@ -180,6 +188,7 @@ def _open_sections(cfg: DictConfig) -> DictConfig:
     OmegaConf.set_struct(cfg, True)
     for section in SECTION_SELECTORS:
         OmegaConf.set_struct(cfg[section], False)
+    OmegaConf.set_struct(cfg.eval, False)  # evaluations by name: checked by validate()
     OmegaConf.set_struct(cfg.data.sampler_options, False)  # checked against the sampler in plan_fit
     return cfg
 
@@ -217,7 +226,9 @@ def load_config(path: str | Path | None, overrides: Sequence[str] = ()) -> RunCo
         missing = sorted(OmegaConf.missing_keys(cfg))
         if missing:
             raise ConfigError(f"missing value for {missing[0]!r} (set it in the YAML or as {missing[0]}=...)")
+        tasks = _eval_tasks(cfg)
         obj = cast(RunConfig, OmegaConf.to_object(cfg))
+        obj.eval.tasks = tasks
     except OmegaConfBaseException as exc:
         raise ConfigError(_describe(exc)[1]) from None
     try:
@@ -230,5 +241,19 @@ def load_config(path: str | Path | None, overrides: Sequence[str] = ()) -> RunCo
     return obj
 
 
+def _eval_tasks(cfg: DictConfig) -> dict[str, list[Any]]:
+    """The ``eval`` section's evaluations (every key but the settings), taken out of it:
+    ``{name: [entries]}`` (a single entry given without a list is a list of one)."""
+    tasks: dict[str, list[Any]] = cast(dict[str, list[Any]], OmegaConf.to_container(cfg.eval.tasks, resolve=True) or {})
+    for key in [k for k in cfg.eval if k not in (*EVAL_SETTINGS, "tasks")]:
+        value = OmegaConf.to_container(cfg.eval[key], resolve=True) if OmegaConf.is_config(cfg.eval[key]) else cfg.eval[key]
+        tasks[str(key)] = [] if value is None else list(value) if isinstance(value, list) else [value]
+        del cfg.eval[key]
+    return tasks
+
+
 def to_yaml(cfg: RunConfig) -> str:
-    return OmegaConf.to_yaml(OmegaConf.structured(cfg))
+    """The resolved config as YAML, with the evaluations back under ``eval`` by name."""
+    data: Any = OmegaConf.to_container(OmegaConf.structured(cfg), resolve=True)
+    data["eval"].update(data["eval"].pop("tasks") or {})
+    return OmegaConf.to_yaml(OmegaConf.create(data))

@@ -15,7 +15,6 @@ from omegaconf import MISSING
 #: the hardware does bf16 matrix work natively, else 32-true).
 TRAINER_PRECISIONS = ("auto", "32-true", "bf16-mixed", "16-mixed", "bf16-true", "64-true")
 ENCODE_PRECISIONS = ("auto", "fp32", "bf16", "fp16")
-PROJECTIONS = ("tsne", "none")
 SCHEDULERS = ("linear", "constant", "cosine")
 OPTIMIZERS = ("adamw", "sgd")
 
@@ -110,35 +109,30 @@ class GradCacheConfig:
 
 @dataclass
 class EvalConfig:
-    #: Scored-pair files (``sentence1 sentence2 score``) evaluated before and after training.
-    sts: list[str] = field(default_factory=list)
-    #: BEIR-layout directories (corpus.jsonl, queries.jsonl, qrels/{split}.tsv), scored on
-    #: their ``test`` split; ``DIR:split`` picks another split.
-    retrieval: list[str] = field(default_factory=list)
-    #: Weighted kNN on image sets: ``{train: SET, test: SET, preset: lightly | solo-learn,
-    #: k, temperature, size}`` per entry (image methods).
-    knn: list[Any] = field(default_factory=list)
-    #: Linear probe (logistic regression on frozen features) on image sets: ``{train: SET,
-    #: test: SET, C: auto | number, max_iter, size, channels}`` per entry (image methods).
-    linear: list[Any] = field(default_factory=list)
-    #: Preference files (any format of ``contrastlib.data.preference``) scored by a reward
-    #: model: accuracy, ECE, length bias, per-subset accuracy (reward method).
-    reward: list[str] = field(default_factory=list)
+    """Settings of the run's evaluations. Every other key of the ``eval`` section names a
+    registered evaluation (``contrastlib list``) and lists its entries, e.g.
+    ``sts: [dev.tsv, test.tsv]`` or ``knn: [{train: SET, test: SET}]``: each is evaluated
+    before and after training (checked against the method, its data read, before any
+    model loads). They are kept in :attr:`tasks`."""
+
     #: Also run every evaluation at the end of every N-th epoch (logged as ``eval/...``,
     #: with ``eval_curve.csv`` and ``plots/eval_curve.png``); null: before and after only.
     every_n_epochs: int | None = None
-    #: After training, a 2-D map of each kNN / linear test set's embeddings coloured by
-    #: class (``plots/projection-*.png``): ``tsne`` (scikit-learn) or ``none``.
-    projection: str = "tsne"
-    #: Images drawn in that map (a class-stratified sample; t-SNE is quadratic).
-    projection_points: int = 2000
-    #: Image methods: train a linear classifier on the detached backbone features of each
-    #: training batch alongside the run (solo-learn's and lightly's online probe); logs
-    #: ``probe/loss`` and ``probe/top1``. Needs labelled training images.
-    online_probe: bool = False
     batch_size: int = 128
     #: auto: bf16 where training would pick bf16-mixed, else fp32.
     precision: str = "auto"
+    #: After training, evaluations that embed labelled sets draw a 2-D map of the test
+    #: embeddings coloured by class (``plots/projection-*.png``): ``tsne`` or ``none``.
+    projection: str = "tsne"
+    #: Points drawn in that map (a class-stratified sample; t-SNE is quadratic).
+    projection_points: int = 2000
+    #: ``{evaluation name: [entries]}``: the section's other keys (not written as such).
+    tasks: dict[str, Any] = field(default_factory=dict)
+
+
+#: The keys of the ``eval`` section that are settings, not evaluations.
+EVAL_SETTINGS = ("every_n_epochs", "batch_size", "precision", "projection", "projection_points")
+PROJECTIONS = ("tsne", "none")
 
 
 @dataclass

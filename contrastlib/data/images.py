@@ -337,14 +337,11 @@ class ViewsDataset:
     """``n_views`` random augmentations of each image (run in DataLoader workers).
 
     With a ``seed``, item ``epoch * len(self) + i`` (what a batch sampler with
-    ``tag_epoch`` yields) is image ``i``'s views for that epoch, drawn from a generator
+    ``tag_epoch`` yields, for data that declares ``epoch_indexed``) is image ``i``'s views for that epoch, drawn from a generator
     seeded by ``(seed, epoch, i)`` alone: the same views whichever worker makes them, how
     many workers there are, and whether the run was resumed. Without a seed, views come
     from the process's random state.
     """
-
-    #: The pipeline sets the batch sampler's ``tag_epoch`` for datasets that say so.
-    indexes_with_epoch = True
 
     def __init__(self, images: ImageSet, transform: Any, n_views: int = 2, *, seed: int | None = None) -> None:
         self.images, self.transform, self.n_views, self.seed = images, transform, n_views, seed

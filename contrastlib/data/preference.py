@@ -1,5 +1,6 @@
-"""Preference data: readers for every format, the split by prompt, and the policy for
-inputs longer than the encoder's window.
+"""Preference data: the rows and a reader for every format. (The split by prompt is in
+:mod:`contrastlib.data.prompt_split`; fitting texts to a window in
+:mod:`contrastlib.data.windows`.)
 
 Formats (JSON lines, optionally gzipped; the format is read from the first row's keys):
 
@@ -26,7 +27,6 @@ A bad row is a :class:`~contrastlib.errors.DataError` naming the file and line. 
 
 from __future__ import annotations
 
-import hashlib
 import math
 from collections import Counter
 from collections.abc import Iterator, Sequence
@@ -36,12 +36,9 @@ from typing import Any
 
 from contrastlib.data.readers import BadRows, read_records
 from contrastlib.errors import DataError
-from contrastlib.utils.marks import POOL_MARK, strip_pool_mark
 
 FORMATS = ("auto", "hh", "pairs", "user_pairs", "lists", "unpaired")
 
-#: Inputs longer than the window: keep the final reply and as much context as fits.
-WINDOW_POLICIES = ("keep_final", "drop", "raise")
 ASSISTANT = "\n\nAssistant:"
 HUMAN = "\n\nHuman:"
 
@@ -326,123 +323,3 @@ def expand_pairs(rows: Sequence[PreferenceRow]) -> list[PreferenceRow]:
                 for a, b in r.ordered_pairs(objective)
             )
     return out
-
-
-def prompt_bucket(prompt: str, salt: str = "") -> float:
-    """A number in ``[0, 1)`` fixed by the prompt's text (blake2b), for splits that keep
-    every prompt on one side on any machine and in any order."""
-    digest = hashlib.blake2b((salt + prompt.strip()).encode("utf-8"), digest_size=8).digest()
-    return int.from_bytes(digest, "big") / 2**64
-
-
-def split_by_prompt(
-    rows: Sequence[PreferenceRow], test_fraction: float, *, salt: str = ""
-) -> tuple[list[PreferenceRow], list[PreferenceRow]]:
-    """``(train, test)``: a row is in test when its prompt's bucket is below
-    ``test_fraction``, so no prompt sits on both sides."""
-    if not 0 <= test_fraction < 1:
-        raise ValueError(f"test fraction must be in [0, 1), got {test_fraction}")
-    train: list[PreferenceRow] = []
-    test: list[PreferenceRow] = []
-    for r in rows:
-        (test if prompt_bucket(r.prompt, salt) < test_fraction else train).append(r)
-    return train, test
-
-
-def join(prompt: str, response: str) -> str:
-    """The text a reward model reads for one response."""
-    if not prompt.strip():
-        return response
-    return f"{prompt} {response}" if prompt.rstrip().endswith(":") else f"{prompt}\n{response}"
-
-
-@dataclass
-class WindowReport:
-    """What the long-input policy did, in texts (one per prompt and response)."""
-
-    policy: str
-    window: int
-    texts: int = 0
-    #: Kept whole.
-    fit: int = 0
-    #: Context cut from the start; the final reply kept whole.
-    context_cut: int = 0
-    #: The reply alone is longer than the window: its start kept, no context.
-    reply_cut: int = 0
-    #: Rows left out (``drop``): a row is dropped when any of its texts is too long.
-    dropped_rows: int = 0
-
-    def summary(self) -> str:
-        return (
-            f"inputs over the {self.window}-token window (policy {self.policy}): {self.texts} texts, "
-            f"{self.fit} fit, {self.context_cut} had context cut, {self.reply_cut} had the reply itself cut, "
-            f"{self.dropped_rows} rows dropped"
-        )
-
-
-class WindowPolicy:
-    """Fit ``prompt + response`` into ``window`` tokens.
-
-    ``keep_final`` (the default) keeps the final reply and as much of the context before
-    it as fits, cutting the context from the start: HH-RLHF dialogues differ only in the
-    final reply, and truncating from the end cuts exactly that part off. A reply longer
-    than the window on its own keeps its start. ``drop`` leaves such rows out; ``raise``
-    makes them an error. :attr:`report` counts what happened.
-
-    Args:
-        tokenizer: a Hugging Face fast tokenizer (offsets are needed).
-        window: the encoder's ``max_seq_length`` (special tokens included).
-        mark_reply: put the pool mark (:mod:`contrastlib.utils.marks`) at the reply's
-            first character, so the embedding pools the reply's tokens only (the whole
-            text when the reply itself was cut).
-    """
-
-    def __init__(self, tokenizer: Any, window: int, policy: str = "keep_final", *, mark_reply: bool = False) -> None:
-        if policy not in WINDOW_POLICIES:
-            raise ValueError(f"window policy must be one of {', '.join(WINDOW_POLICIES)}, got {policy!r}")
-        self.tokenizer = tokenizer
-        self.budget = window - int(tokenizer.num_special_tokens_to_add(pair=False))
-        if self.budget < 1:
-            raise ValueError(f"a window of {window} tokens leaves no room for text")
-        self.policy = policy
-        self.mark_reply = mark_reply
-        self.report = WindowReport(policy, window)
-
-    def _count(self, text: str) -> int:
-        return len(self.tokenizer(text, add_special_tokens=False, verbose=False)["input_ids"])
-
-    def fit(self, prompt: str, response: str, *, where: str = "") -> str | None:
-        """The text to embed, or None (``drop``)."""
-        prompt, response = strip_pool_mark(prompt), strip_pool_mark(response)
-        text = self._fit(prompt, response, where)
-        if text is None or not self.mark_reply:
-            return text
-        start = len(text) - len(response) if text.endswith(response) else 0  # the reply cut: all of it
-        return text[:start] + POOL_MARK + text[start:]
-
-    def _fit(self, prompt: str, response: str, where: str) -> str | None:
-        text = join(prompt, response)
-        self.report.texts += 1
-        enc = self.tokenizer(text, add_special_tokens=False, return_offsets_mapping=True, verbose=False)
-        offsets: list[tuple[int, int]] = enc["offset_mapping"]
-        n = len(offsets)
-        if n <= self.budget:
-            self.report.fit += 1
-            return text
-        if self.policy == "raise":
-            raise DataError(where or "input", f"{n} tokens, longer than the {self.budget} the window holds "
-                            "(set the window policy to keep_final or drop)")
-        if self.policy == "drop":
-            return None
-        start = len(text) - len(response)
-        first_reply = next((i for i, (s, e) in enumerate(offsets) if e > start), n)
-        if n - first_reply >= self.budget:  # the reply alone overflows: keep its beginning
-            self.report.reply_cut += 1
-            return text[start : offsets[first_reply + self.budget - 1][1]]
-        i = n - self.budget
-        out = text[offsets[i][0] :]
-        while self._count(out) > self.budget and i < first_reply:  # a cut word can split into more tokens
-            i += 1
-            out = text[offsets[i][0] :]
-        self.report.context_cut += 1
-        return out

@@ -11,8 +11,12 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from contrastlib.encoders.base import Encoder
 from contrastlib.registry import ENCODERS
 from contrastlib.utils.modes import eval_mode
+
+#: ``--model`` specs an image encoder claims: a fresh timm backbone, or raw pixels.
+TIMM_PREFIX, PIXELS = "timm:", "pixels"
 
 
 class ProjectionHead(nn.Sequential):
@@ -48,7 +52,7 @@ def _cifar_stem(model: nn.Module, name: str) -> None:
 
 
 @ENCODERS.register("image", summary="timm backbone (num_classes=0) + optional projection head")
-class ImageEncoder(nn.Module):
+class ImageEncoder(Encoder):
     """Image encoder over ``timm.create_model(backbone, num_classes=0)``.
 
     Args:
@@ -69,7 +73,13 @@ class ImageEncoder(nn.Module):
             (``scripts/bench_vision.py``). The values are the same; exported weights are
             written contiguous.
         **timm_kwargs: passed to ``timm.create_model`` (e.g. ``in_chans``).
+
+    ``input_size`` and ``input_channels`` record the images a method trained it on (set
+    by the method; saved with it): evaluations read images at that size by default.
     """
+
+    inputs = "images"
+    kind = "image"
 
     def __init__(
         self,
@@ -86,6 +96,11 @@ class ImageEncoder(nn.Module):
     ) -> None:
         super().__init__()
         import timm
+
+        self._spec = {"backbone": backbone, "projection": list(projection), "projection_batch_norm": projection_batch_norm,
+                      "normalize": normalize, "cifar_stem": cifar_stem, "channels_last": channels_last, **timm_kwargs}
+        self.input_size: int | None = None
+        self.input_channels = 3
 
         self.backbone = timm.create_model(backbone, pretrained=pretrained, num_classes=0, **timm_kwargs)
         if cifar_stem:
@@ -136,6 +151,57 @@ class ImageEncoder(nn.Module):
         return F.normalize(z.float(), dim=-1) if self.normalize else z
 
     @torch.inference_mode()
-    def encode(self, images: Tensor, batch_size: int = 256) -> Tensor:
-        with eval_mode(self):
-            return torch.cat([self(images[i : i + batch_size]) for i in range(0, len(images), batch_size)])
+    def encode(
+        self, items: Sequence[Any], *, batch_size: int = 256, precision: str = "fp32",
+        show_progress_bar: bool | None = None, convert_to_numpy: bool = True,
+    ) -> Any:
+        """``[N, dim]`` float32 embeddings of images: a ``[N, C, H, W]`` tensor, or any
+        sequence of ``[C, H, W]`` tensors (read ``batch_size`` at a time)."""
+        from tqdm.auto import tqdm
+
+        from contrastlib.utils.precision import autocast_context
+
+        starts = range(0, len(items), batch_size)
+        out = []
+        with eval_mode(self), autocast_context(self.device, precision):
+            for i in tqdm(starts, desc="encode images", disable=not show_progress_bar):
+                chunk = items[i : i + batch_size]
+                batch = chunk if isinstance(chunk, Tensor) else torch.stack([items[j] for j in range(i, min(i + batch_size, len(items)))])
+                out.append(self(batch.to(self.device)).float().cpu())
+        emb = torch.cat(out) if out else torch.zeros(0, self.dim)
+        return emb.numpy() if convert_to_numpy else emb
+
+    def spec_dict(self) -> dict[str, Any]:
+        return dict(self._spec)
+
+    def saved_extras(self) -> dict[str, Any]:
+        return {"input_size": self.input_size, "input_channels": self.input_channels}
+
+    def restore_extras(self, saved: dict[str, Any]) -> None:
+        self.input_size, self.input_channels = saved.get("input_size"), int(saved.get("input_channels") or 3)
+
+    @classmethod
+    def claims(cls, spec: str) -> bool:
+        return spec.startswith(TIMM_PREFIX) or spec == PIXELS
+
+    @classmethod
+    def from_spec(cls, spec: str, **overrides: Any) -> Any:
+        """``timm:NAME`` (a fresh, randomly initialised backbone: the floor a method must
+        beat; ``overrides`` such as ``cifar_stem`` apply) or ``pixels`` (raw pixels)."""
+        if spec == PIXELS:
+            return PixelEncoder()
+        cls.check_arguments(spec[len(TIMM_PREFIX):])
+        return cls(spec[len(TIMM_PREFIX):], **overrides)
+
+
+class PixelEncoder(nn.Module):
+    """Raw pixels as the embedding: the floor any learned encoder has to beat."""
+
+    input_size: int | None = None
+    input_channels = 3
+
+    def forward(self, x: Tensor) -> Tensor:
+        return x.flatten(1)
+
+    def features(self, x: Tensor) -> Tensor:
+        return x.flatten(1)

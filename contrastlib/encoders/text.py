@@ -14,15 +14,16 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from tqdm.auto import tqdm
 
+from contrastlib.encoders.base import Encoder
 from contrastlib.encoders.pooling import pool
 from contrastlib.encoders.sbert_format import is_sbert_dir, read_sbert_dir, write_sbert_files
+from contrastlib.encoders.tokenize import tokenize_texts
 from contrastlib.errors import ModelLoadError
 from contrastlib.registry import ENCODERS, POOLINGS
 from contrastlib.utils.io import atomic_dir
-from contrastlib.utils.marks import split_pool_mark, strip_pool_mark
+from contrastlib.utils.marks import strip_pool_mark
+from contrastlib.utils.precision import Precision, autocast_context
 from contrastlib.utils.shapes import padded_width, row_chunks
-
-Precision = Literal["fp32", "bf16", "fp16"]
 
 #: Model ids that ship offline inside a PyPI package: id -> (module, function returning path).
 OFFLINE_MODELS: dict[str, tuple[str, str]] = {
@@ -68,73 +69,8 @@ DROPOUT_ATTRIBUTES = (
 CPU_TOKEN_BUDGET = 4096
 
 
-def autocast_context(device: torch.device, precision: Precision) -> contextlib.AbstractContextManager[Any]:
-    if precision == "fp32":
-        return contextlib.nullcontext()
-    dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}[precision]
-    return torch.autocast(device_type=device.type, dtype=dtype)
-
-
-def tokenize_texts(
-    tokenizer: Any, texts: Sequence[str], max_length: int, *, pad_to_multiple_of: int | None = None,
-    pool_marks: bool = False, pool_context: bool = False,
-) -> dict[str, Tensor]:
-    """Token ids padded to the longest text, truncated to ``max_length``.
-
-    With ``pad_to_multiple_of``, the padding goes on (masked, on the tokenizer's padding
-    side) to the next multiple of it, never past the window: a run then meets a few
-    widths instead of one per length.
-
-    ``pool_marks``: texts carrying the pool mark (:mod:`contrastlib.utils.marks`) are
-    tokenised without it, and the batch gets a ``pool_mask``: for those rows the real
-    tokens that end after the mark (a token that takes the space before the reply, as
-    byte-level BPE and SentencePiece ones do, is the reply's), for the others (and a row
-    whose marked part was truncated away) the attention mask. The encoder pools with it.
-    Without ``pool_marks`` texts go to the tokenizer as they are, and no batch has a
-    ``pool_mask``: only the reward method's fitted texts are marked, never a corpus's.
-
-    ``pool_context`` (implies ``pool_marks``) adds a ``context_mask`` as well: the real
-    tokens before the reply (the whole text where there are none), and the encoder
-    returns the two pools side by side (see :meth:`TextEncoder.forward`).
-    """
-    if pad_to_multiple_of is not None and pad_to_multiple_of < 1:
-        raise ValueError(f"pad_to_multiple_of must be >= 1, got {pad_to_multiple_of}")
-    pool_marks = pool_marks or pool_context
-    split = [split_pool_mark(t) if pool_marks else (t, None) for t in texts]
-    marked = pool_context or any(start is not None for _, start in split)
-    out = dict(
-        tokenizer(
-            [text for text, _ in split],
-            padding=True,
-            truncation=True,
-            max_length=max_length,
-            return_tensors="pt",
-            return_offsets_mapping=marked,
-        )
-    )
-    if marked:
-        offsets = out.pop("offset_mapping")  # [B, T, 2] characters; special and padding tokens (0, 0)
-        mask = out["attention_mask"]
-        start = torch.tensor([-1 if s is None else s for _, s in split])[:, None]  # [B, 1]
-        real = (offsets[..., 1] > offsets[..., 0]) & mask.bool()
-        after = real & (offsets[..., 1] > start)  # as WindowPolicy counts a token as the reply's
-        whole = (start < 0) | ~after.any(dim=1, keepdim=True)
-        out["pool_mask"] = torch.where(whole, mask, after.to(mask.dtype))
-        if pool_context:
-            before = real & ~after
-            out["context_mask"] = torch.where(before.any(dim=1, keepdim=True), before.to(mask.dtype), mask)
-    if pad_to_multiple_of:
-        longest = out["input_ids"].shape[1]
-        extra = padded_width(longest, pad_to_multiple_of, max_length) - longest
-        fill = {"input_ids": tokenizer.pad_token_id or 0, "token_type_ids": tokenizer.pad_token_type_id}
-        side = (extra, 0) if tokenizer.padding_side == "left" else (0, extra)
-        if extra > 0:
-            out = {k: F.pad(v, side, value=fill.get(k, 0)) if v.dim() == 2 else v for k, v in out.items()}
-    return out
-
-
 @ENCODERS.register("text", summary="Hugging Face transformer + masked pooling (+ L2 normalisation)")
-class TextEncoder(nn.Module):
+class TextEncoder(Encoder):
     """Sentence encoder over any Hugging Face model.
 
     Args:
@@ -147,6 +83,11 @@ class TextEncoder(nn.Module):
         dropout: set every dropout probability of the model (null: the model's own; 0
             makes training deterministic; unsupervised SimCSE needs it above 0).
     """
+
+    inputs = "strings"
+    kind = "text"
+    #: Any Hugging Face id or local directory is a text model (the loader's fallback).
+    catch_all = True
 
     def __init__(
         self,
@@ -243,12 +184,9 @@ class TextEncoder(nn.Module):
 
     # ------------------------------------------------------------------ properties
     @property
-    def dim(self) -> int:
+    def dim(self) -> int:  # type: ignore[override]
+        """Width of one pool; a batch with a ``context_mask`` embeds as ``2 * dim``."""
         return int(self.model.config.hidden_size)
-
-    @property
-    def device(self) -> torch.device:
-        return next(self.parameters()).device
 
     @property
     def max_seq_length(self) -> int:
@@ -401,3 +339,15 @@ class TextEncoder(nn.Module):
 
     def spec_dict(self) -> dict[str, Any]:
         return asdict(self.spec)
+
+    @classmethod
+    def is_saved(cls, path: Path) -> bool:
+        return is_sbert_dir(path) or (path / "config.json").is_file()
+
+    @classmethod
+    def load(cls, path: str | Path) -> TextEncoder:
+        return cls(str(path))
+
+    @classmethod
+    def from_spec(cls, spec: str, **overrides: Any) -> TextEncoder:
+        return cls(spec, **overrides)

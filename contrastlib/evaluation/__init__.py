@@ -1,12 +1,8 @@
-"""Evaluators take any encoder (an object with ``encode``), never a Lightning module.
+"""Evaluations take a model (an encoder with ``encode``, or a reward model), never a
+Lightning module. Each is a registered :class:`~contrastlib.evaluation.base.Evaluation`
+(``eval.<name>`` in a config, ``contrastlib eval <name>`` on the command line)."""
 
-:data:`EVALUATIONS` maps each ``eval.*`` list in a config to its evaluator; a method
-declares which of them apply to it (``evaluations``).
-"""
-
-from collections.abc import Callable
-from typing import Any
-
+from contrastlib.evaluation.base import Evaluation, run_evaluations
 from contrastlib.evaluation.knn import ImageSetEvaluator, KNNEvaluator, KNNResult, knn_classify
 from contrastlib.evaluation.linear import LinearEvaluator, LinearResult, linear_probe
 from contrastlib.evaluation.retrieval import (
@@ -19,26 +15,8 @@ from contrastlib.evaluation.retrieval import (
 from contrastlib.evaluation.reward import RewardEvaluator, RewardResult, evaluate_reward
 from contrastlib.evaluation.sts import STSEvaluator, STSResult, evaluate_sts, sts_correlations
 
-#: ``eval.<kind>`` -> a builder from one file (read at once: bad data fails before work).
-EVALUATIONS: dict[str, Callable[..., Any]] = {
-    "sts": STSEvaluator.from_file,
-    "retrieval": RetrievalEvaluator.from_spec,
-    "knn": KNNEvaluator.from_spec,
-    "linear": LinearEvaluator.from_spec,
-    "reward": RewardEvaluator.from_file,
-}
-
-
-
-def run_evaluations(evaluators: list[Any], encoder: Any) -> dict[str, dict[str, float]]:
-    """``{name: metrics}`` of every evaluator on ``encoder``; image evaluators of the same
-    set (kNN and linear probe on one test set) share its embeddings within the round."""
-    cache: dict[Any, Any] = {}
-    return {e.name: e(encoder, cache) if isinstance(e, ImageSetEvaluator) else e(encoder) for e in evaluators}
-
-
 __all__ = [
-    "EVALUATIONS",
+    "Evaluation",
     "ImageSetEvaluator",
     "KNNEvaluator",
     "KNNResult",

@@ -15,13 +15,16 @@ scores is not specified; the reference loop in the tests does the same).
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any
+from pathlib import Path
+from typing import Any, ClassVar
 
 import numpy as np
 
+from contrastlib.evaluation.base import Evaluation
 from contrastlib.index import IndexSpec, VectorIndex, l2_normalise
+from contrastlib.registry import EVALUATIONS
 
 PRESETS: dict[str, tuple[int, float]] = {"lightly": (200, 0.1), "solo-learn": (20, 0.07)}
 
@@ -99,38 +102,24 @@ def embed_images(
 
     from contrastlib.data.augment import eval_transform
     from contrastlib.data.images import TransformedImages
+    from contrastlib.utils.modes import eval_mode
+    from contrastlib.utils.precision import autocast_context
 
     dataset: Any = TransformedImages(images, eval_transform(size, channels=channels))
     loader: DataLoader[Any] = DataLoader(dataset, batch_size=batch_size, num_workers=num_workers)
-    fn = getattr(encoder, "features", None) if features else None
-    fn = fn or encoder
-    was = getattr(encoder, "training", False)
-    if hasattr(encoder, "eval"):
-        encoder.eval()
-    device = next(iter(encoder.parameters())).device if hasattr(encoder, "parameters") else torch.device("cpu")
+    fn = encoder.features if features else encoder
+    params = list(encoder.parameters())
+    device = params[0].device if params else torch.device("cpu")
     out, labels = [], []
-    autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=precision == "bf16")
-    try:
-        with torch.inference_mode(), autocast:
-            for x, y in tqdm(loader, desc="embed images", disable=not show_progress_bar):
-                out.append(fn(x.to(device)).float().cpu())
-                labels.append(y)
-    finally:
-        if hasattr(encoder, "train"):
-            encoder.train(was)
+    with eval_mode(encoder), torch.inference_mode(), autocast_context(device, precision):
+        for x, y in tqdm(loader, desc="embed images", disable=not show_progress_bar):
+            out.append(fn(x.to(device)).float().cpu())
+            labels.append(y)
     return torch.cat(out).numpy(), torch.cat(labels).numpy()
 
 
-class PixelEncoder:
-    """Raw pixels as the embedding: the floor any learned encoder has to beat."""
-
-    training = False
-
-    def __call__(self, x: Any) -> Any:
-        return x.flatten(1)
-
-    def features(self, x: Any) -> Any:
-        return x.flatten(1)
+#: Options every image-set entry takes (besides ``train`` and ``test``).
+IMAGE_SET_OPTIONS = {"size", "channels"}
 
 
 def labelled_sets(kind: str, spec: Any, options: set[str]) -> tuple[dict[str, Any], Any, Any]:
@@ -140,7 +129,7 @@ def labelled_sets(kind: str, spec: Any, options: set[str]) -> tuple[dict[str, An
     from contrastlib.errors import ConfigError
 
     entry = dict(spec) if not isinstance(spec, str) else {"train": spec.split("|")[0], "test": spec.split("|")[-1]}
-    allowed = {"train", "test", *options}
+    allowed = {"train", "test", *options, *IMAGE_SET_OPTIONS}
     unknown = sorted(set(entry) - allowed)
     if unknown:
         raise ConfigError(f"eval.{kind}.{unknown[0]}: unknown key; valid: {', '.join(sorted(allowed))}")
@@ -154,31 +143,41 @@ def labelled_sets(kind: str, spec: Any, options: set[str]) -> tuple[dict[str, An
 
 
 @dataclass
-class ImageSetEvaluator:
+class ImageSetEvaluator(Evaluation):
     """What the kNN and linear-probe evaluators share: two labelled image sets, read and
-    checked when built, and embedded by the encoder's backbone when called.
+    checked when built, and embedded by the encoder's backbone when called, at ``size``
+    and ``channels`` (default: those the encoder trained at, else 32 px RGB).
 
-    ``cache``: one dict per evaluation round (:func:`contrastlib.evaluation.run_evaluations`),
-    so that evaluators of the same set and transform embed it once per round."""
+    ``cache``: one dict per evaluation round (:func:`~contrastlib.evaluation.base.run_evaluations`),
+    so that evaluators of the same set and transform embed it once per round. After a
+    run it draws the run's 2-D map of the test set's embeddings coloured by class
+    (``plots/projection-*.png``; ``eval.projection``)."""
 
+    takes: ClassVar[str] = "images"
+    main_metric: ClassVar[str] = "top1"
     name: str
     train: Any
     test: Any
-    size: int = 32
-    channels: int = 3
+    size: int | None = None
+    channels: int | None = None
     batch_size: int = 256
     precision: str = "fp32"
-    main_metric: str = "top1"
     #: ``(features, labels)`` of the test set from the latest call (the run's t-SNE map).
     last_test: Any = None
 
+    @classmethod
+    def image_options(cls, entry: dict[str, Any]) -> dict[str, Any]:
+        return {"size": entry.get("size"), "channels": entry.get("channels")}
+
     def features(self, encoder: Any, cache: dict[Any, Any] | None = None) -> tuple[np.ndarray, ...]:
         """``(train, train_labels, test, test_labels)``."""
-        kw: dict[str, Any] = {"size": self.size, "channels": self.channels, "batch_size": self.batch_size,
+        size = int(self.size or encoder.input_size or 32)
+        channels = int(self.channels or encoder.input_channels or 3)
+        kw: dict[str, Any] = {"size": size, "channels": channels, "batch_size": self.batch_size,
                               "precision": self.precision}
 
         def embed(images: Any) -> tuple[np.ndarray, np.ndarray]:
-            key = (images.source, len(images), self.size, self.channels, self.precision)
+            key = (images.source, len(images), size, channels, self.precision)
             if cache is None or key not in cache:
                 out = embed_images(encoder, images, **kw)
                 if cache is None:
@@ -194,7 +193,22 @@ class ImageSetEvaluator:
     def __call__(self, encoder: Any, cache: dict[Any, Any] | None = None) -> dict[str, float]:
         raise NotImplementedError
 
+    def after_fit(self, run_dir: Path, *, projection: str, points: int, seed: int, log: Callable[[str], None],
+                  done: set[str]) -> None:
+        source = str(self.test.source)
+        if projection == "none" or self.last_test is None or source in done:
+            return
+        done.add(source)
+        from contrastlib.evaluation.plots import plot_projection
 
+        stem = "".join(c if c.isalnum() or c in "-_." else "_" for c in Path(source).name)[:60]
+        path = run_dir / "plots" / f"projection-{stem}.png"
+        plot_projection(path, self.last_test[0], self.last_test[1], classes=self.test.classes,
+                        points=points, seed=seed, title=f"t-SNE of test embeddings: {source}")
+        log(f"wrote {path}")
+
+
+@EVALUATIONS.register("knn", summary="weighted kNN top-1/top-5 of image embeddings (lightly / solo-learn presets)")
 @dataclass
 class KNNEvaluator(ImageSetEvaluator):
     """``eval.knn``: ``{train: SET, test: SET, preset: lightly | solo-learn, k, temperature,
@@ -204,18 +218,17 @@ class KNNEvaluator(ImageSetEvaluator):
     temperature: float = 0.1
 
     @classmethod
-    def from_spec(cls, spec: Any, *, batch_size: int, precision: str) -> KNNEvaluator:
+    def from_entry(cls, entry: Any, *, batch_size: int, precision: str) -> KNNEvaluator:
         from contrastlib.errors import ConfigError
 
-        entry, train, test = labelled_sets("knn", spec, {"preset", "k", "temperature", "size", "channels"})
+        entry, train, test = labelled_sets("knn", entry, {"preset", "k", "temperature"})
         preset = entry.get("preset", "lightly")
         if preset not in PRESETS:
             raise ConfigError(f"eval.knn.preset: unknown preset {preset!r}; valid: {', '.join(PRESETS)}")
         k, t = PRESETS[preset]
         return cls(
             f"knn:{entry['test']}", train, test, k=int(entry.get("k", k)), temperature=float(entry.get("temperature", t)),
-            size=int(entry.get("size", 32)), channels=int(entry.get("channels", 3)), batch_size=batch_size,
-            precision=precision,
+            batch_size=batch_size, precision=precision, **cls.image_options(entry),
         )
 
     def __call__(self, encoder: Any, cache: dict[Any, Any] | None = None) -> dict[str, float]:

@@ -21,6 +21,7 @@ from typing import Any
 import numpy as np
 
 from contrastlib.evaluation.knn import ImageSetEvaluator, labelled_sets
+from contrastlib.registry import EVALUATIONS
 
 #: Grid of ``C`` tried by ``C="auto"`` (CLIP sweeps 1e-6..1e6; these cover the useful part
 #: for standardised features at a fraction of the cost).
@@ -103,6 +104,7 @@ def linear_probe(
     return LinearResult(top1, top5, float(C), len(ytr), len(yte), search, order[:, 0])
 
 
+@EVALUATIONS.register("linear", summary="linear probe (logistic regression on frozen image features)")
 @dataclass
 class LinearEvaluator(ImageSetEvaluator):
     """``eval.linear``: ``{train: SET, test: SET, C: auto | number, max_iter, size,
@@ -112,8 +114,8 @@ class LinearEvaluator(ImageSetEvaluator):
     max_iter: int = 1000
 
     @classmethod
-    def from_spec(cls, spec: Any, *, batch_size: int, precision: str) -> LinearEvaluator:
-        entry, train, test = labelled_sets("linear", spec, {"C", "max_iter", "size", "channels"})
+    def from_entry(cls, entry: Any, *, batch_size: int, precision: str) -> LinearEvaluator:
+        entry, train, test = labelled_sets("linear", entry, {"C", "max_iter"})
         C = entry.get("C", "auto")
         if C != "auto" and not (isinstance(C, (int, float)) and C > 0):
             from contrastlib.errors import ConfigError
@@ -121,8 +123,8 @@ class LinearEvaluator(ImageSetEvaluator):
             raise ConfigError(f"eval.linear.C: must be 'auto' or a number > 0, got {C!r}")
         return cls(
             f"linear:{entry['test']}", train, test, C=C if C == "auto" else float(C),
-            max_iter=int(entry.get("max_iter", 1000)), size=int(entry.get("size", 32)),
-            channels=int(entry.get("channels", 3)), batch_size=batch_size, precision=precision,
+            max_iter=int(entry.get("max_iter", 1000)), batch_size=batch_size, precision=precision,
+            **cls.image_options(entry),
         )
 
     def __call__(self, encoder: Any, cache: dict[Any, Any] | None = None) -> dict[str, float]:

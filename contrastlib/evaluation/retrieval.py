@@ -32,11 +32,13 @@ import math
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 
 from contrastlib.data.beir import BeirData, read_beir, split_spec
+from contrastlib.evaluation.base import Evaluation
+from contrastlib.registry import EVALUATIONS
 from contrastlib.utils.io import atomic_path
 
 #: k values reported per metric (sentence-transformers' names; recall also at 100).
@@ -188,22 +190,24 @@ def evaluate_retrieval(
     return RetrievalResult(metrics, len(data.query_ids), len(data.corpus_ids), kept)
 
 
+@EVALUATIONS.register("retrieval", summary="nDCG/MRR/MAP/Recall@k on a BEIR-layout directory, as MTEB scores it")
 @dataclass
-class RetrievalEvaluator:
+class RetrievalEvaluator(Evaluation):
     """``eval.retrieval``: one BEIR-layout directory (``DIR`` or ``DIR:split``), read
     when built, before any model loads."""
 
+    takes: ClassVar[str] = "strings"
+    main_metric: ClassVar[str] = "ndcg@10"
     name: str
     data: BeirData
     batch_size: int = 128
     precision: str = "fp32"
-    main_metric: str = "ndcg@10"
 
     @classmethod
-    def from_spec(cls, spec: str, *, batch_size: int, precision: str) -> RetrievalEvaluator:
-        root, split = split_spec(spec)
-        return cls(spec, read_beir(root, split), batch_size=batch_size, precision=precision)
+    def from_entry(cls, entry: Any, *, batch_size: int, precision: str) -> RetrievalEvaluator:
+        root, split = split_spec(str(entry))
+        return cls(str(entry), read_beir(root, split), batch_size=batch_size, precision=precision)
 
-    def __call__(self, encoder: Any) -> dict[str, float]:
+    def __call__(self, encoder: Any, cache: dict[Any, Any] | None = None) -> dict[str, float]:
         r = evaluate_retrieval(encoder, self.data, batch_size=self.batch_size, precision=self.precision)
         return {**r.x100(), "n_queries": r.n_queries}

@@ -29,12 +29,17 @@ import contextlib
 from collections import defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, ClassVar
 
 import numpy as np
 import torch
 
 from contrastlib.data.preference import PreferenceRow, PreferenceSet, expand_pairs, read_preferences
+from contrastlib.evaluation.base import Evaluation
+from contrastlib.registry import EVALUATIONS
+
+if TYPE_CHECKING:
+    from contrastlib.models.reward import RewardModel
 
 
 def expected_calibration_error(prob: np.ndarray, outcome: np.ndarray, bins: int = 10) -> tuple[float, list[dict[str, float]]]:
@@ -90,21 +95,21 @@ class RewardResult:
     subsets: dict[str, dict[str, float]] = field(default_factory=dict)
 
 
-def evaluate_reward(model: Any, prefs: PreferenceSet, *, batch_size: int = 4096) -> RewardResult:
+def evaluate_reward(model: RewardModel, prefs: PreferenceSet, *, batch_size: int = 4096) -> RewardResult:
     """Every metric of the module docstring for ``model`` on ``prefs``."""
     if prefs.kind == "unpaired":
         return _evaluate_unpaired(model, prefs, batch_size)
     # each text is embedded once for the pairs and the length check (models that memoise)
-    with getattr(model, "memoized", contextlib.nullcontext)():
+    with model.memoized():
         return _evaluate_pairs(model, prefs, batch_size)
 
 
 @contextlib.contextmanager
-def _direction(model: Any, objective: str | None) -> Any:
+def _direction(model: RewardModel, objective: str | None) -> Any:
     """``model``'s vector reward pointed at ``objective`` alone inside the block."""
-    head: Any = getattr(model, "head", None)
-    names = list(getattr(head, "objectives", None) or [])
-    if objective is None or objective not in names or not hasattr(head, "set_direction"):
+    head = model.head
+    names = list(head.objectives)
+    if objective is None or not head.vector or objective not in names:
         yield
         return
     saved = [float(w) for w in head.direction]
@@ -115,7 +120,7 @@ def _direction(model: Any, objective: str | None) -> Any:
         head.set_direction(saved)
 
 
-def _evaluate_pairs(model: Any, prefs: PreferenceSet, batch_size: int) -> RewardResult:
+def _evaluate_pairs(model: RewardModel, prefs: PreferenceSet, batch_size: int) -> RewardResult:
     rows = expand_pairs(prefs.rows) if prefs.per_objective else prefs.rows
     # one fitted text per (row, response); a row with a text the policy drops is skipped
     fitted: dict[tuple[int, int], str] = {}
@@ -152,7 +157,7 @@ def _evaluate_pairs(model: Any, prefs: PreferenceSet, batch_size: int) -> Reward
     if differ.any():
         prefers_longer = np.where(longer_a, logit > 0, logit < 0)[differ]
         metrics["length_pref"] = float(prefers_longer.mean())
-    if getattr(model, "scalar", True):
+    if model.scalar:
         keys = list(fitted)
         rewards = torch.cat([model.rewards([fitted[k] for k in keys[s : s + batch_size]])
                              for s in range(0, len(keys), batch_size)]).numpy()
@@ -190,15 +195,14 @@ def _list_metrics(rows: list[PreferenceRow], pairs: list[tuple[PreferenceRow, in
         metrics["top1"] = float(np.mean(list(best_wins.values())))
 
 
-def _evaluate_unpaired(model: Any, prefs: PreferenceSet, batch_size: int) -> RewardResult:
+def _evaluate_unpaired(model: RewardModel, prefs: PreferenceSet, batch_size: int) -> RewardResult:
     rows = prefs.rows
     texts = model.fit_texts([r.prompt for r in rows], [r.responses[0] for r in rows], [r.where for r in rows])
     keep = [i for i, t in enumerate(texts) if t is not None]
     rewards = torch.cat([model.rewards([texts[i] for i in keep[s : s + batch_size]])
                          for s in range(0, len(keep), batch_size)]).numpy()
     labels = np.array([rows[i].scores[0] for i in keep])
-    threshold = float(getattr(model, "threshold", 0.0))
-    prob = 1 / (1 + np.exp(-(rewards - threshold)))
+    prob = 1 / (1 + np.exp(-rewards))  # a thumbs-up: a reward above 0
     ece, table = expected_calibration_error(prob, labels)
     metrics = {"accuracy": float(((prob > 0.5) == (labels > 0.5)).mean()), "ece": ece, "rows": float(len(keep))}
     pos, neg = rewards[labels > 0.5], rewards[labels <= 0.5]
@@ -209,10 +213,12 @@ def _evaluate_unpaired(model: Any, prefs: PreferenceSet, batch_size: int) -> Rew
     return RewardResult(metrics, table)
 
 
-class RewardEvaluator:
+@EVALUATIONS.register("reward", summary="reward model: pairwise accuracy, ECE, length bias, per-subset accuracy")
+class RewardEvaluator(Evaluation):
     """``eval.reward``: a preference file (any format), or the method's held-out split."""
 
-    main_metric = "accuracy"
+    takes: ClassVar[str] = "reward_model"
+    main_metric: ClassVar[str] = "accuracy"
 
     def __init__(self, name: str, prefs: PreferenceSet, *, plot_dir: Path | None = None) -> None:
         self.name, self.prefs = name, prefs
@@ -220,11 +226,11 @@ class RewardEvaluator:
         self.last: RewardResult | None = None
 
     @classmethod
-    def from_file(cls, path: str, *, batch_size: int = 128, precision: str = "fp32") -> RewardEvaluator:
-        prefs = read_preferences(path)  # read now: a bad file fails before any work
-        return cls(f"reward:{Path(path).name}", prefs)
+    def from_entry(cls, entry: Any, *, batch_size: int = 128, precision: str = "fp32") -> RewardEvaluator:
+        prefs = read_preferences(str(entry))  # read now: a bad file fails before any work
+        return cls(f"reward:{Path(str(entry)).name}", prefs)
 
-    def __call__(self, model: Any) -> dict[str, float]:
+    def __call__(self, model: Any, cache: dict[Any, Any] | None = None) -> dict[str, float]:
         result = evaluate_reward(model, self.prefs)
         self.last = result
         return result.metrics

@@ -7,7 +7,7 @@ Each distinct sentence is encoded once.
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, replace
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 import torch
@@ -15,7 +15,9 @@ import torch.nn.functional as F
 from torchmetrics.functional import pearson_corrcoef, spearman_corrcoef
 
 from contrastlib.data.readers import ScoredPairs
+from contrastlib.evaluation.base import Evaluation
 from contrastlib.losses.geometry import alignment, uniformity
+from contrastlib.registry import EVALUATIONS
 
 
 @dataclass(frozen=True)
@@ -64,22 +66,24 @@ def evaluate_sts(
     return replace(result, alignment=align, uniformity=float(uniformity(emb)))
 
 
+@EVALUATIONS.register("sts", summary="Spearman / Pearson x100 of cosine similarity on scored pairs")
 @dataclass
-class STSEvaluator:
+class STSEvaluator(Evaluation):
     """``eval.sts``: one scored-pair file, read when built (before any model loads)."""
 
+    takes: ClassVar[str] = "strings"
+    main_metric: ClassVar[str] = "spearman"
     name: str
     data: ScoredPairs
     batch_size: int = 128
     precision: str = "fp32"
-    main_metric: str = "spearman"
 
     @classmethod
-    def from_file(cls, path: str, *, batch_size: int, precision: str) -> STSEvaluator:
+    def from_entry(cls, entry: Any, *, batch_size: int, precision: str) -> STSEvaluator:
         from contrastlib.data.readers import read_scored_pair_files
 
-        return cls(path, read_scored_pair_files([path]), batch_size=batch_size, precision=precision)
+        return cls(str(entry), read_scored_pair_files([str(entry)]), batch_size=batch_size, precision=precision)
 
-    def __call__(self, encoder: Any) -> dict[str, float]:
+    def __call__(self, encoder: Any, cache: dict[Any, Any] | None = None) -> dict[str, float]:
         r = evaluate_sts(encoder, self.data, batch_size=self.batch_size, precision=self.precision)
         return {"spearman": r.spearman, "pearson": r.pearson, "n_pairs": r.n_pairs}

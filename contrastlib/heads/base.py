@@ -93,6 +93,11 @@ class RewardHead(nn.Module):
     scalar: ClassVar[bool] = True
     #: Whether the head keeps per-user parameters (it is then given ``num_users``).
     per_user: ClassVar[bool] = False
+    #: Learns a vector of rewards, one per objective (takes ``objectives``; the data's
+    #: objectives fill it in), scalarised by a direction (:meth:`set_direction`).
+    vector: ClassVar[bool] = False
+    #: A vector head's components.
+    objectives: Sequence[str] = ()
 
     def __init__(self, dim: int) -> None:
         super().__init__()
@@ -110,6 +115,10 @@ class RewardHead(nn.Module):
 
     def loss(self, batch: Preferences) -> Tensor:
         raise NotImplementedError
+
+    def set_direction(self, direction: Sequence[float]) -> None:
+        """A vector head's weights of its objectives in the scalar reward."""
+        raise NotImplementedError(f"{type(self).__name__} learns one reward, not one per objective")
 
     def extra_state(self) -> dict[str, Any]:
         """Plain values saved beside the weights at export (``head.json``)."""

@@ -243,6 +243,7 @@ class MultiObjectiveHead(RewardHead):
     """
 
     direction: Tensor
+    vector = True
 
     def __init__(
         self, dim: int, *, objectives: Sequence[str] = ("helpful", "harmless"), direction: Sequence[float] | None = None,

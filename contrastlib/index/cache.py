@@ -52,27 +52,9 @@ def _read_checked(path: Path, sha256: str) -> np.ndarray | None:
 
 
 def model_fingerprint(encoder: Any) -> str:
-    """A hash of ``encoder``'s weights and architecture settings (or the encoder's own
-    ``weights_fingerprint()``, which a lazily loaded model takes from its files)."""
-    own = getattr(type(encoder), "weights_fingerprint", None)
-    if own is not None:
-        return str(own(encoder))
-    h = hashlib.blake2b(digest_size=20)
-    spec = getattr(encoder, "spec_dict", None)
-    h.update(json.dumps(spec() if callable(spec) else repr(encoder), sort_keys=True, default=str).encode())
-    state = encoder.state_dict() if hasattr(encoder, "state_dict") else {}
-    for name in sorted(state):
-        tensor = state[name]
-        h.update(name.encode())
-        h.update(str(tuple(tensor.shape)).encode() + str(tensor.dtype).encode())
-        h.update(tensor.detach().cpu().contiguous().view(-1).view(dtype=_byte_dtype()).numpy().tobytes())
-    return h.hexdigest()
-
-
-def _byte_dtype() -> Any:
-    import torch
-
-    return torch.uint8
+    """The encoder's ``weights_fingerprint()``: a hash of its weights and settings (a
+    lazily loaded model's is a hash of its files)."""
+    return str(encoder.weights_fingerprint())
 
 
 def length_order(texts: Sequence[str]) -> np.ndarray:

@@ -5,33 +5,29 @@ distribution over candidates and the softmax of their scores. InfoNCE, NT-Xent a
 are that term with different targets; the other losses change the negative term.
 """
 
-from contrastlib.losses.ati import ati_info_nce, ati_log_g, ati_surrogate
+from contrastlib.losses.ati import ATILoss, ati_info_nce, ati_log_g, ati_surrogate
+from contrastlib.losses.base import ContrastiveLoss, LossContract, LossInputs, ScaledLoss, check_loss
 from contrastlib.losses.chunked import chunked_info_nce
-from contrastlib.losses.decoupled import dcl, debiased_info_nce, negative_von_mises_fisher_weights
-from contrastlib.losses.functional import cosine_scores, info_nce, soft_cross_entropy
-from contrastlib.losses.geometry import align_uniform, alignment, uniformity
-from contrastlib.losses.margin import triplet_margin
-from contrastlib.losses.modules import (
-    AlignUniformLoss,
-    ATILoss,
-    ContrastiveLoss,
+from contrastlib.losses.decoupled import (
     DCLLoss,
     DCLWLoss,
     DebiasedInfoNCELoss,
-    InfoNCELoss,
-    MVDHELLoss,
-    MVInfoNCELoss,
-    NTXentLoss,
-    SupConLoss,
-    TripletLoss,
+    dcl,
+    debiased_info_nce,
+    negative_von_mises_fisher_weights,
 )
-from contrastlib.losses.multiview import mv_dhel, mv_info_nce
-from contrastlib.losses.supervised import nt_xent, supcon
+from contrastlib.losses.functional import cosine_scores, info_nce, soft_cross_entropy
+from contrastlib.losses.geometry import AlignUniformLoss, align_uniform, alignment, uniformity
+from contrastlib.losses.info_nce_loss import InfoNCELoss
+from contrastlib.losses.margin import TripletLoss, triplet_margin
+from contrastlib.losses.multiview import MVDHELLoss, MVInfoNCELoss, mv_dhel, mv_info_nce
+from contrastlib.losses.supervised import NTXentLoss, SupConLoss, nt_xent, supcon
 from contrastlib.losses.temperature import Temperature
 
 __all__ = [
     "ATILoss", "AlignUniformLoss", "ContrastiveLoss", "DCLLoss", "DCLWLoss", "DebiasedInfoNCELoss",
-    "InfoNCELoss", "MVDHELLoss", "MVInfoNCELoss", "NTXentLoss", "SupConLoss",
+    "InfoNCELoss", "LossContract", "LossInputs", "MVDHELLoss", "MVInfoNCELoss", "NTXentLoss", "ScaledLoss",
+    "SupConLoss", "check_loss",
     "Temperature", "TripletLoss", "align_uniform", "alignment", "ati_info_nce", "ati_log_g", "ati_surrogate", "chunked_info_nce",
     "cosine_scores", "dcl", "debiased_info_nce", "info_nce", "mv_dhel", "mv_info_nce",
     "negative_von_mises_fisher_weights", "nt_xent", "soft_cross_entropy", "supcon", "triplet_margin",

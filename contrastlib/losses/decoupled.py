@@ -17,7 +17,10 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from contrastlib.losses.base import LossInputs, ScaledLoss, pair_form
+from contrastlib.losses.distributed import place_local_block
 from contrastlib.losses.functional import cosine_scores, full_precision, offset_eye, upcast
+from contrastlib.registry import LOSSES
 
 
 @full_precision
@@ -134,3 +137,62 @@ def debiased_info_nce(
     floor = n * torch.exp(-1.0 / torch.as_tensor(temperature, dtype=logits.dtype) - shift)
     ng = torch.maximum(ng, floor)
     return (-(pos - shift) + torch.log(e_pos + ng)).mean()
+
+
+# ---------------------------------------------------------------------------- modules
+@LOSSES.register("dcl", summary="DCL: positive removed from the denominator (Yeh et al.)")
+class DCLLoss(ScaledLoss):
+    """Decoupled contrastive loss; DCLW when ``sigma`` is set. See :func:`dcl`."""
+
+    def __init__(
+        self, temperature: float = 0.1, *, sigma: float | None = None, learnable_temperature: bool = False,
+        gather_distributed: bool = True,
+    ) -> None:
+        super().__init__(temperature, learnable_temperature=learnable_temperature, gather_distributed=gather_distributed)
+        self.sigma = sigma
+
+    def compute(self, x: LossInputs) -> Tensor:
+        anchors, candidates = pair_form(x, "dcl")
+        b = anchors.shape[0]
+        if candidates.shape[0] < b:
+            raise ValueError(f"dcl needs at least {b} candidates (the positives), got {candidates.shape[0]}")
+        z1, extra = candidates[:b], candidates[b:]
+        rank, _world = self._world()
+        return dcl(
+            anchors, z1, temperature=self.temperature(), sigma=self.sigma, z0_all=self._gather(anchors),
+            z1_all=self._gather(z1), offset=rank * b, extra_negatives=self._gather(extra) if extra.shape[0] else None,
+        )
+
+
+@LOSSES.register("dclw", summary="DCLW: DCL with von Mises-Fisher positive weights (sigma)")
+class DCLWLoss(DCLLoss):
+    def __init__(
+        self, temperature: float = 0.1, *, sigma: float = 0.5, learnable_temperature: bool = False,
+        gather_distributed: bool = True,
+    ) -> None:
+        super().__init__(temperature, sigma=sigma, learnable_temperature=learnable_temperature, gather_distributed=gather_distributed)
+
+
+@LOSSES.register("debiased", summary="debiased (Chuang, tau_plus) + hardness-weighted (Robinson, beta) InfoNCE")
+class DebiasedInfoNCELoss(ScaledLoss):
+    """See :func:`debiased_info_nce`. ``beta > 0`` adds hard-negative weighting."""
+
+    accepts = frozenset({"exclude_mask"})
+
+    def __init__(
+        self, temperature: float = 0.5, *, tau_plus: float = 0.1, beta: float = 0.0, gather_distributed: bool = True
+    ) -> None:
+        super().__init__(temperature, gather_distributed=gather_distributed)
+        if not 0 <= tau_plus < 1:
+            raise ValueError(f"tau_plus must be in [0, 1), got {tau_plus}")
+        self.tau_plus, self.beta = tau_plus, beta
+
+    def compute(self, x: LossInputs) -> Tensor:
+        anchors, candidates = pair_form(x, "debiased")
+        rank, world = self._world()
+        b = anchors.shape[0]
+        return debiased_info_nce(
+            anchors, self._gather(candidates), temperature=float(self.temperature()), tau_plus=self.tau_plus,
+            beta=self.beta, positive_index=torch.arange(b, device=anchors.device) + rank * candidates.shape[0],
+            exclude_mask=place_local_block(x.exclude_mask, world, rank) if x.exclude_mask is not None else None,
+        )

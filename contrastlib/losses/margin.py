@@ -6,8 +6,10 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from contrastlib.losses.base import ContrastiveLoss, LossInputs, pair_form
 from contrastlib.losses.functional import full_precision
 from contrastlib.losses.functional import upcast as _f
+from contrastlib.registry import LOSSES
 
 
 @full_precision
@@ -41,3 +43,27 @@ def hardest_in_batch_negatives(
     idx = torch.arange(anchors.shape[0], device=d.device)
     d = d.index_put((idx, offset + idx), torch.tensor(float("inf"), dtype=d.dtype, device=d.device))
     return pool[d.argmin(dim=1)]
+
+
+# ---------------------------------------------------------------------------- module
+@LOSSES.register("triplet", summary="triplet margin: d(a,p) - d(a,n) + margin; batch-hard without negatives")
+class TripletLoss(ContrastiveLoss):
+    """Triplet loss on cosine or euclidean distance. Candidates ``[p; n]``, or ``[p]`` alone,
+    in which case each anchor's negative is the closest other positive (batch-hard)."""
+
+    def __init__(self, *, margin: float = 0.5, metric: str = "cosine", gather_distributed: bool = True) -> None:
+        super().__init__(gather_distributed=gather_distributed)
+        if metric not in ("cosine", "euclidean"):
+            raise ValueError(f"metric must be cosine or euclidean, got {metric!r}")
+        self.margin, self.metric = margin, metric
+
+    def compute(self, x: LossInputs) -> Tensor:
+        anchors, candidates = pair_form(x, "triplet")
+        b = anchors.shape[0]
+        positives = candidates[:b]
+        if candidates.shape[0] >= 2 * b:
+            negatives = candidates[b : 2 * b]
+        else:
+            rank, _ = self._world()
+            negatives = hardest_in_batch_negatives(anchors, self._gather(positives), self.metric, offset=rank * b)
+        return triplet_margin(anchors, positives, negatives, margin=self.margin, metric=self.metric)

@@ -20,11 +20,15 @@ devices, local example ``i`` being global ``offset + i``.
 
 from __future__ import annotations
 
+from typing import ClassVar
+
 import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from contrastlib.losses.base import LossInputs, ScaledLoss, two_views
 from contrastlib.losses.functional import full_precision, offset_eye
+from contrastlib.registry import LOSSES
 
 
 def _prep(views: Tensor, views_all: Tensor | None, normalize: bool) -> tuple[Tensor, Tensor]:
@@ -88,3 +92,50 @@ def mv_dhel(
     uniformity = torch.logsumexp(scores, dim=-1).sum(dim=0)  # [B]
     alignment = _positive_lse(z, temperature, "upper")  # [B]
     return (uniformity - alignment).mean()
+
+
+# ---------------------------------------------------------------------------- modules
+class _MultiViewLoss(ScaledLoss):
+    name: ClassVar[str]
+    hard_negatives = False
+    multi_view = True
+
+    def __init__(self, temperature: float = 0.1, *, learnable_temperature: bool = False, gather_distributed: bool = True) -> None:
+        super().__init__(temperature, learnable_temperature=learnable_temperature, gather_distributed=gather_distributed)
+
+    def _views(self, x: LossInputs) -> Tensor:
+        if x.candidates is None:
+            if x.anchors.dim() != 3:
+                raise ValueError(f"{self.name} takes views [V, B, D] or (anchors, candidates)")
+            return x.anchors
+        return torch.stack(two_views(x, self.name))
+
+    def _gather_views(self, views: Tensor) -> Tensor:
+        if self._world()[1] == 1:
+            return views
+        per_example = views.transpose(0, 1).contiguous()  # [B, V, D]
+        return self._gather(per_example).transpose(0, 1)  # [V, W*B, D]
+
+
+@LOSSES.register("mv_info_nce", summary="MV-InfoNCE: N >= 2 views, one term per example")
+class MVInfoNCELoss(_MultiViewLoss):
+    """MV-InfoNCE; see :func:`mv_info_nce`. Input ``[V, B, D]`` or two views."""
+
+    name = "mv_info_nce"
+
+    def compute(self, x: LossInputs) -> Tensor:
+        views = self._views(x)
+        rank, _ = self._world()
+        return mv_info_nce(views, temperature=self.temperature(), views_all=self._gather_views(views), offset=rank * views.shape[1])
+
+
+@LOSSES.register("mv_dhel", summary="MV-DHEL: multi-view, alignment decoupled from uniformity")
+class MVDHELLoss(_MultiViewLoss):
+    """MV-DHEL; see :func:`mv_dhel`. Input ``[V, B, D]`` or two views."""
+
+    name = "mv_dhel"
+
+    def compute(self, x: LossInputs) -> Tensor:
+        views = self._views(x)
+        rank, _ = self._world()
+        return mv_dhel(views, temperature=self.temperature(), views_all=self._gather_views(views), offset=rank * views.shape[1])

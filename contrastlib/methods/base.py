@@ -5,11 +5,14 @@ A method is one file in ``methods/``. Besides the training step's two hooks,
 :meth:`~ContrastiveModule.contrast` (embeddings -> loss), it declares:
 
 * ``Config``: a dataclass, the method's own config section (``method.*``);
+* ``inputs``: what its encoder encodes (``"strings"``, ``"images"``: an encoder's own
+  ``inputs``), and ``evaluates_as``: what evaluations receive (default: its encoder);
 * :meth:`~ContrastiveModule.read_train_data`: how it reads its training file (before any
-  model loads), and what the loss will receive (hard negatives or not);
+  model loads), as :class:`TrainData`, which also says what a sampler can be given;
+* :meth:`~ContrastiveModule.loss_contract`: what its loss receives
+  (:class:`~contrastlib.losses.base.LossContract`);
 * :meth:`~ContrastiveModule.collator`: how items become a batch; ``default_sampler``;
-* ``evaluations``: which ``eval.*`` evaluations apply to it;
-* :meth:`~ContrastiveModule.callbacks` and :meth:`~ContrastiveModule.export`.
+* Lightning's own ``configure_callbacks`` and :meth:`~ContrastiveModule.export`.
 
 The pipeline only orchestrates. The base turns ``views``/``contrast`` into a plain step,
 or a gradient-cache step under manual optimisation, with no code in the method; every
@@ -21,7 +24,6 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-import inspect
 import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -35,7 +37,8 @@ from torch import Tensor, nn
 from torch.utils.data import Dataset
 
 from contrastlib.data.readers import BadRows
-from contrastlib.errors import ConfigError
+from contrastlib.encoders.base import Encoder
+from contrastlib.losses.base import ContrastiveLoss, LossContract, LossInputs
 from contrastlib.training.gradcache import GradCache, Inputs, embed_in_chunks, split_rows
 from contrastlib.training.optim import build_optimizer, warmup_schedule
 
@@ -54,6 +57,26 @@ class TrainData:
     description: str
     #: Whether the loss receives candidates beyond the positives (hard negatives).
     hard_negatives: bool = False
+    #: Views per example the loss receives.
+    views: int = 2
+    #: A class per row (samplers that group by class; default: none).
+    labels: Sequence[Any] | None = None
+    #: Rows to keep with each row, in order of preference (the mined sampler).
+    neighbours: Sequence[Sequence[int]] | None = None
+    #: Encoder inputs of each row's anchor (texts, image tensors): a sampler that needs
+    #: embeddings gets them through the encoder being trained. None: this data has none.
+    anchors: Sequence[Any] | None = None
+    #: Dataset items are indexed ``epoch * rows + row`` (views drawn per epoch, seeded).
+    epoch_indexed: bool = False
+
+    def sampler_inputs(self) -> dict[str, Any]:
+        """What a sampler can be given: ``labels``, ``neighbours``, ``embeddings``
+        (the last computed once the encoder exists)."""
+        out: dict[str, Any] = {"labels": self.labels, "neighbours": self.neighbours}
+        out = {k: v for k, v in out.items() if v is not None}
+        if self.anchors is not None:
+            out["embeddings"] = None
+        return out
 
 
 @dataclass
@@ -80,21 +103,23 @@ class ContrastiveModule(pl.LightningModule):
         pad_to_multiple_of: round each group's width up to a multiple of this many tokens
             (fewer distinct shapes; see :func:`~contrastlib.training.gradcache.split_rows`).
         hparams: plain data stored in checkpoints (read back with ``weights_only=True``).
+        data: the run's prepared :class:`TrainData` (a method that needs it keeps it).
     """
 
     #: The method's own config section (``method.*``), a dataclass.
     Config: ClassVar[type] = NoConfig
     #: The batch sampler used when ``data.sampler`` is null.
     default_sampler: ClassVar[str] = "random"
-    #: Which ``eval.*`` evaluations apply (e.g. ``("sts",)``).
-    evaluations: ClassVar[tuple[str, ...]] = ()
-    #: Which registered encoders (``model.encoder``) the method can train.
-    encoders: ClassVar[tuple[str, ...]] = ("text", "image")
+    #: What the trained encoder encodes: ``model.encoder`` must be an encoder of these.
+    inputs: ClassVar[str]
+    #: What :meth:`evaluation_model` is, for the evaluations' ``takes``; None: the
+    #: encoder, i.e. an encoder of :attr:`inputs`.
+    evaluates_as: ClassVar[str | None] = None
 
     def __init__(
         self,
-        encoder: nn.Module,
-        loss: nn.Module,
+        encoder: Encoder,
+        loss: ContrastiveLoss,
         *,
         lr: float = 2e-5,
         weight_decay: float = 0.01,
@@ -108,11 +133,12 @@ class ContrastiveModule(pl.LightningModule):
         length_group_rows: int | None = None,
         pad_to_multiple_of: int | None = None,
         hparams: dict[str, Any] | None = None,
+        data: TrainData | None = None,
     ) -> None:
         super().__init__()
         self.length_group_rows, self.pad_to_multiple_of = length_group_rows, pad_to_multiple_of
-        self.encoder = encoder
-        self.loss_fn = loss
+        self.encoder: Encoder = encoder
+        self.loss_fn: ContrastiveLoss = loss
         self.lr, self.weight_decay = lr, weight_decay
         self.optimizer_name, self.momentum = optimizer, momentum
         self.warmup_ratio, self.scheduler_kind = warmup_ratio, scheduler
@@ -140,15 +166,16 @@ class ContrastiveModule(pl.LightningModule):
         raise NotImplementedError
 
     @classmethod
-    def check_loss(cls, loss_cls: type, loss_name: str, data: TrainData) -> None:
-        """Fail before any work if the loss cannot take what this method's data gives it."""
-        if data.hard_negatives and not getattr(loss_cls, "hard_negatives", True):
-            raise ConfigError(
-                f"loss.name: loss {loss_name!r} takes two views of the same examples, but "
-                f"{data.source} holds {data.description}: its hard negatives would have no "
-                "place in the loss (train on pairs, or use a loss that takes hard negatives, "
-                "e.g. info_nce, supcon, dcl, debiased, triplet)"
-            )
+    def loss_contract(cls, config: Any, data: TrainData) -> LossContract:
+        """What this method gives its loss in a run (compared with the loss's declarations
+        before any model loads; :func:`~contrastlib.losses.base.check_loss`)."""
+        return LossContract(hard_negatives=data.hard_negatives, views=data.views,
+                            who=f"{data.source} ({data.description})")
+
+    @classmethod
+    def target(cls) -> str:
+        """What evaluations of this method receive (:attr:`evaluates_as`, else its encoder)."""
+        return cls.evaluates_as or cls.inputs
 
     @classmethod
     def check_run(cls, config: Any, run: Any) -> None:
@@ -169,10 +196,11 @@ class ContrastiveModule(pl.LightningModule):
     @classmethod
     def from_config(cls, encoder: nn.Module, loss: nn.Module, config: Any, **common: Any) -> ContrastiveModule:
         """Build the module from its typed ``Config`` and the shared training settings
-        (``data``: the prepared :class:`TrainData`, for methods that need it)."""
-        if "data" not in inspect.signature(cls.__init__).parameters:
-            common.pop("data", None)
-        return cls(encoder, loss, **config_kwargs(config), **common)
+        (``data``: the prepared :class:`TrainData`, for methods that need it). The config
+        goes into the checkpoint's hyper-parameters."""
+        method = config_kwargs(config)
+        common["hparams"] = {**(common.get("hparams") or {}), "method": method}
+        return cls(encoder, loss, **method, **common)
 
     def evaluation_model(self) -> Any:
         """What evaluators receive (the encoder; a reward method's encoder and head)."""
@@ -182,21 +210,14 @@ class ContrastiveModule(pl.LightningModule):
         """Items of :attr:`TrainData.dataset` -> a batch."""
         raise NotImplementedError
 
-    def callbacks(self) -> list[pl.Callback]:
-        """Callbacks this method needs (momentum updates, monitors)."""
-        return []
-
     def export(self, out_dir: Path) -> Path:
         """Write the trained encoder for use outside contrastlib."""
-        save = getattr(self.encoder, "save", None)
-        if save is None:
-            from safetensors.torch import save_file
+        return Path(self.encoder.save(out_dir))
 
-            Path(out_dir).mkdir(parents=True, exist_ok=True)
-            state = {k: v.contiguous() for k, v in self.encoder.state_dict().items()}
-            save_file(state, str(Path(out_dir) / "encoder.safetensors"))
-            return Path(out_dir)
-        return Path(save(out_dir))
+    def loss_inputs(self, anchors: Tensor, candidates: Tensor | None = None, **available: Tensor | None) -> LossInputs:
+        """``LossInputs`` with those of the ``available`` optional fields the loss accepts."""
+        accepted = self.loss_fn.accepts
+        return LossInputs(anchors, candidates, **{k: v for k, v in available.items() if k in accepted})
 
     # ------------------------------------------------------------------ method hooks
     def views(self, batch: Any) -> list[Inputs]:
@@ -243,17 +264,16 @@ class ContrastiveModule(pl.LightningModule):
             k: torch.cat([nn.functional.pad(v[k], (0, width - v[k].shape[1])) for v in texts]) for k in texts[0]
         }
         chunks = split_rows(pooled, self.length_group_rows, None, pad_to_multiple_of=self.pad_to_multiple_of,
-                            max_width=getattr(self.encoder, "max_seq_length", None))
+                            max_width=self.encoder.max_seq_length)
         emb = embed_in_chunks(self.encoder, chunks)
         return list(emb.split([v["input_ids"].shape[0] for v in texts]))
 
     def on_before_optimizer_step(self, optimizer: Any) -> None:
-        # Parameters a loss updates by its own rule (ATI's per-example temperatures).
-        step_own = getattr(self.loss_fn, "step_own_parameters", None)
-        if step_own is not None:
-            # fp16: Lightning unscaled the optimizer's gradients, not these
-            scaler = getattr(self.trainer.precision_plugin, "scaler", None)
-            step_own(grad_scale=float(scaler.get_scale()) if scaler is not None else 1.0)
+        # Parameters a loss updates by its own rule (ATI's per-example temperatures). fp16:
+        # Lightning unscaled the optimizer's gradients, not these. (Duck typing: Lightning's
+        # mixed-precision plugins have a scaler, the others none.)
+        scaler = getattr(self.trainer.precision_plugin, "scaler", None)
+        self.loss_fn.step_own_parameters(grad_scale=float(scaler.get_scale()) if scaler is not None else 1.0)
 
     def _cached_step(self, views: list[Inputs], batch: Any, batch_idx: int) -> Tensor:
         assert self.grad_cache is not None
@@ -266,6 +286,7 @@ class ContrastiveModule(pl.LightningModule):
             or batch_idx + 1 == self.trainer.num_training_batches
         )
         strategy = self.trainer.strategy
+        # (duck typing: Lightning's DDP strategies have block_backward_sync, others none)
         no_sync = getattr(strategy, "block_backward_sync", None) or contextlib.nullcontext
         loss = self.grad_cache.step(
             self.encoder,
@@ -308,7 +329,7 @@ class ContrastiveModule(pl.LightningModule):
     def configure_optimizers(self) -> Any:
         optimizer = build_optimizer(
             self, self.optimizer_name, lr=self.lr, weight_decay=self.weight_decay, momentum=self.momentum,
-            exclude=getattr(self.loss_fn, "own_parameters", lambda: [])(), own_lr=self.own_learning_rates(),
+            exclude=self.loss_fn.own_parameters(), own_lr=self.own_learning_rates(),
         )
         schedule = warmup_schedule(
             optimizer, total_steps=self.optimizer_steps(), warmup_ratio=self.warmup_ratio, kind=self.scheduler_kind

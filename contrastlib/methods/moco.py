@@ -28,8 +28,9 @@ continues exactly (lightly's memory bank restarts from random vectors after a re
 
 Config section ``method``: ``name: moco``, ``version`` (2 or 3), ``queue_size``,
 ``key_momentum``, ``key_momentum_end``, ``predictor`` (v3 hidden size), ``shuffle_bn``, ``views`` (2),
-``augment`` (as SimCLR; MoCo v2's recipe is ``augment.recipe: mocov2``). The loss is
-``info_nce`` (its temperature is MoCo's tau).
+``augment`` (as SimCLR; MoCo v2's recipe is ``augment.recipe: mocov2``), ``online_probe``.
+The loss is ``info_nce``, whose temperature is MoCo's tau: v2 needs a loss that takes a
+queue (``extra_negatives``) and an ``exclude_mask``, v3 any loss with a temperature.
 """
 
 from __future__ import annotations
@@ -43,13 +44,14 @@ import pytorch_lightning as pl
 import torch
 from torch import Tensor, nn
 
-from contrastlib.data.images import ImageBatch, collate_views
+from contrastlib.data.images import ImageBatch
 from contrastlib.data.readers import BadRows
 from contrastlib.encoders.image import ProjectionHead
 from contrastlib.errors import ConfigError
+from contrastlib.losses.base import LossContract
 from contrastlib.losses.distributed import gather_no_grad, world_info
-from contrastlib.methods.base import ContrastiveModule, TrainData
-from contrastlib.methods.simclr import read_view_data
+from contrastlib.methods.base import TrainData
+from contrastlib.methods.image_views import ImageViewsConfig, ImageViewsMethod
 from contrastlib.registry import METHODS
 
 #: ``method.shuffle_bn`` choices.
@@ -57,7 +59,7 @@ SHUFFLE_BN = ("auto", True, False)
 
 
 @dataclass
-class MoCoConfig:
+class MoCoConfig(ImageViewsConfig):
     #: 2: queue of keys, one direction; 3: no queue, predictor, symmetric loss.
     version: int = 2
     #: Keys kept as negatives (v2).
@@ -71,8 +73,22 @@ class MoCoConfig:
     #: Shuffle the key images across ranks under DDP: auto (when the key encoder has
     #: BatchNorm), true, false.
     shuffle_bn: Any = "auto"
-    views: int = 2
     augment: dict[str, Any] = field(default_factory=lambda: {"recipe": "mocov2", "size": 32})
+
+
+def check_moco(version: int, queue_size: int, key_momentum: float, key_momentum_end: float | None,
+               shuffle_bn: Any) -> str | None:
+    """The first problem with MoCo's own settings, as ``method.KEY: ...``, or None."""
+    if version not in (2, 3):
+        return f"method.version: must be 2 or 3, got {version}"
+    if version == 2 and queue_size < 1:
+        return f"method.queue_size: must be >= 1, got {queue_size}"
+    if not 0 <= key_momentum <= 1 or (key_momentum_end is not None and not key_momentum <= key_momentum_end <= 1):
+        return ("method.key_momentum: key_momentum must lie in [0, 1] and key_momentum_end in [key_momentum, 1], "
+                f"got {key_momentum}, {key_momentum_end}")
+    if shuffle_bn not in SHUFFLE_BN:
+        return f"method.shuffle_bn: must be auto, true or false, got {shuffle_bn!r}"
+    return None
 
 
 def momentum_at(step: int, total: int, start: float, end: float | None) -> float:
@@ -116,29 +132,20 @@ def shuffled_forward(net: nn.Module, images: Tensor, seed: int) -> Tensor:
 
 
 @METHODS.register("moco", summary="MoCo v2 (momentum encoder + queue) and v3 (predictor, symmetric, no queue)")
-class MoCo(ContrastiveModule):
+class MoCo(ImageViewsMethod):
     Config = MoCoConfig
     default_sampler = "random"
-    evaluations = ("knn", "linear")
-    encoders = ("image",)
+    fixed_views = 2
 
     def __init__(
-        self, encoder: nn.Module, loss: nn.Module, *, version: int = 2, queue_size: int = 4096, key_momentum: float = 0.99,
-        key_momentum_end: float | None = None, predictor: int = 512, shuffle_bn: Any = "auto", views: int = 2,
-        augment: Any = None, **kwargs: Any,
+        self, encoder: Any, loss: Any, *, version: int = 2, queue_size: int = 4096, key_momentum: float = 0.99,
+        key_momentum_end: float | None = None, predictor: int = 512, shuffle_bn: Any = "auto", **kwargs: Any,
     ) -> None:
-        if version not in (2, 3):
-            raise ValueError(f"version must be 2 or 3, got {version}")
-        if not 0 <= key_momentum <= 1 or (key_momentum_end is not None and not key_momentum <= key_momentum_end <= 1):
-            raise ValueError(
-                f"key_momentum must lie in [0, 1] and key_momentum_end in [key_momentum, 1], got {key_momentum}, {key_momentum_end}"
-            )
-        if shuffle_bn not in SHUFFLE_BN:
-            raise ValueError(f"shuffle_bn must be auto, true or false, got {shuffle_bn!r}")
-        hparams = dict(kwargs.pop("hparams", None) or {})
-        hparams.update(version=version, queue_size=queue_size, key_momentum=key_momentum, key_momentum_end=key_momentum_end,
-                       predictor=predictor, shuffle_bn=shuffle_bn, views=views, augment=dict(augment or {}))
-        super().__init__(encoder, loss, hparams=hparams, **kwargs)
+        problem = check_moco(version, queue_size, key_momentum, key_momentum_end, shuffle_bn)
+        if problem:
+            raise ValueError(problem)
+        kwargs.setdefault("augment", {"recipe": "mocov2", "size": 32})
+        super().__init__(encoder, loss, **kwargs)
         self.version, self.key_momentum, self.key_momentum_end = version, key_momentum, key_momentum_end
         self.momentum_encoder = copy.deepcopy(encoder).requires_grad_(False)
         self.shuffle_bn = has_batch_norm(self.momentum_encoder) if shuffle_bn == "auto" else bool(shuffle_bn)
@@ -147,7 +154,7 @@ class MoCo(ContrastiveModule):
         self.predictor_head = ProjectionHead([dim, predictor, dim]) if version == 3 else None
         if version == 2:
             # the queue's negatives only: this batch's other keys are not MoCo's negatives
-            self.loss_fn.gather_distributed = False  # type: ignore[assignment]
+            self.loss_fn.gather_distributed = False
             self.register_buffer("queue", nn.functional.normalize(torch.randn(queue_size, dim), dim=1))
             self.register_buffer("queue_ptr", torch.zeros((), dtype=torch.long))
         self.queue: Tensor
@@ -160,21 +167,18 @@ class MoCo(ContrastiveModule):
     @classmethod
     def read_train_data(cls, path: str, config: Any, *, max_rows: int | None = None,
                         bad_rows: BadRows | None = None) -> TrainData:
-        if config.views != 2:
-            raise ConfigError(f"method.views: MoCo contrasts two views, got {config.views}")
-        if config.version == 2 and config.queue_size < 1:
-            raise ConfigError(f"method.queue_size: must be >= 1, got {config.queue_size}")
-        if config.shuffle_bn not in SHUFFLE_BN:
-            raise ConfigError(f"method.shuffle_bn: must be auto, true or false, got {config.shuffle_bn!r}")
-        return read_view_data(path, config, max_rows=max_rows, bad_rows=bad_rows)
+        problem = check_moco(config.version, config.queue_size, config.key_momentum, config.key_momentum_end,
+                             config.shuffle_bn)
+        if problem:
+            raise ConfigError(problem)
+        return super().read_train_data(path, config, max_rows=max_rows, bad_rows=bad_rows)
 
     @classmethod
-    def check_loss(cls, loss_cls: type, loss_name: str, data: TrainData) -> None:
-        if loss_name != "info_nce":
-            raise ConfigError(f"loss.name: MoCo's loss is info_nce (its temperature is MoCo's tau), not {loss_name!r}")
-
-    def collator(self) -> Any:
-        return collate_views
+    def loss_contract(cls, config: Any, data: TrainData) -> LossContract:
+        who = f"MoCo v{config.version}"
+        if config.version == 2:  # the queue is the negatives; a query's own key is excluded from them
+            return LossContract(passes=frozenset({"extra_negatives", "exclude_mask"}), scaled=True, who=who)
+        return LossContract(scaled=True, who=who)  # v3: 2 tau (ctr(p1, k2) + ctr(p2, k1))
 
     # ------------------------------------------------------------------ step
     def views(self, batch: ImageBatch) -> list[Tensor]:  # type: ignore[override]
@@ -198,16 +202,16 @@ class MoCo(ContrastiveModule):
             k = self.keys(batch.views[1])
             b = q.shape[0]
             not_own = ~torch.eye(b, dtype=torch.bool, device=q.device)
-            loss: Tensor = self.loss_fn(q, k, exclude_mask=not_own, extra_negatives=self.queue)
+            loss: Tensor = self.loss_fn(self.loss_inputs(q, k, exclude_mask=not_own, extra_negatives=self.queue))
             if self.training:
                 self._pending.append(k)
             return loss
         assert self.predictor_head is not None
         p1, p2 = self.predictor_head(embeddings[0]), self.predictor_head(embeddings[1])
         k1, k2 = self.keys(batch.views[0]), self.keys(batch.views[1])
-        temperature: Any = self.loss_fn.temperature
+        temperature: Any = self.loss_fn.temperature  # (declared: the contract asks for a scaled loss)
         tau = float(temperature())
-        out: Tensor = 2 * tau * (self.loss_fn(p1, k2) + self.loss_fn(p2, k1))
+        out: Tensor = 2 * tau * (self.loss_fn(self.loss_inputs(p1, k2)) + self.loss_fn(self.loss_inputs(p2, k1)))
         return out
 
     # ------------------------------------------------------------------ after each optimizer step

@@ -23,43 +23,42 @@ keys of :class:`RewardConfig`.
 
 from __future__ import annotations
 
-import contextlib
-import inspect
-import json
 import math
 import random
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import torch
 from torch import Tensor, nn
-from torch.utils.data import Dataset
 
-from contrastlib.data.preference import (
-    PreferenceRow,
-    PreferenceSet,
-    WindowPolicy,
-    expand_pairs,
-    read_preferences,
-    split_by_prompt,
-)
+from contrastlib.checkpoints import FROZEN_ENCODER_KEY
+from contrastlib.config.build import SectionKeyError, signature_kwargs
+from contrastlib.data.preference import PreferenceRow, PreferenceSet, read_preferences
+from contrastlib.data.prompt_split import split_by_prompt
 from contrastlib.data.readers import BadRows
-from contrastlib.encoders.text import tokenize_texts
-from contrastlib.errors import ConfigError, ModelLoadError
-from contrastlib.heads.base import Preferences, RewardHead
+from contrastlib.data.windows import POOLS, window_policy
+from contrastlib.errors import ConfigError, DataError
+from contrastlib.heads.base import RewardHead
+from contrastlib.losses.base import LossContract
 from contrastlib.methods.base import ContrastiveModule, TrainData
+from contrastlib.methods.reward_batches import (
+    Encoded,
+    RewardBatch,
+    RewardCollator,
+    RewardTokenize,
+    RowIndices,
+    TextTable,
+    convert,
+    gather_structure,
+)
+from contrastlib.models.reward import RewardModel
 from contrastlib.registry import HEADS, METHODS
-from contrastlib.utils.io import atomic_path, write_json
-from contrastlib.utils.marks import strip_pool_mark
-from contrastlib.utils.modes import eval_mode
-
-HEAD_FILE, HEAD_CONFIG = "reward_head.safetensors", "reward_head.json"
-
 
 #: Rows whose responses estimate the reward normalisation (mean, std) at export.
 NORMALISATION_ROWS = 2048
+
 
 @dataclass
 class RewardConfig:
@@ -69,9 +68,6 @@ class RewardConfig:
     frozen: bool = True
     #: The training file's format (auto: from its first row's keys).
     format: str = "auto"
-    #: ``error``: a bad row stops the run naming its file and line; ``skip``: bad rows
-    #: are left out and counted (the run prints the counts by reason).
-    on_bad_row: str = "error"
     #: Texts longer than the encoder's window: keep_final, drop or raise.
     window_policy: str = "keep_final"
     #: Rows whose prompt hashes below this fraction are held out (0: none).
@@ -93,36 +89,16 @@ class RewardConfig:
     pool: str = "text"
 
 
-#: ``method.pool`` -> what ``TextEncoder.encode`` / ``tokenize`` are given: with marks, the
-#: window policy marks the reply in every fitted text and the encoder pools from it;
-#: with ``pool_context`` the embedding is the reply's pool and the context's, 2x wide.
-POOLS: dict[str, dict[str, bool]] = {
-    "text": {},
-    "reply": {"pool_marks": True},
-    "reply_context": {"pool_marks": True, "pool_context": True},
-}
-
-
-def window_policy(encoder: Any, policy: str, pool: str) -> WindowPolicy:
-    """How texts are fitted to ``encoder``'s window, marking the reply where ``pool`` pools from it."""
-    return WindowPolicy(encoder.tokenizer, encoder.max_seq_length, policy, mark_reply=POOLS[pool].get("pool_marks", False))
-
-
-# ---------------------------------------------------------------------------- heads
 def head_spec(values: dict[str, Any]) -> tuple[type[RewardHead], dict[str, Any]]:
     """``method.head`` -> (head class, its keyword arguments), checked by building it
     once on a toy size (no model needed)."""
-    if not isinstance(values, dict) or not isinstance(values.get("name"), str):
-        raise ConfigError(f"method.head.name: missing; valid choices: {', '.join(HEADS.names())}")
-    HEADS.check(values["name"], key="method.head.name")
-    cls = HEADS.get(values["name"])
-    kwargs = {k: v for k, v in values.items() if k != "name" and v is not None}
-    accepted = [p for p in inspect.signature(cls.__init__).parameters if p not in ("self", "dim", "num_users")]
-    for key in kwargs:
-        if key not in accepted:
-            raise ConfigError(
-                f"method.head.{key}: not a parameter of head {values['name']!r}; it takes: {', '.join(accepted)}"
-            )
+    if not isinstance(values, dict):
+        raise ConfigError(f"method.head: a mapping with a name; valid choices: {', '.join(HEADS.names())}")
+    try:
+        cls, kwargs, _ = signature_kwargs("method.head", values, selector="name", registry=HEADS,
+                                          supplied=frozenset({"dim", "num_users"}))
+    except SectionKeyError as exc:
+        raise ConfigError(str(exc)) from None
     check_head(cls, kwargs)
     return cls, kwargs
 
@@ -133,166 +109,6 @@ def check_head(cls: type[RewardHead], kwargs: dict[str, Any], *, context: str = 
         cls(4, **kwargs, **({"num_users": 1} if cls.per_user else {}))
     except (TypeError, ValueError) as exc:
         raise ConfigError(f"method.head: {exc}{context}") from None
-
-
-def convert(rows: Sequence[PreferenceRow], kind: str, to: str, *, source: str) -> list[PreferenceRow]:
-    """Rows of ``kind`` as rows of ``to`` (see the module docstring)."""
-    if kind == to:
-        return list(rows)
-    out: list[PreferenceRow] = []
-    if kind == "lists" and to == "pairs":
-        return expand_pairs(rows)
-    if kind == "pairs" and to == "lists":
-        return [
-            PreferenceRow(r.prompt, r.responses, (1.0, 0.0), user=r.user, subset=r.subset, where=r.where) for r in rows
-        ]
-    if kind == "pairs" and to == "unpaired":
-        for r in rows:
-            out.append(PreferenceRow(r.prompt, (r.responses[0],), (1.0,), subset=r.subset, where=r.where))
-            out.append(PreferenceRow(r.prompt, (r.responses[1],), (0.0,), subset=r.subset, where=r.where))
-        return out
-    raise ConfigError(f"method.head: the head trains on {to}, and {source} holds {kind}, which cannot become {to}")
-
-
-# ---------------------------------------------------------------------------- data
-@dataclass
-class Encoded:
-    """Rows with their texts replaced by ids into one table of unique texts."""
-
-    kind: str
-    #: Per row: text ids (pairs: chosen, rejected; lists: every response; unpaired: one).
-    ids: list[tuple[int, ...]]
-    prompt_ids: list[int]
-    scores: list[tuple[float, ...]]
-    margin: list[float | None]
-    strength: list[float | None]
-    user: list[int]
-    objective: list[int]
-    #: The rows kept (``drop`` leaves some out), as indices into the input rows.
-    kept: list[int]
-
-
-class TextTable:
-    """Unique texts, each fitted to the window once; rows refer to them by id."""
-
-    def __init__(self, policy: WindowPolicy) -> None:
-        self.policy = policy
-        self.texts: list[str] = []
-        self._ids: dict[str, int] = {}
-        self._fitted: dict[tuple[str, str], int | None] = {}
-
-    def add(self, text: str) -> int:
-        i = self._ids.get(text)
-        if i is None:
-            i = self._ids[text] = len(self.texts)
-            self.texts.append(text)
-        return i
-
-    def response(self, prompt: str, response: str, where: str) -> int | None:
-        key = (prompt, response)
-        if key not in self._fitted:
-            text = self.policy.fit(prompt, response, where=where)
-            self._fitted[key] = None if text is None else self.add(text)
-        return self._fitted[key]
-
-    def encode(
-        self, rows: Sequence[PreferenceRow], kind: str, *, users: dict[str, int], objectives: Sequence[str] = (),
-        with_prompts: bool = False,
-    ) -> Encoded:
-        out = Encoded(kind, [], [], [], [], [], [], [], [])
-        for n, r in enumerate(rows):
-            ids = [self.response(r.prompt, resp, r.where) for resp in r.responses]
-            if any(i is None for i in ids):
-                self.policy.report.dropped_rows += 1
-                continue
-            out.ids.append(tuple(i for i in ids if i is not None))
-            if with_prompts:  # the auxiliary loss's anchors
-                anchor = r.prompt if r.prompt.strip() else r.responses[0]
-                out.prompt_ids.append(self.add(strip_pool_mark(anchor)))  # a plain text: pooled whole
-            out.scores.append(r.scores)
-            out.margin.append(r.margin)
-            out.strength.append(r.strength)
-            out.user.append(users.get(r.user, -1) if r.user is not None else -1)
-            out.objective.append(list(objectives).index(r.objective) if r.objective is not None and r.objective in objectives else -1)
-            out.kept.append(n)
-        return out
-
-
-@dataclass
-class RewardBatch:
-    """Unique texts of the batch (``view``: their global ids, or tokenised) and the rows'
-    structure as local indices into them."""
-
-    view: Any
-    structure: Preferences  # tensors of local text indices in chosen/rejected/responses
-    prompts: Tensor | None = None
-
-    def to(self, device: torch.device | str) -> RewardBatch:
-        view = self.view.to(device) if isinstance(self.view, Tensor) else {k: v.to(device) for k, v in self.view.items()}
-        return RewardBatch(view, self.structure.to(device), None if self.prompts is None else self.prompts.to(device))
-
-
-class RowIndices(Dataset[int]):
-    def __init__(self, n: int) -> None:
-        self.n = n
-
-    def __len__(self) -> int:
-        return self.n
-
-    def __getitem__(self, i: int) -> int:
-        return i
-
-
-class RewardCollator:
-    """Row indices -> a :class:`RewardBatch` (tokenises in DataLoader workers when the
-    encoder is fine-tuned)."""
-
-    def __init__(self, encoded: Encoded, texts: Sequence[str], tokenize: Callable[..., Any] | None, with_prompts: bool) -> None:
-        self.encoded, self.texts, self.tokenize, self.with_prompts = encoded, texts, tokenize, with_prompts
-
-    def __call__(self, rows: Sequence[int]) -> RewardBatch:
-        e = self.encoded
-        needed = [i for r in rows for i in e.ids[r]] + ([e.prompt_ids[r] for r in rows] if self.with_prompts else [])
-        unique = list(dict.fromkeys(needed))
-        local = {g: i for i, g in enumerate(unique)}
-        ids = [[local[i] for i in e.ids[r]] for r in rows]
-        user = torch.tensor([e.user[r] for r in rows])
-        objective = torch.tensor([e.objective[r] for r in rows])
-        margin = _optional([e.margin[r] for r in rows])
-        strength = _optional([e.strength[r] for r in rows])
-        if e.kind == "pairs":
-            t = torch.tensor(ids)
-            structure = Preferences("pairs", chosen=t[:, 0], rejected=t[:, 1], margin=margin, strength=strength,
-                                    user=user, objective=objective)
-        elif e.kind == "lists":
-            k = max(len(x) for x in ids)
-            resp = torch.tensor([x + [x[0]] * (k - len(x)) for x in ids])
-            mask = torch.tensor([[j < len(x) for j in range(k)] for x in ids])
-            scores = torch.tensor([list(e.scores[r]) + [0.0] * (k - len(e.scores[r])) for r in rows])
-            structure = Preferences("lists", responses=resp, mask=mask, scores=scores, user=user)
-        else:
-            structure = Preferences("unpaired", responses=torch.tensor([x[0] for x in ids]),
-                                    label=torch.tensor([e.scores[r][0] for r in rows]), user=user)
-        prompts = torch.tensor([local[e.prompt_ids[r]] for r in rows]) if self.with_prompts else None
-        view = torch.tensor(unique) if self.tokenize is None else self.tokenize([self.texts[i] for i in unique])
-        return RewardBatch(view, structure, prompts)
-
-
-def _optional(values: list[float | None]) -> Tensor | None:
-    if all(v is None for v in values):
-        return None
-    return torch.tensor([float("nan") if v is None else v for v in values]).nan_to_num(0.0)
-
-
-def gather_structure(structure: Preferences, emb: Tensor) -> Preferences:
-    """Local text indices -> embeddings."""
-    s = structure
-    if s.kind == "pairs":
-        assert s.chosen is not None and s.rejected is not None
-        return Preferences("pairs", chosen=emb[s.chosen], rejected=emb[s.rejected], margin=s.margin,
-                           strength=s.strength, user=s.user, objective=s.objective)
-    assert s.responses is not None
-    return Preferences(s.kind, responses=emb[s.responses], mask=s.mask, scores=s.scores, label=s.label, user=s.user)
 
 
 @dataclass
@@ -310,183 +126,20 @@ class RewardTrainData(TrainData):
     eval_batch_size: int = 128
 
 
-# ---------------------------------------------------------------------------- the model
-class RewardModel(nn.Module):
-    """An encoder and a head: texts in, rewards out. What ``export`` writes, ``score``
-    and ``eval reward`` load, and evaluators receive.
-
-    Args:
-        encoder: a TextEncoder (``encode``, ``tokenizer``, ``max_seq_length``).
-        head: a :class:`~contrastlib.heads.RewardHead`.
-        users: user names in the order of the head's per-user parameters.
-        window_policy: how texts are fitted to the encoder's window.
-        mean, std: reward normalisation statistics (from held-out data).
-        pool: ``text``, ``reply`` or ``reply_context`` (``method.pool``): with the last
-            two, fitted texts carry the pool mark at the reply's start, and the encoder
-            pools from it (and, for ``reply_context``, before it too).
-        lookup: precomputed embeddings by text (the frozen method's table).
-        memo: a dict that keeps every embedding computed, for an encoder that does not
-            change (the frozen method's evaluations before and after training).
-    """
-
-    def __init__(
-        self, encoder: Any, head: RewardHead, *, users: Sequence[str] = (), window_policy: str = "keep_final",
-        mean: float = 0.0, std: float = 1.0, pool: str = "text", precision: str = "fp32", batch_size: int = 128,
-        lookup: tuple[dict[str, int], Tensor] | None = None, memo: dict[str, Tensor] | None = None,
-    ) -> None:
-        super().__init__()
-        self.encoder, self.head = encoder, head
-        self.users = list(users)
-        self.window_policy = window_policy
-        self.mean, self.std = mean, std
-        self.pool = pool
-        self.precision, self.batch_size = precision, batch_size
-        self.lookup, self.memo = lookup, memo
-
-    @property
-    def scalar(self) -> bool:
-        return bool(self.head.scalar)
-
-    def _policy(self) -> WindowPolicy:
-        return window_policy(self.encoder, self.window_policy, self.pool)
-
-    def fit_texts(self, prompts: Sequence[str], responses: Sequence[str], where: Sequence[str] | None = None) -> list[str | None]:
-        policy = self._policy()
-        return [policy.fit(p, r, where=w) for p, r, w in zip(prompts, responses, where or [""] * len(prompts), strict=True)]
-
-    @contextlib.contextmanager
-    def memoized(self) -> Iterator[None]:
-        """Within the block every text is embedded at most once (the weights do not
-        change inside it); a model that already memoises keeps its memo."""
-        if self.memo is not None:
-            yield
-            return
-        self.memo = {}
-        try:
-            yield
-        finally:
-            self.memo = None
-
-    @torch.no_grad()
-    def embed(self, texts: Sequence[str], *, show_progress_bar: bool = False) -> Tensor:
-        """``[N, D]`` embeddings; texts in ``lookup`` (or, for a frozen encoder, embedded
-        by an earlier call: ``memo``) are not encoded again."""
-        known: dict[str, Tensor] = {}
-        if self.lookup is not None:
-            index, table = self.lookup
-            known = {t: table[index[t]] for t in texts if t in index}
-        if self.memo is not None:
-            known.update({t: self.memo[t] for t in texts if t in self.memo and t not in known})
-        missing = list(dict.fromkeys(t for t in texts if t not in known))
-        if missing:
-            out = torch.as_tensor(self.encoder.encode(missing, batch_size=self.batch_size, precision=self.precision,
-                                                      show_progress_bar=show_progress_bar, convert_to_numpy=False,
-                                                      **POOLS[self.pool]))
-            new = dict(zip(missing, out.float(), strict=True))
-            known.update(new)
-            if self.memo is not None:
-                self.memo.update(new)
-        return torch.stack([known[t].float() for t in texts]) if texts else torch.zeros(0, 0)
-
-    def _users(self, users: Sequence[str | None] | None, n: int) -> Tensor | None:
-        if users is None:
-            return None
-        where = {u: i for i, u in enumerate(self.users)}
-        return torch.tensor([where.get(u, -1) if u is not None else -1 for u in users][:n])
-
-    @torch.no_grad()
-    def rewards(self, texts: Sequence[str], users: Sequence[str | None] | None = None, *, normalize: bool = False) -> Tensor:
-        """``[N]`` rewards of already-fitted texts."""
-        emb = self.embed(texts)
-        dev = next(self.head.parameters()).device
-        u = self._users(users, len(texts))
-        with eval_mode(self.head):
-            r = self.head.reward(emb.to(dev), None if u is None else u.to(dev)).cpu()
-        return (r - self.mean) / self.std if normalize else r
-
-    @torch.no_grad()
-    def prefer(self, a: Sequence[str], b: Sequence[str], users: Sequence[str | None] | None = None) -> Tensor:
-        """``[N]`` log-odds that ``a[i]`` is preferred to ``b[i]`` (fitted texts)."""
-        ea, eb = self.embed(a), self.embed(b)
-        dev = next(self.head.parameters()).device
-        u = self._users(users, len(a))
-        with eval_mode(self.head):
-            return self.head.prefer(ea.to(dev), eb.to(dev), None if u is None else u.to(dev)).cpu()
-
-    def fingerprint(self) -> str:
-        """A hash of the encoder's and the head's weights and the scoring settings."""
-        import hashlib
-
-        from contrastlib.index.cache import model_fingerprint
-
-        h = hashlib.sha256(model_fingerprint(self.encoder).encode())
-        for k, v in sorted(self.head.state_dict().items()):
-            h.update(k.encode())
-            h.update(v.detach().cpu().float().numpy().tobytes())
-        h.update(json.dumps([self.window_policy, self.mean, self.std, self.precision, self.users, self.pool]).encode())
-        return h.hexdigest()
-
-    # ------------------------------------------------------------------ files
-    def save(self, out_dir: str | Path, *, head_name: str, head_kwargs: dict[str, Any]) -> Path:
-        """The encoder as a sentence-transformers dir, with the head beside it."""
-        from safetensors.torch import save_file
-
-        out = Path(out_dir)
-        self.encoder.save(out)
-        state = {k: v.detach().cpu().contiguous() for k, v in self.head.state_dict().items()}
-        with atomic_path(out / HEAD_FILE) as tmp:
-            save_file(state, str(tmp))
-        write_json(out / HEAD_CONFIG, {
-            "head": head_name, "kwargs": head_kwargs, "dim": int(self.head.dim), "users": self.users,
-            "window_policy": self.window_policy, "pool": self.pool, "mean": self.mean, "std": self.std,
-            **self.head.extra_state(),
-        })
-        return out
-
-    @classmethod
-    def load(cls, path: str | Path, **overrides: Any) -> RewardModel:
-        """A saved reward model: a run dir (its ``model/``) or the model dir itself."""
-        from safetensors.torch import load_file
-
-        from contrastlib.encoders.text import TextEncoder
-
-        root = Path(path)
-        model_dir = root / "model" if (root / "model" / HEAD_CONFIG).is_file() else root
-        config_path = model_dir / HEAD_CONFIG
-        if not config_path.is_file():
-            raise ModelLoadError(f"{path}: not a reward model (no {HEAD_CONFIG}; train one with a reward recipe)")
-        spec = json.loads(config_path.read_text())
-        head_cls = HEADS.get(spec["head"])
-        state = load_file(str(model_dir / HEAD_FILE))
-        kwargs = dict(spec["kwargs"])
-        if head_cls.per_user:
-            kwargs["num_users"] = int(state["user_logits"].shape[0])
-        head = head_cls(int(spec["dim"]), **kwargs)
-        head.load_state_dict(state)
-        head.eval()
-        encoder = TextEncoder(str(model_dir))
-        return cls(encoder, head, users=spec.get("users", []), window_policy=spec.get("window_policy", "keep_final"),
-                   mean=float(spec.get("mean", 0.0)), std=float(spec.get("std", 1.0)), pool=spec.get("pool", "text"),
-                   **overrides)
-
-
-# ---------------------------------------------------------------------------- the method
 @METHODS.register("reward", summary="reward model: a preference head on a frozen or fine-tuned text encoder")
 class RewardMethod(ContrastiveModule):
     Config = RewardConfig
-    evaluations = ("reward",)
-    encoders = ("text",)
+    inputs = "strings"
+    evaluates_as = "reward_model"
 
     def __init__(
-        self, encoder: nn.Module, loss: nn.Module, *, data: RewardTrainData, head: dict[str, Any] | None = None,
+        self, encoder: Any, loss: Any, *, data: RewardTrainData, head: dict[str, Any] | None = None,
         frozen: bool = True, aux_weight: float = 0.0, window_policy: str = "keep_final",
         head_lr: float | None = None, pool: str = "text", **kwargs: Any,
     ) -> None:
-        for unused in ("format", "on_bad_row", "heldout_fraction", "split_salt"):
-            kwargs.pop(unused, None)
-        hparams = dict(kwargs.pop("hparams", None) or {})
-        hparams.update({"head": head, "frozen": frozen, "aux_weight": aux_weight, "users": data.users, "pool": pool})
-        super().__init__(encoder, loss, hparams=hparams, **kwargs)
+        for read_already in ("format", "heldout_fraction", "split_salt"):  # used by read_train_data
+            kwargs.pop(read_already, None)
+        super().__init__(encoder, loss, **kwargs)
         enc: Any = encoder
         self.head_name = (head or {}).get("name", "bradley_terry")
         self.head_kwargs = dict(data.head_kwargs)
@@ -498,6 +151,7 @@ class RewardMethod(ContrastiveModule):
         self.data = data
         self.eval_precision, self.eval_batch_size = data.eval_precision, data.eval_batch_size
         self._memo: dict[str, Tensor] = {}  # frozen: evaluation texts embedded once per run
+        self._frozen_fp: str | None = None
         if frozen:
             assert data.embeddings is not None
             encoder.requires_grad_(False)
@@ -506,14 +160,9 @@ class RewardMethod(ContrastiveModule):
     table: Tensor
 
     # ------------------------------------------------------------------ checkpoints
-    #: Checkpoint key of a frozen run: the fingerprint of the encoder it was trained on.
-    FROZEN_KEY = "contrastlib_frozen_encoder"
-
     def _frozen_fingerprint(self) -> str:
-        if not hasattr(self, "_frozen_fp"):
-            from contrastlib.index.cache import model_fingerprint
-
-            self._frozen_fp = model_fingerprint(self.encoder)  # it never changes: hashed once
+        if self._frozen_fp is None:
+            self._frozen_fp = self.encoder.weights_fingerprint()  # it never changes: hashed once
         return self._frozen_fp
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
@@ -523,11 +172,11 @@ class RewardMethod(ContrastiveModule):
             state = checkpoint["state_dict"]
             for key in [k for k in state if k.startswith("encoder.")]:
                 del state[key]
-            checkpoint[self.FROZEN_KEY] = self._frozen_fingerprint()
+            checkpoint[FROZEN_ENCODER_KEY] = self._frozen_fingerprint()
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         """Put the frozen encoder's weights back, after checking it is the same model."""
-        saved = checkpoint.get(self.FROZEN_KEY)
+        saved = checkpoint.get(FROZEN_ENCODER_KEY)
         if saved is None:
             return
         if not self.frozen:
@@ -545,7 +194,7 @@ class RewardMethod(ContrastiveModule):
     @classmethod
     def read_train_data(cls, path: str, config: Any, *, max_rows: int | None = None,
                         bad_rows: BadRows | None = None) -> RewardTrainData:
-        """``data.on_bad_row: skip`` or ``method.on_bad_row: skip``: bad rows are skipped and counted."""
+        """``data.on_bad_row: skip``: bad rows are skipped and counted."""
         head_cls, head_kwargs = head_spec(dict(config.head))
         if config.window_policy not in ("keep_final", "drop", "raise"):
             raise ConfigError(f"method.window_policy: keep_final, drop or raise, not {config.window_policy!r}")
@@ -557,12 +206,11 @@ class RewardMethod(ContrastiveModule):
         if config.aux_weight < 0:
             raise ConfigError(f"method.aux_weight: must be >= 0, got {config.aux_weight}")
         try:
-            data_policy = bad_rows.policy if bad_rows is not None else "error"
-            policy = "skip" if "skip" in (data_policy, config.on_bad_row) else config.on_bad_row
+            policy = bad_rows.policy if bad_rows is not None else "error"
             prefs = read_preferences(path, fmt=config.format, on_bad_row=policy, max_rows=max_rows)
             train, heldout = split_by_prompt(prefs.rows, config.heldout_fraction, salt=config.split_salt)
         except ValueError as exc:
-            if isinstance(exc, ConfigError) or hasattr(exc, "path"):
+            if isinstance(exc, (ConfigError, DataError)):
                 raise
             raise ConfigError(f"method: {exc}") from None
         if not train:
@@ -571,7 +219,7 @@ class RewardMethod(ContrastiveModule):
         if head_cls.per_user and not users:
             raise ConfigError(f"method.head: {config.head['name']!r} learns per-user preferences, and {path} has no 'user' field")
         objectives = prefs.objectives
-        vector = "objectives" in inspect.signature(head_cls.__init__).parameters
+        vector = head_cls.vector
         if prefs.per_objective and not vector:
             raise ConfigError(
                 f"method.head: {path} scores its lists per objective, and {config.head['name']!r} learns one reward "
@@ -603,8 +251,9 @@ class RewardMethod(ContrastiveModule):
             raise ConfigError("gradcache: a frozen encoder has no gradients to cache; set method.frozen=false or drop gradcache")
 
     @classmethod
-    def check_loss(cls, loss_cls: type, loss_name: str, data: TrainData) -> None:
-        return None  # the loss is only the auxiliary term, on (prompt, chosen, rejected)
+    def loss_contract(cls, config: Any, data: TrainData) -> LossContract:
+        # the loss is only the auxiliary term, on (prompt, [chosen; rejected])
+        return LossContract(hard_negatives=True, used=config.aux_weight > 0, who="the reward method's auxiliary loss")
 
     @classmethod
     def extra_evaluators(cls, data: TrainData, *, batch_size: int, precision: str) -> list[Any]:
@@ -622,8 +271,7 @@ class RewardMethod(ContrastiveModule):
                      batch_size: int, log: Callable[[str], None] = print) -> None:
         """Fit texts to the window, number them, and (frozen) embed them through the cache."""
         assert isinstance(data, RewardTrainData)
-        pooling = getattr(getattr(encoder, "spec", None), "pooling", "mean")
-        if config.pool != "text" and pooling == "cls":
+        if config.pool != "text" and encoder.spec.pooling == "cls":
             raise ConfigError(
                 f"method.pool: {config.pool!r} pools the reply's tokens, and this encoder pools [CLS] alone "
                 "(model.pooling=cls); use method.pool=text, or model.pooling=mean"
@@ -660,7 +308,7 @@ class RewardMethod(ContrastiveModule):
     def collator(self) -> RewardCollator:
         enc: Any = self.encoder
         assert self.data.encoded is not None and self.data.table is not None
-        tokenize = None if self.frozen else _Tokenize(enc.tokenizer, enc.max_seq_length, self.pool)
+        tokenize = None if self.frozen else RewardTokenize(enc.tokenizer, enc.max_seq_length, self.pool)
         return RewardCollator(self.data.encoded, self.data.table.texts, tokenize, with_prompts=self.aux_weight > 0)
 
     def on_train_epoch_start(self) -> None:
@@ -726,16 +374,6 @@ class RewardMethod(ContrastiveModule):
         model = self.evaluation_model()
         model.mean, model.std = self.normalisation(model)
         return model.save(out_dir, head_name=self.head_name, head_kwargs=self.head_kwargs)
-
-
-class _Tokenize:
-    def __init__(self, tokenizer: Any, max_length: int, pool: str = "text") -> None:
-        self.tokenizer, self.max_length, self.pool = tokenizer, max_length, pool
-
-    def __call__(self, texts: Sequence[str]) -> dict[str, Tensor]:
-        # a pool mark becomes pool_mask (and context_mask)
-        return tokenize_texts(self.tokenizer, texts, self.max_length, **POOLS[self.pool])
-
 
 
 __all__ = ["RewardConfig", "RewardMethod", "RewardModel", "head_spec"]

@@ -20,11 +20,12 @@ from enum import Enum
 from typing import Any
 
 import torch
-from torch import Tensor, nn
+from torch import Tensor
 
 from contrastlib.data.collate import HFTokenize, IndexedRows, TextBatch, TextTupleCollator
 from contrastlib.data.readers import BadRows, read_tuples
 from contrastlib.errors import ConfigError
+from contrastlib.losses.base import LossContract
 from contrastlib.methods.base import ContrastiveModule, TrainData
 from contrastlib.registry import METHODS
 
@@ -46,17 +47,12 @@ class SimCSEConfig:
 class SimCSE(ContrastiveModule):
     Config = SimCSEConfig
     default_sampler = "no_duplicates"
-    evaluations = ("sts", "retrieval")
-    encoders = ("text",)
+    inputs = "strings"
 
-    def __init__(
-        self, encoder: nn.Module, loss: nn.Module, *, mode: str = "supervised", **kwargs: Any
-    ) -> None:
+    def __init__(self, encoder: Any, loss: Any, *, mode: str = "supervised", **kwargs: Any) -> None:
         if mode not in ("supervised", "unsupervised"):
             raise ValueError(f"mode must be 'supervised' or 'unsupervised', got {mode!r}")
-        hparams = dict(kwargs.pop("hparams", None) or {})
-        hparams["mode"] = mode
-        super().__init__(encoder, loss, hparams=hparams, **kwargs)
+        super().__init__(encoder, loss, **kwargs)
         self.mode = mode
 
     # ------------------------------------------------------------------ protocol
@@ -87,8 +83,14 @@ class SimCSE(ContrastiveModule):
             description += f"; {bad.summary()}"
         return TrainData(
             source=path, rows=rows, dataset=IndexedRows(rows), description=description,
-            hard_negatives=mode == "supervised" and len(roles) >= 3,
+            hard_negatives=mode == "supervised" and len(roles) >= 3, anchors=[r[0] for r in rows],
         )
+
+    @classmethod
+    def loss_contract(cls, config: Any, data: TrainData) -> LossContract:
+        # dataset ids (per-example parameters) and, supervised, a key per candidate text
+        return LossContract(provides=frozenset({"ids", "candidate_keys"}), hard_negatives=data.hard_negatives,
+                            who=f"{data.source} ({data.description})")
 
     def collator(self) -> TextTupleCollator:
         enc: Any = self.encoder
@@ -112,14 +114,9 @@ class SimCSE(ContrastiveModule):
 
     def contrast(self, embeddings: list[Tensor], batch: TextBatch) -> Tensor:
         anchors, candidates = self.pair(embeddings)
-        if getattr(self.loss_fn, "needs_ids", False):
-            loss: Tensor = self.loss_fn(anchors, candidates, ids=batch.ids)
-            return loss
         keys = batch.text_keys
-        if getattr(self.loss_fn, "mask_duplicates", False) and keys is not None and self.mode == "supervised":
-            # a sampler that groups related rows (mined, cluster) can put a row's positive
-            # in the batch again, as another row's negative: not a negative for this row
-            out: Tensor = self.loss_fn(anchors, candidates, candidate_keys=keys[1:].reshape(-1))
-            return out
-        out = self.loss_fn(anchors, candidates)
-        return out
+        # a sampler that groups related rows (mined, cluster) can put a row's positive in
+        # the batch again, as another row's negative: not a negative for this row
+        candidate_keys = keys[1:].reshape(-1) if keys is not None and self.mode == "supervised" else None
+        loss: Tensor = self.loss_fn(self.loss_inputs(anchors, candidates, ids=batch.ids, candidate_keys=candidate_keys))
+        return loss

@@ -1,5 +1,5 @@
 """What every batch sampler shares: the global batch of a step is formed once, identically
-on every rank, and each rank takes an equal slice of it (PEERS.md items 5 and 12).
+on every rank, and each rank takes an equal slice of it (a DDP run sees the batches of a one-process run at the global batch size).
 
 With ``W`` ranks and a per-device batch ``B``, a subclass forms global batches of
 ``W * B`` rows from a seeded order (seed + epoch). Rank ``r`` takes rows
@@ -30,7 +30,7 @@ from __future__ import annotations
 
 import functools
 from collections.abc import Hashable, Iterator, Sequence
-from typing import Any
+from typing import Any, ClassVar
 
 import torch.distributed as dist
 from torch.utils.data import Sampler
@@ -49,7 +49,16 @@ def dist_info(num_replicas: int | None = None, rank: int | None = None) -> tuple
 class GlobalBatchSampler(Sampler[list[int]]):
     """Base class: subclasses implement :meth:`global_batches`.
 
-    Every sampler takes the same arguments, so ``data.sampler`` can name any of them.
+    Every sampler takes the same arguments, so ``data.sampler`` can name any of them,
+    and declares the row data it is given besides the rows:
+
+    * ``needs``: what it cannot work without: ``embeddings`` (of each row's anchor, by the
+      model being trained), ``labels`` (a class per row), ``neighbours`` (rows to keep
+      together); a method whose data cannot give one is refused before any model loads;
+    * ``takes``: what it uses when the data has it.
+
+    Its own options (``data.sampler_options``) are its other keyword arguments;
+    :meth:`check_options` checks them without data.
 
     Args:
         rows: the dataset's rows (their keys, for samplers that look at content; others
@@ -60,6 +69,9 @@ class GlobalBatchSampler(Sampler[list[int]]):
         num_replicas, rank: the DDP split (default: read from ``torch.distributed`` when
             iterated, so a sampler built before the process group starts is still right).
     """
+
+    needs: ClassVar[frozenset[str]] = frozenset()
+    takes: ClassVar[frozenset[str]] = frozenset()
 
     def __init__(
         self,
@@ -88,6 +100,10 @@ class GlobalBatchSampler(Sampler[list[int]]):
         self.tag_epoch = False
         #: Rows left out of / repeated in the last epoch built (see the module docstring).
         self.epoch_stats = {"left_out": 0, "repeated": 0}
+
+    @classmethod
+    def check_options(cls, batch_size: int, **options: Any) -> None:
+        """Raise ``ValueError("KEY: ...")`` for an option value no data could make work."""
 
     # ---------------------------------------------------------------- for subclasses
     @functools.cached_property

@@ -118,7 +118,7 @@ class ClusterBatchSampler(GlobalBatchSampler):
     """
 
     #: The pipeline passes ``embeddings`` of each row's first text (see :mod:`contrastlib.pipeline`).
-    needs_embeddings: ClassVar[bool] = True
+    needs = frozenset({"embeddings"})
 
     def __init__(
         self,

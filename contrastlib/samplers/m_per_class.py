@@ -65,6 +65,8 @@ class MPerClassBatchSampler(GlobalBatchSampler):
             global batch holds whole classes.
     """
 
+    takes = frozenset({"labels"})
+
     def __init__(
         self,
         rows: Sequence[Any],

@@ -76,6 +76,8 @@ class MinedBatchSampler(GlobalBatchSampler):
             preference), instead of the links read from the texts.
     """
 
+    takes = frozenset({"neighbours"})
+
     def __init__(
         self,
         rows: Sequence[Any],

@@ -67,10 +67,9 @@ class EvalMonitor(pl.Callback):
             return
         if trainer.sanity_checking or not trainer.is_global_zero:
             return
-        from contrastlib.evaluation import run_evaluations
+        from contrastlib.evaluation.base import run_evaluations
 
-        model = getattr(pl_module, "evaluation_model", None)  # a reward method: encoder and head
-        metrics = run_evaluations(self.evaluators, model() if callable(model) else pl_module.encoder)
+        metrics = run_evaluations(self.evaluators, pl_module.evaluation_model())  # type: ignore[operator]
         step = int(trainer.global_step)
         self._record(epoch, step, metrics)
         self.last_step, self.last_metrics = step, metrics
@@ -104,20 +103,19 @@ class OnlineProbe(pl.Callback):
     Args:
         num_classes: classes of the training labels.
         lr: the probe's own Adam learning rate (the encoder's optimizer never sees it).
-        features: which submodule's output to read (``backbone`` of an ImageEncoder).
+
+    It reads the output of the image encoder's ``backbone`` (before any projection head).
     """
 
-    def __init__(self, num_classes: int, *, lr: float = 1e-3, features: str = "backbone") -> None:
-        self.num_classes, self.lr, self.features_attr = num_classes, lr, features
+    def __init__(self, num_classes: int, *, lr: float = 1e-3) -> None:
+        self.num_classes, self.lr = num_classes, lr
         self.head: nn.Linear | None = None
         self.optimizer: torch.optim.Optimizer | None = None
         self._captured: list[Tensor] = []
         self._hook: Any = None
 
     def _target(self, pl_module: pl.LightningModule) -> nn.Module:
-        module = getattr(pl_module.encoder, self.features_attr, None)
-        if not isinstance(module, nn.Module):
-            raise ValueError(f"online probe: the encoder has no '{self.features_attr}' submodule")
+        module: nn.Module = pl_module.encoder.backbone
         return module
 
     def setup(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
@@ -189,12 +187,8 @@ class OnlineProbe(pl.Callback):
 
 def monitor_callbacks(
     evaluators: Sequence[Any], *, every_n_epochs: int | None, run_dir: Path, initial: dict[str, dict[str, float]],
-    probe_classes: int | None,
 ) -> list[pl.Callback]:
     """The monitors a run's ``eval`` section asks for."""
-    out: list[pl.Callback] = []
     if every_n_epochs and evaluators:
-        out.append(EvalMonitor(evaluators, every_n_epochs, run_dir, initial))
-    if probe_classes:
-        out.append(OnlineProbe(probe_classes))
-    return out
+        return [EvalMonitor(evaluators, every_n_epochs, run_dir, initial)]
+    return []

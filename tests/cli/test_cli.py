@@ -159,7 +159,7 @@ def test_fit_writes_a_complete_run_dir(trained_run):
 
 
 def test_trained_model_changed_and_reloads_from_run_dir_and_checkpoint(trained_run, minilm, stsb_sentences):
-    from contrastlib.jobs import load_encoder
+    from contrastlib.loading import load_encoder
 
     texts = stsb_sentences[:50]
     from_run = load_encoder(trained_run).encode(texts)
@@ -172,7 +172,7 @@ def test_trained_model_changed_and_reloads_from_run_dir_and_checkpoint(trained_r
 def test_export_loads_in_sentence_transformers(trained_run, tmp_path, stsb_sentences, capsys):
     from sentence_transformers import SentenceTransformer
 
-    from contrastlib.jobs import load_encoder
+    from contrastlib.loading import load_encoder
 
     out = tmp_path / "exported"
     assert main(["export", str(trained_run / "checkpoints" / "last.ckpt"), "--out", str(out), "--json"]) == 0
@@ -216,7 +216,7 @@ def test_existing_run_dir_is_never_overwritten(trained_run, tmp_path):
 
 def test_unsupervised_fit_with_dataloader_workers(tmp_path):
     """Unsupervised SimCSE end to end, tokenising in a DataLoader worker process."""
-    from contrastlib.jobs import load_encoder
+    from contrastlib.loading import load_encoder
 
     code = main(
         [

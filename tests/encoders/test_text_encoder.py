@@ -8,7 +8,7 @@ import torch
 
 from contrastlib.encoders import TextEncoder
 from contrastlib.errors import ModelLoadError
-from contrastlib.jobs import load_encoder
+from contrastlib.loading import load_encoder
 
 
 def test_reads_sentence_transformers_layout(minilm):
@@ -114,7 +114,7 @@ def test_the_pool_mask_takes_a_reply_token_that_carries_the_space_before_it(kind
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers
     from transformers import PreTrainedTokenizerFast
 
-    from contrastlib.data.preference import WindowPolicy
+    from contrastlib.data.windows import WindowPolicy
     from contrastlib.encoders.text import tokenize_texts
 
     words = ["Human", "Human:", ":", "hi", "there", "Assistant", "Assistant:", "I", "am", "fine", "Yes"]

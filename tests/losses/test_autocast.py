@@ -56,7 +56,7 @@ def _make(name: str) -> torch.nn.Module:
 
 def _loss_and_grads(loss_fn: torch.nn.Module, a: torch.Tensor, c: torch.Tensor, autocast: bool):
     a, c = a.clone().requires_grad_(), c.clone().requires_grad_()
-    kwargs = {"ids": torch.arange(B)} if getattr(loss_fn, "needs_ids", False) else {}
+    kwargs = {"ids": torch.arange(B)} if "ids" in loss_fn.requires else {}
     with torch.autocast("cpu", dtype=torch.bfloat16, enabled=autocast):
         loss = loss_fn(a, c, **kwargs)
     loss.backward()
@@ -70,7 +70,7 @@ def _close(x: torch.Tensor, y: torch.Tensor, scale: float) -> None:
 @pytest.mark.parametrize("name", LOSSES.names())
 def test_every_loss_under_bf16_autocast_equals_float32(name):
     loss_fn = _make(name)
-    a, c = _inputs(getattr(loss_fn, "hard_negatives", True))
+    a, c = _inputs(loss_fn.hard_negatives)
     ref, ga, gc = _loss_and_grads(loss_fn, a, c, autocast=False)
     got, ha, hc = _loss_and_grads(loss_fn, a, c, autocast=True)
     assert got.dtype == torch.float32, f"{name} returned {got.dtype} under autocast"
@@ -83,7 +83,7 @@ def test_every_loss_under_bf16_autocast_equals_float32(name):
 def test_bf16_embeddings_are_scored_in_float32(name):
     """Embeddings that come out of a bf16 model: the loss equals float32 arithmetic on them."""
     loss_fn = _make(name)
-    a, c = _inputs(getattr(loss_fn, "hard_negatives", True), torch.bfloat16)
+    a, c = _inputs(loss_fn.hard_negatives, torch.bfloat16)
     ref, *_ = _loss_and_grads(loss_fn, a.float(), c.float(), autocast=False)
     got, *_ = _loss_and_grads(loss_fn, a, c, autocast=True)
     _close(got, ref, 1.0)

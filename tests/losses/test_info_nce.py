@@ -186,7 +186,7 @@ def test_mask_duplicates_is_refused_with_the_streamed_loss():
 def test_duplicate_mask_with_several_positives_against_the_pairwise_definition():
     """Candidate j is masked for anchor i iff it shares a key with some positive of i and
     is not itself a positive of i (checked against the C x C pairwise form)."""
-    from contrastlib.losses.modules import duplicate_mask
+    from contrastlib.losses.info_nce_loss import duplicate_mask
 
     g = torch.Generator().manual_seed(0)
     for _ in range(100):

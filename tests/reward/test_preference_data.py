@@ -10,13 +10,9 @@ import pytest
 
 from contrastlib.cli.main import main
 from contrastlib.config.load import BUNDLED_DATA_DIR
-from contrastlib.data.preference import (
-    WindowPolicy,
-    join,
-    read_preferences,
-    split_by_prompt,
-    split_dialogue,
-)
+from contrastlib.data.preference import read_preferences, split_dialogue
+from contrastlib.data.prompt_split import split_by_prompt
+from contrastlib.data.windows import WindowPolicy, join
 from contrastlib.errors import DataError
 
 HH_SAMPLE = BUNDLED_DATA_DIR / "hh-rlhf" / "helpful-base-800.jsonl.gz"

@@ -24,7 +24,7 @@ PER_DEVICE, WORLD = 8, 2
 def _fit(out: Path, head: str, frozen: bool, *, devices: int, batch: int) -> subprocess.CompletedProcess[str]:
     return run_cli([
         "fit", "reward-hh", f"output_dir={out}", "name=x",
-        f"method.head.name={head}", "method.head.hidden=32", "method.heldout_fraction=0.0", "method.on_bad_row=skip",
+        f"method.head.name={head}", "method.head.hidden=32", "method.heldout_fraction=0.0", "data.on_bad_row=skip",
         "model.max_seq_length=48", "data.max_rows=64", f"data.batch_size={batch}", "eval.batch_size=64",
         "optim.name=sgd", "optim.lr=0.5", "optim.momentum=0.0", "optim.weight_decay=0.0", "optim.warmup_ratio=0.0",
         "optim.scheduler=constant", "trainer.precision=32-true", "trainer.max_steps=3", "trainer.log_every_n_steps=1",

@@ -22,7 +22,7 @@ from contrastlib.methods.reward import RewardModel
 
 HH_SAMPLE = BUNDLED_DATA_DIR / "hh-rlhf" / "helpful-base-800.jsonl.gz"
 COMMON = ["model.max_seq_length=64", "data.max_rows=120", "data.batch_size=16", "trainer.enable_progress_bar=false",
-          "method.on_bad_row=skip", "eval.batch_size=64"]
+          "data.on_bad_row=skip", "eval.batch_size=64"]
 
 
 @pytest.fixture(scope="module")
@@ -53,7 +53,7 @@ def test_a_frozen_run_checkpoints_the_head_not_the_encoder_and_resumes(frozen_ru
     import shutil
 
     from contrastlib.errors import ModelLoadError
-    from contrastlib.jobs import load_encoder_from_checkpoint
+    from contrastlib.loading import load_encoder_from_checkpoint
 
     ckpt_path = frozen_run / "checkpoints" / "last.ckpt"
     ckpt = torch.load(ckpt_path, map_location="cpu", weights_only=True)
@@ -141,7 +141,7 @@ def test_training_batches_pool_the_reply_as_inference_does(minilm_no_dropout: ob
     """The fine-tuning path (collator -> length-sorted chunks padded to multiples of 8 ->
     encoder) pools the marked reply (and the context) exactly as ``encode`` does at
     scoring time."""
-    from contrastlib.data.preference import WindowPolicy
+    from contrastlib.data.windows import WindowPolicy
     from contrastlib.methods.reward import _Tokenize
     from contrastlib.training.gradcache import embed_in_chunks, split_rows
     from contrastlib.utils.marks import strip_pool_mark
@@ -192,7 +192,7 @@ def test_fine_tuned_reward_model_under_the_gradient_cache_equals_one_graph(tmp_p
         args = ["fit", "reward-hh", f"output_dir={tmp_path}", f"name={name}", "method.frozen=false",
                 "method.aux_weight=0.5", "model.dropout=0.0", "model.max_seq_length=32", "data.max_rows=40",
                 "data.batch_size=8", "trainer.max_steps=3", "trainer.precision=32-true", "optim.name=sgd", "optim.lr=0.05",
-                "trainer.enable_progress_bar=false", "method.on_bad_row=skip", "method.heldout_fraction=0.0", *extra]
+                "trainer.enable_progress_bar=false", "data.on_bad_row=skip", "method.heldout_fraction=0.0", *extra]
         assert main(args) == 0
         runs[name] = RewardModel.load(tmp_path / name)
     plain, cached = runs["plain"], runs["cached"]

@@ -43,7 +43,7 @@ def blobs(sizes: list[int], dim: int = 16, seed: int = 0, spread: float = 0.01) 
 
 def test_registered_and_needs_embeddings():
     assert SAMPLERS.get("cluster") is ClusterBatchSampler
-    assert ClusterBatchSampler.needs_embeddings is True
+    assert ClusterBatchSampler.needs == {"embeddings"}
 
 
 @pytest.mark.parametrize("world", [1, 2, 3])

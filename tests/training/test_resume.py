@@ -40,13 +40,13 @@ _EVERY_3 = ["trainer.max_epochs=2", "trainer.checkpoint_every_n_steps=3", "train
 METHODS = {
     "simcse-text": (RUN, STEPS_PER_EPOCH),
     # views drawn in 2 DataLoader workers; the online linear probe trains alongside
-    "simclr-2-workers": (["simclr-digits", *_SMALL_IMAGES, "data.num_workers=2", "eval.online_probe=true", *_EVERY_3], 6),
+    "simclr-2-workers": (["simclr-digits", *_SMALL_IMAGES, "data.num_workers=2", "method.online_probe=true", *_EVERY_3], 6),
     # the queue, its pointer, the momentum encoder and its schedule
     "moco-v2-queue": (["moco-digits", *_SMALL_IMAGES, "method.version=2", "method.queue_size=40",
                        "method.key_momentum=0.9", *_EVERY_3], 6),
     # a fine-tuned encoder with dropout under a reward head, held-out normalisation at the end
     "reward-finetune": (["reward-hh", "method.frozen=false", "model.max_seq_length=32", "data.max_rows=60",
-                         "data.batch_size=8", "method.on_bad_row=skip", "eval.batch_size=64", *_EVERY_3], None),
+                         "data.batch_size=8", "data.on_bad_row=skip", "eval.batch_size=64", *_EVERY_3], None),
 }
 
 

@@ -46,7 +46,7 @@ def _fit(out: Path, recipe: str, extra: list[str], *, devices: int, batch: int) 
         "optim.name=sgd", f"optim.lr={LR}", "optim.momentum=0.0", "optim.weight_decay=0.0", "optim.warmup_ratio=0.0",
         "optim.scheduler=constant", "trainer.precision=32-true", "trainer.max_epochs=2", "trainer.log_every_n_steps=1",
         "trainer.enable_progress_bar=false", "trainer.accelerator=cpu", "eval.knn=[]", "eval.linear=[]",
-        "eval.every_n_epochs=null", "eval.projection=none", "eval.online_probe=true", *extra,
+        "eval.every_n_epochs=null", "eval.projection=none", "method.online_probe=true", *extra,
     ], out, devices=devices)
 
 

@@ -82,7 +82,7 @@ def test_fit_with_the_cache_through_the_cli(tmp_path):
             "fit", recipe, f"output_dir={tmp_path}", f"name={recipe}", "gradcache.chunk_size=8", "data.batch_size=16",
             "data.max_rows=48", "trainer.max_steps=3", "trainer.enable_progress_bar=false", "model.name=resnet10t",
             "model.projection=[64,32]", "eval.knn=[]", "eval.linear=[]", "eval.every_n_epochs=null",
-            "eval.online_probe=false", "eval.projection=none", "trainer.precision=32-true",
+            "method.online_probe=false", "eval.projection=none", "trainer.precision=32-true",
         ] + (["method.queue_size=64"] if recipe == "moco-digits" else []))
         assert code == 0
         state = torch.load(tmp_path / recipe / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=True)

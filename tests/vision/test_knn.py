@@ -8,7 +8,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from contrastlib.evaluation.knn import PRESETS, KNNEvaluator, PixelEncoder, knn_classify
+from contrastlib.encoders.image import PixelEncoder
+from contrastlib.evaluation.knn import PRESETS, KNNEvaluator, knn_classify
 
 BUNDLED = Path(__file__).resolve().parents[2] / "contrastlib" / "datasets" / "digits"
 

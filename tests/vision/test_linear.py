@@ -93,7 +93,7 @@ def test_evaluator_on_the_bundled_digits_pixels():
     spec = {"train": str(BUNDLED / "digits-train.npz"), "test": str(BUNDLED / "digits-test.npz"), "size": 8,
             "channels": 1, "C": 1.0}
     ev = LinearEvaluator.from_spec(spec, batch_size=512, precision="fp32")
-    from contrastlib.evaluation.knn import PixelEncoder
+    from contrastlib.encoders.image import PixelEncoder
 
     m = ev(PixelEncoder())
     # sklearn's own logistic regression on the 8x8 digits is ~96-97%
@@ -136,7 +136,7 @@ def test_cli_eval_linear_pixels_and_a_bad_file(tmp_path):
 
 def test_knn_and_linear_on_one_set_embed_it_once_per_round():
     from contrastlib.evaluation import KNNEvaluator, run_evaluations
-    from contrastlib.evaluation.knn import PixelEncoder
+    from contrastlib.encoders.image import PixelEncoder
 
     class Counting(PixelEncoder):
         rows = 0
