@@ -45,7 +45,7 @@ def _saved_kind(path: Path) -> type[Encoder]:
     spec_file = path / SPEC_FILE
     if spec_file.is_file():
         try:
-            return ENCODERS.get(json.loads(spec_file.read_text())["kind"])  # type: ignore[no-any-return]
+            return ENCODERS.get(json.loads(spec_file.read_text())["kind"])
         except (ValueError, KeyError) as exc:
             raise ModelLoadError(f"{spec_file}: not a saved encoder ({exc})") from None
     return _catch_all()
@@ -104,7 +104,7 @@ def load_encoder(spec: str | Path, **overrides: Any) -> Encoder:
         return cls.load(source) if not overrides or not cls.catch_all else cls.from_spec(str(source), **overrides)
     text = str(spec)
     claimed = [e.obj for e in ENCODERS.entries() if e.obj.claims(text)]
-    return (claimed[0] if claimed else _catch_all()).from_spec(text, **overrides)  # type: ignore[no-any-return]
+    return (claimed[0] if claimed else _catch_all()).from_spec(text, **overrides)
 
 
 class LazyEncoder:

@@ -90,7 +90,7 @@ def plan_fit(cfg: RunConfig) -> FitPlan:
     together, by their declarations, before any model loads."""
     method_cls, config = method_config(cfg.method)
     name = cfg.method["name"]
-    encoder_cls = ENCODERS.get(cfg.model.get("encoder"))
+    encoder_cls = ENCODERS.get(str(cfg.model.get("encoder")))
     if encoder_cls.inputs != method_cls.inputs:
         fitting = [e.name for e in ENCODERS.entries() if e.obj.inputs == method_cls.inputs]
         raise ConfigError(f"model.encoder: method {name!r} trains a {' or '.join(fitting)} encoder, not {cfg.model['encoder']!r}")
@@ -173,7 +173,7 @@ def build_loader(plan: FitPlan, module: ContrastiveModule) -> ResumableLoader:
     kwargs = {**sampler_data(cls, plan.data), **plan.sampler_options}
     if "embeddings" in cls.needs:
         kwargs["embeddings"] = _anchor_embeddings(plan, module)
-    sampler = cls(plan.data.rows, cfg.batch_size, drop_last=cfg.drop_last, seed=plan.cfg.seed, **kwargs)
+    sampler = cls(plan.data.sampler_rows(), cfg.batch_size, drop_last=cfg.drop_last, seed=plan.cfg.seed, **kwargs)
     if plan.data.epoch_indexed:
         # random views seeded by (seed, epoch, row): the same under any workers and resumes
         sampler.tag_epoch = True

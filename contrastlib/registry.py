@@ -37,7 +37,7 @@ class Registry(Generic[T]):
         def decorator(obj: T) -> T:
             if name in self._entries:
                 raise ValueError(f"{self.kind} {name!r} is registered twice")
-            doc = (obj.__doc__ or "").strip().splitlines()  # type: ignore[attr-defined]
+            doc = (obj.__doc__ or "").strip().splitlines()
             self._entries[name] = Entry(name, obj, summary or (doc[0] if doc else ""))
             return obj
 

@@ -40,6 +40,13 @@ class ScoreReport:
     bad_rows_skipped: int = 0
 
 
+def load_scorer(path: str | Path, **overrides: Any) -> Any:
+    """The reward model saved at ``path`` (a reward run or its ``model/``)."""
+    from contrastlib.models.reward import RewardModel
+
+    return RewardModel.load(path, **overrides)
+
+
 def read_score_input(path: str | Path, bad_rows: BadRows | None = None) -> list[tuple[int, dict[str, Any]]]:
     """``(line, row)`` for every row of ``path``; a bad row goes to ``bad_rows`` (default:
     a ``DataError`` naming its line)."""

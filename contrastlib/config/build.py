@@ -200,7 +200,7 @@ def check_sampler(name: str, options: Mapping[str, Any], data: Any, batch_size: 
         if "embeddings" in cls.needs:
             cls.check_options(batch_size, **kwargs)
         else:
-            cls(data.rows, batch_size, seed=0, **sampler_data(cls, data), **kwargs)
+            cls(data.sampler_rows(), batch_size, seed=0, **sampler_data(cls, data), **kwargs)
     except (TypeError, ValueError) as exc:
         message = str(exc)
         key = message.split(":", 1)[0]

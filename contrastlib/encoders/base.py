@@ -48,7 +48,7 @@ class Encoder(nn.Module):
         return next(self.parameters()).device
 
     def encode(
-        self, items: Sequence[Any], *, batch_size: int = 128, precision: str = "fp32",
+        self, items: Sequence[Any], /, *, batch_size: int = 128, precision: str = "fp32",
         show_progress_bar: bool | None = None, convert_to_numpy: bool = True,
     ) -> np.ndarray | Tensor:
         """``[N, dim]`` float32 embeddings of ``items`` in eval mode (the module's mode is

@@ -152,7 +152,7 @@ class ImageEncoder(Encoder):
 
     @torch.inference_mode()
     def encode(
-        self, items: Sequence[Any], *, batch_size: int = 256, precision: str = "fp32",
+        self, items: Sequence[Any], /, *, batch_size: int = 256, precision: str = "fp32",
         show_progress_bar: bool | None = None, convert_to_numpy: bool = True,
     ) -> Any:
         """``[N, dim]`` float32 embeddings of images: a ``[N, C, H, W]`` tensor, or any
@@ -197,6 +197,7 @@ class ImageEncoder(Encoder):
 class PixelEncoder(nn.Module):
     """Raw pixels as the embedding: the floor any learned encoder has to beat."""
 
+    inputs = "images"
     input_size: int | None = None
     input_channels = 3
 

@@ -6,7 +6,7 @@ import contextlib
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 import numpy as np
 import torch
@@ -259,7 +259,7 @@ class TextEncoder(Encoder):
         texts: Sequence[str],
         *,
         batch_size: int = 64,
-        precision: Precision = "fp32",
+        precision: str = "fp32",
         normalize: bool | None = None,
         show_progress_bar: bool | None = None,
         convert_to_numpy: bool = True,

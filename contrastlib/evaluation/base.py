@@ -11,11 +11,14 @@ evaluation of that name (``contrastlib list``). An evaluation declares:
 * ``main_metric``: the metric the run's table shows.
 
 A new evaluation is one file: a subclass registered with ``@EVALUATIONS.register(NAME)``.
-It receives the model through :meth:`Evaluation.__call__`, never a Lightning module.
+It receives the model through :meth:`Evaluation.__call__`, never a Lightning module. One
+that sets ``cli_help`` is also ``contrastlib eval NAME`` (:meth:`add_arguments`,
+:meth:`run_cli`; the command line adds ``--json``).
 """
 
 from __future__ import annotations
 
+import argparse
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, ClassVar
@@ -28,6 +31,18 @@ class Evaluation:
     main_metric: ClassVar[str]
     #: The row name in the run's table and in ``metrics.json`` (set per instance).
     name: str
+    #: ``contrastlib eval NAME``'s help line; None: no command of its own.
+    cli_help: ClassVar[str | None] = None
+
+    @classmethod
+    def add_arguments(cls, parser: argparse.ArgumentParser) -> None:
+        """The options of ``contrastlib eval NAME``."""
+
+    @classmethod
+    def run_cli(cls, args: argparse.Namespace) -> tuple[dict[str, Any], str]:
+        """Run ``contrastlib eval NAME``: ``(JSON payload, text report)``. Read and check
+        the data before the model loads."""
+        raise NotImplementedError
 
     @classmethod
     def from_entry(cls, entry: Any, *, batch_size: int, precision: str) -> Evaluation:

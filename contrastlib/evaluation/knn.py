@@ -15,6 +15,7 @@ scores is not specified; the reference loop in the tests does the same).
 
 from __future__ import annotations
 
+import argparse
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -116,6 +117,49 @@ def embed_images(
             out.append(fn(x.to(device)).float().cpu())
             labels.append(y)
     return torch.cat(out).numpy(), torch.cat(labels).numpy()
+
+
+def add_image_set_arguments(p: argparse.ArgumentParser) -> None:
+    """The options ``contrastlib eval knn`` and ``eval linear`` share."""
+    p.add_argument("--model", "-m", required=True,
+                   help="image run dir, 'timm:NAME' (random init: a floor) or 'pixels' (raw pixels: a floor)")
+    p.add_argument("--train", required=True, help="labelled image set: folder, .zip[:SUB], .npz, IDX files or a folder of them")
+    p.add_argument("--test", required=True, help="labelled image set, same forms")
+    p.add_argument("--size", type=int, default=None,
+                   help="image side the model sees (default: what the run trained at; 32 for timm:NAME and pixels)")
+    p.add_argument("--channels", type=int, choices=[1, 3], default=None,
+                   help="colour channels the model sees (default: what the run trained at, else 3)")
+    p.add_argument("--cifar-stem", action="store_true", help="with timm:NAME, the 3x3 stride-1 CIFAR stem")
+    p.add_argument("--batch-size", type=int, default=256)
+    p.add_argument("--num-workers", type=int, default=0)
+    p.add_argument("--precision", choices=["fp32", "bf16"], default="fp32")
+    p.add_argument("--no-progress", action="store_true")
+
+
+def image_set_features(args: argparse.Namespace) -> tuple[np.ndarray, ...]:
+    """``--train`` / ``--test`` read and checked (every image decoded) before ``--model``
+    loads; then both embedded by the model's backbone at the size and channels it trained
+    at (or ``--size`` / ``--channels``): ``(train, y_train, test, y_test)``."""
+    from contrastlib.data.images import read_images
+    from contrastlib.errors import ContrastlibError
+    from contrastlib.loading import load_encoder
+
+    if args.batch_size < 1:
+        raise ContrastlibError(f"--batch-size must be >= 1, got {args.batch_size}")
+    sets = {}
+    for which, spec in (("train", args.train), ("test", args.test)):
+        sets[which] = read_images(spec, verify="decode")
+        if sets[which].labels is None:
+            raise ContrastlibError(f"--{which} {spec}: no labels (class sub-folders, or a labels array)")
+    encoder: Any = load_encoder(args.model, **({"cifar_stem": True} if args.cifar_stem else {}))
+    if encoder.inputs != "images":
+        raise ContrastlibError(f"--model {args.model}: encodes {encoder.inputs}, not images")
+    kw = {"size": int(args.size or encoder.input_size or 32), "channels": int(args.channels or encoder.input_channels or 3),
+          "batch_size": args.batch_size, "precision": args.precision, "num_workers": args.num_workers,
+          "show_progress_bar": not args.no_progress}
+    train, ytr = embed_images(encoder, sets["train"], **kw)
+    test, yte = embed_images(encoder, sets["test"], **kw)
+    return train, ytr, test, yte
 
 
 #: Options every image-set entry takes (besides ``train`` and ``test``).
@@ -230,6 +274,31 @@ class KNNEvaluator(ImageSetEvaluator):
             f"knn:{entry['test']}", train, test, k=int(entry.get("k", k)), temperature=float(entry.get("temperature", t)),
             batch_size=batch_size, precision=precision, **cls.image_options(entry),
         )
+
+    cli_help: ClassVar[str | None] = "weighted kNN top-1/top-5 of an image encoder (train set -> test set)"
+
+    @classmethod
+    def add_arguments(cls, p: argparse.ArgumentParser) -> None:
+        add_image_set_arguments(p)
+        p.add_argument("--preset", choices=list(PRESETS), default="lightly",
+                       help="lightly: k 200, T 0.1; solo-learn: k 20, T 0.07")
+        p.add_argument("--k", type=int, default=None, help="neighbours (overrides the preset)")
+        p.add_argument("--temperature", type=float, default=None, help="vote temperature (overrides the preset)")
+
+    @classmethod
+    def run_cli(cls, args: argparse.Namespace) -> tuple[dict[str, Any], str]:
+        from contrastlib.errors import ContrastlibError
+
+        k, temperature = PRESETS[args.preset]
+        k, temperature = args.k or k, args.temperature or temperature
+        if k < 1 or temperature <= 0:
+            raise ContrastlibError(f"--k must be >= 1 and --temperature > 0, got {k} and {temperature}")
+        train, ytr, test, yte = image_set_features(args)
+        r = knn_classify(train, ytr, test, yte, k=k, temperature=temperature)
+        payload = {"task": "knn", "model": args.model, "train": args.train, "test": args.test, "preset": args.preset,
+                   **r.as_dict()}
+        return payload, (f"kNN  {args.test}  train={r.n_train}  test={r.n_test}  k={r.k}  T={r.temperature:g}  "
+                         f"top1={r.top1:.2f}  top5={r.top5:.2f}")
 
     def __call__(self, encoder: Any, cache: dict[Any, Any] | None = None) -> dict[str, float]:
         tr, ytr, te, yte = self.features(encoder, cache)

@@ -15,12 +15,18 @@ it is deterministic. It is the number to track; for a paper table, use their pro
 
 from __future__ import annotations
 
+import argparse
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 
-from contrastlib.evaluation.knn import ImageSetEvaluator, labelled_sets
+from contrastlib.evaluation.knn import (
+    ImageSetEvaluator,
+    add_image_set_arguments,
+    image_set_features,
+    labelled_sets,
+)
 from contrastlib.registry import EVALUATIONS
 
 #: Grid of ``C`` tried by ``C="auto"`` (CLIP sweeps 1e-6..1e6; these cover the useful part
@@ -126,6 +132,36 @@ class LinearEvaluator(ImageSetEvaluator):
             max_iter=int(entry.get("max_iter", 1000)), batch_size=batch_size, precision=precision,
             **cls.image_options(entry),
         )
+
+    cli_help: ClassVar[str | None] = "linear probe (logistic regression on frozen features) of an image encoder"
+
+    @classmethod
+    def add_arguments(cls, p: argparse.ArgumentParser) -> None:
+        add_image_set_arguments(p)
+        p.add_argument("--C", default="auto",
+                       help="inverse L2 strength, or 'auto': chosen on a held-out fifth of --train (default)")
+        p.add_argument("--max-iter", type=int, default=1000, help="L-BFGS iterations")
+
+    @classmethod
+    def run_cli(cls, args: argparse.Namespace) -> tuple[dict[str, Any], str]:
+        from contrastlib.errors import ContrastlibError
+
+        C: float | str = "auto"
+        if args.C != "auto":
+            try:
+                C = float(args.C)
+            except ValueError:
+                C = -1.0
+            if not C > 0:
+                raise ContrastlibError(f"--C must be 'auto' or a number > 0, got {args.C!r}")
+        if args.max_iter < 1:
+            raise ContrastlibError(f"--max-iter must be >= 1, got {args.max_iter}")
+        train, ytr, test, yte = image_set_features(args)
+        r = linear_probe(train, ytr, test, yte, C=C, max_iter=args.max_iter)
+        search = "  ".join(f"C={c:g}: {a:.2f}" for c, a in r.search.items())
+        payload = {"task": "linear", "model": args.model, "train": args.train, "test": args.test, **r.as_dict()}
+        return payload, (f"linear probe  {args.test}  train={r.n_train}  test={r.n_test}  C={r.C:g}  "
+                         f"top1={r.top1:.2f}  top5={r.top5:.2f}" + (f"\nheld-out accuracy by C: {search}" if search else ""))
 
     def __call__(self, encoder: Any, cache: dict[Any, Any] | None = None) -> dict[str, float]:
         tr, ytr, te, yte = self.features(encoder, cache)

@@ -28,6 +28,7 @@ never collide).
 
 from __future__ import annotations
 
+import argparse
 import math
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -207,6 +208,69 @@ class RetrievalEvaluator(Evaluation):
     def from_entry(cls, entry: Any, *, batch_size: int, precision: str) -> RetrievalEvaluator:
         root, split = split_spec(str(entry))
         return cls(str(entry), read_beir(root, split), batch_size=batch_size, precision=precision)
+
+    cli_help: ClassVar[str | None] = "nDCG/MRR/MAP/accuracy/precision/recall@k on a BEIR-layout directory, as MTEB scores it"
+
+    @classmethod
+    def add_arguments(cls, p: argparse.ArgumentParser) -> None:
+        from contrastlib.index.options import add_index_arguments
+
+        p.add_argument("--model", "-m", required=True, help="HF id, model dir, sentence-transformers dir, run dir or .ckpt")
+        p.add_argument("--data", "-d", required=True, help="BEIR-layout dir: corpus.jsonl, queries.jsonl, qrels/SPLIT.tsv")
+        p.add_argument("--split", default=None, help="qrels split (default: test; DIR:split also works)")
+        p.add_argument("--top-k", type=int, default=100,
+                       help="documents per query in the run file (default 100; the metrics always see the top 100)")
+        add_index_arguments(p)
+        p.add_argument("--ignore-identical-ids", action="store_true",
+                       help="never match a query to the document with its own id (BEIR's default; MTEB's is off)")
+        p.add_argument("--run-file", help="also write a TREC run file here")
+        p.add_argument("--cache-dir", help="embedding cache directory (reused by later runs)")
+        p.add_argument("--batch-size", type=int, default=128)
+        p.add_argument("--precision", choices=["fp32", "bf16", "fp16"], default="fp32")
+        p.add_argument("--no-progress", action="store_true", help="hide the progress bars")
+
+    @classmethod
+    def run_cli(cls, args: argparse.Namespace) -> tuple[dict[str, Any], str]:
+        from contrastlib.errors import ContrastlibError
+        from contrastlib.index.options import check_index_dim, check_index_fits, index_spec
+        from contrastlib.loading import LazyEncoder
+        from contrastlib.utils.tables import table
+
+        root, split = split_spec(args.data) if args.split is None else (args.data, args.split)
+        spec = index_spec(args)
+        data = read_beir(root, split)  # bad data fails before the model loads
+        check_index_fits(spec, len(data.corpus_ids))
+        if args.run_file:
+            bad = unwritable_trec_id([*data.query_ids, *data.corpus_ids])
+            if bad is not None:
+                raise ContrastlibError(f"--run-file: id {bad!r} holds whitespace, which a TREC run cannot hold")
+        # loaded only if an embedding is not in the cache: a warm evaluation never loads it
+        encoder = LazyEncoder(args.model)
+        check_index_dim(spec, encoder)
+        embed = None
+        if args.cache_dir:
+            from contrastlib.index.cache import EmbeddingCache
+
+            embed = EmbeddingCache(args.cache_dir).embedder(
+                encoder, batch_size=args.batch_size, precision=args.precision, show_progress_bar=not args.no_progress
+            )
+        result = evaluate_retrieval(
+            encoder, data, top_k=args.top_k, index_spec=spec, ignore_identical_ids=args.ignore_identical_ids,
+            embed=embed, batch_size=args.batch_size, precision=args.precision, show_progress_bar=not args.no_progress,
+        )
+        if args.run_file:
+            write_trec_run(args.run_file, result.run)
+        m = result.x100()
+        rows = [["metric", *[f"@{k}" for k in (1, 3, 5, 10, 100)]]]
+        for name in DEFAULT_KS:
+            rows.append([name, *[f"{m[f'{name}@{k}']:.2f}" if f"{name}@{k}" in m else "" for k in (1, 3, 5, 10, 100)]])
+        text = (f"retrieval  {data.name}  queries={result.n_queries}  documents={result.n_documents}  "
+                f"nDCG@10={m['ndcg@10']:.2f}\n" + table(rows))
+        if args.run_file:
+            text += f"\nrun file: {args.run_file}"
+        payload = {"task": "retrieval", "data": str(root), "split": split, "model": args.model,
+                   "n_queries": result.n_queries, "n_documents": result.n_documents, **m}
+        return payload, text
 
     def __call__(self, encoder: Any, cache: dict[Any, Any] | None = None) -> dict[str, float]:
         r = evaluate_retrieval(encoder, self.data, batch_size=self.batch_size, precision=self.precision)

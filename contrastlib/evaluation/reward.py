@@ -25,6 +25,7 @@ The evaluator takes any *reward model*: an object with ``fit_texts(prompts, resp
 
 from __future__ import annotations
 
+import argparse
 import contextlib
 from collections import defaultdict
 from dataclasses import dataclass, field
@@ -112,7 +113,7 @@ def _direction(model: RewardModel, objective: str | None) -> Any:
     if objective is None or not head.vector or objective not in names:
         yield
         return
-    saved = [float(w) for w in head.direction]
+    saved = [float(w) for w in head.state_dict()["direction"]]
     head.set_direction([1.0 if n == objective else 0.0 for n in names])
     try:
         yield
@@ -199,7 +200,8 @@ def _evaluate_unpaired(model: RewardModel, prefs: PreferenceSet, batch_size: int
     rows = prefs.rows
     texts = model.fit_texts([r.prompt for r in rows], [r.responses[0] for r in rows], [r.where for r in rows])
     keep = [i for i, t in enumerate(texts) if t is not None]
-    rewards = torch.cat([model.rewards([texts[i] for i in keep[s : s + batch_size]])
+    kept = [t for t in texts if t is not None]
+    rewards = torch.cat([model.rewards(kept[s : s + batch_size])
                          for s in range(0, len(keep), batch_size)]).numpy()
     labels = np.array([rows[i].scores[0] for i in keep])
     prob = 1 / (1 + np.exp(-rewards))  # a thumbs-up: a reward above 0
@@ -229,6 +231,43 @@ class RewardEvaluator(Evaluation):
     def from_entry(cls, entry: Any, *, batch_size: int = 128, precision: str = "fp32") -> RewardEvaluator:
         prefs = read_preferences(str(entry))  # read now: a bad file fails before any work
         return cls(f"reward:{Path(str(entry)).name}", prefs)
+
+    cli_help: ClassVar[str | None] = "reward model: pairwise accuracy, ECE, length bias, per-subset accuracy"
+
+    @classmethod
+    def add_arguments(cls, p: argparse.ArgumentParser) -> None:
+        p.add_argument("--model", "-m", required=True, help="reward run dir (or its model/ dir)")
+        p.add_argument("--data", "-d", required=True,
+                       help="preference file or directory (HH-RLHF, {prompt, chosen, rejected}, lists, unpaired; .jsonl[.gz])")
+        p.add_argument("--on-bad-row", choices=["error", "skip"], default="error",
+                       help="error (default): stop at the first bad row; skip: leave bad rows out and count them")
+        p.add_argument("--plot", help="write a reliability diagram (PNG) here")
+        p.add_argument("--batch-size", type=int, default=128)
+        p.add_argument("--precision", choices=["auto", "fp32", "bf16", "fp16"], default="auto")
+
+    @classmethod
+    def run_cli(cls, args: argparse.Namespace) -> tuple[dict[str, Any], str]:
+        from contrastlib.models.reward import RewardModel
+        from contrastlib.training.precision import auto_encode_precision
+        from contrastlib.utils.tables import table
+
+        prefs = read_preferences(args.data, on_bad_row=args.on_bad_row)  # bad data fails before the model loads
+        model = RewardModel.load(args.model, precision=auto_encode_precision(args.precision), batch_size=args.batch_size)
+        result = evaluate_reward(model, prefs)
+        m = result.metrics
+        lines = [f"reward  {args.data}  {prefs.kind}: {len(prefs)} rows"
+                 + (f" ({sum(prefs.skipped.values())} bad rows skipped: {dict(prefs.skipped)})" if prefs.skipped else "")]
+        lines.append("  ".join(f"{k}={v:.4f}" for k, v in m.items() if "/" not in k and k not in ("pairs", "rows")))
+        if result.subsets:
+            rows = [["subset", "pairs", "accuracy"]]
+            rows += [[name, str(int(s["pairs"])), f"{s['accuracy']:.4f}"] for name, s in result.subsets.items()]
+            rows.append(["section-weighted", "", f"{m['section_acc']:.4f}"])
+            lines.append(table(rows))
+        if args.plot:
+            lines.append(f"reliability diagram: {plot_reliability(result.reliability, args.plot, title=str(args.data))}")
+        payload = {"task": "reward", "data": args.data, "model": args.model, **m,
+                   "subsets": result.subsets, "skipped": dict(prefs.skipped)}
+        return payload, "\n".join(lines)
 
     def __call__(self, model: Any, cache: dict[Any, Any] | None = None) -> dict[str, float]:
         result = evaluate_reward(model, self.prefs)

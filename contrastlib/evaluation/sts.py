@@ -6,6 +6,7 @@ Each distinct sentence is encoded once.
 
 from __future__ import annotations
 
+import argparse
 from dataclasses import asdict, dataclass, replace
 from typing import Any, ClassVar
 
@@ -83,6 +84,30 @@ class STSEvaluator(Evaluation):
         from contrastlib.data.readers import read_scored_pair_files
 
         return cls(str(entry), read_scored_pair_files([str(entry)]), batch_size=batch_size, precision=precision)
+
+    cli_help: ClassVar[str | None] = "Spearman/Pearson (x100) of cosine similarity on scored pairs"
+
+    @classmethod
+    def add_arguments(cls, p: argparse.ArgumentParser) -> None:
+        p.add_argument("--model", "-m", required=True, help="HF id, model dir, sentence-transformers dir, run dir or .ckpt")
+        p.add_argument("--data", "-d", required=True, action="append",
+                       help="scored-pair TSV (sentence1 sentence2 score) or a directory of them; repeat to pool files")
+        p.add_argument("--batch-size", type=int, default=128)
+        p.add_argument("--precision", choices=["fp32", "bf16", "fp16"], default="fp32")
+        p.add_argument("--no-progress", action="store_true", help="hide the progress bar")
+
+    @classmethod
+    def run_cli(cls, args: argparse.Namespace) -> tuple[dict[str, Any], str]:
+        from contrastlib.data.readers import read_scored_pair_files
+        from contrastlib.loading import load_encoder
+
+        data = read_scored_pair_files(args.data)  # bad data fails before the model loads
+        encoder = load_encoder(args.model)
+        r = evaluate_sts(encoder, data, batch_size=args.batch_size, precision=args.precision,
+                         show_progress_bar=not args.no_progress)
+        text = (f"STS  {', '.join(args.data)}  pairs={r.n_pairs}  spearman={r.spearman:.2f}  pearson={r.pearson:.2f}  "
+                f"alignment={r.alignment:.3f}  uniformity={r.uniformity:.3f}")
+        return {"task": "sts", "data": args.data, "model": args.model, **r.as_dict()}, text
 
     def __call__(self, encoder: Any, cache: dict[Any, Any] | None = None) -> dict[str, float]:
         r = evaluate_sts(encoder, self.data, batch_size=self.batch_size, precision=self.precision)

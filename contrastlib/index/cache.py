@@ -27,6 +27,7 @@ from __future__ import annotations
 import hashlib
 import io
 import json
+import os
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
@@ -49,6 +50,12 @@ def _read_checked(path: Path, sha256: str) -> np.ndarray | None:
     if hashlib.sha256(data).hexdigest() != sha256:
         return None
     return np.load(io.BytesIO(data))
+
+
+def default_cache_dir() -> Path:
+    """``$CONTRASTLIB_CACHE`` or ``~/.cache/contrastlib``: embeddings reused across runs."""
+    root = os.environ.get("CONTRASTLIB_CACHE") or Path.home() / ".cache" / "contrastlib"
+    return Path(root) / "embeddings"
 
 
 def model_fingerprint(encoder: Any) -> str:

@@ -6,7 +6,13 @@ are that term with different targets; the other losses change the negative term.
 """
 
 from contrastlib.losses.ati import ATILoss, ati_info_nce, ati_log_g, ati_surrogate
-from contrastlib.losses.base import ContrastiveLoss, LossContract, LossInputs, ScaledLoss, check_loss
+from contrastlib.losses.base import (
+    ContrastiveLoss,
+    LossContract,
+    LossInputs,
+    ScaledLoss,
+    check_loss,
+)
 from contrastlib.losses.chunked import chunked_info_nce
 from contrastlib.losses.decoupled import (
     DCLLoss,
@@ -25,11 +31,39 @@ from contrastlib.losses.supervised import NTXentLoss, SupConLoss, nt_xent, supco
 from contrastlib.losses.temperature import Temperature
 
 __all__ = [
-    "ATILoss", "AlignUniformLoss", "ContrastiveLoss", "DCLLoss", "DCLWLoss", "DebiasedInfoNCELoss",
-    "InfoNCELoss", "LossContract", "LossInputs", "MVDHELLoss", "MVInfoNCELoss", "NTXentLoss", "ScaledLoss",
-    "SupConLoss", "check_loss",
-    "Temperature", "TripletLoss", "align_uniform", "alignment", "ati_info_nce", "ati_log_g", "ati_surrogate", "chunked_info_nce",
-    "cosine_scores", "dcl", "debiased_info_nce", "info_nce", "mv_dhel", "mv_info_nce",
-    "negative_von_mises_fisher_weights", "nt_xent", "soft_cross_entropy", "supcon", "triplet_margin",
+    "ATILoss",
+    "AlignUniformLoss",
+    "ContrastiveLoss",
+    "DCLLoss",
+    "DCLWLoss",
+    "DebiasedInfoNCELoss",
+    "InfoNCELoss",
+    "LossContract",
+    "LossInputs",
+    "MVDHELLoss",
+    "MVInfoNCELoss",
+    "NTXentLoss",
+    "ScaledLoss",
+    "SupConLoss",
+    "Temperature",
+    "TripletLoss",
+    "align_uniform",
+    "alignment",
+    "ati_info_nce",
+    "ati_log_g",
+    "ati_surrogate",
+    "check_loss",
+    "chunked_info_nce",
+    "cosine_scores",
+    "dcl",
+    "debiased_info_nce",
+    "info_nce",
+    "mv_dhel",
+    "mv_info_nce",
+    "negative_von_mises_fisher_weights",
+    "nt_xent",
+    "soft_cross_entropy",
+    "supcon",
+    "triplet_margin",
     "uniformity",
 ]

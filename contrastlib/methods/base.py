@@ -68,6 +68,12 @@ class TrainData:
     anchors: Sequence[Any] | None = None
     #: Dataset items are indexed ``epoch * rows + row`` (views drawn per epoch, seeded).
     epoch_indexed: bool = False
+    #: What a batch sampler compares per row (its texts), when ``rows`` are not that.
+    keys: Sequence[Any] | None = None
+
+    def sampler_rows(self) -> Sequence[Any]:
+        """Per row, what a batch sampler reads: ``keys``, else the rows themselves."""
+        return self.keys if self.keys is not None else self.rows
 
     def sampler_inputs(self) -> dict[str, Any]:
         """What a sampler can be given: ``labels``, ``neighbours``, ``embeddings``
@@ -194,7 +200,7 @@ class ContrastiveModule(pl.LightningModule):
         after every check and before the module is built."""
 
     @classmethod
-    def from_config(cls, encoder: nn.Module, loss: nn.Module, config: Any, **common: Any) -> ContrastiveModule:
+    def from_config(cls, encoder: Encoder, loss: ContrastiveLoss, config: Any, **common: Any) -> ContrastiveModule:
         """Build the module from its typed ``Config`` and the shared training settings
         (``data``: the prepared :class:`TrainData`, for methods that need it). The config
         goes into the checkpoint's hyper-parameters."""

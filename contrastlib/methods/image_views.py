@@ -12,7 +12,6 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any, ClassVar
 
 import pytorch_lightning as pl
@@ -67,6 +66,8 @@ class ImageViewsMethod(ContrastiveModule):
         self.n_views = views
         aug = augment_config(dict(augment or {}))
         self.input_size, self.input_channels = aug.size, aug.channels
+        # the images it trains on: evaluations read theirs at that size by default
+        encoder.input_size, encoder.input_channels = aug.size, aug.channels
         self.probe_classes = _probe_classes(data) if online_probe and data is not None else None
 
     @classmethod
@@ -113,9 +114,6 @@ class ImageViewsMethod(ContrastiveModule):
 
         return [OnlineProbe(self.probe_classes)]
 
-    def export(self, out_dir: Path) -> Path:
-        self.encoder.input_size, self.encoder.input_channels = self.input_size, self.input_channels  # type: ignore[assignment]
-        return super().export(out_dir)
 
 
 def _probe_classes(data: TrainData) -> int:

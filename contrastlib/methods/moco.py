@@ -150,7 +150,7 @@ class MoCo(ImageViewsMethod):
         self.momentum_encoder = copy.deepcopy(encoder).requires_grad_(False)
         self.shuffle_bn = has_batch_norm(self.momentum_encoder) if shuffle_bn == "auto" else bool(shuffle_bn)
         self._key_calls = (-1, 0)  # (global step, key passes in it): seeds shuffle-BN
-        dim = int(encoder.dim)  # type: ignore[arg-type]
+        dim = int(encoder.dim)
         self.predictor_head = ProjectionHead([dim, predictor, dim]) if version == 3 else None
         if version == 2:
             # the queue's negatives only: this batch's other keys are not MoCo's negatives
@@ -223,7 +223,7 @@ class MoCo(ImageViewsMethod):
         self._total_steps = self.optimizer_steps()
 
     def configure_callbacks(self) -> list[pl.Callback]:
-        return [_AfterOptimizerStep()]
+        return [*super().configure_callbacks(), _AfterOptimizerStep()]
 
     def after_batch(self) -> None:
         """After each optimizer step: the key encoder's EMA, then this step's keys into the

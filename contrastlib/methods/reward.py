@@ -243,6 +243,7 @@ class RewardMethod(ContrastiveModule):
         return RewardTrainData(
             source=path, rows=rows, dataset=RowIndices(len(rows)), description=description, preferences=prefs,
             heldout=heldout_rows, users=users, head_cls=head_cls, head_kwargs=head_kwargs,
+            keys=[(r.prompt, *r.responses) for r in rows],  # samplers compare the texts (m_per_class: the prompt)
         )
 
     @classmethod
@@ -290,6 +291,7 @@ class RewardMethod(ContrastiveModule):
         if len(data.encoded.kept) != len(data.rows):
             kept = [data.rows[i] for i in data.encoded.kept]
             data.rows = kept
+            data.keys = [(r.prompt, *r.responses) for r in kept]
             data.dataset = RowIndices(len(kept))
         log(policy.report.summary())
         if config.frozen:

@@ -16,7 +16,6 @@ used by evaluations, the online probe and class-grouping samplers (``m_per_class
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
 
 import torch
 from torch import Tensor

@@ -27,7 +27,7 @@ import math
 import random
 from collections import deque
 from collections.abc import Hashable, Sequence
-from typing import Any, ClassVar
+from typing import Any
 
 import numpy as np
 import torch.distributed as dist
@@ -182,7 +182,7 @@ class ClusterBatchSampler(GlobalBatchSampler):
         self._cache = None  # batches formed before (for __len__) used this rank's clusters
 
     @classmethod
-    def check_options(
+    def check_options(  # type: ignore[override]
         cls, batch_size: int, *, clusters: int | None = None, mix: float = 0.0, iterations: int = 20
     ) -> None:
         """Raise ``ValueError("<option>: ...")`` for a value no data could make work."""

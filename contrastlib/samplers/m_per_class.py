@@ -100,7 +100,7 @@ class MPerClassBatchSampler(GlobalBatchSampler):
         self.rows_per_epoch = m * sum(math.ceil(len(c) / m) for c in self.classes)
 
     @classmethod
-    def check_options(cls, batch_size: int, *, m: int = 2) -> None:
+    def check_options(cls, batch_size: int, *, m: int = 2) -> None:  # type: ignore[override]
         """Raise ``ValueError("m: ...")`` for a value no data could make work."""
         if isinstance(m, bool) or not isinstance(m, int) or m < 1:
             raise ValueError(f"m: must be an integer >= 1, got {m!r}")

@@ -115,7 +115,8 @@ class OnlineProbe(pl.Callback):
         self._hook: Any = None
 
     def _target(self, pl_module: pl.LightningModule) -> nn.Module:
-        module: nn.Module = pl_module.encoder.backbone
+        encoder: Any = pl_module.encoder  # an image method's ImageEncoder
+        module: nn.Module = encoder.backbone
         return module
 
     def setup(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:

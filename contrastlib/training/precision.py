@@ -1,7 +1,7 @@
 """``precision: auto``: bf16 where the hardware does bf16 matrix work natively, else fp32.
 
 On a CPU with AMX or AVX512-BF16 a bf16 matmul runs several times faster than fp32
-(~7x on this project's CI machines, PERFORMANCE.md); without them bf16 is emulated and
+(~7x on this project's CI machines, ``docs/benchmarks.md``); without them bf16 is emulated and
 slower. On a GPU, bf16 needs compute capability 8.0+ (Ampere and later). The losses run
 in fp32 under autocast whatever is chosen (``contrastlib.losses.functional``).
 """
@@ -46,6 +46,12 @@ def resolve_precision(precision: str, accelerator: str = "auto") -> tuple[str, s
         return "32-true", f"auto: {torch.cuda.get_device_name()} has no bf16"
     native, what = cpu_bf16_native()
     return ("bf16-mixed", f"auto: CPU with {what}") if native else ("32-true", f"auto: CPU with {what}")
+
+
+def auto_encode_precision(precision: str) -> str:
+    """An encoding precision from the command line: ``auto`` is bf16 where the hardware
+    does bf16 matrix work natively, else fp32."""
+    return encode_precision(precision, resolve_precision("auto")[0])
 
 
 def encode_precision(precision: str, trainer_precision: str) -> str:

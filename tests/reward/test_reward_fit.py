@@ -18,7 +18,7 @@ import torch
 from contrastlib.cli.main import main
 from contrastlib.config.load import BUNDLED_DATA_DIR
 from contrastlib.heads import BradleyTerryHead
-from contrastlib.methods.reward import RewardModel
+from contrastlib.models.reward import RewardModel
 
 HH_SAMPLE = BUNDLED_DATA_DIR / "hh-rlhf" / "helpful-base-800.jsonl.gz"
 COMMON = ["model.max_seq_length=64", "data.max_rows=120", "data.batch_size=16", "trainer.enable_progress_bar=false",
@@ -142,7 +142,7 @@ def test_training_batches_pool_the_reply_as_inference_does(minilm_no_dropout: ob
     encoder) pools the marked reply (and the context) exactly as ``encode`` does at
     scoring time."""
     from contrastlib.data.windows import WindowPolicy
-    from contrastlib.methods.reward import _Tokenize
+    from contrastlib.methods.reward_batches import RewardTokenize
     from contrastlib.training.gradcache import embed_in_chunks, split_rows
     from contrastlib.utils.marks import strip_pool_mark
 
@@ -153,7 +153,7 @@ def test_training_batches_pool_the_reply_as_inference_does(minilm_no_dropout: ob
             ("", "A reply without a prompt."), ("Human: why?\n\nAssistant:", "word " * 60)]
     texts = [policy.fit(p, r) for p, r in rows]
     assert policy.report.context_cut == 1 and policy.report.reply_cut == 1
-    features = _Tokenize(enc.tokenizer, enc.max_seq_length, "reply_context" if pool_context else "reply")(texts)  # type: ignore[arg-type]
+    features = RewardTokenize(enc.tokenizer, enc.max_seq_length, "reply_context" if pool_context else "reply")(texts)  # type: ignore[arg-type]
     chunks = split_rows(features, 2, None, pad_to_multiple_of=8, max_width=enc.max_seq_length)
     assert len(chunks) == 3
     enc.eval()

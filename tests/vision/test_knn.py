@@ -57,7 +57,7 @@ def test_presets_match_the_peers_protocols():
 
 
 def test_evaluator_on_bundled_digits_raw_pixels_floor():
-    ev = KNNEvaluator.from_spec(
+    ev = KNNEvaluator.from_entry(
         {"train": str(BUNDLED / "digits-train.npz"), "test": str(BUNDLED / "digits-test.npz"), "preset": "solo-learn",
          "size": 8, "channels": 1},
         batch_size=512, precision="fp32",
@@ -71,9 +71,9 @@ def test_evaluator_config_errors_name_the_key(tmp_path):
 
     spec = {"train": str(BUNDLED / "digits-train.npz"), "test": str(BUNDLED / "digits-test.npz")}
     with pytest.raises(ConfigError, match="eval.knn.neighbours: unknown key"):
-        KNNEvaluator.from_spec({**spec, "neighbours": 3}, batch_size=8, precision="fp32")
+        KNNEvaluator.from_entry({**spec, "neighbours": 3}, batch_size=8, precision="fp32")
     with pytest.raises(ConfigError, match="eval.knn.preset: unknown preset 'dino'"):
-        KNNEvaluator.from_spec({**spec, "preset": "dino"}, batch_size=8, precision="fp32")
+        KNNEvaluator.from_entry({**spec, "preset": "dino"}, batch_size=8, precision="fp32")
     np.save(tmp_path / "nolabels.npy", np.zeros((3, 4, 4), dtype=np.uint8))
     with pytest.raises(ConfigError, match="eval.knn.train: .* has no labels"):
-        KNNEvaluator.from_spec({**spec, "train": str(tmp_path / "nolabels.npy")}, batch_size=8, precision="fp32")
+        KNNEvaluator.from_entry({**spec, "train": str(tmp_path / "nolabels.npy")}, batch_size=8, precision="fp32")

@@ -92,7 +92,7 @@ def test_bad_inputs_are_refused():
 def test_evaluator_on_the_bundled_digits_pixels():
     spec = {"train": str(BUNDLED / "digits-train.npz"), "test": str(BUNDLED / "digits-test.npz"), "size": 8,
             "channels": 1, "C": 1.0}
-    ev = LinearEvaluator.from_spec(spec, batch_size=512, precision="fp32")
+    ev = LinearEvaluator.from_entry(spec, batch_size=512, precision="fp32")
     from contrastlib.encoders.image import PixelEncoder
 
     m = ev(PixelEncoder())
@@ -106,9 +106,9 @@ def test_evaluator_spec_errors_name_the_key():
 
     base = {"train": str(BUNDLED / "digits-train.npz"), "test": str(BUNDLED / "digits-test.npz")}
     with pytest.raises(ConfigError, match="eval.linear.C"):
-        LinearEvaluator.from_spec({**base, "C": -1}, batch_size=8, precision="fp32")
+        LinearEvaluator.from_entry({**base, "C": -1}, batch_size=8, precision="fp32")
     with pytest.raises(ConfigError, match="eval.linear.preset: unknown key"):
-        LinearEvaluator.from_spec({**base, "preset": "lightly"}, batch_size=8, precision="fp32")
+        LinearEvaluator.from_entry({**base, "preset": "lightly"}, batch_size=8, precision="fp32")
 
 
 def _cli(*args: str) -> subprocess.CompletedProcess[str]:
@@ -135,8 +135,8 @@ def test_cli_eval_linear_pixels_and_a_bad_file(tmp_path):
 
 
 def test_knn_and_linear_on_one_set_embed_it_once_per_round():
-    from contrastlib.evaluation import KNNEvaluator, run_evaluations
     from contrastlib.encoders.image import PixelEncoder
+    from contrastlib.evaluation import KNNEvaluator, run_evaluations
 
     class Counting(PixelEncoder):
         rows = 0
@@ -147,8 +147,8 @@ def test_knn_and_linear_on_one_set_embed_it_once_per_round():
 
     spec = {"train": str(BUNDLED / "digits-train.npz"), "test": str(BUNDLED / "digits-test.npz"), "size": 8,
             "channels": 1}
-    knn = KNNEvaluator.from_spec({**spec, "preset": "solo-learn"}, batch_size=512, precision="fp32")
-    lin = LinearEvaluator.from_spec({**spec, "C": 1.0}, batch_size=512, precision="fp32")
+    knn = KNNEvaluator.from_entry({**spec, "preset": "solo-learn"}, batch_size=512, precision="fp32")
+    lin = LinearEvaluator.from_entry({**spec, "C": 1.0}, batch_size=512, precision="fp32")
     shared = run_evaluations([knn, lin], Counting())
     assert Counting.rows == 1442 + 355  # each set once, not once per evaluator
     alone = {e.name: e(PixelEncoder()) for e in (knn, lin)}

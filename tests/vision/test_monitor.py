@@ -24,6 +24,7 @@ class _PixelEncoder(nn.Module):
         super().__init__()
         self.backbone = nn.Flatten()
         self.feature_dim = 64
+        self.input_size, self.input_channels = 8, 1
         self.w = nn.Parameter(torch.zeros(()))
 
 
@@ -31,6 +32,9 @@ class _Module(pl.LightningModule):
     def __init__(self) -> None:
         super().__init__()
         self.encoder = _PixelEncoder()
+
+    def evaluation_model(self):
+        return self.encoder
 
     def training_step(self, batch, batch_idx):
         # both views through the backbone, as SimCLR does; the probe must read view 0's rows
@@ -82,7 +86,9 @@ def test_eval_monitor_curve_survives_a_resume(tmp_path):
         current_epoch, max_epochs, sanity_checking, is_global_zero, loggers, global_step = 0, 6, False, True, [], 0
 
     class M:
-        encoder = None
+        @staticmethod
+        def evaluation_model():
+            return None
 
     for epoch in range(3):  # epochs 1, 2, 3: only epoch 2 evaluates
         T.current_epoch, T.global_step = epoch, 5 * (epoch + 1)

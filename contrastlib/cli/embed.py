@@ -1,0 +1,60 @@
+"""``contrastlib embed``: one text per line into ``.npy`` or ``.safetensors``, through the
+sharded embedding cache (a killed run resumes at its first missing shard)."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from contrastlib.cli.verbs import emit, verb
+from contrastlib.errors import ContrastlibError
+
+
+def arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--model", "-m", required=True)
+    p.add_argument("--input", "-i", required=True, help="text file, one text per line")
+    p.add_argument("--out", "-o", required=True, help="output .npy or .safetensors")
+    p.add_argument("--batch-size", type=int, default=128)
+    p.add_argument("--precision", choices=["fp32", "bf16", "fp16"], default="fp32")
+    p.add_argument("--cache-dir", help="sharded embedding cache (default $CONTRASTLIB_CACHE or ~/.cache/contrastlib)")
+    p.add_argument("--shard-size", type=int, default=2048, help="texts per cache shard: what a killed run keeps")
+    p.add_argument("--no-progress", action="store_true")
+
+
+@verb("embed", "embed one text per line into .npy or .safetensors", arguments)
+def run(args: argparse.Namespace) -> int:
+    from contrastlib.data.readers import read_sentences
+
+    texts = read_sentences(args.input)
+    out = Path(args.out)
+    if out.suffix not in (".npy", ".safetensors"):
+        raise ContrastlibError(f"{out}: output must end in .npy or .safetensors")
+    from contrastlib.index.cache import EmbeddingCache, default_cache_dir
+    from contrastlib.loading import LazyEncoder
+    from contrastlib.utils.io import atomic_path
+
+    # Through the sharded cache: a killed embed resumes at its first missing shard, and
+    # the same texts with the same model are not encoded twice.
+    encoder = LazyEncoder(args.model)
+    cache = EmbeddingCache(args.cache_dir or default_cache_dir(), shard_size=args.shard_size)
+    emb = cache.embed(encoder, texts, batch_size=args.batch_size, precision=args.precision,
+                      show_progress_bar=not args.no_progress, model_fp=encoder.weights_fingerprint())
+    with atomic_path(out) as tmp:
+        if out.suffix == ".npy":
+            import numpy as np
+
+            with open(tmp, "wb") as fh:
+                np.save(fh, emb)
+        else:
+            import torch
+            from safetensors.torch import save_file
+
+            save_file({"embeddings": torch.as_tensor(emb)}, str(tmp))
+    reused = cache.last_stats.get("reused")
+    emit(
+        args,
+        {"out": str(out), "n": len(texts), "dim": int(emb.shape[1]), **cache.last_stats},
+        f"wrote {len(texts)} x {emb.shape[1]} embeddings to {out}"
+        + (f" ({reused} of {cache.last_stats['shards']} shards reused)" if reused else ""),
+    )
+    return 0
