@@ -36,7 +36,8 @@ from contrastlib.errors import ConfigError
 from contrastlib.evaluation.base import Evaluation, run_evaluations
 from contrastlib.jobs import Job
 from contrastlib.losses.base import check_loss
-from contrastlib.methods.base import ContrastiveModule, TrainData
+from contrastlib.methods.base import ContrastiveModule
+from contrastlib.methods.data import TrainData
 from contrastlib.registry import ENCODERS, EVALUATIONS, SAMPLERS
 from contrastlib.training.gradcache import GradCache
 from contrastlib.training.monitor import EvalMonitor, monitor_callbacks

@@ -156,7 +156,7 @@ def method_config(values: Mapping[str, Any]) -> tuple[Any, Any]:
         typed = OmegaConf.merge(OmegaConf.structured(schema), OmegaConf.create(rest))
         return cls, OmegaConf.to_object(typed)
     except OmegaConfBaseException as exc:
-        key = str(getattr(exc, "full_key", "") or "")
+        key = str(exc.full_key or "")
         first = str(exc).splitlines()[0]
         raise SectionKeyError(f"method.{key}", f"method.{key}: {first}" if key else f"method: {first}") from None
 

@@ -92,14 +92,14 @@ def _section_keys(dotted: str) -> list[str]:
     """The valid keys of the section that holds ``dotted``."""
     node: Any = RunConfig()
     for part in dotted.split(".")[:-1]:
-        node = getattr(node, part, None)
+        node = vars(node).get(part)
         if not dataclasses.is_dataclass(node):
             return []
     return [f.name for f in dataclasses.fields(node)]
 
 
 def _describe(exc: OmegaConfBaseException) -> tuple[str, str]:
-    key = str(getattr(exc, "full_key", "") or "")
+    key = str(exc.full_key or "")
     first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
     if isinstance(exc, ConfigKeyError):
         name = key.rsplit(".", 1)[-1]
@@ -202,9 +202,10 @@ def load_config(path: str | Path | None, overrides: Sequence[str] = ()) -> RunCo
         try:
             raw = yaml.safe_load(path.read_text())
         except yaml.YAMLError as exc:
-            mark = getattr(exc, "problem_mark", None)
-            where = f"{path}:{mark.line + 1}" if mark is not None else str(path)
-            raise ConfigError(f"{where}: invalid YAML ({getattr(exc, 'problem', exc)})") from None
+            marked = isinstance(exc, yaml.MarkedYAMLError) and exc.problem_mark is not None
+            where = f"{path}:{exc.problem_mark.line + 1}" if marked else str(path)
+            problem = exc.problem if isinstance(exc, yaml.MarkedYAMLError) and exc.problem else exc
+            raise ConfigError(f"{where}: invalid YAML ({problem})") from None
         if raw is None:
             raw = {}
         if not isinstance(raw, dict):

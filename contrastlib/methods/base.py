@@ -23,76 +23,21 @@ its gradient either way. Monitors, probes and EMA updates are callbacks.
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 import math
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass
-from enum import Enum
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any, ClassVar, cast
 
 import pytorch_lightning as pl
 import torch
 from torch import Tensor, nn
-from torch.utils.data import Dataset
 
 from contrastlib.data.readers import BadRows
 from contrastlib.encoders.base import Encoder
 from contrastlib.losses.base import ContrastiveLoss, LossContract, LossInputs
+from contrastlib.methods.data import NoConfig, TrainData, config_kwargs
 from contrastlib.training.gradcache import GradCache, Inputs, embed_in_chunks, split_rows
 from contrastlib.training.optim import build_optimizer, warmup_schedule
-
-
-@dataclass
-class TrainData:
-    """A method's training data, read before any model loads."""
-
-    #: The file it came from (for messages).
-    source: str
-    #: One key per row for the batch sampler (the no-duplicates sampler reads the texts).
-    rows: Sequence[Any]
-    #: Items for the collator, one per row, in the same order.
-    dataset: Dataset[Any]
-    #: What each row holds, e.g. "triplets (anchor, positive, negative)".
-    description: str
-    #: Whether the loss receives candidates beyond the positives (hard negatives).
-    hard_negatives: bool = False
-    #: Views per example the loss receives.
-    views: int = 2
-    #: A class per row (samplers that group by class; default: none).
-    labels: Sequence[Any] | None = None
-    #: Rows to keep with each row, in order of preference (the mined sampler).
-    neighbours: Sequence[Sequence[int]] | None = None
-    #: Encoder inputs of each row's anchor (texts, image tensors): a sampler that needs
-    #: embeddings gets them through the encoder being trained. None: this data has none.
-    anchors: Sequence[Any] | None = None
-    #: Dataset items are indexed ``epoch * rows + row`` (views drawn per epoch, seeded).
-    epoch_indexed: bool = False
-    #: What a batch sampler compares per row (its texts), when ``rows`` are not that.
-    keys: Sequence[Any] | None = None
-
-    def sampler_rows(self) -> Sequence[Any]:
-        """Per row, what a batch sampler reads: ``keys``, else the rows themselves."""
-        return self.keys if self.keys is not None else self.rows
-
-    def sampler_inputs(self) -> dict[str, Any]:
-        """What a sampler can be given: ``labels``, ``neighbours``, ``embeddings``
-        (the last computed once the encoder exists)."""
-        out: dict[str, Any] = {"labels": self.labels, "neighbours": self.neighbours}
-        out = {k: v for k, v in out.items() if v is not None}
-        if self.anchors is not None:
-            out["embeddings"] = None
-        return out
-
-
-@dataclass
-class NoConfig:
-    """A method without parameters of its own."""
-
-
-def config_kwargs(config: Any) -> dict[str, Any]:
-    """A method ``Config`` instance as plain keyword arguments (enums as their values)."""
-    return {k: v.value if isinstance(v, Enum) else v for k, v in dataclasses.asdict(config).items()}
 
 
 class ContrastiveModule(pl.LightningModule):
@@ -276,8 +221,8 @@ class ContrastiveModule(pl.LightningModule):
 
     def on_before_optimizer_step(self, optimizer: Any) -> None:
         # Parameters a loss updates by its own rule (ATI's per-example temperatures). fp16:
-        # Lightning unscaled the optimizer's gradients, not these. (Duck typing: Lightning's
-        # mixed-precision plugins have a scaler, the others none.)
+        # Lightning unscaled the optimizer's gradients, not these.
+        # (duck typing: Lightning's mixed-precision plugins have a scaler, the others none)
         scaler = getattr(self.trainer.precision_plugin, "scaler", None)
         self.loss_fn.step_own_parameters(grad_scale=float(scaler.get_scale()) if scaler is not None else 1.0)
 
@@ -302,6 +247,7 @@ class ContrastiveModule(pl.LightningModule):
             no_sync=no_sync,
             sync_last=steps_now,
             extra_params=[p for p in self.parameters() if p.requires_grad],
+            max_width=self.encoder.max_seq_length,
         )
         if steps_now:
             if self.gradient_clip_val:

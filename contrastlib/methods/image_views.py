@@ -22,7 +22,8 @@ from contrastlib.data.images import ImageBatch, ImageSet, ViewsDataset, collate_
 from contrastlib.data.readers import BadRows
 from contrastlib.errors import ConfigError
 from contrastlib.losses.base import LossContract
-from contrastlib.methods.base import ContrastiveModule, TrainData
+from contrastlib.methods.base import ContrastiveModule
+from contrastlib.methods.data import TrainData
 
 
 @dataclass

@@ -50,7 +50,7 @@ from contrastlib.encoders.image import ProjectionHead
 from contrastlib.errors import ConfigError
 from contrastlib.losses.base import LossContract
 from contrastlib.losses.distributed import gather_no_grad, world_info
-from contrastlib.methods.base import TrainData
+from contrastlib.methods.data import TrainData
 from contrastlib.methods.image_views import ImageViewsConfig, ImageViewsMethod
 from contrastlib.registry import METHODS
 

@@ -26,7 +26,8 @@ from contrastlib.data.collate import HFTokenize, IndexedRows, TextBatch, TextTup
 from contrastlib.data.readers import BadRows, read_tuples
 from contrastlib.errors import ConfigError
 from contrastlib.losses.base import LossContract
-from contrastlib.methods.base import ContrastiveModule, TrainData
+from contrastlib.methods.base import ContrastiveModule
+from contrastlib.methods.data import TrainData
 from contrastlib.registry import METHODS
 
 Features = dict[str, Tensor]

@@ -137,7 +137,7 @@ class ShardStats:
 
     def add(self, other: ShardStats) -> None:
         for name in ("anchors", "pairs", "candidates", "not_sampled", "kept", "short_pairs", "missing_negatives"):
-            setattr(self, name, getattr(self, name) + getattr(other, name))
+            vars(self)[name] += vars(other)[name]
         for k, v in other.dropped.items():
             self.dropped[k] = self.dropped.get(k, 0) + v
         self.positive_scores += other.positive_scores

@@ -197,6 +197,7 @@ class GradCache:
         no_sync: Callable[[], contextlib.AbstractContextManager[Any]] | None = None,
         sync_last: bool = True,
         extra_params: Sequence[nn.Parameter] = (),
+        max_width: int | None = None,
     ) -> Tensor:
         """Accumulate the gradient of ``loss_fn([encoder(v) for v in views])`` into ``encoder``.
 
@@ -206,6 +207,7 @@ class GradCache:
             loss_fn: embeddings per view -> scalar loss (may gather across devices).
             backward: how to back-propagate a surrogate (default ``Tensor.backward``).
             no_sync: context that stops DDP from all-reducing (default none).
+            max_width: the encoder's window in tokens (text), which padded chunks never pass.
             sync_last: let the last chunk's backward all-reduce (off when accumulating
                 more batches before the optimizer step).
             extra_params: parameters ``loss_fn`` may use directly (pass every trainable
@@ -219,9 +221,8 @@ class GradCache:
         backward = backward or (lambda t: t.backward())
         no_sync = no_sync or contextlib.nullcontext
         devices = cuda_devices_of(encoder)
-        window = getattr(encoder, "max_seq_length", None)
         chunked = [split_rows(v, self.chunk_size, self.token_budget, pad_to_multiple_of=self.pad_to_multiple_of,
-                              max_width=window) for v in views]
+                              max_width=max_width) for v in views]
         stats = GradCacheStats([len(c) for c in chunked])
         has_bn = any(isinstance(m, _BatchNorm) and m.training for m in encoder.modules())
         if has_bn and not GradCache._warned_batchnorm:
@@ -286,6 +287,6 @@ class GradCache:
                     backward(surrogate)
         for module, buffers in saved_bn:
             for name, value in buffers.items():
-                getattr(module, name).copy_(value)
+                module.get_buffer(name).copy_(value)
         self.last_stats = stats
         return loss.detach()

@@ -17,9 +17,9 @@ import torch
 def cpu_bf16_native() -> tuple[bool, str]:
     """(whether this CPU does bf16 matrix work natively, what was found)."""
     found: list[str] = []
-    cpu = getattr(torch, "cpu", None)
     for name, label in (("_is_amx_tile_supported", "AMX"), ("_is_avx512_bf16_supported", "AVX512-BF16")):
-        check = getattr(cpu, name, None)
+        # (duck typing: torch.cpu's private checks exist only in some torch versions)
+        check = getattr(torch.cpu, name, None)
         with contextlib.suppress(Exception):
             if check is not None and check():
                 found.append(label)

@@ -36,10 +36,12 @@ from typing import Any
 import numpy as np
 import pytorch_lightning as pl
 import torch
+from torch.utils.data import DataLoader
 
 from contrastlib.index import IndexSpec, VectorIndex, l2_normalise
 from contrastlib.mining.inputs import MiningInput
 from contrastlib.mining.miner import MineOptions, excluded_sets, mine_shard
+from contrastlib.samplers.base import GlobalBatchSampler
 
 
 class ReMiningCallback(pl.Callback):
@@ -232,6 +234,6 @@ def check_remining(cfg: Any, rows: list[tuple[str, ...]], num_workers: int) -> M
 
 
 def _samplers(trainer: pl.Trainer) -> list[Any]:
-    loader = getattr(trainer, "train_dataloader", None)
-    sampler = getattr(loader, "batch_sampler", None)
-    return [sampler] if sampler is not None and hasattr(sampler, "refresh") else []
+    loader = trainer.train_dataloader
+    sampler = loader.batch_sampler if isinstance(loader, DataLoader) else None
+    return [sampler] if isinstance(sampler, GlobalBatchSampler) else []

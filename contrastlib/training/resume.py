@@ -49,6 +49,7 @@ from lightning_fabric.plugins.io.torch_io import TorchCheckpointIO
 from torch.utils.data import DataLoader
 
 from contrastlib.errors import ConfigError
+from contrastlib.samplers.base import GlobalBatchSampler
 from contrastlib.utils.io import atomic_path
 
 #: The checkpoint that ``last.ckpt`` replaced, kept for when ``last.ckpt`` is unreadable.
@@ -69,9 +70,8 @@ class ResumableLoader(DataLoader):
         return {"epoch": int(epoch), "batches": int(batches)}
 
     def load_state_dict(self, state: dict[str, int]) -> None:
-        resume_at = getattr(self.batch_sampler, "resume_at", None)
-        if state and resume_at is not None:
-            resume_at(state["epoch"], state["batches"])
+        if state and isinstance(self.batch_sampler, GlobalBatchSampler):
+            self.batch_sampler.resume_at(state["epoch"], state["batches"])
 
 
 def rng_states() -> dict[str, Any]:

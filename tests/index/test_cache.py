@@ -9,11 +9,14 @@ import pytest
 import torch
 from torch import nn
 
+from contrastlib.encoders.base import Encoder
 from contrastlib.index.cache import EmbeddingCache, model_fingerprint
 
 
-class CountingEncoder(nn.Module):
-    """A tiny real module: embeds a text by its bytes; counts what it encodes."""
+class CountingEncoder(Encoder):
+    """A tiny real encoder: embeds a text by its bytes; counts what it encodes."""
+
+    inputs, kind = "strings", "counting"
 
     def __init__(self, fail_after: int | None = None) -> None:
         super().__init__()
@@ -29,6 +32,9 @@ class CountingEncoder(nn.Module):
         x = torch.tensor([[float(b) for b in t.encode()[-8:].rjust(8, b"\0")] for t in texts])
         with torch.no_grad():
             return self.proj(x).numpy()
+
+    def spec_dict(self):
+        return {}
 
 
 TEXTS = [f"text number {i}" for i in range(23)]

@@ -75,7 +75,7 @@ def test_eval_monitor_curve_survives_a_resume(tmp_path):
         def __init__(self):
             self.calls = 0
 
-        def __call__(self, encoder):
+        def __call__(self, encoder, cache=None):
             self.calls += 1
             return {"top1": 10.0 * self.calls}
 
