@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 
 from contrastlib.cli.verbs import emit, verb
+from contrastlib.data.readers import add_bad_row_argument
 from contrastlib.errors import ContrastlibError
 from contrastlib.index.options import (
     add_index_arguments,
@@ -26,8 +27,7 @@ def arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--out", "-o", required=True, help="output .jsonl or .parquet (written when the job is done)")
     p.add_argument("--corpus", help="extra corpus: .txt (one text per line) or a BEIR corpus.jsonl")
     p.add_argument("--split", help="qrels split of a BEIR directory (default: test)")
-    p.add_argument("--on-bad-row", choices=("error", "skip"), default="error",
-                   help="a malformed row of a pair file: stop naming its line (default), or skip and count it")
+    add_bad_row_argument(p, "row of a pair file")
     p.add_argument("--range-min", type=int, default=0, help="skip this many best candidates that pass the filters")
     p.add_argument("--range-max", type=int, default=None,
                    help="consider this many best candidates (default: as sentence-transformers)")

@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 
 from contrastlib.cli.verbs import emit, verb
+from contrastlib.data.readers import add_bad_row_argument
 from contrastlib.errors import ContrastlibError
 
 
@@ -16,8 +17,7 @@ def arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--input", "-i", required=True, help="JSON lines {prompt, response[, user]}")
     p.add_argument("--out", "-o", required=True, help="output .jsonl: each input row with reward, reward_normalized")
     p.add_argument("--shard-size", type=int, default=1000, help="rows per committed shard")
-    p.add_argument("--on-bad-row", choices=("error", "skip"), default="error",
-                   help="a malformed input row: stop naming its line (default), or leave it out and count it")
+    add_bad_row_argument(p, "input row")
     p.add_argument("--batch-size", type=int, default=128)
     p.add_argument("--precision", choices=["auto", "fp32", "bf16", "fp16"], default="auto")
     p.add_argument("--no-progress", action="store_true")

@@ -183,6 +183,34 @@ def validate(cfg: RunConfig) -> None:
         raise ConfigError(f"optim.warmup_ratio: must be in [0, 1), got {cfg.optim.warmup_ratio}")
 
 
+def import_components(modules: Sequence[str]) -> None:
+    """Import each of ``imports`` (a module name, or a ``.py`` file): what it registers
+    can then be named in the config. A module that does not import is a one-line error."""
+    import importlib
+    import importlib.util
+    import sys
+
+    for entry in modules:
+        try:
+            if entry.endswith(".py"):
+                path = Path(entry)
+                if not path.is_file():
+                    raise ConfigError(f"imports: {entry}: no such file")
+                name = f"contrastlib_user_{path.stem}"
+                if name not in sys.modules:
+                    spec = importlib.util.spec_from_file_location(name, path)
+                    assert spec is not None and spec.loader is not None
+                    module = importlib.util.module_from_spec(spec)
+                    sys.modules[name] = module
+                    spec.loader.exec_module(module)
+            else:
+                importlib.import_module(entry)
+        except ConfigError:
+            raise
+        except Exception as exc:
+            raise ConfigError(f"imports: {entry}: {type(exc).__name__}: {exc}") from None
+
+
 def _open_sections(cfg: DictConfig) -> DictConfig:
     """Struct mode everywhere but inside the open sections (checked by :func:`validate`)."""
     OmegaConf.set_struct(cfg, True)
@@ -232,6 +260,7 @@ def load_config(path: str | Path | None, overrides: Sequence[str] = ()) -> RunCo
         obj.eval.tasks = tasks
     except OmegaConfBaseException as exc:
         raise ConfigError(_describe(exc)[1]) from None
+    import_components(obj.imports)
     try:
         validate(obj)
     except SectionKeyError as exc:

@@ -164,6 +164,10 @@ class RemineConfig:
 
 @dataclass
 class RunConfig:
+    #: Modules (``package.module``) or ``.py`` files imported before the config is
+    #: checked: a loss, sampler, method, head, encoder or evaluation of your own registers
+    #: itself there and can then be named like a shipped one.
+    imports: list[str] = field(default_factory=list)
     name: str = "run"
     #: Runs are written to ``output_dir/name`` (``name-2``, ... if it exists and resume is off).
     output_dir: str = "runs"

@@ -42,6 +42,12 @@ SCORE_ALIASES = ("score", "label", "similarity")
 BAD_ROW_POLICIES = ("error", "skip")
 
 
+def add_bad_row_argument(parser: Any, what: str = "row") -> None:
+    """``--on-bad-row`` for a verb that reads rows (an argparse parser)."""
+    parser.add_argument("--on-bad-row", choices=BAD_ROW_POLICIES, default="error",
+                        help=f"a malformed {what}: stop naming its line (default), or leave it out and count it")
+
+
 class BadRows:
     """What a reader does with a malformed row: ``error`` (the default) raises its
     :class:`DataError` (file and line); ``skip`` leaves the row out and counts it by

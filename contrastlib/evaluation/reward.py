@@ -36,6 +36,7 @@ import numpy as np
 import torch
 
 from contrastlib.data.preference import PreferenceRow, PreferenceSet, expand_pairs, read_preferences
+from contrastlib.data.readers import add_bad_row_argument
 from contrastlib.evaluation.base import Evaluation
 from contrastlib.registry import EVALUATIONS
 
@@ -239,8 +240,7 @@ class RewardEvaluator(Evaluation):
         p.add_argument("--model", "-m", required=True, help="reward run dir (or its model/ dir)")
         p.add_argument("--data", "-d", required=True,
                        help="preference file or directory (HH-RLHF, {prompt, chosen, rejected}, lists, unpaired; .jsonl[.gz])")
-        p.add_argument("--on-bad-row", choices=["error", "skip"], default="error",
-                       help="error (default): stop at the first bad row; skip: leave bad rows out and count them")
+        add_bad_row_argument(p, "preference row")
         p.add_argument("--plot", help="write a reliability diagram (PNG) here")
         p.add_argument("--batch-size", type=int, default=128)
         p.add_argument("--precision", choices=["auto", "fp32", "bf16", "fp16"], default="auto")
