@@ -22,7 +22,7 @@ def minilm():
 def stsb_sentences() -> list[str]:
     from contrastlib.data import read_scored_pairs
 
-    d = read_scored_pairs(REPO / "contrastlib" / "datasets" / "stsb" / "test.tsv")
+    d = read_scored_pairs(REPO / "datasets" / "stsb" / "test.tsv")
     return list(dict.fromkeys(d.sentences1 + d.sentences2))
 
 

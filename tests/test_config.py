@@ -19,7 +19,7 @@ def yaml_file(tmp_path, text):
 def test_quickstart_config_loads():
     cfg = load_config("quickstart")
     assert cfg.method["name"] == "simcse" and method_config(cfg.method)[1].mode is SimCSEMode.supervised
-    assert cfg.data.train.endswith("contrastlib/datasets/nli/snli-dev.tsv")  # ${bundled:...} resolved
+    assert cfg.data.train.endswith("datasets/nli/snli-dev.tsv")  # ${bundled:...} resolved
 
 
 def test_overrides_are_typed():

@@ -17,7 +17,7 @@ from contrastlib.errors import ConfigError
 from contrastlib.registry import ENCODERS, EVALUATIONS, LOSSES, METHODS, SAMPLERS
 
 REPO = Path(__file__).resolve().parents[1]
-BUNDLED = REPO / "contrastlib" / "datasets"
+BUNDLED = REPO / "datasets"
 DIGITS = BUNDLED / "digits"
 
 TRIPLETS = [

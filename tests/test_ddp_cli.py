@@ -40,7 +40,7 @@ PER_DEVICE, WORLD, ROWS, LR = 4, 2, 27, 0.1
 
 
 def _data(tmp: Path) -> Path:
-    lines = (REPO / "contrastlib" / "datasets" / "nli" / "snli-dev.tsv").read_text().splitlines()
+    lines = (REPO / "datasets" / "nli" / "snli-dev.tsv").read_text().splitlines()
     path = tmp / "train.tsv"
     path.write_text("\n".join(lines[: ROWS + 1]) + "\n")
     return path

@@ -82,3 +82,16 @@ def test_probing_is_confined_to_third_party_objects():
     undocumented = [f"{p}:{i}" for p, i, line in sites
                     if "duck typing" not in line and "duck typing" not in lines[p][i - 2]]
     assert not undocumented, undocumented
+
+
+def test_every_room_and_shipped_folder_is_installed():
+    """pyproject lists every package of contrastlib/ and the shipped configs/ and
+    datasets/ (installed inside the package), so a `pip install` user has them all."""
+    import tomllib
+
+    listed = set(tomllib.loads((PACKAGE.parent / "pyproject.toml").read_text())["tool"]["setuptools"]["packages"])
+    rooms = {"contrastlib", *(f"contrastlib.{p.parent.name}" for p in PACKAGE.glob("*/__init__.py"))}
+    data = {"contrastlib.configs", "contrastlib.datasets"}
+    data |= {f"contrastlib.datasets.{p.name}" for p in (PACKAGE.parent / "datasets").iterdir()
+             if p.is_dir() and p.name.isidentifier()}
+    assert listed == rooms | data

@@ -32,10 +32,20 @@ from contrastlib.config.schema import (
 from contrastlib.errors import ConfigError
 from contrastlib.registry import EVALUATIONS, SAMPLERS
 
-#: Recipes and the small datasets they need ship inside the package.
+#: The recipes and the small datasets they need are ``configs/`` and ``datasets/`` at the
+#: top of the repository, installed inside the package (``pip install``) as
+#: ``contrastlib/configs`` and ``contrastlib/datasets``.
 PACKAGE_DIR = Path(__file__).resolve().parents[1]
-RECIPES_DIR = PACKAGE_DIR / "recipes"
-BUNDLED_DATA_DIR = PACKAGE_DIR / "datasets"
+
+
+def _shipped(name: str) -> Path:
+    """The installed copy of a shipped folder, else the source checkout's."""
+    installed = PACKAGE_DIR / name
+    return installed if installed.is_dir() else PACKAGE_DIR.parent / name
+
+
+RECIPES_DIR = _shipped("configs")
+BUNDLED_DATA_DIR = _shipped("datasets")
 
 
 def bundled(relative: str) -> str:

@@ -27,7 +27,7 @@ def last_json(stdout: str) -> dict:
 
 @pytest.fixture(scope="module")
 def small_sts(tmp_path_factory) -> Path:
-    src = (REPO / "contrastlib" / "datasets" / "stsb" / "test.tsv").read_text().splitlines()
+    src = (REPO / "datasets" / "stsb" / "test.tsv").read_text().splitlines()
     p = tmp_path_factory.mktemp("sts") / "small.tsv"
     p.write_text("\n".join(src[:121]) + "\n")
     return p

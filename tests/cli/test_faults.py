@@ -23,7 +23,7 @@ from contrastlib.cli.main import main
 from contrastlib.utils.io import atomic_dir, atomic_path, write_json
 
 REPO = Path(__file__).resolve().parents[2]
-WIKI = REPO / "contrastlib" / "datasets" / "wiki" / "wiki-sentences-3k.txt"
+WIKI = REPO / "datasets" / "wiki" / "wiki-sentences-3k.txt"
 
 
 def _env(tmp_path: Path) -> dict[str, str]:

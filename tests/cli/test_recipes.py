@@ -51,7 +51,7 @@ def test_recipe_by_name_from_any_directory_dry_run(tmp_path):
     proc = run_cli("fit", "quickstart", "--dry-run", "--json", cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr
     out = proc.stdout
-    assert "train: " in out and "contrastlib/datasets/nli/snli-dev.tsv" in out  # resolved
+    assert "train: " in out and "datasets/nli/snli-dev.tsv" in out  # resolved
     assert "2943 rows, triplets (anchor, positive, negative)" in out
     assert json.loads(out.strip().splitlines()[-1])["rows"] == 2943
     assert not any(tmp_path.iterdir()), "a dry run writes nothing"

@@ -18,7 +18,7 @@ from contrastlib.cli.main import main
 from contrastlib.data.readers import read_tuples
 
 REPO = Path(__file__).resolve().parents[2]
-SNLI = REPO / "contrastlib" / "datasets" / "nli" / "snli-dev.tsv"
+SNLI = REPO / "datasets" / "nli" / "snli-dev.tsv"
 
 
 @pytest.fixture(scope="module")

@@ -16,7 +16,7 @@ from contrastlib.mining import MineOptions
 from contrastlib.training.remining import ReMiningCallback
 
 REPO = Path(__file__).resolve().parents[2]
-SNLI = REPO / "contrastlib" / "datasets" / "nli" / "snli-dev.tsv"
+SNLI = REPO / "datasets" / "nli" / "snli-dev.tsv"
 
 
 @pytest.fixture(scope="module")

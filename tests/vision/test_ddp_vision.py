@@ -30,7 +30,7 @@ import torch
 from tests_helpers import run_cli, train_losses
 
 REPO = Path(__file__).resolve().parents[2]
-TRAIN = REPO / "contrastlib" / "datasets" / "digits" / "digits-train.npz"
+TRAIN = REPO / "datasets" / "digits" / "digits-train.npz"
 PER_DEVICE, WORLD, LR = 4, 2, 0.1
 VIT = ["model.name=vit_tiny_patch16_224", "model.img_size=16", "model.patch_size=4", "model.depth=2",
        "model.cifar_stem=false", "model.projection=[64,32]", "model.projection_batch_norm=false"]

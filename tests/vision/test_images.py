@@ -14,7 +14,7 @@ from PIL import Image
 from contrastlib.data.images import read_images
 from contrastlib.errors import DataError
 
-BUNDLED = Path(__file__).resolve().parents[2] / "contrastlib" / "datasets" / "digits"
+BUNDLED = Path(__file__).resolve().parents[2] / "datasets" / "digits"
 CIFAR_ZIP = Path(__file__).resolve().parents[3] / "shared" / "data" / "images" / "cifar10" / "cifar10-jpeg.zip"
 
 

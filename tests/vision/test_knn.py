@@ -11,7 +11,7 @@ import pytest
 from contrastlib.encoders.image import PixelEncoder
 from contrastlib.evaluation.knn import PRESETS, KNNEvaluator, knn_classify
 
-BUNDLED = Path(__file__).resolve().parents[2] / "contrastlib" / "datasets" / "digits"
+BUNDLED = Path(__file__).resolve().parents[2] / "datasets" / "digits"
 
 
 def brute_force_knn(train, ytr, test, k, t):

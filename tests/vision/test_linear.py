@@ -14,7 +14,7 @@ import torch
 
 from contrastlib.evaluation.linear import C_GRID, LinearEvaluator, linear_probe
 
-BUNDLED = Path(__file__).resolve().parents[2] / "contrastlib" / "datasets" / "digits"
+BUNDLED = Path(__file__).resolve().parents[2] / "datasets" / "digits"
 
 
 def _blobs(seed: int, n_train: int = 300, n_test: int = 120, dim: int = 16, classes: int = 5):

@@ -66,7 +66,7 @@ def test_the_queue_never_holds_the_current_keys_when_the_loss_runs():
     from contrastlib.data.augment import augment_config, view_transform
     from contrastlib.data.images import ViewsDataset, collate_views, read_images
 
-    images = read_images(Path(__file__).resolve().parents[2] / "contrastlib/datasets/digits/digits-train.npz").subset(64)
+    images = read_images(Path(__file__).resolve().parents[2] / "datasets/digits/digits-train.npz").subset(64)
     loader = torch.utils.data.DataLoader(ViewsDataset(images, view_transform(augment_config({"size": 16}))), batch_size=16,
                                          collate_fn=collate_views)
     trainer = pl.Trainer(max_epochs=2, accumulate_grad_batches=2, logger=False, enable_checkpointing=False,

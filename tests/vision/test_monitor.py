@@ -14,7 +14,7 @@ from contrastlib.data.augment import eval_transform
 from contrastlib.data.images import ViewsDataset, collate_views, read_images
 from contrastlib.training.monitor import EvalMonitor, OnlineProbe
 
-BUNDLED = Path(__file__).resolve().parents[2] / "contrastlib" / "datasets" / "digits"
+BUNDLED = Path(__file__).resolve().parents[2] / "datasets" / "digits"
 
 
 class _PixelEncoder(nn.Module):

@@ -10,7 +10,7 @@ import torch
 
 from contrastlib.cli.main import main
 
-BUNDLED = Path(__file__).resolve().parents[2] / "contrastlib" / "datasets" / "digits"
+BUNDLED = Path(__file__).resolve().parents[2] / "datasets" / "digits"
 TRAIN, TEST = str(BUNDLED / "digits-train.npz"), str(BUNDLED / "digits-test.npz")
 
 
