@@ -21,14 +21,7 @@ from typing import Any
 import pytorch_lightning as pl
 import torch
 
-from contrastlib.config.build import (
-    build_encoder,
-    build_loss,
-    check_sampler,
-    loss_spec,
-    method_config,
-    sampler_data,
-)
+from contrastlib.config.build import build_encoder, build_loss, loss_spec, method_config
 from contrastlib.config.load import to_yaml
 from contrastlib.config.schema import RunConfig
 from contrastlib.data.readers import BadRows
@@ -39,7 +32,9 @@ from contrastlib.losses.base import check_loss
 from contrastlib.methods.base import ContrastiveModule
 from contrastlib.methods.data import TrainData
 from contrastlib.registry import ENCODERS, EVALUATIONS, SAMPLERS
+from contrastlib.samplers.options import check_sampler
 from contrastlib.training.gradcache import GradCache
+from contrastlib.training.loader import build_loader as build_data_loader
 from contrastlib.training.monitor import EvalMonitor, monitor_callbacks
 from contrastlib.training.precision import encode_precision, resolve_precision
 from contrastlib.training.resume import (
@@ -159,35 +154,12 @@ def _resume_log_version(run_dir: Path) -> str:
     return f"resume-{n}"
 
 
-def _anchor_embeddings(plan: FitPlan, module: ContrastiveModule) -> Any:
-    """Embeddings of every row's anchor by the run's encoder, at evaluation precision."""
-    anchors = plan.data.anchors
-    assert anchors is not None  # (checked in plan_fit against the sampler's needs)
-    return module.encoder.encode(
-        anchors, batch_size=plan.cfg.eval.batch_size, precision=encode_precision(plan.cfg.eval.precision, plan.precision)
-    )
-
-
 def build_loader(plan: FitPlan, module: ContrastiveModule) -> ResumableLoader:
-    cfg = plan.cfg.data
-    cls = SAMPLERS.get(plan.sampler)
-    kwargs = {**sampler_data(cls, plan.data), **plan.sampler_options}
-    if "embeddings" in cls.needs:
-        kwargs["embeddings"] = _anchor_embeddings(plan, module)
-    sampler = cls(plan.data.sampler_rows(), cfg.batch_size, drop_last=cfg.drop_last, seed=plan.cfg.seed, **kwargs)
-    if plan.data.epoch_indexed:
-        # random views seeded by (seed, epoch, row): the same under any workers and resumes
-        sampler.tag_epoch = True
-        plan.data.dataset.seed = plan.cfg.seed  # type: ignore[attr-defined]
-    return ResumableLoader(
-        plan.data.dataset,
-        batch_sampler=sampler,
-        collate_fn=module.collator(),
-        num_workers=cfg.num_workers,
-        persistent_workers=cfg.num_workers > 0,
-        # workers' base seeds from the loader's own generator: making an iterator draws
-        # nothing from the global random state (exact resume, training/resume.py)
-        generator=torch.Generator().manual_seed(plan.cfg.seed),
+    cfg = plan.cfg
+    return build_data_loader(
+        plan.data, module, batch_size=cfg.data.batch_size, sampler=plan.sampler, sampler_options=plan.sampler_options,
+        num_workers=cfg.data.num_workers, drop_last=cfg.data.drop_last, seed=cfg.seed, embed_batch_size=cfg.eval.batch_size,
+        embed_precision=encode_precision(cfg.eval.precision, plan.precision),
     )
 
 

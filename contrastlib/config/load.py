@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any, cast
 
@@ -231,10 +231,15 @@ def _open_sections(cfg: DictConfig) -> DictConfig:
     return cfg
 
 
-def load_config(path: str | Path | None, overrides: Sequence[str] = ()) -> RunConfig:
-    """Schema <- YAML file (or shipped recipe name) <- dotlist overrides, validated;
-    returns a typed RunConfig (``${bundled:...}`` paths resolved)."""
+def load_config(path: str | Path | Mapping[str, Any] | None, overrides: Sequence[str] = (), *,
+                values: Mapping[str, Any] | None = None) -> RunConfig:
+    """Schema <- YAML file, shipped recipe name or mapping <- ``values`` (a nested mapping,
+    dotted keys allowed) <- dotlist ``overrides``, validated; returns a typed RunConfig
+    (``${bundled:...}`` paths resolved)."""
     cfg = _open_sections(OmegaConf.structured(RunConfig))
+    if isinstance(path, Mapping):
+        cfg = _open_sections(_merge(cfg, OmegaConf.create(dict(path)), "config", None))
+        path = None
     if path is not None:
         path = resolve_config_path(path)
         try:
@@ -252,6 +257,15 @@ def load_config(path: str | Path | None, overrides: Sequence[str] = ()) -> RunCo
             if section in raw and raw[section] is not None and not isinstance(raw[section], dict):
                 raise ConfigError(f"{path}:{_yaml_line(path, section)}: {section} must be a mapping")
         cfg = _open_sections(_merge(cfg, OmegaConf.create(raw), str(path), path))
+    if values:
+        nested: dict[str, Any] = {}
+        for key, value in values.items():  # "trainer.max_steps": 5 -> {"trainer": {"max_steps": 5}}
+            *parents, last = key.split(".")
+            node = nested
+            for part in parents:
+                node = node.setdefault(part, {})
+            node[last] = value
+        cfg = _open_sections(_merge(cfg, OmegaConf.create(nested), "argument", None))
     for item in overrides:
         if "=" not in item:
             raise ConfigError(f"override {item!r}: expected key=value")

@@ -37,6 +37,7 @@ from contrastlib.encoders.base import Encoder
 from contrastlib.losses.base import ContrastiveLoss, LossContract, LossInputs
 from contrastlib.methods.data import NoConfig, TrainData, config_kwargs
 from contrastlib.training.gradcache import GradCache, Inputs, embed_in_chunks, split_rows
+from contrastlib.training.loader import MethodDataModule
 from contrastlib.training.optim import build_optimizer, warmup_schedule
 
 
@@ -143,6 +144,26 @@ class ContrastiveModule(pl.LightningModule):
                      batch_size: int, log: Callable[[str], None] = print) -> None:
         """Work on the data that needs the encoder (its tokenizer, frozen embeddings),
         after every check and before the module is built."""
+
+    @classmethod
+    def datamodule(
+        cls, train: str, config: Any = None, encoder: Encoder | None = None, *, batch_size: int = 64,
+        sampler: str | None = None, sampler_options: dict[str, Any] | None = None, num_workers: int = 0, seed: int = 42,
+        max_rows: int | None = None, on_bad_row: str = "error", cache_dir: str | Path = "embedding-cache",
+        precision: str = "fp32",
+    ) -> MethodDataModule:
+        """The method's training data as a ``LightningDataModule`` for a Trainer of your own:
+        read and checked now; with ``encoder``, prepared for it (a reward method's texts fitted
+        to its window and, frozen, embedded). ``config``: the method's ``Config`` (default:
+        its defaults); ``sampler``: a registered sampler (default: the method's)."""
+        config = cls.Config() if config is None else config
+        data = cls.read_train_data(train, config, max_rows=max_rows, bad_rows=BadRows(on_bad_row, key="on_bad_row"))
+        if encoder is not None:
+            cls.prepare_train_data(data, encoder, config, cache_dir=Path(cache_dir), precision=precision,
+                                   batch_size=128)
+        return MethodDataModule(data, batch_size=batch_size, sampler=sampler or cls.default_sampler,
+                                sampler_options=sampler_options, num_workers=num_workers, seed=seed,
+                                embed_precision=precision)
 
     @classmethod
     def from_config(cls, encoder: Encoder, loss: ContrastiveLoss, config: Any, **common: Any) -> ContrastiveModule:

@@ -13,7 +13,6 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from contrastlib.config.build import SectionKeyError, signature_kwargs
 from contrastlib.data.preference import PreferenceRow, PreferenceSet, read_preferences
 from contrastlib.data.prompt_split import split_by_prompt
 from contrastlib.data.readers import BadRows
@@ -23,6 +22,7 @@ from contrastlib.heads.base import RewardHead
 from contrastlib.methods.data import TrainData
 from contrastlib.methods.reward_batches import Encoded, RowIndices, TextTable, convert
 from contrastlib.registry import HEADS
+from contrastlib.signatures import SectionKeyError, signature_kwargs
 
 
 def head_spec(values: dict[str, Any]) -> tuple[type[RewardHead], dict[str, Any]]:
