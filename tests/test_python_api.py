@@ -9,10 +9,10 @@ from pathlib import Path
 import pytest
 import pytorch_lightning as pl
 import torch
+from tests_helpers import train_losses
 
 import contrastlib
 from contrastlib.cli.main import main
-from tests_helpers import train_losses
 
 REPO = Path(__file__).resolve().parents[1]
 SNLI = REPO / "datasets" / "nli" / "snli-dev.tsv"
