@@ -23,13 +23,16 @@ from typing import Any
 
 import torch
 
-import contrastlib.components  # noqa: F401  (fills the registries)
+import contrastlib.encoders
 from contrastlib.checkpoints import ENCODER_HPARAM, ENCODER_PREFIX, FROZEN_ENCODER_KEY
 from contrastlib.encoders.base import SPEC_FILE, Encoder
 from contrastlib.encoders.offline import resolve_model_path
 from contrastlib.errors import ModelLoadError
 from contrastlib.jobs import is_run_dir
 from contrastlib.registry import ENCODERS
+from contrastlib.utils.rooms import register_room
+
+register_room(contrastlib.encoders)  # every registered encoder can be loaded
 
 #: A run directory's exported model.
 MODEL_DIR = "model"

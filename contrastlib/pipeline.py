@@ -36,7 +36,6 @@ from contrastlib.samplers.options import check_sampler
 from contrastlib.training.gradcache import GradCache
 from contrastlib.training.loader import build_loader as build_data_loader
 from contrastlib.training.monitor import EvalMonitor, monitor_callbacks
-from contrastlib.training.precision import encode_precision, resolve_precision
 from contrastlib.training.resume import (
     ResumableLoader,
     ResumeState,
@@ -44,6 +43,7 @@ from contrastlib.training.resume import (
     resume_checkpoint,
 )
 from contrastlib.training.trainer import build_trainer
+from contrastlib.utils.precision import encode_precision, resolve_precision
 
 Metrics = dict[str, dict[str, float]]
 
@@ -157,7 +157,7 @@ def _resume_log_version(run_dir: Path) -> str:
 def build_loader(plan: FitPlan, module: ContrastiveModule) -> ResumableLoader:
     cfg = plan.cfg
     return build_data_loader(
-        plan.data, module, batch_size=cfg.data.batch_size, sampler=plan.sampler, sampler_options=plan.sampler_options,
+        plan.data, collate_fn=module.collator(), encoder=module.encoder, batch_size=cfg.data.batch_size, sampler=plan.sampler, sampler_options=plan.sampler_options,
         num_workers=cfg.data.num_workers, drop_last=cfg.data.drop_last, seed=cfg.seed, embed_batch_size=cfg.eval.batch_size,
         embed_precision=encode_precision(cfg.eval.precision, plan.precision),
     )

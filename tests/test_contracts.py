@@ -102,7 +102,7 @@ def _one_step(overrides: list[str], tmp_path: Path, monkeypatch: pytest.MonkeyPa
 
     from contrastlib.config.build import build_encoder
     from contrastlib.pipeline import _build_module, build_loader, plan_fit
-    from contrastlib.training.precision import encode_precision
+    from contrastlib.utils.precision import encode_precision
 
     cfg = load_config(None, [f"output_dir={tmp_path}", "trainer.max_steps=1", "data.batch_size=4",
                              "trainer.precision=32-true", "eval.projection=none", *overrides])

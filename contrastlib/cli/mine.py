@@ -16,7 +16,7 @@ from contrastlib.index.options import (
     check_index_fits,
     index_spec,
 )
-from contrastlib.training.precision import auto_encode_precision
+from contrastlib.utils.precision import auto_encode_precision
 from contrastlib.utils.tables import table
 
 

@@ -27,7 +27,7 @@ def arguments(p: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     from contrastlib.data.readers import BadRows
     from contrastlib.scoring import load_scorer, read_score_input, score_file
-    from contrastlib.training.precision import auto_encode_precision
+    from contrastlib.utils.precision import auto_encode_precision
 
     bad = BadRows(args.on_bad_row, key="--on-bad-row")
     rows = read_score_input(args.input, bad)  # bad rows fail before the model loads

@@ -248,7 +248,7 @@ class RewardEvaluator(Evaluation):
     @classmethod
     def run_cli(cls, args: argparse.Namespace) -> tuple[dict[str, Any], str]:
         from contrastlib.models.reward import RewardModel
-        from contrastlib.training.precision import auto_encode_precision
+        from contrastlib.utils.precision import auto_encode_precision
         from contrastlib.utils.tables import table
 
         prefs = read_preferences(args.data, on_bad_row=args.on_bad_row)  # bad data fails before the model loads

@@ -35,9 +35,8 @@ from torch import Tensor, nn
 from contrastlib.data.readers import BadRows
 from contrastlib.encoders.base import Encoder
 from contrastlib.losses.base import ContrastiveLoss, LossContract, LossInputs
-from contrastlib.methods.data import NoConfig, TrainData, config_kwargs
+from contrastlib.methods.data import MethodDataModule, NoConfig, TrainData, config_kwargs
 from contrastlib.training.gradcache import GradCache, Inputs, embed_in_chunks, split_rows
-from contrastlib.training.loader import MethodDataModule
 from contrastlib.training.optim import build_optimizer, warmup_schedule
 
 

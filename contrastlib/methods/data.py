@@ -1,15 +1,22 @@
 """What a method gives the pipeline before any model loads: its training data and what
-samplers and the loss can be given from it."""
+samplers and the loss can be given from it; and the same data as a
+``LightningDataModule`` for a Trainer of one's own."""
 
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from enum import Enum
 from typing import Any
 
+import pytorch_lightning as pl
 from torch.utils.data import Dataset
+
+from contrastlib.registry import SAMPLERS
+from contrastlib.samplers.options import check_sampler
+from contrastlib.training.loader import build_loader
+from contrastlib.training.resume import ResumableLoader
 
 
 @dataclass
@@ -62,3 +69,35 @@ class NoConfig:
 def config_kwargs(config: Any) -> dict[str, Any]:
     """A method ``Config`` instance as plain keyword arguments (enums as their values)."""
     return {k: v.value if isinstance(v, Enum) else v for k, v in dataclasses.asdict(config).items()}
+
+
+class MethodDataModule(pl.LightningDataModule):
+    """A method's training data for a ``pl.Trainer`` of your own (the Python API)::
+
+        encoder = TextEncoder("all-MiniLM-L6-v2")
+        data = SimCSE.datamodule("nli.tsv", SimCSEConfig(), encoder, batch_size=64)
+        model = SimCSE.from_config(encoder, InfoNCELoss(0.05), SimCSEConfig(), data=data.data)
+        pl.Trainer(max_epochs=1).fit(model, datamodule=data)
+
+    ``sampler`` defaults to the method's own; its options are checked as ``data.sampler_options``.
+    """
+
+    def __init__(self, data: TrainData, *, batch_size: int, sampler: str, sampler_options: Mapping[str, Any] | None = None,
+                 num_workers: int = 0, drop_last: bool = False, seed: int = 42, embed_batch_size: int = 128,
+                 embed_precision: str = "fp32") -> None:
+        super().__init__()
+        SAMPLERS.check(sampler, key="sampler")
+        self.data = data
+        self.sampler = sampler
+        self.sampler_options = check_sampler(sampler, sampler_options or {}, data, batch_size)
+        self.batch_size, self.num_workers, self.drop_last, self.seed = batch_size, num_workers, drop_last, seed
+        self.embed_batch_size, self.embed_precision = embed_batch_size, embed_precision
+
+    def train_dataloader(self) -> ResumableLoader:
+        assert self.trainer is not None, "a Trainer asks for the loader"
+        module: Any = self.trainer.lightning_module
+        return build_loader(
+            self.data, collate_fn=module.collator(), encoder=module.encoder, batch_size=self.batch_size, sampler=self.sampler, sampler_options=self.sampler_options,
+            num_workers=self.num_workers, drop_last=self.drop_last, seed=self.seed,
+            embed_batch_size=self.embed_batch_size, embed_precision=self.embed_precision,
+        )

@@ -92,7 +92,7 @@ def test_a_crash_marks_the_run_failed_with_its_error(tmp_path, monkeypatch, caps
 
 @pytest.mark.parametrize("native,expected", [(True, "bf16-mixed"), (False, "32-true")])
 def test_precision_auto_follows_the_hardware(monkeypatch, native, expected):
-    from contrastlib.training import precision
+    from contrastlib.utils import precision
 
     monkeypatch.setattr(precision, "cpu_bf16_native", lambda: (native, "AMX" if native else "no native bf16"))
     monkeypatch.setattr(precision.torch.cuda, "is_available", lambda: False)
