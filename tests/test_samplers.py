@@ -120,7 +120,7 @@ def test_every_rank_gets_an_equal_slice_of_the_one_process_global_batch(n, batch
 
 def test_lightning_reaches_set_epoch():
     """Lightning calls set_epoch on ``dataloader.batch_sampler.sampler`` only: without it
-    every epoch would repeat the first one's order (PEERS.md 5 and 12)."""
+    every epoch would repeat the first one's order."""
     from lightning_fabric.utilities.data import _set_sampler_epoch
     from torch.utils.data import DataLoader
 

@@ -1,4 +1,4 @@
-"""Token pooling, always with the attention mask (PEERS.md item 8)."""
+"""Token pooling, always with the attention mask (padding never counts)."""
 
 from __future__ import annotations
 

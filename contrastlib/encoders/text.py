@@ -196,7 +196,7 @@ class TextEncoder(Encoder):
         inputs = {k: v for k, v in features.items() if k in ("input_ids", "attention_mask", "token_type_ids")}
         if self._positions_from_mask:
             # count positions from each row's first real token, so a left-padded text embeds
-            # as it does alone (PEERS.md 8, 14); with right padding these are the model's own
+            # as it does alone; with right padding these are the model's own
             # 0..n-1 on every real token. No host sync: not gated on inspecting the mask.
             inputs["position_ids"] = (mask.long().cumsum(dim=1) - 1).clamp_min(0)
         hidden = self.model(**inputs).last_hidden_state  # [B, T, H]

@@ -19,7 +19,7 @@ written atomically (``shard-00000.npy``) and recorded with its SHA-256 in
 resumes at the first shard the manifest does not list; a shard whose bytes no longer
 match its checksum is encoded again.
 (sentence-transformers' miner caches with one plain ``np.save`` of the whole matrix, so a
-kill loses all of it and a half-written file is read back: PEERS.md item 10.)
+kill loses all of it and a half-written file is read back.)
 """
 
 from __future__ import annotations

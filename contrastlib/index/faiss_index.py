@@ -10,7 +10,7 @@ Kinds, chosen by name with their parameters (:class:`IndexSpec`):
 
 Scores are inner products (cosine for normalised vectors). Vectors are added and
 searched in batches: FAISS keeps a running top-k per query, so no query x corpus matrix
-is ever built (PEERS.md 9, 10). Trained kinds are trained on a seeded sample of at most
+is ever built. Trained kinds are trained on a seeded sample of at most
 ``train_size`` vectors. ``save`` is atomic. faiss-gpu is used when it is installed and
 CUDA is present (``flat``, ``ivf_flat`` and ``ivf_pq``; HNSW has no GPU version) and a
 tiny search on the GPU succeeds in a child process, else CPU (:func:`gpu_usable`).

@@ -1,4 +1,5 @@
-"""Cross-device candidates, exactly (PEERS.md items 1 and 7).
+"""Cross-device candidates, exactly: an autograd-aware all-gather, so every rank's
+embeddings get the gradient of the global loss.
 
 * The gather is autograd-aware: the gradient of every rank's loss flows back to the rank
   that produced each embedding (backward = all-reduce of the gathered gradient, then this

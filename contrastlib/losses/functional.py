@@ -35,7 +35,7 @@ def autocast_off(*device_types: str) -> Iterator[None]:
     """Switch autocast off for ``device_types`` (default: cpu, and cuda where present).
 
     Inside an active ``torch.autocast`` a matmul runs in bf16/fp16 even on float32
-    inputs; the loss core must not (PEERS.md 7): at temperature 0.05 a bf16 logit is off
+    inputs; the loss core must not: at temperature 0.05 a bf16 logit is off
     by up to ``2**-8 / 0.05 ~ 0.08``.
     """
     types = set(device_types) or {"cpu", *(("cuda",) if torch.cuda.is_available() else ())}

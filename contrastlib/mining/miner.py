@@ -5,8 +5,8 @@ so that its options mean the same here; where we differ, it says so below.
 
 For every distinct anchor, the corpus is searched (batched, running top-k: memory is
 bounded by the batch, never a query x corpus matrix) for its best ``range_max + P``
-candidates, where ``P`` is the most known positives any anchor of the job has (PEERS.md
-item 6: an anchor with several positives must not come up short), plus room for the
+candidates, where ``P`` is the most known positives any anchor of the job has (an
+anchor with several positives must not come up short), plus room for the
 anchor's own exclusions. That pool is sentence-transformers' window. Its candidates then
 pass, in order, and each one dropped is counted against the first filter that dropped it:
 
@@ -26,7 +26,7 @@ pass, in order, and each one dropped is counted against the first filter that dr
 
 Of the rest, ``num_negatives`` are kept: the best-scoring (``top``) or a seeded random
 choice (``random``; the seed is the job's seed and the anchor's index, so a resumed or
-re-sharded job draws the same, where Tevatron seeds from the clock: PEERS.md 11). Every
+re-sharded job draws the same, where Tevatron seeds from the clock). Every
 pair of a repeated anchor gets the anchor's negatives. A pair with fewer is *short*: it is
 counted exactly and never padded with random texts (FlagEmbedding pads silently).
 

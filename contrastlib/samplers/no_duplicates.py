@@ -2,7 +2,7 @@
 
 In-batch negatives assume every other row's texts are negatives; a duplicated text
 would be its own negative. The batches of an epoch are built once per epoch (seed +
-epoch), so ``__len__`` is exact and the order changes every epoch (PEERS.md item 5).
+epoch), so ``__len__`` is exact and the order changes every epoch.
 Under DDP the rule holds for the global batch (every rank's slice together), since that is
 what the loss gathers; see :mod:`contrastlib.samplers.base`.
 """

@@ -4,7 +4,7 @@ Contrastive Learning Batch Size under Memory Limited Setup").
 One step over a batch whose inputs are split into chunks:
 
 1. **Embed without a graph**, chunk by chunk, saving each chunk's random state first (the
-   CPU generator and every CUDA device the encoder uses, saved explicitly: PEERS.md 2).
+   CPU generator and every CUDA device the encoder uses, saved explicitly, or dropout differs between the two passes).
 2. **Loss on detached embeddings** (leaf tensors): ``autograd.grad`` gives the cached
    gradient ``dL/de`` for every embedding, cross-device gather included, and ``dL/dp`` for
    every trainable parameter outside the encoder (a projection head or predictor applied
@@ -17,7 +17,7 @@ One step over a batch whose inputs are split into chunks:
    float32, so the loss scale multiplies the cached gradient before anything is cast to
    fp16 (small cached gradients would underflow otherwise). The parameters outside the
    encoder ride on the last chunk's surrogate as ``sum(p * dL/dp)``. All chunks but the
-   last run under ``no_sync`` so DDP all-reduces once per step (PEERS.md 3).
+   last run under ``no_sync`` so DDP all-reduces once per step.
 
 The global random state ends where plain chunked forwards would leave it. BatchNorm
 running statistics are updated by pass 1 only (pass 2 restores them); chunked BatchNorm

@@ -1,5 +1,5 @@
 """Every loss under real ``torch.autocast("cpu", bfloat16)`` equals its float32 computation
-on the same embeddings (PEERS.md 7; issue "Mixed precision").
+on the same embeddings (low temperatures overflow in half precision otherwise).
 
 Inside autocast a matmul on float32 inputs runs in bf16. The loss core switches autocast
 off and computes similarities, softmax and reductions in float32, so under autocast it

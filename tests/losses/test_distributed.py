@@ -1,5 +1,5 @@
 """Cross-device negatives under real DDP: 2 gloo CPU processes with batch B each give the
-same loss and the same encoder gradients as one process with batch 2B (PEERS.md item 1)."""
+same loss and the same encoder gradients as one process with batch 2B."""
 
 from __future__ import annotations
 

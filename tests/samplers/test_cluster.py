@@ -182,7 +182,7 @@ def test_bad_arguments():
 
 
 def test_large_batches_are_built_quickly():
-    """A complexity guard (PEERS.md item 5): 100k rows in batches of 8,192 and of 64."""
+    """A complexity guard: 100k rows in batches of 8,192 and of 64."""
     import time
 
     rng = np.random.default_rng(0)

@@ -157,7 +157,7 @@ def test_explicit_neighbours_override_the_texts():
 
 
 def test_large_batches_are_built_quickly():
-    """A complexity guard (PEERS.md item 5): 100k mined rows in batches of 8,192 and of 64."""
+    """A complexity guard: 100k mined rows in batches of 8,192 and of 64."""
     import time
 
     n = 100_000
