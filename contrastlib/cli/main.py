@@ -22,17 +22,22 @@ EXIT_USAGE = 2
 EXIT_FAILURE = 1
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(argv: Sequence[str] | None = None) -> argparse.ArgumentParser:
+    """The parser of every verb. Given ``argv``, only the verb it names gets its options
+    (the others' may import a lot, e.g. every registered evaluation for ``eval``)."""
     from contrastlib import cli
     from contrastlib.cli.verbs import VERBS
 
     for info in pkgutil.iter_modules(cli.__path__, prefix=f"{cli.__name__}."):
         importlib.import_module(info.name)
+    named = next((a for a in argv if not a.startswith("-")), None) if argv is not None else None
     parser = argparse.ArgumentParser(prog="contrastlib", description="Contrastive representation learning on PyTorch Lightning.")
     parser.add_argument("--version", action="version", version=f"contrastlib {__version__}")
     sub = parser.add_subparsers(dest="verb", required=True, metavar="VERB")
     for v in sorted(VERBS.values(), key=lambda v: v.name):
         p = sub.add_parser(v.name, help=v.help, description=v.help)
+        if named is not None and v.name != named:
+            continue
         if not v.nested:
             p.add_argument("--json", action="store_true", help="print one JSON object as the last stdout line")
         v.arguments(p)
@@ -45,7 +50,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     from contrastlib.utils.quiet import quiet_third_party
 
     quiet_third_party()
-    args = build_parser().parse_args(argv)
+    args = build_parser(list(sys.argv[1:] if argv is None else argv)).parse_args(argv)
     try:
         return int(args.func(args))
     except ContrastlibError as exc:

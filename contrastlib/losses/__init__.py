@@ -24,6 +24,7 @@ from contrastlib.losses.decoupled import (
 )
 from contrastlib.losses.functional import cosine_scores, info_nce, soft_cross_entropy
 from contrastlib.losses.geometry import AlignUniformLoss, align_uniform, alignment, uniformity
+from contrastlib.losses.graded import CoSENTLoss, cosent
 from contrastlib.losses.info_nce_loss import InfoNCELoss
 from contrastlib.losses.margin import TripletLoss, triplet_margin
 from contrastlib.losses.multiview import MVDHELLoss, MVInfoNCELoss, mv_dhel, mv_info_nce
@@ -33,6 +34,7 @@ from contrastlib.losses.temperature import Temperature
 __all__ = [
     "ATILoss",
     "AlignUniformLoss",
+    "CoSENTLoss",
     "ContrastiveLoss",
     "DCLLoss",
     "DCLWLoss",
@@ -54,6 +56,7 @@ __all__ = [
     "ati_surrogate",
     "check_loss",
     "chunked_info_nce",
+    "cosent",
     "cosine_scores",
     "dcl",
     "debiased_info_nce",

@@ -53,6 +53,8 @@ class LossInputs:
     exclude_mask: Tensor | None = None
     #: ``[K, D]`` negatives shared by every anchor (MoCo's queue).
     extra_negatives: Tensor | None = None
+    #: ``[B]`` a graded score per (anchor ``i``, candidate ``i``) pair (CoSENT).
+    scores: Tensor | None = None
 
     def given(self) -> frozenset[str]:
         """The optional fields that are set."""
@@ -174,9 +176,9 @@ def check_loss(loss_cls: type[ContrastiveLoss], name: str, contract: LossContrac
     """Refuse, before any model loads, a loss that cannot take what the method gives."""
     if not contract.used:
         return
-    missing = loss_cls.requires - contract.provides
+    missing = loss_cls.requires - contract.provides - contract.passes
     if missing:
-        offered = ", ".join(sorted(contract.provides)) or "nothing beyond anchors and candidates"
+        offered = ", ".join(sorted(contract.provides | contract.passes)) or "nothing beyond anchors and candidates"
         raise ConfigError(f"loss.name: loss {name!r} needs {', '.join(sorted(missing))}, and {contract.who} gives {offered}")
     refused = contract.passes - loss_cls.accepts
     if refused:

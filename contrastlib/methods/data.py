@@ -46,6 +46,8 @@ class TrainData:
     epoch_indexed: bool = False
     #: What a batch sampler compares per row (its texts), when ``rows`` are not that.
     keys: Sequence[Any] | None = None
+    #: A graded score per row (scored pairs), which the loss receives as ``scores``.
+    scores: Sequence[float] | None = None
 
     def sampler_rows(self) -> Sequence[Any]:
         """Per row, what a batch sampler reads: ``keys``, else the rows themselves."""

@@ -5,8 +5,11 @@
 * supervised: (anchor, positive[, hard negative]) rows, e.g. NLI entailment and
   contradiction; every other row's positive and negative are negatives too (this is
   sentence-transformers' MultipleNegativesRankingLoss on the same data).
+* scored: ``sentence1 sentence2 score`` rows (STS-style graded pairs); the loss receives
+  each pair's ``scores`` and must take them (``cosent``: sentence-transformers'
+  CoSENTLoss).
 
-Config section ``method``: ``name: simcse``, ``mode: supervised | unsupervised``.
+Config section ``method``: ``name: simcse``, ``mode: supervised | unsupervised | scored``.
 Training file: ``.txt`` (one sentence per line; unsupervised) or ``.tsv``/``.csv``/
 ``.jsonl`` pairs or triplets (``anchor positive [negative]``, see
 :func:`contrastlib.data.read_tuples`). Any registered loss works (it receives
@@ -23,7 +26,7 @@ import torch
 from torch import Tensor
 
 from contrastlib.data.collate import HFTokenize, IndexedRows, TextBatch, TextTupleCollator
-from contrastlib.data.readers import BadRows, read_tuples
+from contrastlib.data.readers import BadRows, read_scored_pairs, read_tuples
 from contrastlib.errors import ConfigError
 from contrastlib.losses.base import LossContract
 from contrastlib.methods.base import ContrastiveModule
@@ -36,6 +39,7 @@ Features = dict[str, Tensor]
 class SimCSEMode(Enum):
     unsupervised = "unsupervised"
     supervised = "supervised"
+    scored = "scored"
 
 
 @dataclass
@@ -51,10 +55,16 @@ class SimCSE(ContrastiveModule):
     inputs = "strings"
 
     def __init__(self, encoder: Any, loss: Any, *, mode: str = "supervised", **kwargs: Any) -> None:
-        if mode not in ("supervised", "unsupervised"):
-            raise ValueError(f"mode must be 'supervised' or 'unsupervised', got {mode!r}")
+        if mode not in [m.value for m in SimCSEMode]:
+            raise ValueError(f"mode must be one of {', '.join(m.value for m in SimCSEMode)}, got {mode!r}")
+        data: TrainData | None = kwargs.get("data")
         super().__init__(encoder, loss, **kwargs)
         self.mode = mode
+        if mode == "scored":
+            if data is None or data.scores is None:
+                raise ValueError("scored SimCSE needs its data's pair scores (from_config(..., data=...))")
+            self.register_buffer("pair_scores", torch.tensor(list(data.scores), dtype=torch.float32), persistent=False)
+        self.pair_scores: Tensor
 
     # ------------------------------------------------------------------ protocol
     @classmethod
@@ -65,6 +75,8 @@ class SimCSE(ContrastiveModule):
         if max_rows is not None:
             rows = rows[:max_rows]
         mode = config.mode.value if isinstance(config.mode, Enum) else config.mode
+        if mode == "scored":
+            return cls._read_scored(path, bad, max_rows)
         if mode == "supervised" and len(roles) < 2:
             raise ConfigError(
                 f"method.mode: supervised SimCSE needs pairs or triplets, but {path} "
@@ -88,10 +100,20 @@ class SimCSE(ContrastiveModule):
         )
 
     @classmethod
+    def _read_scored(cls, path: str, bad: BadRows, max_rows: int | None) -> TrainData:
+        pairs = read_scored_pairs(path, bad_rows=bad)
+        rows = list(zip(pairs.sentences1, pairs.sentences2, strict=True))[:max_rows]
+        description = f"scored pairs (sentence1, sentence2, score){f'; {bad.summary()}' if bad.count else ''}"
+        return TrainData(source=path, rows=rows, dataset=IndexedRows(rows), description=description,
+                         anchors=[r[0] for r in rows], scores=pairs.scores[: len(rows)])
+
+    @classmethod
     def loss_contract(cls, config: Any, data: TrainData) -> LossContract:
+        who = f"{data.source} ({data.description})"
+        if data.scores is not None:  # graded pairs: the loss must rank by the scores
+            return LossContract(passes=frozenset({"scores"}), who=who)
         # dataset ids (per-example parameters) and, supervised, a key per candidate text
-        return LossContract(provides=frozenset({"ids", "candidate_keys"}), hard_negatives=data.hard_negatives,
-                            who=f"{data.source} ({data.description})")
+        return LossContract(provides=frozenset({"ids", "candidate_keys"}), hard_negatives=data.hard_negatives, who=who)
 
     def collator(self) -> TextTupleCollator:
         enc: Any = self.encoder
@@ -119,5 +141,7 @@ class SimCSE(ContrastiveModule):
         # a sampler that groups related rows (mined, cluster) can put a row's positive in
         # the batch again, as another row's negative: not a negative for this row
         candidate_keys = keys[1:].reshape(-1) if keys is not None and self.mode == "supervised" else None
-        loss: Tensor = self.loss_fn(self.loss_inputs(anchors, candidates, ids=batch.ids, candidate_keys=candidate_keys))
+        scores = self.pair_scores[batch.ids] if self.mode == "scored" else None
+        loss: Tensor = self.loss_fn(self.loss_inputs(anchors, candidates, ids=batch.ids, candidate_keys=candidate_keys,
+                                                     scores=scores))
         return loss

@@ -13,6 +13,7 @@ from torch import Tensor, nn
 
 from contrastlib.losses import (
     AlignUniformLoss,
+    CoSENTLoss,
     DCLWLoss,
     DebiasedInfoNCELoss,
     InfoNCELoss,
@@ -81,7 +82,14 @@ def _info_nce_duplicate_keys(enc: nn.Module, data: dict[str, Tensor], s: slice) 
     return InfoNCELoss(0.1)(a, torch.cat([p, enc(data["negatives"][s])]), candidate_keys=keys)
 
 
+def _cosent(enc: nn.Module, data: dict[str, Tensor], s: slice) -> Tensor:
+    """Graded pairs: every rank's pairs are ranked against every other rank's."""
+    scores = torch.tensor([0.1, 4.0, 2.5, 3.0, 0.5, 5.0, 1.0, 2.0], dtype=torch.float64)[s]
+    return CoSENTLoss(0.05)(enc(data["views"][0, s]), enc(data["views"][1, s]), scores=scores)
+
+
 CASES: dict[str, Case] = {
+    "cosent": _cosent,
     "info_nce_duplicate_keys": _info_nce_duplicate_keys,
     "info_nce_hard_negatives": _pair(InfoNCELoss(0.1), with_negatives=True),
     "info_nce_symmetric": _pair(InfoNCELoss(0.1, symmetric=True), with_negatives=True),
