@@ -145,7 +145,9 @@ def read_images(spec: str | Path, *, verify: Verify = "header") -> ImageSet:
     if not path.exists():
         raise DataError(path, "no such file or directory")
     name = path.name.lower()
-    if path.is_dir():
+    if path.is_dir() and _idx_files(path):
+        images = _read_idx_images(_pick_idx(path, sub))
+    elif path.is_dir():
         images = _read_folder(path, sub)
     elif name.endswith(".zip"):
         images = _read_zip(path, sub)
@@ -305,6 +307,28 @@ def _read_idx(path: Path) -> np.ndarray:
     if len(data) != size:
         raise DataError(path, f"IDX data holds {len(data)} bytes, its header says {size} ({'x'.join(map(str, shape))})")
     return np.frombuffer(data, dtype=np.uint8).reshape(shape)
+
+
+def _idx_files(folder: Path) -> list[Path]:
+    """The IDX image files of a folder that holds no image files (MNIST's layout, as the
+    original distribution and torchvision keep it)."""
+    if any(p.suffix.lower() in IMAGE_SUFFIXES for p in folder.iterdir()):
+        return []
+    return sorted(p for p in folder.iterdir() if p.is_file() and "idx3-ubyte" in p.name)
+
+
+def _pick_idx(folder: Path, sub: str) -> Path:
+    """The folder's one IDX image file, or the one whose name starts with ``sub``
+    (``DIR:train``, ``DIR:t10k``)."""
+    found = _idx_files(folder)
+    chosen = [p for p in found if p.name.startswith(sub)] if sub else found
+    if len(chosen) == 1:
+        return chosen[0]
+    names = ", ".join(p.name for p in found)
+    if not chosen:
+        raise DataError(folder, f"no IDX image file starts with {sub!r} (it holds {names})")
+    prefixes = ", ".join(sorted({p.name.split("-")[0] for p in chosen}))
+    raise DataError(folder, f"holds several IDX image files ({names}): pick one with {folder}:PREFIX, PREFIX one of {prefixes}")
 
 
 def _read_idx_images(path: Path) -> ImageSet:

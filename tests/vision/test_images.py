@@ -123,6 +123,25 @@ def test_idx_images_with_their_labels_gzipped_or_not(tmp_path):
         read_images(tmp_path / "magic-images-idx3-ubyte")
 
 
+def test_an_idx_folder_reads_like_its_files(tmp_path):
+    """MNIST's layout (the original distribution's and torchvision's raw/ folder): the
+    folder reads as its one IDX pair, or as the pair ``:PREFIX`` names."""
+    x, y = np.arange(2 * 4 * 4, dtype=np.uint8).reshape(2, 4, 4), np.array([3, 5])
+    one = tmp_path / "one"
+    one.mkdir()
+    _idx(one / "train-images-idx3-ubyte.gz", x, True)
+    _idx(one / "train-labels-idx1-ubyte.gz", y, True)
+    by_file = read_images(one / "train-images-idx3-ubyte.gz")
+    by_folder = read_images(one)
+    assert by_folder.labels == by_file.labels == [3, 5]
+    assert np.array_equal(np.asarray(by_folder.image(1)), np.asarray(by_file.image(1)))
+    _idx(one / "t10k-images-idx3-ubyte.gz", x[:1], True)
+    _idx(one / "t10k-labels-idx1-ubyte.gz", y[:1], True)
+    assert len(read_images(f"{one}:t10k")) == 1 and len(read_images(f"{one}:train")) == 2
+    with pytest.raises(DataError, match=r"several IDX image files .*PREFIX one of t10k, train"):
+        read_images(one)
+
+
 def test_bundled_digits():
     s = read_images(BUNDLED / "digits-train.npz")
     assert len(s) == 1442 and sorted(set(s.labels)) == list(range(10))
