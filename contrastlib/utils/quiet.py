@@ -1,6 +1,7 @@
-"""What reaches the user's terminal: contrastlib's own messages and warnings, not the
-frameworks' banners ("GPU available: False", "TPU available", tips for other products)
-nor deprecation notices that third-party libraries raise about each other's internals."""
+"""What reaches the user's terminal: contrastlib's own messages, warnings and progress
+bars, not the frameworks' banners ("GPU available: False", "TPU available", tips for other
+products, transformers' weight-loading bars) nor deprecation notices that third-party
+libraries raise about each other's internals."""
 
 from __future__ import annotations
 
@@ -24,3 +25,8 @@ def quiet_third_party() -> None:
     for category in (DeprecationWarning, PendingDeprecationWarning, FutureWarning):
         warnings.filterwarnings("ignore", category=category)
         warnings.filterwarnings("default", category=category, module=r"contrastlib(\.|$)")
+    try:  # transformers' own bars ("Loading weights", "Writing model shards"); ours stay
+        from transformers.utils import logging as hf_logging
+    except ImportError:
+        return
+    hf_logging.disable_progress_bar()
