@@ -13,23 +13,10 @@ REPO = Path(__file__).resolve().parents[1]
 
 # --------------------------------------------------------------------------- models
 # The real all-MiniLM-L6-v2 only where its weights matter: a published figure (STS-B,
-# SICK-R, SciFact) or a peer on the same weights (sentence-transformers). Everything else runs on ``tiny_model``: the same architecture type, layout
+# SICK-R, SciFact) or a peer on the same weights (sentence-transformers); those tests load
+# it themselves. Everything else runs on ``tiny_model``: the same architecture type, layout
 # and tokenizer, 32 wide, randomly initialised (seeded). Encoders are fresh per test, so
 # no test sees another's mode, gradients or padding side.
-
-
-@pytest.fixture(scope="session")
-def minilm():
-    from contrastlib.encoders import TextEncoder
-
-    return TextEncoder("all-MiniLM-L6-v2")
-
-
-@pytest.fixture(scope="session")
-def minilm_no_dropout():
-    from contrastlib.encoders import TextEncoder
-
-    return TextEncoder("all-MiniLM-L6-v2", max_seq_length=32, dropout=0.0)
 
 
 @pytest.fixture(scope="session")
