@@ -13,6 +13,9 @@ What must hold (issue: "DDP through the CLI"):
 * a dataset whose size is not a multiple of the global batch trains without error (the
   data here has 27 rows: 3 full global batches of 8, then 3 rows cut to 2, one per rank).
 
+The model is the tiny BERT (``tiny_model``, MiniLM's architecture type and tokenizer):
+the equivalence holds or fails whatever the weights.
+
 The optimizer is plain SGD (no momentum, no decay, constant lr), so a checkpoint after
 step 1 gives the first-step gradient exactly: ``g1 = (w0 - w1) / lr``.
 
@@ -46,9 +49,10 @@ def _data(tmp: Path) -> Path:
     return path
 
 
-def _fit(out: Path, name: str, train: Path, sampler: str, *, devices: int, batch: int) -> subprocess.CompletedProcess[str]:
+def _fit(out: Path, name: str, train: Path, sampler: str, model: str, *, devices: int,
+         batch: int) -> subprocess.CompletedProcess[str]:
     return run_cli([
-        "fit", "quickstart",
+        "fit", "quickstart", f"model.name={model}",
         f"output_dir={out}", f"name={name}", f"data.train={train}", f"data.sampler={sampler}",
         f"data.batch_size={batch}", "model.dropout=0.0", "model.max_seq_length=32",
         "optim.name=sgd", f"optim.lr={LR}", "optim.momentum=0.0", "optim.weight_decay=0.0",
@@ -56,7 +60,7 @@ def _fit(out: Path, name: str, train: Path, sampler: str, *, devices: int, batch
         "trainer.max_epochs=1", "trainer.log_every_n_steps=1", "trainer.checkpoint_every_n_steps=1",
         "trainer.keep_step_checkpoints=true", "trainer.enable_progress_bar=false", "eval.sts=[]",
         "trainer.accelerator=cpu",
-    ], out, devices=devices)
+    ], out, devices=devices, in_process=devices == 1)
 
 
 def _encoder_weights(ckpt: Path) -> dict[str, torch.Tensor]:
@@ -65,22 +69,22 @@ def _encoder_weights(ckpt: Path) -> dict[str, torch.Tensor]:
 
 
 @pytest.fixture(scope="module")
-def base_weights() -> dict[str, torch.Tensor]:
+def base_weights(tiny_model) -> dict[str, torch.Tensor]:
     from contrastlib.encoders import TextEncoder
 
-    enc = TextEncoder("all-MiniLM-L6-v2")
+    enc = TextEncoder(tiny_model)
     return {f"encoder.{k}": v.detach().clone() for k, v in enc.state_dict().items() if v.is_floating_point()}
 
 
 @pytest.mark.parametrize("sampler", ["no_duplicates", "random"])
-def test_ddp_cli_equals_one_process_at_twice_the_batch(tmp_path, sampler, base_weights):
+def test_ddp_cli_equals_one_process_at_twice_the_batch(tmp_path, sampler, base_weights, tiny_model):
     train = _data(tmp_path)
     ddp_out, one_out = tmp_path / "ddp", tmp_path / "one"
     ddp_out.mkdir()
     one_out.mkdir()
-    ddp = _fit(ddp_out, "x", train, sampler, devices=WORLD, batch=PER_DEVICE)
+    ddp = _fit(ddp_out, "x", train, sampler, tiny_model, devices=WORLD, batch=PER_DEVICE)
     assert ddp.returncode == 0, ddp.stderr[-3000:]
-    one = _fit(one_out, "x", train, sampler, devices=1, batch=WORLD * PER_DEVICE)
+    one = _fit(one_out, "x", train, sampler, tiny_model, devices=1, batch=WORLD * PER_DEVICE)
     assert one.returncode == 0, one.stderr[-3000:]
 
     # one run directory, finished, holding the result
@@ -109,7 +113,8 @@ def test_ddp_cli_equals_one_process_at_twice_the_batch(tmp_path, sampler, base_w
         g_ddp, g_one = (w0 - w1_ddp[k]) / LR, (w0 - w1_one[k]) / LR
         torch.testing.assert_close(g_ddp, g_one, atol=1e-5, rtol=0, msg=lambda m, k=k: f"{k}: {m}")
         moved += int(g_one.abs().max() > 1e-4)
-    assert moved > 50, "the first step changed almost nothing: the comparison would be empty"
+    trainable = [k for k in base_weights if k in w1_ddp and ".pooler." not in k]
+    assert moved > len(trainable) // 2, "the first step changed almost nothing: the comparison would be empty"
 
     # after 3 steps the weights agree (see the module docstring for the tolerance)
     w3_ddp, w3_one = (_encoder_weights(c / "step-3.ckpt") for c in ckpts)
@@ -117,7 +122,7 @@ def test_ddp_cli_equals_one_process_at_twice_the_batch(tmp_path, sampler, base_w
         torch.testing.assert_close(w3_ddp[k], w3_one[k], atol=1e-5, rtol=0, msg=lambda m, k=k: f"{k}: {m}")
 
 
-def test_ddp_run_cut_mid_epoch_and_resumed_equals_the_uninterrupted_one(tmp_path):
+def test_ddp_run_cut_mid_epoch_and_resumed_equals_the_uninterrupted_one(tmp_path, tiny_model):
     """Two gloo ranks through the CLI, dropout on: cut by max_steps in the middle of the
     first epoch, resumed with ``resume=true``, the run logs the same losses and ends at
     the same weights as an uninterrupted one: each rank restores the saved position in
@@ -126,7 +131,7 @@ def test_ddp_run_cut_mid_epoch_and_resumed_equals_the_uninterrupted_one(tmp_path
 
     def run(name: str, *extra: str) -> subprocess.CompletedProcess[str]:
         return run_cli([
-            "fit", "quickstart", f"output_dir={tmp_path}", f"name={name}",
+            "fit", "quickstart", f"output_dir={tmp_path}", f"name={name}", f"model.name={tiny_model}",
             f"data.train={train}", f"data.batch_size={PER_DEVICE}", "model.max_seq_length=32",
             "optim.scheduler=constant", "optim.warmup_ratio=0.0", "trainer.precision=32-true",
             "trainer.max_epochs=2", "trainer.log_every_n_steps=1", "trainer.enable_progress_bar=false",

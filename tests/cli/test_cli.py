@@ -1,7 +1,12 @@
-"""CLI: verbs, --json, one-line errors with exit code 2, fit -> reload -> export round trip."""
+"""CLI: verbs, --json, one-line errors with exit code 2, fit -> reload -> export round trip.
+
+Runs on the tiny BERT (``tiny_model``): what is checked is the CLI's plumbing and
+arithmetic, against references computed here; the published figures of the real
+all-MiniLM-L6-v2 are tests/evaluation/test_sts_reference.py's."""
 
 from __future__ import annotations
 
+import csv
 import json
 import subprocess
 import sys
@@ -9,10 +14,13 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
+from tests_helpers import QUICKSTART_RUN_STEPS, train_losses
 
 from contrastlib.cli.main import main
 
 REPO = Path(__file__).resolve().parents[2]
+SNLI = REPO / "datasets" / "nli" / "snli-dev.tsv"
 
 
 def run_cli(*args: str, cwd: Path = REPO) -> subprocess.CompletedProcess[str]:
@@ -49,36 +57,47 @@ def test_list_json(capsys):
     assert "no_duplicates" in {e["name"] for e in payload["samplers"]}
 
 
-def test_eval_sts_json_matches_python_api(capsys, small_sts, minilm):
-    from contrastlib.data import read_scored_pairs
-    from contrastlib.evaluation import evaluate_sts
+def _read_sts(path: Path) -> tuple[list[str], list[str], np.ndarray]:
+    with open(path, newline="") as fh:
+        rows = list(csv.reader(fh, delimiter="\t", quoting=csv.QUOTE_NONE))[1:]
+    return [r[0] for r in rows], [r[1] for r in rows], np.array([float(r[2]) for r in rows])
 
-    assert main(["eval", "sts", "--model", "all-MiniLM-L6-v2", "--data", str(small_sts), "--json", "--no-progress"]) == 0
+
+def test_eval_sts_json_matches_an_independent_reference(capsys, small_sts, tiny_model):
+    """``eval sts --json`` against another route to every figure: sentence-transformers'
+    encode of the same model, scipy's correlations, Wang and Isola's geometry in numpy."""
+    from scipy.stats import pearsonr, spearmanr
+    from sentence_transformers import SentenceTransformer
+
+    assert main(["eval", "sts", "--model", tiny_model, "--data", str(small_sts), "--json", "--no-progress"]) == 0
     out = last_json(capsys.readouterr().out)
-    ref = evaluate_sts(minilm, read_scored_pairs(small_sts))
-    assert out["n_pairs"] == 120
-    assert out["spearman"] == pytest.approx(ref.spearman, abs=1e-6)
-    # geometry metrics: the same pure functions the align_uniform loss uses
-    from contrastlib.losses import alignment, uniformity
+    s1, s2, gold = _read_sts(small_sts)
+    st = SentenceTransformer(tiny_model, device="cpu")
+    unit = lambda x: x / np.linalg.norm(x, axis=1, keepdims=True)  # noqa: E731
+    e1, e2 = (unit(st.encode(s, batch_size=16).astype(np.float64)) for s in (s1, s2))
+    cos = (e1 * e2).sum(1)
+    assert out["n_pairs"] == len(gold) == 120
+    assert out["spearman"] == pytest.approx(100 * spearmanr(cos, gold).statistic, abs=1e-3)
+    assert out["pearson"] == pytest.approx(100 * pearsonr(cos, gold).statistic, abs=1e-3)
+    # alignment: mean squared distance of the pairs scored >= 4; uniformity: log of the
+    # mean of exp(-2 squared distance) over every two distinct sentences
+    pos = gold >= 4.0
+    assert 5 < pos.sum() < len(gold)
+    assert out["alignment"] == pytest.approx(float(((e1[pos] - e2[pos]) ** 2).sum(1).mean()), rel=1e-4)
+    uniq = unit(st.encode(list(dict.fromkeys(s1 + s2)), batch_size=16).astype(np.float64))
+    sq = ((uniq[:, None, :] - uniq[None, :, :]) ** 2).sum(-1)[np.triu_indices(len(uniq), 1)]
+    assert out["uniformity"] == pytest.approx(float(np.log(np.mean(np.exp(-2 * sq)))), rel=1e-4)
 
-    d = read_scored_pairs(small_sts)
-    pos = [i for i, s in enumerate(d.scores) if s >= 4.0]
-    e1 = minilm.encode([d.sentences1[i] for i in pos], convert_to_numpy=False)
-    e2 = minilm.encode([d.sentences2[i] for i in pos], convert_to_numpy=False)
-    assert out["alignment"] == pytest.approx(float(alignment(e1, e2)), rel=1e-4)
-    uniq = list(dict.fromkeys(d.sentences1 + d.sentences2))
-    assert out["uniformity"] == pytest.approx(float(uniformity(minilm.encode(uniq, convert_to_numpy=False))), rel=1e-4)
 
-
-def test_spearman_matches_scipy(minilm, small_sts):
+def test_spearman_matches_scipy(tiny, small_sts):
     from scipy.stats import pearsonr, spearmanr
 
     from contrastlib.data import read_scored_pairs
     from contrastlib.evaluation import evaluate_sts
 
     d = read_scored_pairs(small_sts)
-    r = evaluate_sts(minilm, d)
-    e1, e2 = minilm.encode(d.sentences1), minilm.encode(d.sentences2)
+    r = evaluate_sts(tiny, d)
+    e1, e2 = tiny.encode(d.sentences1), tiny.encode(d.sentences2)
     cos = (e1 * e2).sum(1) / np.linalg.norm(e1, axis=1) / np.linalg.norm(e2, axis=1)
     assert r.spearman == pytest.approx(100 * spearmanr(cos, d.scores).statistic, abs=1e-4)
     assert r.pearson == pytest.approx(100 * pearsonr(cos, d.scores).statistic, abs=1e-4)
@@ -108,43 +127,36 @@ def test_bad_config_key_is_one_line_exit_2_in_a_real_process():
     assert "unknown key 'trainer.max_epoch'" in err and "did you mean 'max_epochs'" in err
 
 
-def test_bad_tsv_in_a_real_process_has_no_traceback(tmp_path):
+def test_bad_tsv_is_exactly_one_line(tmp_path, capsys):
+    """In-process: the real exit path (``python -m contrastlib``, no traceback on stderr)
+    is test_bad_config_key_is_one_line_exit_2_in_a_real_process's."""
     bad = tmp_path / "bad.tsv"
     bad.write_text("sentence1\tsentence2\na\tb\n")
-    proc = run_cli("eval", "sts", "--model", "all-MiniLM-L6-v2", "--data", str(bad))
-    assert proc.returncode == 2 and "Traceback" not in proc.stderr
-    assert proc.stderr.strip() == f"error: {bad}:1: missing column 'score' (accepted: score, label, similarity); found columns: sentence1, sentence2"
+    assert main(["eval", "sts", "--model", "all-MiniLM-L6-v2", "--data", str(bad)]) == 2
+    err = capsys.readouterr().err
+    assert "Traceback" not in err
+    assert err.strip() == f"error: {bad}:1: missing column 'score' (accepted: score, label, similarity); found columns: sentence1, sentence2"
 
 
-def test_embed_npy_and_safetensors(tmp_path, capsys, minilm):
+def test_embed_npy_and_safetensors(tmp_path, capsys, tiny, tiny_model, monkeypatch):
+    monkeypatch.setenv("CONTRASTLIB_CACHE", str(tmp_path / "cache"))
     texts = tmp_path / "t.txt"
     texts.write_text("first sentence\nsecond one\n\nthird\n")
-    assert main(["embed", "--model", "all-MiniLM-L6-v2", "--input", str(texts), "--out", str(tmp_path / "e.npy"), "--json"]) == 0
+    assert main(["embed", "--model", tiny_model, "--input", str(texts), "--out", str(tmp_path / "e.npy"), "--json"]) == 0
     assert last_json(capsys.readouterr().out)["n"] == 3
     emb = np.load(tmp_path / "e.npy")
-    np.testing.assert_allclose(emb, minilm.encode(["first sentence", "second one", "third"]), atol=1e-5)
-    assert main(["embed", "-m", "all-MiniLM-L6-v2", "-i", str(texts), "-o", str(tmp_path / "e.safetensors")]) == 0
+    np.testing.assert_allclose(emb, tiny.encode(["first sentence", "second one", "third"]), atol=1e-5)
+    assert main(["embed", "-m", tiny_model, "-i", str(texts), "-o", str(tmp_path / "e.safetensors")]) == 0
     from safetensors.numpy import load_file
 
     np.testing.assert_allclose(load_file(str(tmp_path / "e.safetensors"))["embeddings"], emb, atol=1e-6)
-    assert main(["embed", "-m", "all-MiniLM-L6-v2", "-i", str(texts), "-o", str(tmp_path / "e.txt")]) == 2
+    assert main(["embed", "-m", tiny_model, "-i", str(texts), "-o", str(tmp_path / "e.txt")]) == 2
 
 
-@pytest.fixture(scope="module")
-def trained_run(tmp_path_factory) -> Path:
-    """A real (short) supervised SimCSE fit through the CLI."""
-    out = tmp_path_factory.mktemp("runs")
-    code = main(
-        [
-            "fit", "quickstart",
-            f"output_dir={out}", "name=smoke", "data.max_rows=48", "data.batch_size=16",
-            "trainer.max_steps=3", "trainer.enable_progress_bar=false", "trainer.checkpoint_every_n_steps=2",
-            "trainer.log_every_n_steps=1", "trainer.max_epochs=5",
-            f"eval.sts=[{REPO / 'contrastlib' / 'datasets' / 'stsb' / 'dev.tsv'}]", "optim.lr=1e-4",
-        ]
-    )
-    assert code == 0
-    return out / "smoke"
+@pytest.fixture
+def trained_run(quickstart_run) -> Path:
+    """The session's short supervised SimCSE fit through the CLI (conftest.quickstart_run)."""
+    return quickstart_run
 
 
 def test_fit_writes_a_complete_run_dir(trained_run):
@@ -153,18 +165,18 @@ def test_fit_writes_a_complete_run_dir(trained_run):
         assert (run / rel).exists(), rel
     assert json.loads((run / "contrastlib_run.json").read_text())["status"] == "finished"
     metrics = json.loads((run / "metrics.json").read_text())
-    assert metrics["steps"] == 3
+    assert metrics["steps"] == QUICKSTART_RUN_STEPS
     assert set(metrics["before"]) == set(metrics["after"])
     assert list((run / "tensorboard").glob("events.*"))
 
 
-def test_trained_model_changed_and_reloads_from_run_dir_and_checkpoint(trained_run, minilm, stsb_sentences):
+def test_trained_model_changed_and_reloads_from_run_dir_and_checkpoint(trained_run, tiny, stsb_sentences):
     from contrastlib.loading import load_encoder
 
     texts = stsb_sentences[:50]
     from_run = load_encoder(trained_run).encode(texts)
     from_ckpt = load_encoder(trained_run / "checkpoints" / "last.ckpt").encode(texts)
-    base = minilm.encode(texts)
+    base = tiny.encode(texts)
     np.testing.assert_allclose(from_run, from_ckpt, atol=1e-5)
     assert np.abs(from_run - base).max() > 1e-4, "training changed nothing"
 
@@ -184,7 +196,7 @@ def test_export_loads_in_sentence_transformers(trained_run, tmp_path, stsb_sente
     assert cos.min() >= 0.9999
 
 
-def test_resume_continues_from_last_checkpoint(trained_run, tmp_path):
+def test_resume_continues_from_last_checkpoint(trained_run, tmp_path, tiny_model):
     import shutil
 
     run = tmp_path / "runs" / "smoke"
@@ -192,36 +204,39 @@ def test_resume_continues_from_last_checkpoint(trained_run, tmp_path):
     code = main(
         [
             "fit", "quickstart",
-            f"output_dir={tmp_path / 'runs'}", "name=smoke", "resume=true", "data.max_rows=48",
-            "data.batch_size=16", "trainer.max_steps=5", "trainer.max_epochs=5", "trainer.enable_progress_bar=false",
-            "trainer.log_every_n_steps=1",
-            "trainer.checkpoint_every_n_steps=2", "eval.sts=[]",
+            f"output_dir={tmp_path / 'runs'}", "name=smoke", "resume=true", f"model.name={tiny_model}",
+            "data.max_rows=48", "data.batch_size=8", "model.max_seq_length=24", f"trainer.max_steps={QUICKSTART_RUN_STEPS + 2}",
+            "trainer.max_epochs=5", "trainer.enable_progress_bar=false", "trainer.log_every_n_steps=1",
+            "trainer.checkpoint_every_n_steps=2", "eval.sts=[]", "optim.lr=1e-4",
         ]
     )
     assert code == 0
-    assert json.loads((run / "metrics.json").read_text())["steps"] == 5
+    assert json.loads((run / "metrics.json").read_text())["steps"] == QUICKSTART_RUN_STEPS + 2
     # the first run's log is still there; the resumed run logged beside it
     assert (run / "logs" / "metrics.csv").read_text() == (trained_run / "logs" / "metrics.csv").read_text()
     assert (run / "logs" / "resume-1" / "metrics.csv").is_file()
 
 
 def test_existing_run_dir_is_never_overwritten(trained_run, tmp_path):
+    import shutil
+
     from contrastlib.jobs import JOB_DIR_ENV, Job
 
-    job = Job.open(trained_run.parent, "smoke", kind="fit")
+    shutil.copytree(trained_run, tmp_path / "smoke")  # the shared run's directory stays as it is
+    job = Job.open(tmp_path, "smoke", kind="fit")
     with job.running():
-        assert job.dir == (trained_run.parent / "smoke-2").resolve()
+        assert job.dir == (tmp_path / "smoke-2").resolve()
     assert JOB_DIR_ENV not in __import__("os").environ  # the next job chooses afresh
 
 
-def test_unsupervised_fit_with_dataloader_workers(tmp_path):
+def test_unsupervised_fit_with_dataloader_workers(tmp_path, tiny_model):
     """Unsupervised SimCSE end to end, tokenising in a DataLoader worker process."""
     from contrastlib.loading import load_encoder
 
     code = main(
         [
             "fit", "simcse-unsup-wiki",
-            f"output_dir={tmp_path}", "name=unsup", "data.max_rows=64", "data.batch_size=16",
+            f"output_dir={tmp_path}", "name=unsup", f"model.name={tiny_model}", "data.max_rows=64", "data.batch_size=16",
             "data.num_workers=1", "trainer.max_steps=2", "trainer.precision=32-true",
             "trainer.enable_progress_bar=false", "eval.sts=[]",
         ]
@@ -244,22 +259,58 @@ def test_supervised_on_single_sentences_fails_before_work(tmp_path, capsys):
     assert not any(tmp_path.iterdir()), "nothing may be written before the inputs are valid"
 
 
+def _first_batch_reference(tiny_model: str, rows: int, loss: str) -> float:
+    """The named loss, by hand, on the first ``rows`` SNLI triplets through a fresh tiny
+    encoder (dropout off): what the run's first step must log. The batch is the whole of
+    those rows; each loss is a mean over its rows, so the sampler's order plays no part."""
+    from contrastlib.data.readers import read_tuples
+    from contrastlib.encoders import TextEncoder
+    from contrastlib.losses import ATILoss, dcl, info_nce, mv_dhel
+
+    triplets = read_tuples(SNLI)[0][:rows]
+    enc = TextEncoder(tiny_model, max_seq_length=64, dropout=0.0).eval()
+    with torch.no_grad():
+        a, p, n = (enc(enc.tokenize([r[i] for r in triplets])).float() for i in range(3))
+        if loss == "info_nce":  # the default
+            return float(info_nce(a, torch.cat([p, n]), temperature=0.05))
+        if loss == "info_nce_symmetric":  # anchors -> (positives, negatives), positives -> anchors
+            return float((info_nce(a, torch.cat([p, n]), temperature=0.05) + info_nce(p, a, temperature=0.05)) / 2)
+        if loss == "mv_dhel":  # unsupervised: two views of each anchor, identical without dropout
+            return float(mv_dhel(torch.stack([a, a]), temperature=0.2))
+        if loss == "dclw":
+            return float(dcl(a, p, temperature=0.2, sigma=0.5, extra_negatives=n))
+        if loss == "ati":  # its training value (the surrogate), every temperature at 0.2
+            ati = ATILoss(rows, temperature=0.2).train()
+            return float(ati(a, torch.cat([p, n]), ids=torch.arange(rows)))
+    raise AssertionError(loss)
+
+
 @pytest.mark.parametrize(
-    "overrides",
+    "overrides,reference",
     [
-        ["loss.name=ati", "loss.temperature=0.1"],
-        ["loss.name=info_nce", "loss.chunk_size=4", "loss.symmetric=true"],
-        ["method.mode=unsupervised", "loss.name=mv_dhel", "loss.temperature=0.1"],
-        ["loss.name=dclw", "loss.temperature=0.1"],
+        # temperatures other than the losses' defaults (0.1): a setting that did not reach the
+        # loss shows in the value
+        (["loss.name=ati", "loss.temperature=0.2"], "ati"),
+        (["loss.name=info_nce", "loss.chunk_size=4", "loss.symmetric=true"], "info_nce_symmetric"),
+        (["method.mode=unsupervised", "loss.name=mv_dhel", "loss.temperature=0.2"], "mv_dhel"),
+        (["loss.name=dclw", "loss.temperature=0.2"], "dclw"),
     ],
 )
-def test_fit_with_other_losses(tmp_path, overrides):
+def test_fit_with_other_losses(tmp_path, tiny_model, overrides, reference):
+    """The named loss, with its parameters, is the one trained: the first step's logged
+    loss equals it computed by hand on the same rows, and not the default loss."""
     code = main(
         [
-            "fit", "quickstart", f"output_dir={tmp_path}", "name=x",
-            "data.max_rows=16", "data.batch_size=8", "trainer.max_steps=1", "trainer.enable_progress_bar=false",
-            "eval.sts=[]", "loss.temperature=null", *overrides,
+            "fit", "quickstart", f"output_dir={tmp_path}", "name=x", f"model.name={tiny_model}", "model.dropout=0.0",
+            "data.max_rows=8", "data.batch_size=8", "trainer.max_steps=1", "trainer.enable_progress_bar=false",
+            "trainer.log_every_n_steps=1", "trainer.precision=32-true", "eval.sts=[]", "loss.temperature=null",
+            *overrides,
         ]
     )
     assert code == 0
     assert json.loads((tmp_path / "x" / "metrics.json").read_text())["steps"] == 1
+    logged = train_losses(tmp_path / "x")
+    expected = _first_batch_reference(tiny_model, 8, reference)
+    assert logged[0] == pytest.approx(expected, rel=1e-4, abs=1e-5)
+    default = _first_batch_reference(tiny_model, 8, "info_nce")
+    assert abs(expected - default) > 1e-3, "the check would not tell this loss from the default one"

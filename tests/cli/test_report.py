@@ -7,35 +7,17 @@ import re
 import struct
 
 import pytest
+from tests_helpers import QUICKSTART_RUN_STEPS
 
 from contrastlib.cli.main import main
 from contrastlib.report import chromium, read_logs, rendered_dom
 
-STS = "sentence1\tsentence2\tscore\n" + "".join(
-    f"{a}\t{b}\t{s}\n"
-    for a, b, s in [
-        ("A man is playing a guitar.", "A man plays the guitar.", 4.8),
-        ("A woman is slicing an onion.", "A woman is cutting an onion.", 4.6),
-        ("A dog runs in the park.", "A cat sleeps on the sofa.", 0.4),
-        ("Two boys are swimming.", "Children swim in a pool.", 3.2),
-        ("The stock market fell today.", "A chef is cooking pasta.", 0.0),
-        ("A plane is taking off.", "An airplane is departing.", 4.9),
-        ("A girl rides a horse.", "A person is on a horse.", 3.5),
-        ("Someone is typing on a laptop.", "A man plays the piano.", 0.8),
-    ]
-)
 
-
-@pytest.fixture(scope="module")
-def run(tmp_path_factory):
-    out = tmp_path_factory.mktemp("report")
-    sts = out / "sts.tsv"
-    sts.write_text(STS)
-    code = main(["fit", "quickstart", f"output_dir={out}", "name=r", "data.max_rows=48", "data.batch_size=8",
-                 "model.max_seq_length=24", "trainer.max_epochs=2", "trainer.log_every_n_steps=1",
-                 "trainer.enable_progress_bar=false", f"eval.sts=[{sts}]", "eval.every_n_epochs=1"])
-    assert code == 0
-    return out / "r"
+@pytest.fixture
+def run(quickstart_run):
+    """The session's short fit (conftest.quickstart_run): 2 epochs on the tiny BERT, STS
+    on 8 pairs in sts.tsv after every epoch; fit wrote its report.html at the end."""
+    return quickstart_run
 
 
 def test_fit_writes_a_self_contained_report(run):
@@ -44,15 +26,15 @@ def test_fit_writes_a_self_contained_report(run):
     assert "sts.tsv" in page and "spearman" in page.lower()  # the evaluation table, before and after
     assert page.count("data:image/png;base64,") >= 2  # the curves and the run's eval_curve.png
     assert "plots/eval_curve.png" in page
-    assert "name: r" in page  # the resolved config
+    assert "name: smoke" in page  # the resolved config
     assert "AVX" in page or "cpu" in page  # the hardware section
     # nothing is fetched from elsewhere
     assert not re.search(r"""(src|href)=['"](https?:|//)""", page)
     logs = read_logs(run)
-    assert [s for s, _ in logs["train/loss"]] == list(range(12))
+    assert [s for s, _ in logs["train/loss"]] == list(range(QUICKSTART_RUN_STEPS))
 
 
-def test_a_failed_run_still_gets_a_report(tmp_path, monkeypatch):
+def test_a_failed_run_still_gets_a_report(tmp_path, monkeypatch, tiny_model):
     import contrastlib.pipeline
 
     def boom(*_a, **_k):
@@ -60,7 +42,8 @@ def test_a_failed_run_still_gets_a_report(tmp_path, monkeypatch):
 
     monkeypatch.setattr(contrastlib.pipeline, "build_loader", boom)  # after the model loads
     with pytest.raises(RuntimeError, match="the loader broke"):
-        main(["fit", "quickstart", f"output_dir={tmp_path}", "name=f", "data.max_rows=16", "eval.sts=[]"])
+        main(["fit", "quickstart", f"output_dir={tmp_path}", "name=f", "data.max_rows=16", "eval.sts=[]",
+              f"model.name={tiny_model}"])
     page = (tmp_path / "f" / "report.html").read_text()
     assert "status failed" in page and "the loader broke" in page
 
@@ -73,6 +56,9 @@ def test_report_of_a_directory_that_is_not_a_run_is_a_one_line_error(tmp_path, c
 
 @pytest.mark.skipif(chromium() is None, reason="no Chromium on this machine (apt-get install chromium)")
 def test_report_renders_in_headless_chromium(run, tmp_path):
+    import shutil
+
+    run = shutil.copytree(run, tmp_path / "run")  # `report` rewrites report.html: not the shared run's
     shot = tmp_path / "report.png"
     assert main(["report", str(run), "--screenshot", str(shot)]) == 0
     dom = rendered_dom(run / "report.html")

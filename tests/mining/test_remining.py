@@ -1,5 +1,6 @@
 """Re-mining during training: consistent with ``contrastlib mine``, drift logged through a
-real ``fit``, bad configs refused before work."""
+real ``fit``, bad configs refused before work. On the tiny BERT (``tiny_model``): the
+mining model and the trained one are the same weights either way."""
 
 from __future__ import annotations
 
@@ -20,33 +21,34 @@ SNLI = REPO / "datasets" / "nli" / "snli-dev.tsv"
 
 
 @pytest.fixture(scope="module")
-def ntuples(tmp_path_factory) -> Path:
+def ntuples(tmp_path_factory, tiny_model) -> Path:
     rows, _ = read_tuples(SNLI)
     folder = tmp_path_factory.mktemp("remine")
     pairs = folder / "pairs.tsv"
     pairs.write_text("anchor\tpositive\n" + "".join(f"{a}\t{p}\n" for a, p, _ in rows[:64]))
     out = folder / "mined.jsonl"
-    code = main(["mine", "-m", "all-MiniLM-L6-v2", "-d", str(pairs), "-o", str(out), "--output-format", "n-tuple",
+    code = main(["mine", "-m", tiny_model, "-d", str(pairs), "-o", str(out), "--output-format", "n-tuple",
                  "--num-negatives", "2", "--precision", "fp32", "--cache-dir", str(folder / "cache"), "--no-progress"])
     assert code == 0
     return out
 
 
-def test_a_round_with_the_mining_model_reproduces_the_mined_file(ntuples, minilm):
+def test_a_round_with_the_mining_model_reproduces_the_mined_file(ntuples, tiny):
     rows, _ = read_tuples(ntuples)
     rows = list(rows)
     before = list(rows)
     cb = ReMiningCallback(rows, every_n_steps=1, options=MineOptions(), batch_size=64)
-    negatives, drift = cb.mine(minilm)
+    negatives, drift = cb.mine(tiny)
     cb.apply(negatives)
     assert rows == before  # same model, same rules, same corpus: the same negatives
     assert drift["remine/changed"] == 0.0 and drift["remine/short_rows"] == 0
-    _, drift2 = cb.mine(minilm)
+    _, drift2 = cb.mine(tiny)
     assert drift2["remine/overlap@10"] == 1.0
 
 
-def test_fit_remines_and_logs_drift(ntuples, tmp_path, capsys):
+def test_fit_remines_and_logs_drift(ntuples, tmp_path, capsys, tiny_model):
     code = main(["fit", "quickstart", f"output_dir={tmp_path}", f"data.train={ntuples}", "data.batch_size=8",
+                 f"model.name={tiny_model}",
                  "trainer.max_steps=4", "eval.sts=[]", "remine.every_n_steps=2", "optim.lr=1e-4", "--json"])
     assert code == 0, capsys.readouterr().err
     run = Path(json.loads(capsys.readouterr().out.strip().splitlines()[-1])["run_dir"])
@@ -58,34 +60,64 @@ def test_fit_remines_and_logs_drift(ntuples, tmp_path, capsys):
     assert json.loads((run / "contrastlib_run.json").read_text())["status"] == "finished"
 
 
-def test_remining_refuses_pairs_and_workers_before_work(tmp_path, capsys):
-    assert main(["fit", "quickstart", f"output_dir={tmp_path}", "remine.every_n_steps=2",
+def test_remining_refuses_pairs_and_workers_before_work(ntuples, tmp_path, capsys, monkeypatch):
+    """Refused before any model loads (a load here fails the test) and before anything is
+    written: a scored-pair file, plain pairs (no negatives to re-mine), and DataLoader
+    workers (they hold copies of the rows that re-mining changes in place)."""
+    from contrastlib.encoders.text import TextEncoder
+
+    def no_load(*_a, **_k):
+        raise AssertionError("a model was loaded before the config was refused")
+
+    monkeypatch.setattr(TextEncoder, "__init__", no_load)
+    out = tmp_path / "runs"
+    assert main(["fit", "quickstart", f"output_dir={out}", "remine.every_n_steps=2",
                  f"data.train={REPO / 'contrastlib' / 'datasets' / 'stsb' / 'test.tsv'}"]) == 2
     err = capsys.readouterr().err
     assert "remine" in err or "column" in err
-    assert not any(tmp_path.iterdir())
+    pairs = tmp_path / "pairs.tsv"
+    pairs.write_text("anchor\tpositive\n" + "".join(f"a{i}\tp{i}\n" for i in range(8)))
+    assert main(["fit", "quickstart", f"output_dir={out}", "remine.every_n_steps=2", f"data.train={pairs}"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.count("\n") == 0 and "re-mining needs training rows (anchor, positive, negative_1..k)" in err, err
+    # rows that re-mining takes (the n-tuples mined above), but with workers: refused too
+    assert main(["fit", "quickstart", f"output_dir={out}", "remine.every_n_steps=2", f"data.train={ntuples}",
+                 "data.num_workers=2"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.count("\n") == 0 and "set data.num_workers: 0" in err, err
+    assert main(["fit", "quickstart", f"output_dir={out}", "remine.every_n_steps=2", f"data.train={ntuples}",
+                 "--dry-run"]) == 0  # the same rows without workers are accepted
+    assert not out.exists()
 
 
-def _fit_remine(out: Path, train: Path, *, devices: int, batch: int):
+def _fit_remine(out: Path, train: Path, model: str, *, devices: int, batch: int):
     return run_cli([
-        "fit", "quickstart", f"output_dir={out}", "name=x",
+        "fit", "quickstart", f"output_dir={out}", "name=x", f"model.name={model}",
         f"data.train={train}", f"data.batch_size={batch}", "model.dropout=0.0", "model.max_seq_length=32",
-        "optim.name=sgd", "optim.lr=0.05", "optim.momentum=0.0", "optim.weight_decay=0.0",
+        # a small step: at 0.05 the tiny BERT's embeddings collapse within two steps, and
+        # rows re-mined from collapsed embeddings hardly change (the check below)
+        "optim.name=sgd", "optim.lr=0.001", "optim.momentum=0.0", "optim.weight_decay=0.0",
         "optim.warmup_ratio=0.0", "optim.scheduler=constant", "trainer.precision=32-true",
         "trainer.max_steps=4", "trainer.log_every_n_steps=1", "trainer.enable_progress_bar=false",
         "trainer.accelerator=cpu", "eval.sts=[]", "eval.precision=fp32", "remine.every_n_steps=2",
         "remine.range_min=3",  # not the file's rule: the first round changes the rows whatever training did
-    ], out, devices=devices)
+        # random batches: 64 rows are always 8 full global batches. The no-duplicates
+        # sampler leaves a batch partial where texts collide (as the tiny BERT's mined
+        # negatives do), and a partial batch of odd size is cut to a multiple of the world
+        # size under DDP only (contrastlib/samplers/base.py), after which the two runs no
+        # longer train on the same rows; that is tests/test_ddp_cli.py's no_duplicates case
+        "data.sampler=random",
+    ], out, devices=devices, in_process=devices == 1)
 
 
-def test_ddp_ranks_train_on_the_rows_rank_0_remined(ntuples, tmp_path):
+def test_ddp_ranks_train_on_the_rows_rank_0_remined(ntuples, tmp_path, tiny_model):
     """2 gloo ranks through the CLI against one process at twice the batch: the losses
     after each re-mining round agree only if every rank received rank 0's new rows."""
     runs = {}
     for name, devices, batch in (("ddp", 2, 4), ("one", 1, 8)):
         out = tmp_path / name
         out.mkdir()
-        done = _fit_remine(out, ntuples, devices=devices, batch=batch)
+        done = _fit_remine(out, ntuples, tiny_model, devices=devices, batch=batch)
         assert done.returncode == 0, done.stderr[-3000:]
         with open(out / "x" / "logs" / "metrics.csv") as fh:
             runs[name] = list(csv.DictReader(fh))

@@ -225,11 +225,12 @@ def test_lists_scored_per_objective_read_and_expand_to_tagged_pairs(tmp_path: Pa
         assert "bad.jsonl" in str(info.value) and ":1" in str(info.value)
 
 
-def test_multi_objective_fit_on_rated_lists_through_the_cli(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_multi_objective_fit_on_rated_lists_through_the_cli(tmp_path: Path, capsys: pytest.CaptureFixture[str],
+                                                            tiny_model: str) -> None:
     """The objectives come from the data; each is judged by its own component on the
     held-out pairs; a scalar head, or objectives that miss one, is a one-line error."""
     data = _rated(tmp_path)
-    common = [f"data.train={data}", "method.head.name=multi_objective", "model.max_seq_length=48",
+    common = [f"data.train={data}", "method.head.name=multi_objective", "model.max_seq_length=48", f"model.name={tiny_model}",
               "trainer.enable_progress_bar=false", "eval.batch_size=64", "method.heldout_fraction=0.3"]
     out = tmp_path / "runs"
     assert main(["fit", "reward-hh", f"output_dir={out}", "trainer.max_epochs=20", "optim.lr=0.01", *common]) == 0

@@ -1,5 +1,9 @@
 """The reward method through the CLI: frozen and fine-tuned, export and reload, padding,
-the gradient cache, `eval reward` and `score` (killed and resumed)."""
+the gradient cache, `eval reward` and `score` (killed and resumed).
+
+On the tiny BERT (``tiny_model``): the plumbing is checked against references computed
+here, and what a frozen fit learns on preferences its embeddings do show (chosen and
+rejected replies in two different styles) is checked against a threshold it must meet."""
 
 from __future__ import annotations
 
@@ -15,6 +19,8 @@ from typing import Any
 import pytest
 import torch
 
+from tests_helpers import TINY_DIM
+
 from contrastlib.cli.main import main
 from contrastlib.config.load import BUNDLED_DATA_DIR
 from contrastlib.heads import BradleyTerryHead
@@ -25,12 +31,47 @@ COMMON = ["model.max_seq_length=64", "data.max_rows=120", "data.batch_size=16", 
           "data.on_bad_row=skip", "eval.batch_size=64"]
 
 
+@pytest.fixture
+def common(tiny_model: str) -> list[str]:
+    """COMMON on the tiny BERT (the bundled HH-RLHF sample, as the recipe)."""
+    return [f"model.name={tiny_model}", *COMMON]
+
+
+_TOPICS = ["the weather", "cooking rice", "a flat tyre", "tax forms", "a sore throat", "learning French",
+           "planting tomatoes", "a slow laptop", "saving money", "training a puppy"]
+
+
+def _styled_preferences(path: Path, n: int = 160) -> Path:
+    """``n`` preference pairs whose chosen reply is always a friendly, substantive answer
+    and whose rejected reply is always a curt refusal: a difference every encoder's
+    embeddings show, so a head trained on them must rank held-out pairs (new prompts)
+    nearly perfectly."""
+    rows = []
+    for i in range(n):
+        topic = _TOPICS[i % len(_TOPICS)]
+        rows.append({
+            "prompt": f"Human: can you help me with {topic}? (question {i})\n\nAssistant:",
+            "chosen": f"Of course, happy to help with {topic}! Here are a few clear steps you can follow.",
+            "rejected": ["No.", "I won't.", "Figure it out yourself.", "Not my problem."][i % 4],
+        })
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    return path
+
+
 @pytest.fixture(scope="module")
-def frozen_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
+def frozen_run(tmp_path_factory: pytest.TempPathFactory, tiny_model: str) -> Path:
     out = tmp_path_factory.mktemp("reward")
-    code = main(["fit", "reward-hh", f"output_dir={out}", "trainer.max_epochs=3", *COMMON])
+    data = _styled_preferences(out / "styled.jsonl")
+    code = main(["fit", "reward-hh", f"output_dir={out}", "trainer.max_epochs=3", f"model.name={tiny_model}",
+                 f"data.train={data}", "method.heldout_fraction=0.2", *COMMON])
     assert code == 0
     return out / "reward-hh"
+
+
+def _frozen_args(frozen_run: Path, tiny_model: str) -> list[str]:
+    """The arguments frozen_run was fitted with (but the epochs)."""
+    return [f"model.name={tiny_model}", f"data.train={frozen_run.parent / 'styled.jsonl'}",
+            "method.heldout_fraction=0.2", *COMMON]
 
 
 def test_frozen_fit_writes_a_reward_model_and_held_out_metrics(frozen_run: Path) -> None:
@@ -38,18 +79,33 @@ def test_frozen_fit_writes_a_reward_model_and_held_out_metrics(frozen_run: Path)
     for stage in ("before", "after"):
         held = metrics[stage]["heldout"]
         assert 0 <= held["accuracy"] <= 1 and 0 <= held["ece"] <= 1 and held["pairs"] > 5
+    # the preference is plain in the embeddings: the trained head ranks the held-out pairs
+    assert metrics["after"]["heldout"]["accuracy"] >= 0.9, metrics["after"]["heldout"]
+    # and the figure is the held-out pairs' own: recomputed from the saved model
+    from contrastlib.data.preference import read_preferences, split_by_prompt
+
+    model = RewardModel.load(frozen_run)
+    rows = read_preferences(frozen_run.parent / "styled.jsonl").rows[:120]  # data.max_rows
+    _, held_rows = split_by_prompt(rows, 0.2)
+    assert len(held_rows) == metrics["after"]["heldout"]["pairs"]
+    chosen = model.fit_texts([r.prompt for r in held_rows], [r.responses[0] for r in held_rows])
+    rejected = model.fit_texts([r.prompt for r in held_rows], [r.responses[1] for r in held_rows])
+    wins = (model.rewards(chosen) > model.rewards(rejected)).float().mean().item()  # type: ignore[arg-type]
+    assert metrics["after"]["heldout"]["accuracy"] == pytest.approx(wins, abs=1e-6)
     spec = json.loads((frozen_run / "model" / "reward_head.json").read_text())
     assert spec["head"] == "bradley_terry" and spec["window_policy"] == "keep_final" and spec["std"] > 0
     # the encoder part loads in sentence-transformers
     from sentence_transformers import SentenceTransformer
 
     st = SentenceTransformer(str(frozen_run / "model"), device="cpu")
-    assert st.encode(["hello"]).shape == (1, 384)
+    assert st.encode(["hello"]).shape == (1, TINY_DIM)
 
 
-def test_a_frozen_run_checkpoints_the_head_not_the_encoder_and_resumes(frozen_run: Path, tmp_path: Path) -> None:
+def test_a_frozen_run_checkpoints_the_head_not_the_encoder_and_resumes(frozen_run: Path, tmp_path: Path,
+                                                                      tiny_model: str) -> None:
     """The frozen encoder is the base model: checkpoints hold its fingerprint instead of
-    its 90 MB, a resume puts the weights back and continues, and another encoder is refused."""
+    its weights (MiniLM's 90 MB), a resume puts the weights back and continues, and another
+    encoder is refused."""
     import shutil
 
     from contrastlib.errors import ModelLoadError
@@ -59,23 +115,27 @@ def test_a_frozen_run_checkpoints_the_head_not_the_encoder_and_resumes(frozen_ru
     ckpt = torch.load(ckpt_path, map_location="cpu", weights_only=True)
     assert not [k for k in ckpt["state_dict"] if k.startswith("encoder.")]
     assert any(k.startswith("head.") for k in ckpt["state_dict"]) and ckpt["contrastlib_frozen_encoder"]
-    assert ckpt_path.stat().st_size < 5_000_000
+    encoder_bytes = sum(p.stat().st_size for p in Path(tiny_model).glob("*.safetensors"))
+    assert ckpt_path.stat().st_size < min(5_000_000, encoder_bytes // 2)
     with pytest.raises(ModelLoadError, match="frozen"):
         load_encoder_from_checkpoint(ckpt_path)
 
     out = tmp_path / "out"
     shutil.copytree(frozen_run.parent, out, ignore=shutil.ignore_patterns("again"))
-    assert main(["fit", "reward-hh", f"output_dir={out}", "resume=true", "trainer.max_epochs=4", *COMMON]) == 0
+    args = _frozen_args(frozen_run, tiny_model)
+    assert main(["fit", "reward-hh", f"output_dir={out}", "resume=true", "trainer.max_epochs=4", *args]) == 0
     steps = json.loads((out / "reward-hh" / "metrics.json").read_text())["steps"]
     assert steps == json.loads((frozen_run / "metrics.json").read_text())["steps"] * 4 // 3
     # another encoder under the same run: refused, not silently trained on
-    assert main(["fit", "reward-hh", f"output_dir={out}", "resume=true", "trainer.max_epochs=5", *COMMON,
+    assert main(["fit", "reward-hh", f"output_dir={out}", "resume=true", "trainer.max_epochs=5", *args,
                  "model.max_seq_length=65"]) != 0
 
 
-def test_a_second_frozen_run_reads_every_embedding_from_the_cache(frozen_run: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_a_second_frozen_run_reads_every_embedding_from_the_cache(frozen_run: Path, tiny_model: str,
+                                                                  capsys: pytest.CaptureFixture[str]) -> None:
     out = frozen_run.parent
-    assert main(["fit", "reward-hh", f"output_dir={out}", "name=again", "trainer.max_epochs=1", *COMMON]) == 0
+    assert main(["fit", "reward-hh", f"output_dir={out}", "name=again", "trainer.max_epochs=1",
+                 *_frozen_args(frozen_run, tiny_model)]) == 0
     line = next(x for x in capsys.readouterr().err.splitlines() if x.startswith("embeddings:"))
     reused, total = line.split(", ")[1].split()[0].split("/")
     assert reused == total
@@ -93,7 +153,7 @@ def test_reloaded_model_scores_like_the_trained_one_and_padding_never_changes_a_
     # the head's weights reloaded exactly: the same reward from the raw parts
     from safetensors.torch import load_file
 
-    head = BradleyTerryHead(384, hidden=256)
+    head = BradleyTerryHead(TINY_DIM, hidden=256)
     head.load_state_dict(load_file(str(frozen_run / "model" / "reward_head.safetensors")))
     emb = model.encoder.encode(texts[:1], convert_to_numpy=False).clone()
     with torch.no_grad():
@@ -102,16 +162,16 @@ def test_reloaded_model_scores_like_the_trained_one_and_padding_never_changes_a_
 
 @pytest.mark.parametrize("pool", ["reply", "reply_context"])
 def test_a_reply_pooled_model_pools_the_reply_after_reload_and_padding_never_changes_a_reward(
-    tmp_path: Path, pool: str
+    tmp_path: Path, pool: str, common: list[str]
 ) -> None:
     """``method.pool=reply`` (or ``reply_context``): saved with the model, so a reload
     pools the final reply's tokens (and the context's) as training did, not the whole
     text, alone or in a padded batch."""
     assert main(["fit", "reward-hh", f"output_dir={tmp_path}", f"method.pool={pool}", "trainer.max_epochs=1",
-                 *COMMON]) == 0
+                 *common]) == 0
     run = tmp_path / "reward-hh"
     spec = json.loads((run / "model" / "reward_head.json").read_text())
-    assert spec["pool"] == pool and spec["dim"] == (768 if pool == "reply_context" else 384)
+    assert spec["pool"] == pool and spec["dim"] == (2 * TINY_DIM if pool == "reply_context" else TINY_DIM)
     assert json.loads((run / "metrics.json").read_text())["after"]["heldout"]["pairs"] > 5
     model = RewardModel.load(run)
     prompts = ["Human: hi\n\nAssistant:", "Human: hi\n\nAssistant:", "Human: what is the capital of France?\n\nAssistant:"]
@@ -132,12 +192,12 @@ def test_a_reply_pooled_model_pools_the_reply_after_reload_and_padding_never_cha
                                   pool_context=pool == "reply_context")
     with torch.no_grad():
         assert torch.allclose(model.head.eval().reward(marked), alone, atol=1e-6)
-    reply_part = marked[:, :384]
+    reply_part = marked[:, :TINY_DIM]
     assert (reply_part - whole).abs().max() > 0.05 and (reply_part - replies_alone).abs().max() > 0.01  # reads the context
 
 
 @pytest.mark.parametrize("pool_context", [False, True])
-def test_training_batches_pool_the_reply_as_inference_does(minilm_no_dropout: object, pool_context: bool) -> None:
+def test_training_batches_pool_the_reply_as_inference_does(tiny_no_dropout: object, pool_context: bool) -> None:
     """The fine-tuning path (collator -> length-sorted chunks padded to multiples of 8 ->
     encoder) pools the marked reply (and the context) exactly as ``encode`` does at
     scoring time."""
@@ -146,7 +206,7 @@ def test_training_batches_pool_the_reply_as_inference_does(minilm_no_dropout: ob
     from contrastlib.training.gradcache import embed_in_chunks, split_rows
     from contrastlib.utils.marks import strip_pool_mark
 
-    enc: Any = minilm_no_dropout
+    enc: Any = tiny_no_dropout
     policy = WindowPolicy(enc.tokenizer, enc.max_seq_length, mark_reply=True)
     rows = [("Human: hi\n\nAssistant:", "Hello! How can I help?"), ("Human: hi\n\nAssistant:", "no."),
             ("Human: " + "tell me more " * 30 + "\n\nAssistant:", "Sure, here is more."),
@@ -159,11 +219,11 @@ def test_training_batches_pool_the_reply_as_inference_does(minilm_no_dropout: ob
     enc.eval()
     with torch.no_grad():
         trained = embed_in_chunks(enc, chunks)
-    assert trained.shape == (5, 384 * (2 if pool_context else 1))
+    assert trained.shape == (5, TINY_DIM * (2 if pool_context else 1))
     assert torch.allclose(trained, enc.encode(texts, convert_to_numpy=False, pool_marks=True, pool_context=pool_context),
                           atol=1e-5)
     whole = enc.encode([strip_pool_mark(t) for t in texts], convert_to_numpy=False)  # type: ignore[arg-type]
-    assert (trained[:, :384] - whole)[:4].abs().amax(dim=1).min() > 0.01
+    assert (trained[:, :TINY_DIM] - whole)[:4].abs().amax(dim=1).min() > 0.01
 
 
 def test_eval_reward_cli_prints_accuracy_ece_and_the_subset_table(frozen_run: Path, tmp_path: Path,
@@ -181,31 +241,38 @@ def test_eval_reward_cli_prints_accuracy_ece_and_the_subset_table(frozen_run: Pa
     assert plot.stat().st_size > 1000
 
 
-def test_fine_tuned_reward_model_under_the_gradient_cache_equals_one_graph(tmp_path: Path) -> None:
+def test_fine_tuned_reward_model_under_the_gradient_cache_equals_one_graph(tmp_path: Path, tiny_model: str) -> None:
     """Fine-tuning with gradcache (chunks of 4) and the auxiliary contrastive loss ends at
     the same encoder and head weights as one graph over the batch of 8, with the reply
     pooled alone (``method.pool=reply``: a pool mask in every chunk; that the chunks
     pool the reply as ``encode`` does is
-    ``test_training_batches_pool_the_reply_as_inference_does``)."""
+    ``test_training_batches_pool_the_reply_as_inference_does``). A third run, whose steps
+    (learning rate 1e-30) are too small to move a weight, holds the weights both started
+    from."""
     runs = {}
-    for name, extra in (("plain", ["method.pool=reply"]), ("cached", ["method.pool=reply", "gradcache.chunk_size=4"])):
-        args = ["fit", "reward-hh", f"output_dir={tmp_path}", f"name={name}", "method.frozen=false",
+    for name, extra in (("plain", ["method.pool=reply"]), ("cached", ["method.pool=reply", "gradcache.chunk_size=4"]),
+                        ("start", ["method.pool=reply", "optim.lr=1e-30"])):
+        args = ["fit", "reward-hh", f"output_dir={tmp_path}", f"name={name}", "method.frozen=false", f"model.name={tiny_model}",
                 "method.aux_weight=0.5", "model.dropout=0.0", "model.max_seq_length=32", "data.max_rows=40",
                 "data.batch_size=8", "trainer.max_steps=3", "trainer.precision=32-true", "optim.name=sgd", "optim.lr=0.05",
                 "trainer.enable_progress_bar=false", "data.on_bad_row=skip", "method.heldout_fraction=0.0", *extra]
+        if name == "start":
+            args.remove("optim.lr=0.05")
         assert main(args) == 0
         runs[name] = RewardModel.load(tmp_path / name)
     plain, cached = runs["plain"], runs["cached"]
     for (k, a), (_, b) in zip(plain.head.state_dict().items(), cached.head.state_dict().items(), strict=True):
         assert torch.allclose(a, b, atol=1e-5), k
-    start = BradleyTerryHead(384, hidden=256).state_dict()
+    start = runs["start"].head.state_dict()  # the seeded initial head
     moved = max((plain.head.state_dict()[k] - start[k]).abs().max().item() for k in start)
     assert moved > 1e-4  # the head trained (its gradients reached it under the cache too)
     pa, pb = dict(plain.encoder.named_parameters()), dict(cached.encoder.named_parameters())
     assert max((pa[k] - pb[k]).abs().max().item() for k in pa) < 1e-5
     from contrastlib.encoders.text import TextEncoder
 
-    base = dict(TextEncoder("all-MiniLM-L6-v2").named_parameters())
+    base = dict(TextEncoder(tiny_model).named_parameters())
+    p0 = dict(runs["start"].encoder.named_parameters())
+    assert max((p0[k] - base[k]).abs().max().item() for k in pa) < 1e-12  # the start, unmoved
     assert max((pa[k] - base[k]).abs().max().item() for k in pa) > 1e-4  # the encoder was fine-tuned
 
 
@@ -227,23 +294,31 @@ def test_frozen_with_gradcache_or_aux_loss_is_a_config_error(capsys: pytest.Capt
     assert "model.pooling=cls" in capsys.readouterr().err.strip().splitlines()[-1]
 
 
-def _make_model(tmp_path: Path) -> Path:
+def _make_model(tmp_path: Path, tiny_model: str) -> Path:
     from contrastlib.encoders.text import TextEncoder
 
     torch.manual_seed(0)
-    model = RewardModel(TextEncoder("all-MiniLM-L6-v2", max_seq_length=16), BradleyTerryHead(384), std=2.0)
+    model = RewardModel(TextEncoder(tiny_model, max_seq_length=16), BradleyTerryHead(TINY_DIM), std=2.0)
     return model.save(tmp_path / "model", head_name="bradley_terry", head_kwargs={})
 
 
-def test_score_killed_and_restarted_has_every_row_exactly_once(tmp_path: Path) -> None:
-    model_dir = _make_model(tmp_path)
+def test_score_killed_and_restarted_has_every_row_exactly_once(tmp_path: Path, tiny_model: str,
+                                                              capsys: pytest.CaptureFixture[str]) -> None:
+    model_dir = _make_model(tmp_path, tiny_model)
     src = tmp_path / "rows.jsonl"
     src.write_text("".join(json.dumps({"id": i, "prompt": "Q:", "response": f"answer number {i}"}) + "\n"
                            for i in range(10_000)))
     out = tmp_path / "scored.jsonl"
-    cmd = [sys.executable, "-m", "contrastlib", "score", "--model", str(model_dir), "--input", str(src),
-           "--out", str(out), "--shard-size", "1000", "--no-progress", "--precision", "fp32"]
-    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    args = ["score", "--model", str(model_dir), "--input", str(src), "--out", str(out), "--shard-size", "1000",
+            "--no-progress", "--precision", "fp32"]
+    # the real CLI in its own process (a SIGKILL needs one), each shard slowed down so
+    # that the kill lands between shards on any machine
+    slow = (
+        "import sys, time; import contrastlib.scoring as s; f = s.score_file\n"
+        "def slow(*a, **k):\n    k['after_shard'] = lambda i: time.sleep(0.3); return f(*a, **k)\n"
+        "s.score_file = slow\nfrom contrastlib.cli.main import main; sys.exit(main(sys.argv[1:]))"
+    )
+    proc = subprocess.Popen([sys.executable, "-c", slow, *args], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     parts = tmp_path / "scored.jsonl.parts"
     deadline = time.monotonic() + 300
     while not (parts / "shard-00001.jsonl").exists() and proc.poll() is None and time.monotonic() < deadline:
@@ -255,8 +330,9 @@ def test_score_killed_and_restarted_has_every_row_exactly_once(tmp_path: Path) -
     # shard's file and the manifest leaves that shard to be scored again)
     done = len(json.loads((parts / "manifest.json").read_text())["shards"])
     assert 1 <= done < 10
-    result = subprocess.run([*cmd, "--json"], capture_output=True, text=True, check=True)
-    report = json.loads(result.stdout.strip().splitlines()[-1])
+    capsys.readouterr()
+    assert main([*args, "--json"]) == 0  # restarted in-process: it reads what the killed process left
+    report = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert report["shards_reused"] == done and report["rows"] == 10_000
     rows = [json.loads(x) for x in out.read_text().splitlines()]
     assert [r["id"] for r in rows] == list(range(10_000))
@@ -295,7 +371,7 @@ def test_score_skips_and_counts_bad_rows_when_asked(frozen_run: Path, tmp_path: 
 
 
 def test_the_head_trains_in_training_mode_after_the_evaluation_before_training(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, common: list[str]
 ) -> None:
     """Evaluating before training puts the head in eval mode; a head with dropout would
     then train with dropout off. Every training step must see it in training mode."""
@@ -309,17 +385,17 @@ def test_the_head_trains_in_training_mode_after_the_evaluation_before_training(
         return contrast(self, embeddings, batch)  # type: ignore[arg-type]
 
     monkeypatch.setattr(RewardMethod, "contrast", spy)
-    assert main(["fit", "reward-hh", f"output_dir={tmp_path}", "trainer.max_epochs=2", *COMMON,
+    assert main(["fit", "reward-hh", f"output_dir={tmp_path}", "trainer.max_epochs=2", *common,
                  "method.heldout_fraction=0.2", "method.head={name: bradley_terry, hidden: 16, dropout: 0.1}"]) == 0
     assert modes and all(modes)
 
 
-def test_scoring_uses_eval_mode_and_gives_the_head_back_in_its_own_mode(minilm_no_dropout: Any) -> None:
+def test_scoring_uses_eval_mode_and_gives_the_head_back_in_its_own_mode(tiny_no_dropout: Any) -> None:
     """``rewards`` and ``prefer`` score with the head's dropout off, and leave the head in
     the mode they found it in: scoring before training used to leave it in eval mode, and
     Lightning warned "Found 6 module(s) in eval mode at the start of training"."""
     torch.manual_seed(0)
-    model = RewardModel(minilm_no_dropout, BradleyTerryHead(384, hidden=16, dropout=0.5))
+    model = RewardModel(tiny_no_dropout, BradleyTerryHead(TINY_DIM, hidden=16, dropout=0.5))
     texts = ["Human: hi\n\nAssistant: Hello! How can I help?", "Human: hi\n\nAssistant: no."]
     for mode in (True, False):
         model.head.train(mode)
@@ -330,10 +406,10 @@ def test_scoring_uses_eval_mode_and_gives_the_head_back_in_its_own_mode(minilm_n
         assert model.head.training is mode
 
 
-def test_a_damaged_score_shard_is_scored_again(tmp_path: Path) -> None:
+def test_a_damaged_score_shard_is_scored_again(tmp_path: Path, tiny_model: str) -> None:
     from contrastlib.scoring import score_file
 
-    model = RewardModel.load(_make_model(tmp_path), precision="fp32")
+    model = RewardModel.load(_make_model(tmp_path, tiny_model), precision="fp32")
     src = tmp_path / "rows.jsonl"
     src.write_text("".join(json.dumps({"id": i, "prompt": "Q:", "response": f"reply {i}"}) + "\n" for i in range(30)))
     out = tmp_path / "out.jsonl"

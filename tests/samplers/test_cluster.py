@@ -234,20 +234,22 @@ def _quickstart(tmp_path: Path, *overrides: str):
     )
 
 
-def test_pipeline_passes_options_and_run_embeddings(tmp_path, minilm):
+def test_pipeline_passes_options_and_run_embeddings(tmp_path, tiny_model):
+    from contrastlib.encoders import TextEncoder
     from contrastlib.pipeline import _build_module, build_loader, describe, fit, plan_fit
 
-    cfg = _quickstart(tmp_path, "data.sampler=cluster")
+    cfg = _quickstart(tmp_path, "data.sampler=cluster", f"model.name={tiny_model}")
+    encoder = TextEncoder(tiny_model, max_seq_length=32)
     cfg.data.sampler_options = {"clusters": 4, "mix": None}
     plan = plan_fit(cfg)
     assert plan.sampler_options == {"clusters": 4}
     assert "sampler: cluster (clusters=4), batch 8 per device" in describe(plan)
-    loader = build_loader(plan, _build_module(plan, minilm))
+    loader = build_loader(plan, _build_module(plan, encoder))
     sampler = loader.batch_sampler
     assert isinstance(sampler, ClusterBatchSampler) and len(sampler.centroids) == 4
     # the clusters are those of the run's encoder on the anchors
     anchors = [r[0] for r in plan.data.rows]
-    again = ClusterBatchSampler(plan.data.rows, 8, embeddings=minilm.encode(anchors), clusters=4, seed=cfg.seed)
+    again = ClusterBatchSampler(plan.data.rows, 8, embeddings=encoder.encode(anchors), clusters=4, seed=cfg.seed)
     np.testing.assert_array_equal(sampler.assignment, again.assignment)
 
     result = fit(cfg, log=lambda m: None, plan=plan)

@@ -1,4 +1,6 @@
-"""Gradient cache: exact with dropout (real MiniLM), RNG, BatchNorm, token budgets, Lightning."""
+"""Gradient cache: exact with dropout (a BERT: the tiny one, same architecture type as
+MiniLM; what is checked is an equivalence, not a figure), RNG, BatchNorm, token budgets,
+Lightning."""
 
 from __future__ import annotations
 
@@ -24,9 +26,9 @@ TEXTS = [
 ]
 
 
-@pytest.fixture(scope="module")
-def encoder():
-    enc = TextEncoder("all-MiniLM-L6-v2", max_seq_length=32)
+@pytest.fixture
+def encoder(tiny_model):
+    enc = TextEncoder(tiny_model, max_seq_length=32)
     enc.train()  # dropout on
     return enc
 
@@ -188,11 +190,11 @@ def test_invalid_settings():
         GradCache(0)
 
 
-def _fit(tmp_path: Path, name: str, *extra: str) -> Path:
+def _fit(tmp_path: Path, model: str, name: str, *extra: str) -> Path:
     from contrastlib.cli.main import main
 
     code = main([
-        "fit", "quickstart", f"output_dir={tmp_path}", f"name={name}",
+        "fit", "quickstart", f"output_dir={tmp_path}", f"name={name}", f"model.name={model}",
         "data.max_rows=16", "data.batch_size=8", "trainer.max_steps=2", "trainer.enable_progress_bar=false",
         "eval.sts=[]", "model.max_seq_length=32", "optim.lr=1e-4", "trainer.precision=32-true", *extra,
     ])
@@ -200,14 +202,14 @@ def _fit(tmp_path: Path, name: str, *extra: str) -> Path:
     return tmp_path / name
 
 
-def test_lightning_cached_step_equals_plain_step(tmp_path):
+def test_lightning_cached_step_equals_plain_step(tmp_path, tiny_model):
     """Chunk = batch: the cached Lightning run (manual optimisation) takes the same two
     optimizer steps as the plain run (automatic optimisation). Dropout is on, so both must
     draw the same masks: one forward per view on both sides (no pooled length grouping)."""
     from safetensors.torch import load_file
 
-    plain = _fit(tmp_path, "plain", "trainer.length_group_rows=null")
-    cached = _fit(tmp_path, "cached", "gradcache.chunk_size=8", "trainer.length_group_rows=null")
+    plain = _fit(tmp_path, tiny_model, "plain", "trainer.length_group_rows=null")
+    cached = _fit(tmp_path, tiny_model, "cached", "gradcache.chunk_size=8", "trainer.length_group_rows=null")
     a = load_file(str(plain / "model" / "model.safetensors"))
     b = load_file(str(cached / "model" / "model.safetensors"))
     assert a.keys() == b.keys()
@@ -216,14 +218,14 @@ def test_lightning_cached_step_equals_plain_step(tmp_path):
     assert json.loads((cached / "metrics.json").read_text())["steps"] == 2
 
 
-def test_lightning_cached_with_accumulation_clipping_and_resume(tmp_path):
-    run = _fit(tmp_path, "acc", "gradcache.token_budget=64", "trainer.accumulate_grad_batches=2",
+def test_lightning_cached_with_accumulation_clipping_and_resume(tmp_path, tiny_model):
+    run = _fit(tmp_path, tiny_model, "acc", "gradcache.token_budget=64", "trainer.accumulate_grad_batches=2",
                "trainer.gradient_clip_val=1.0", "trainer.max_epochs=4")
     assert json.loads((run / "metrics.json").read_text())["steps"] == 2
     from contrastlib.cli.main import main
 
     code = main([
-        "fit", "quickstart", f"output_dir={tmp_path}", "name=acc", "resume=true",
+        "fit", "quickstart", f"output_dir={tmp_path}", "name=acc", "resume=true", f"model.name={tiny_model}",
         "data.max_rows=16", "data.batch_size=8", "trainer.max_steps=3", "trainer.max_epochs=4",
         "trainer.enable_progress_bar=false", "eval.sts=[]", "model.max_seq_length=32", "gradcache.token_budget=64",
         "trainer.accumulate_grad_batches=2", "trainer.gradient_clip_val=1.0",
@@ -255,9 +257,12 @@ def test_bf16_autocast_is_the_same_in_both_passes(encoder):
     for x, y in zip(cache.last_stats.first_pass[0], cache.last_stats.second_pass[0], strict=True):
         assert torch.equal(x, y)
     for a, b in zip(ours, ref, strict=True):
-        torch.testing.assert_close(a, b, atol=2e-3, rtol=2e-2)
+        # bf16 accuracy (2**-8 relative, times a few) of each tensor's largest gradient:
+        # the chunks' weight gradients are summed in bf16 by one side only (and 1e-6 for
+        # gradients that are zero but for rounding, as the attention keys' bias)
+        torch.testing.assert_close(a, b, atol=2e-2 * float(b.abs().max()) + 1e-6, rtol=2e-2)
 
 
-def test_lightning_cached_bf16_mixed_runs(tmp_path):
-    run = _fit(tmp_path, "bf16", "gradcache.chunk_size=4", "trainer.precision=bf16-mixed")
+def test_lightning_cached_bf16_mixed_runs(tmp_path, tiny_model):
+    run = _fit(tmp_path, tiny_model, "bf16", "gradcache.chunk_size=4", "trainer.precision=bf16-mixed")
     assert json.loads((run / "metrics.json").read_text())["steps"] == 2

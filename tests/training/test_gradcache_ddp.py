@@ -1,4 +1,5 @@
-"""Gradient cache under real DDP (2 gloo processes, MiniLM with dropout on).
+"""Gradient cache under real DDP (2 gloo processes, the tiny BERT with dropout on: an
+equivalence of gradients, which no particular weights make stronger).
 
 On every rank the cached gradients equal those of the same chunked forwards kept in one
 graph (cross-device negatives included), and DDP all-reduces once per step: a comm hook
@@ -20,7 +21,7 @@ TEXTS = [f"sentence number {i} about {w}" for i, w in enumerate(
 )]
 
 
-def _worker(rank: int, init_file: str, out_dir: str) -> None:
+def _worker(rank: int, init_file: str, out_dir: str, model: str) -> None:
     os.environ["TOKENIZERS_PARALLELISM"] = "false"
     torch.set_num_threads(1)
     dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=WORLD)
@@ -34,7 +35,7 @@ def _worker(rank: int, init_file: str, out_dir: str) -> None:
         from contrastlib.training.gradcache import GradCache, embed_in_chunks, split_rows
 
         torch.manual_seed(0)
-        enc = TextEncoder("all-MiniLM-L6-v2", max_seq_length=16)
+        enc = TextEncoder(model, max_seq_length=16)
         enc.train()
         calls = {"n": 0}
 
@@ -85,9 +86,9 @@ def _worker(rank: int, init_file: str, out_dir: str) -> None:
 
 
 @pytest.fixture(scope="module")
-def results(tmp_path_factory):
+def results(tmp_path_factory, tiny_model):
     out = tmp_path_factory.mktemp("gc_ddp")
-    mp.spawn(_worker, args=(str(out / "init"), str(out)), nprocs=WORLD, join=True)
+    mp.spawn(_worker, args=(str(out / "init"), str(out), tiny_model), nprocs=WORLD, join=True)
     return [torch.load(out / f"rank{r}.pt", weights_only=True) for r in range(WORLD)]
 
 

@@ -172,7 +172,7 @@ def test_cached_step_inside_bf16_autocast_equals_the_automatic_path(loss_name):
             torch.testing.assert_close(got[n], ref[n], atol=1e-5 * max(scale, 1e-3), rtol=1e-5, msg=lambda m, n=n: f"{n}: {m}")
 
 
-def test_length_grouped_step_equals_one_forward_per_view(minilm_no_dropout):
+def test_length_grouped_step_equals_one_forward_per_view(tiny_no_dropout):
     """``trainer.length_group_rows``: the views' text rows pooled and encoded in
     length-sorted groups, each padded to its own longest row, give the embeddings and
     gradients of one padded forward per view."""
@@ -184,7 +184,7 @@ def test_length_grouped_step_equals_one_forward_per_view(minilm_no_dropout):
         "Dogs run.", "A woman slices onions in the kitchen.", "Rain.", "Two children play soccer in the park.",
         "The cat sleeps on a warm windowsill while the sun sets behind the hills.", "A chef cooks.", "Birds fly.",
     ]
-    enc = minilm_no_dropout
+    enc = tiny_no_dropout
     batch = TextBatch([enc.tokenize(texts), enc.tokenize(texts[::-1])], torch.arange(len(texts)))
     results = []
     for group in (None, 3):

@@ -47,7 +47,7 @@ def _fit(out: Path, recipe: str, extra: list[str], *, devices: int, batch: int) 
         "optim.scheduler=constant", "trainer.precision=32-true", "trainer.max_epochs=2", "trainer.log_every_n_steps=1",
         "trainer.enable_progress_bar=false", "trainer.accelerator=cpu", "eval.knn=[]", "eval.linear=[]",
         "eval.every_n_epochs=null", "eval.projection=none", "method.online_probe=true", *extra,
-    ], out, devices=devices)
+    ], out, devices=devices, in_process=devices == 1)
 
 
 def _state(run: Path) -> tuple[dict[str, torch.Tensor], dict]:

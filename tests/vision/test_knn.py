@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from contrastlib.encoders.image import PixelEncoder
-from contrastlib.evaluation.knn import PRESETS, KNNEvaluator, knn_classify
+from contrastlib.evaluation.knn import KNNEvaluator, knn_classify
 
 BUNDLED = Path(__file__).resolve().parents[2] / "datasets" / "digits"
 
@@ -52,8 +52,70 @@ def test_knn_matches_the_brute_force_loop(k, t):
     assert 0 < r.top1 < 100  # neither trivially right nor wrong
 
 
-def test_presets_match_the_peers_protocols():
-    assert PRESETS["lightly"] == (200, 0.1) and PRESETS["solo-learn"] == (20, 0.07)
+def _noisy_digits(folder: Path) -> tuple[Path, Path]:
+    """The bundled digits under heavy pixel noise: many test images lie near a class
+    boundary, so weighted kNN's top-1 depends on k and T (checked below)."""
+    rng = np.random.default_rng(0)
+    out = []
+    for split in ("train", "test"):
+        d = np.load(BUNDLED / f"digits-{split}.npz")
+        noisy = np.clip(d["images"].astype(np.float64) + rng.normal(0, 80, d["images"].shape), 0, 255)
+        np.savez(folder / f"noisy-{split}.npz", images=noisy.astype(np.uint8), labels=d["labels"])
+        out.append(folder / f"noisy-{split}.npz")
+    return out[0], out[1]
+
+
+def _pixels(path: Path) -> tuple[np.ndarray, np.ndarray]:
+    from contrastlib.data.images import read_images
+    from contrastlib.evaluation.knn import embed_images
+
+    return embed_images(PixelEncoder(), read_images(path), size=8, channels=1)
+
+
+def _numpy_knn_top1(train, ytr, test, yte, k, t) -> float:
+    """Weighted kNN in plain numpy (cosine, the k most similar, exp(sim / T) votes)."""
+    unit = lambda x: x / np.linalg.norm(x, axis=1, keepdims=True)  # noqa: E731
+    sims = unit(test.astype(np.float64)) @ unit(train.astype(np.float64)).T
+    top = np.argsort(-sims, axis=1, kind="stable")[:, :k]
+    votes = np.zeros((len(test), int(ytr.max()) + 1))
+    np.add.at(votes, (np.repeat(np.arange(len(test)), k), ytr[top].reshape(-1)),
+              np.exp(np.take_along_axis(sims, top, axis=1) / t).reshape(-1))
+    return float((votes.argmax(1) == yte).mean() * 100)
+
+
+def test_presets_give_the_peers_results_through_the_cli(tmp_path, capsys):
+    """``eval knn --preset lightly`` gives the top-1 of lightly's own ``knn_predict`` at its
+    defaults on the same features; ``--preset solo-learn`` that of solo-learn's
+    WeightedKNNClassifier protocol (its defaults k 20, T 0.07; cosine), computed in numpy.
+    On noisy digits the top-1 moves with k and T, so a preset with other values fails."""
+    import json
+
+    import torch
+    import torch.nn.functional as F
+    from lightly.utils.benchmarking import knn_predict
+
+    from contrastlib.cli.main import main
+
+    train, test = _noisy_digits(tmp_path)
+    tr, ytr = _pixels(train)
+    te, yte = _pixels(test)
+    bank, queries = F.normalize(torch.from_numpy(tr), dim=1), F.normalize(torch.from_numpy(te), dim=1)
+    lightly_top1 = float((knn_predict(queries, bank.T, torch.from_numpy(ytr), 10)[:, 0].numpy() == yte).mean() * 100)
+    solo_top1 = _numpy_knn_top1(tr, ytr, te, yte, 20, 0.07)
+    # the figures discriminate: other k or T give other answers on this data
+    others = {_numpy_knn_top1(tr, ytr, te, yte, k, t)
+              for k, t in ((100, 0.1), (200, 0.2), (200, 0.07), (20, 0.1), (20, 0.14), (10, 0.07))}
+    assert lightly_top1 not in others and solo_top1 not in others and lightly_top1 != solo_top1, (lightly_top1, solo_top1, others)
+    assert _numpy_knn_top1(tr, ytr, te, yte, 200, 0.1) == pytest.approx(lightly_top1)  # the numpy loop is lightly's
+    for preset, expected in (("lightly", lightly_top1), ("solo-learn", solo_top1)):
+        assert main(["eval", "knn", "-m", "pixels", "--train", str(train), "--test", str(test), "--size", "8",
+                     "--channels", "1", "--preset", preset, "--no-progress", "--json"]) == 0
+        got = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+        assert got["top1"] == pytest.approx(expected, abs=1e-9), preset
+        # and a fit's eval.knn entry naming the preset (the config's route to the evaluator)
+        ev = KNNEvaluator.from_entry({"train": str(train), "test": str(test), "preset": preset, "size": 8, "channels": 1},
+                                    batch_size=512, precision="fp32")
+        assert ev(PixelEncoder())["top1"] == pytest.approx(expected, abs=1e-9), preset
 
 
 def test_evaluator_on_bundled_digits_raw_pixels_floor():

@@ -4,7 +4,6 @@ evaluator and ``contrastlib eval linear`` on the bundled digits."""
 from __future__ import annotations
 
 import json
-import subprocess
 import sys
 from pathlib import Path
 
@@ -111,27 +110,26 @@ def test_evaluator_spec_errors_name_the_key():
         LinearEvaluator.from_entry({**base, "preset": "lightly"}, batch_size=8, precision="fp32")
 
 
-def _cli(*args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "contrastlib", *args], capture_output=True, text=True, timeout=300)
+def test_cli_eval_linear_pixels_and_a_bad_file(tmp_path, capsys):
+    """In-process (a process of its own adds nothing here: the real exit path of a one-line
+    error is tests/cli/test_cli.py::test_bad_config_key_is_one_line_exit_2_in_a_real_process)."""
+    from contrastlib.cli.main import main
 
-
-def test_cli_eval_linear_pixels_and_a_bad_file(tmp_path):
     train, test = str(BUNDLED / "digits-train.npz"), str(BUNDLED / "digits-test.npz")
-    p = _cli("eval", "linear", "--model", "pixels", "--train", train, "--test", test, "--size", "8", "--channels", "1",
-             "--no-progress", "--json")
-    assert p.returncode == 0, p.stderr
-    out = json.loads(p.stdout.strip().splitlines()[-1])
+    assert main(["eval", "linear", "--model", "pixels", "--train", train, "--test", test, "--size", "8",
+                 "--channels", "1", "--no-progress", "--json"]) == 0
+    out = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert out["task"] == "linear" and out["top1"] > 93 and out["C"] in C_GRID
     bad = tmp_path / "bad"
     (bad / "cat").mkdir(parents=True)
     (bad / "cat" / "0.png").write_bytes(b"not a png at all")
     (bad / "dog").mkdir()
-    p = _cli("eval", "linear", "--model", "pixels", "--train", str(bad), "--test", test, "--no-progress")
-    assert p.returncode == 2
-    lines = p.stderr.strip().splitlines()
-    assert len(lines) == 1 and "0.png" in lines[0], p.stderr
-    p = _cli("eval", "linear", "--model", "pixels", "--train", train, "--test", test, "--C", "zero")
-    assert p.returncode == 2 and "--C" in p.stderr
+    assert main(["eval", "linear", "--model", "pixels", "--train", str(bad), "--test", test, "--no-progress"]) == 2
+    err = capsys.readouterr().err
+    lines = err.strip().splitlines()
+    assert len(lines) == 1 and "0.png" in lines[0] and "Traceback" not in err, err
+    assert main(["eval", "linear", "--model", "pixels", "--train", train, "--test", test, "--C", "zero"]) == 2
+    assert "--C" in capsys.readouterr().err
 
 
 def test_knn_and_linear_on_one_set_embed_it_once_per_round():

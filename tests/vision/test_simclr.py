@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 
@@ -21,10 +22,13 @@ def last_json(capsys) -> dict:
 @pytest.fixture(scope="module")
 def run_dir(tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("runs")
+    # the linear probe at a given C: choosing C ("auto", the recipe's) fits 6 probes per
+    # evaluation, most of this fit's time; the choice is test_linear.py's (and its CLI test's)
+    linear = f"eval.linear=[{{train: {TRAIN}, test: {TEST}, size: 16, C: 1.0}}]"
     code = main([
         "fit", "simclr-digits", f"output_dir={out}", "name=smoke", "trainer.max_epochs=2", "data.batch_size=32",
         "data.max_rows=128", "trainer.enable_progress_bar=false", "model.name=resnet10t", "model.projection=[64,32]",
-        "trainer.precision=32-true", "trainer.log_every_n_steps=1",
+        "trainer.precision=32-true", "trainer.log_every_n_steps=1", linear,
     ])
     assert code == 0
     return out / "smoke"
@@ -37,8 +41,62 @@ def test_fit_writes_encoder_and_knn_before_and_after(run_dir):
     for when in ("before", "after"):
         for name in (knn, linear):
             assert 10 < metrics[when][name]["top1"] <= 100
-    assert metrics["before"][knn] != metrics["after"][knn]  # the backbone was trained
+    assert metrics["before"][linear]["C"] == 1.0
     assert (run_dir / "model" / "encoder.safetensors").is_file()
+    # "before" is the run's initial encoder (rebuilt: the fit seeds, then builds it) and
+    # "after" the saved one: weighted kNN (k 20, T 0.07) recomputed in numpy for both
+    import pytorch_lightning as pl
+    from omegaconf import OmegaConf
+
+    from contrastlib.config.build import build_encoder
+    from contrastlib.loading import load_encoder
+
+    cfg = OmegaConf.to_container(OmegaConf.load(run_dir / "config.yaml"))
+    pl.seed_everything(cfg["seed"], workers=True, verbose=False)
+    initial, trained = build_encoder(cfg["model"]), load_encoder(run_dir)
+    for stage, encoder in (("before", initial), ("after", trained)):
+        assert metrics[stage][knn]["top1"] == pytest.approx(_numpy_knn_top1(encoder), abs=1e-9), stage
+    # the backbone learnt what SimCLR teaches: on fresh views of training digits, two views
+    # of one digit are told apart from the other digits' better than at the start (the
+    # NT-Xent loss of those views dropped), and kNN on the test digits went up
+    views = _views(cfg["method"]["augment"], 256)
+    assert _nt_xent(trained, views) < _nt_xent(initial, views) - 0.1, (_nt_xent(initial, views), _nt_xent(trained, views))
+    assert metrics["after"][knn]["top1"] >= metrics["before"][knn]["top1"] + 2, (metrics["before"], metrics["after"])
+
+
+def _numpy_knn_top1(encoder) -> float:
+    """Weighted kNN top-1 (k 20, T 0.07, cosine) of the encoder's backbone features, in numpy."""
+    from contrastlib.data.images import read_images
+    from contrastlib.evaluation.knn import embed_images
+
+    tr, ytr = embed_images(encoder, read_images(TRAIN), size=16)
+    te, yte = embed_images(encoder, read_images(TEST), size=16)
+    unit = lambda x: x / np.linalg.norm(x, axis=1, keepdims=True)  # noqa: E731
+    sims = unit(te.astype(np.float64)) @ unit(tr.astype(np.float64)).T
+    top = np.argsort(-sims, axis=1, kind="stable")[:, :20]
+    votes = np.zeros((len(te), 10))
+    np.add.at(votes, (np.repeat(np.arange(len(te)), 20), ytr[top].reshape(-1)),
+              np.exp(np.take_along_axis(sims, top, axis=1) / 0.07).reshape(-1))
+    return float((votes.argmax(1) == yte).mean() * 100)
+
+
+def _views(augment: dict, n: int) -> torch.Tensor:
+    """Two seeded views (the run's augmentation) of the first ``n`` training digits."""
+    from contrastlib.data.augment import augment_config, view_transform
+    from contrastlib.data.images import ViewsDataset, collate_views, read_images
+
+    ds = ViewsDataset(read_images(TRAIN).subset(n), view_transform(augment_config(augment)), n_views=2, seed=7)
+    return collate_views([ds[i] for i in range(n)]).views  # [2, n, C, H, W]
+
+
+def _nt_xent(encoder, views: torch.Tensor) -> float:
+    """SimCLR's loss (NT-Xent, T 0.2, as the recipe) of the two views' projections,
+    BatchNorm on the batch's statistics as in training."""
+    from contrastlib.losses import nt_xent
+
+    encoder.train()
+    with torch.no_grad():
+        return float(nt_xent(encoder(views[0]), encoder(views[1]), temperature=0.2))
 
 
 def test_fit_monitors_each_epoch_and_plots(run_dir):
