@@ -78,7 +78,7 @@ def pytest_runtest_makereport(item, call):
 # --------------------------------------------------------------------------- shared runs
 @pytest.fixture(scope="session")
 def quickstart_run(tmp_path_factory, tiny_model) -> Path:
-    """One short supervised SimCSE fit through the CLI (``contrastlib fit quickstart`` on
+    """One short supervised SimCSE fit through the CLI (``contrastlib fit simcse-snli`` on
     the tiny BERT), for the tests that only read a finished run's outputs (run directory,
     reload, export, report). Tests that write must copy it first."""
     from tests_helpers import SMALL_STS
@@ -89,7 +89,7 @@ def quickstart_run(tmp_path_factory, tiny_model) -> Path:
     sts = out / "sts.tsv"
     sts.write_text(SMALL_STS)
     code = main([
-        "fit", "quickstart", f"output_dir={out}", "name=smoke", f"model.name={tiny_model}",
+        "fit", "simcse-snli", f"output_dir={out}", "name=smoke", f"model.name={tiny_model}",
         "data.max_rows=48", "data.batch_size=8", "model.max_seq_length=24", "trainer.max_epochs=2",
         "trainer.log_every_n_steps=1", "trainer.checkpoint_every_n_steps=2", "trainer.enable_progress_bar=false",
         f"eval.sts=[{sts}]", "eval.every_n_epochs=1", "optim.lr=1e-4",

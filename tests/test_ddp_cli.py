@@ -52,7 +52,7 @@ def _data(tmp: Path) -> Path:
 def _fit(out: Path, name: str, train: Path, sampler: str, model: str, *, devices: int,
          batch: int) -> subprocess.CompletedProcess[str]:
     return run_cli([
-        "fit", "quickstart", f"model.name={model}",
+        "fit", "simcse-snli", f"model.name={model}",
         f"output_dir={out}", f"name={name}", f"data.train={train}", f"data.sampler={sampler}",
         f"data.batch_size={batch}", "model.dropout=0.0", "model.max_seq_length=32",
         "optim.name=sgd", f"optim.lr={LR}", "optim.momentum=0.0", "optim.weight_decay=0.0",
@@ -131,7 +131,7 @@ def test_ddp_run_cut_mid_epoch_and_resumed_equals_the_uninterrupted_one(tmp_path
 
     def run(name: str, *extra: str) -> subprocess.CompletedProcess[str]:
         return run_cli([
-            "fit", "quickstart", f"output_dir={tmp_path}", f"name={name}", f"model.name={tiny_model}",
+            "fit", "simcse-snli", f"output_dir={tmp_path}", f"name={name}", f"model.name={tiny_model}",
             f"data.train={train}", f"data.batch_size={PER_DEVICE}", "model.max_seq_length=32",
             "optim.scheduler=constant", "optim.warmup_ratio=0.0", "trainer.precision=32-true",
             "trainer.max_epochs=2", "trainer.log_every_n_steps=1", "trainer.enable_progress_bar=false",

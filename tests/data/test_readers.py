@@ -146,12 +146,12 @@ def test_fit_reports_skipped_rows_and_refuses_unknown_policies(tmp_path, capsys)
     from contrastlib.cli.main import main
 
     p = write(tmp_path, "t.jsonl", BAD_JSONL)
-    assert main(["fit", "quickstart", f"data.train={p}", f"output_dir={tmp_path}", "--dry-run"]) == 2
+    assert main(["fit", "simcse-snli", f"data.train={p}", f"output_dir={tmp_path}", "--dry-run"]) == 2
     assert "t.jsonl:2: invalid JSON" in capsys.readouterr().err
-    assert main(["fit", "quickstart", f"data.train={p}", "data.on_bad_row=skip", f"output_dir={tmp_path}",
+    assert main(["fit", "simcse-snli", f"data.train={p}", "data.on_bad_row=skip", f"output_dir={tmp_path}",
                  "--dry-run"]) == 0
     assert f"data: {p}: 2 rows, pairs (anchor, positive); 4 bad rows skipped: " in capsys.readouterr().out
-    assert main(["fit", "quickstart", "data.on_bad_row=sometimes", "--dry-run"]) == 2
+    assert main(["fit", "simcse-snli", "data.on_bad_row=sometimes", "--dry-run"]) == 2
     assert capsys.readouterr().err.strip() == "error: data.on_bad_row: error or skip, not 'sometimes'"
     assert main(["fit", "simclr-digits", "data.on_bad_row=skip", "--dry-run"]) == 2
     assert "an image that does not decode is always an error" in capsys.readouterr().err

@@ -173,7 +173,7 @@ CLI = {
     "mine": (["mine", "--model", "/nonexistent-model", "--data", "{f}", "--out", "{out}.jsonl"], ".jsonl"),
     "eval-reward": (["eval", "reward", "--model", "/nonexistent-model", "--data", "{f}"], None),
     "eval-sts": (["eval", "sts", "--model", "/nonexistent-model", "--data", "{f}"], None),
-    "fit": (["fit", "quickstart", "data.train={f}", "output_dir={out}", "--dry-run"], None),
+    "fit": (["fit", "simcse-snli", "data.train={f}", "output_dir={out}", "--dry-run"], None),
 }
 
 

@@ -196,7 +196,7 @@ def test_scifact_reproduces_mteb(capsys):
 
 @pytest.mark.shared_data
 def test_fit_scores_retrieval_before_and_after(scifact_slice, tmp_path, capsys, tiny_model):
-    code = main(["fit", "quickstart", f"output_dir={tmp_path}", "trainer.max_steps=1", "data.batch_size=8",
+    code = main(["fit", "simcse-snli", f"output_dir={tmp_path}", "trainer.max_steps=1", "data.batch_size=8",
                  f"model.name={tiny_model}",
                  "eval.sts=[]", f"eval.retrieval=[{scifact_slice}]", "--json"])
     assert code == 0, capsys.readouterr().err

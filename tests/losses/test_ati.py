@@ -74,7 +74,7 @@ def test_temperatures_move_in_a_real_fit_and_are_checkpointed(tmp_path, tiny_mod
     from contrastlib.cli.main import main
 
     code = main([
-        "fit", "quickstart", f"output_dir={tmp_path}", "name=ati", f"model.name={tiny_model}",
+        "fit", "simcse-snli", f"output_dir={tmp_path}", "name=ati", f"model.name={tiny_model}",
         "data.max_rows=32", "data.batch_size=8",
         "trainer.max_steps=3", "trainer.enable_progress_bar=false", "eval.sts=[]", "model.max_seq_length=32",
         "loss.name=ati", "loss.temperature=0.1", "loss.temperature_lr=0.05", "gradcache.chunk_size=4",

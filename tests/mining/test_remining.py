@@ -47,7 +47,7 @@ def test_a_round_with_the_mining_model_reproduces_the_mined_file(ntuples, tiny):
 
 
 def test_fit_remines_and_logs_drift(ntuples, tmp_path, capsys, tiny_model):
-    code = main(["fit", "quickstart", f"output_dir={tmp_path}", f"data.train={ntuples}", "data.batch_size=8",
+    code = main(["fit", "simcse-snli", f"output_dir={tmp_path}", f"data.train={ntuples}", "data.batch_size=8",
                  f"model.name={tiny_model}",
                  "trainer.max_steps=4", "eval.sts=[]", "remine.every_n_steps=2", "optim.lr=1e-4", "--json"])
     assert code == 0, capsys.readouterr().err
@@ -71,28 +71,28 @@ def test_remining_refuses_pairs_and_workers_before_work(ntuples, tmp_path, capsy
 
     monkeypatch.setattr(TextEncoder, "__init__", no_load)
     out = tmp_path / "runs"
-    assert main(["fit", "quickstart", f"output_dir={out}", "remine.every_n_steps=2",
+    assert main(["fit", "simcse-snli", f"output_dir={out}", "remine.every_n_steps=2",
                  f"data.train={REPO / 'contrastlib' / 'datasets' / 'stsb' / 'test.tsv'}"]) == 2
     err = capsys.readouterr().err
     assert "remine" in err or "column" in err
     pairs = tmp_path / "pairs.tsv"
     pairs.write_text("anchor\tpositive\n" + "".join(f"a{i}\tp{i}\n" for i in range(8)))
-    assert main(["fit", "quickstart", f"output_dir={out}", "remine.every_n_steps=2", f"data.train={pairs}"]) == 2
+    assert main(["fit", "simcse-snli", f"output_dir={out}", "remine.every_n_steps=2", f"data.train={pairs}"]) == 2
     err = capsys.readouterr().err.strip()
     assert err.count("\n") == 0 and "re-mining needs training rows (anchor, positive, negative_1..k)" in err, err
     # rows that re-mining takes (the n-tuples mined above), but with workers: refused too
-    assert main(["fit", "quickstart", f"output_dir={out}", "remine.every_n_steps=2", f"data.train={ntuples}",
+    assert main(["fit", "simcse-snli", f"output_dir={out}", "remine.every_n_steps=2", f"data.train={ntuples}",
                  "data.num_workers=2"]) == 2
     err = capsys.readouterr().err.strip()
     assert err.count("\n") == 0 and "set data.num_workers: 0" in err, err
-    assert main(["fit", "quickstart", f"output_dir={out}", "remine.every_n_steps=2", f"data.train={ntuples}",
+    assert main(["fit", "simcse-snli", f"output_dir={out}", "remine.every_n_steps=2", f"data.train={ntuples}",
                  "--dry-run"]) == 0  # the same rows without workers are accepted
     assert not out.exists()
 
 
 def _fit_remine(out: Path, train: Path, model: str, *, devices: int, batch: int):
     return run_cli([
-        "fit", "quickstart", f"output_dir={out}", "name=x", f"model.name={model}",
+        "fit", "simcse-snli", f"output_dir={out}", "name=x", f"model.name={model}",
         f"data.train={train}", f"data.batch_size={batch}", "model.dropout=0.0", "model.max_seq_length=32",
         # a small step: at 0.05 the tiny BERT's embeddings collapse within two steps, and
         # rows re-mined from collapsed embeddings hardly change (the check below)

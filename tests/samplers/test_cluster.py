@@ -228,7 +228,7 @@ def _quickstart(tmp_path: Path, *overrides: str):
     from contrastlib.config import load_config
 
     return load_config(
-        "quickstart",
+        "simcse-snli",
         [f"output_dir={tmp_path}", "name=x", "data.max_rows=48", "data.batch_size=8", "trainer.max_steps=2",
          "trainer.enable_progress_bar=false", "eval.sts=[]", "model.max_seq_length=32", *overrides],
     )
@@ -285,7 +285,7 @@ def test_cli_fit_dry_run_with_cluster_sampler(tmp_path, capsys):
     from contrastlib.cli.main import main
 
     code = main(
-        ["fit", "quickstart", f"output_dir={tmp_path}", "data.max_rows=48", "data.batch_size=8",
+        ["fit", "simcse-snli", f"output_dir={tmp_path}", "data.max_rows=48", "data.batch_size=8",
          "trainer.max_steps=2", "eval.sts=[]", "data.sampler=cluster", "data.sampler_options.clusters=4", "--dry-run"]
     )
     out, err = capsys.readouterr()
@@ -297,7 +297,7 @@ def test_cli_fit_dry_run_with_cluster_sampler(tmp_path, capsys):
 def test_cli_bad_sampler_option_is_one_line_exit_2(tmp_path, capsys):
     from contrastlib.cli.main import main
 
-    code = main(["fit", "quickstart", f"output_dir={tmp_path}", "data.sampler=cluster", "data.sampler_options.clusterz=4"])
+    code = main(["fit", "simcse-snli", f"output_dir={tmp_path}", "data.sampler=cluster", "data.sampler_options.clusterz=4"])
     err = capsys.readouterr().err.strip()
     assert code == 2 and err.count("\n") == 0 and "Traceback" not in err
     assert "data.sampler_options.clusterz: not a parameter of sampler 'cluster'" in err

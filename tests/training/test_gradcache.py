@@ -194,7 +194,7 @@ def _fit(tmp_path: Path, model: str, name: str, *extra: str) -> Path:
     from contrastlib.cli.main import main
 
     code = main([
-        "fit", "quickstart", f"output_dir={tmp_path}", f"name={name}", f"model.name={model}",
+        "fit", "simcse-snli", f"output_dir={tmp_path}", f"name={name}", f"model.name={model}",
         "data.max_rows=16", "data.batch_size=8", "trainer.max_steps=2", "trainer.enable_progress_bar=false",
         "eval.sts=[]", "model.max_seq_length=32", "optim.lr=1e-4", "trainer.precision=32-true", *extra,
     ])
@@ -225,7 +225,7 @@ def test_lightning_cached_with_accumulation_clipping_and_resume(tmp_path, tiny_m
     from contrastlib.cli.main import main
 
     code = main([
-        "fit", "quickstart", f"output_dir={tmp_path}", "name=acc", "resume=true", f"model.name={tiny_model}",
+        "fit", "simcse-snli", f"output_dir={tmp_path}", "name=acc", "resume=true", f"model.name={tiny_model}",
         "data.max_rows=16", "data.batch_size=8", "trainer.max_steps=3", "trainer.max_epochs=4",
         "trainer.enable_progress_bar=false", "eval.sts=[]", "model.max_seq_length=32", "gradcache.token_budget=64",
         "trainer.accumulate_grad_batches=2", "trainer.gradient_clip_val=1.0",

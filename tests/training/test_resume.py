@@ -29,7 +29,7 @@ from contrastlib.training.resume import (
 # SimCSE (dropout views: the random state matters) on the bundled SNLI triplets:
 # 10 steps an epoch, 2 epochs, a checkpoint every 3 steps; on the tiny BERT (``tiny_run``):
 # an exact resume is a property of the run's state, not of the weights
-RUN = ["quickstart", "data.max_rows=80", "data.batch_size=8", "model.max_seq_length=24", "trainer.max_epochs=2",
+RUN = ["simcse-snli", "data.max_rows=80", "data.batch_size=8", "model.max_seq_length=24", "trainer.max_epochs=2",
        "trainer.checkpoint_every_n_steps=3", "trainer.keep_step_checkpoints=true", "trainer.log_every_n_steps=1",
        "trainer.enable_progress_bar=false", "eval.sts=[]", "optim.warmup_ratio=0.2"]
 STEPS_PER_EPOCH = 10
