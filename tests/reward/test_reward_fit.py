@@ -18,7 +18,6 @@ from typing import Any
 
 import pytest
 import torch
-
 from tests_helpers import TINY_DIM
 
 from contrastlib.cli.main import main

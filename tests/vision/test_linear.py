@@ -4,7 +4,6 @@ evaluator and ``contrastlib eval linear`` on the bundled digits."""
 from __future__ import annotations
 
 import json
-import sys
 from pathlib import Path
 
 import numpy as np
