@@ -37,6 +37,20 @@ def tiny(tiny_model):
     return TextEncoder(tiny_model)
 
 
+@pytest.fixture(autouse=True, scope="session")
+def _session_embedding_cache(tmp_path_factory):
+    """Embeddings that commands cache by default (``eval retrieval``, ``mine``, ``embed``
+    without --cache-dir) go under the session's tmp dir, not ~/.cache/contrastlib: no test
+    reads what an earlier session left (and no run is timed warm). Subprocesses inherit it."""
+    old = os.environ.get("CONTRASTLIB_CACHE")
+    os.environ["CONTRASTLIB_CACHE"] = str(tmp_path_factory.mktemp("embedding-cache"))
+    yield
+    if old is None:
+        os.environ.pop("CONTRASTLIB_CACHE", None)
+    else:
+        os.environ["CONTRASTLIB_CACHE"] = old
+
+
 @pytest.fixture(scope="session")
 def stsb_sentences() -> list[str]:
     from contrastlib.data import read_scored_pairs

@@ -36,7 +36,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from tests_helpers import run_cli, train_losses
+from tests_helpers import run_cli, start_cli, train_losses, wait_cli
 
 REPO = Path(__file__).resolve().parents[1]
 PER_DEVICE, WORLD, ROWS, LR = 4, 2, 27, 0.1
@@ -49,9 +49,8 @@ def _data(tmp: Path) -> Path:
     return path
 
 
-def _fit(out: Path, name: str, train: Path, sampler: str, model: str, *, devices: int,
-         batch: int) -> subprocess.CompletedProcess[str]:
-    return run_cli([
+def _args(out: Path, name: str, train: Path, sampler: str, model: str, *, batch: int) -> list[str]:
+    return [
         "fit", "simcse-snli", f"model.name={model}",
         f"output_dir={out}", f"name={name}", f"data.train={train}", f"data.sampler={sampler}",
         f"data.batch_size={batch}", "model.dropout=0.0", "model.max_seq_length=32",
@@ -60,7 +59,7 @@ def _fit(out: Path, name: str, train: Path, sampler: str, model: str, *, devices
         "trainer.max_epochs=1", "trainer.log_every_n_steps=1", "trainer.checkpoint_every_n_steps=1",
         "trainer.keep_step_checkpoints=true", "trainer.enable_progress_bar=false", "eval.sts=[]",
         "trainer.accelerator=cpu",
-    ], out, devices=devices, in_process=devices == 1)
+    ]
 
 
 def _encoder_weights(ckpt: Path) -> dict[str, torch.Tensor]:
@@ -76,15 +75,22 @@ def base_weights(tiny_model) -> dict[str, torch.Tensor]:
     return {f"encoder.{k}": v.detach().clone() for k, v in enc.state_dict().items() if v.is_floating_point()}
 
 
-@pytest.mark.parametrize("sampler", ["no_duplicates", "random"])
+# random: with -m slow. The default suite runs the same DDP-against-one-process comparison
+# with data.sampler=random through the CLI in
+# tests/mining/test_remining.py::test_ddp_ranks_train_on_the_rows_rank_0_remined (losses at
+# every step), and the strategy's gradients and weights with no_duplicates here; the two
+# samplers share the rank split (GlobalBatchSampler.local_batches)
+@pytest.mark.parametrize("sampler", ["no_duplicates", pytest.param("random", marks=pytest.mark.slow)])
 def test_ddp_cli_equals_one_process_at_twice_the_batch(tmp_path, sampler, base_weights, tiny_model):
     train = _data(tmp_path)
     ddp_out, one_out = tmp_path / "ddp", tmp_path / "one"
     ddp_out.mkdir()
     one_out.mkdir()
-    ddp = _fit(ddp_out, "x", train, sampler, tiny_model, devices=WORLD, batch=PER_DEVICE)
+    # the DDP run in its processes, the one-process run here while they start
+    started = start_cli(_args(ddp_out, "x", train, sampler, tiny_model, batch=PER_DEVICE), ddp_out, devices=WORLD)
+    one = run_cli(_args(one_out, "x", train, sampler, tiny_model, batch=WORLD * PER_DEVICE), one_out, in_process=True)
+    ddp = wait_cli(started)
     assert ddp.returncode == 0, ddp.stderr[-3000:]
-    one = _fit(one_out, "x", train, sampler, tiny_model, devices=1, batch=WORLD * PER_DEVICE)
     assert one.returncode == 0, one.stderr[-3000:]
 
     # one run directory, finished, holding the result
@@ -129,8 +135,8 @@ def test_ddp_run_cut_mid_epoch_and_resumed_equals_the_uninterrupted_one(tmp_path
     the epoch and its own random state (restoring rank 0's on both diverged at step 2)."""
     train = _data(tmp_path)
 
-    def run(name: str, *extra: str) -> subprocess.CompletedProcess[str]:
-        return run_cli([
+    def start(name: str, *extra: str) -> subprocess.Popen[str]:
+        return start_cli([
             "fit", "simcse-snli", f"output_dir={tmp_path}", f"name={name}", f"model.name={tiny_model}",
             f"data.train={train}", f"data.batch_size={PER_DEVICE}", "model.max_seq_length=32",
             "optim.scheduler=constant", "optim.warmup_ratio=0.0", "trainer.precision=32-true",
@@ -138,8 +144,9 @@ def test_ddp_run_cut_mid_epoch_and_resumed_equals_the_uninterrupted_one(tmp_path
             "eval.sts=[]", "trainer.accelerator=cpu", *extra,
         ], tmp_path, devices=WORLD)
 
-    for args in (("whole",), ("cut", "trainer.max_steps=2"), ("cut", "resume=true")):
-        done = run(*args)
+    # the uninterrupted run and the cut one side by side (independent runs), then the resume
+    runs = [start("whole"), start("cut", "trainer.max_steps=2")]
+    for done in [wait_cli(p) for p in runs] + [wait_cli(start("cut", "resume=true"))]:
         assert done.returncode == 0, done.stderr[-3000:]
     assert "not resumable" not in done.stderr
 

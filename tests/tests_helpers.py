@@ -49,12 +49,41 @@ def run_cli(args: list[str], cwd: Path, *, devices: int = 1, timeout: int = 600,
                 traceback.print_exc(file=err)
                 code = 1
         return subprocess.CompletedProcess(args, code, out.getvalue(), err.getvalue())
+    return wait_cli(start_cli(args, cwd, devices=devices), timeout=timeout)
+
+
+def start_cli(args: list[str], cwd: Path, *, devices: int = 1) -> subprocess.Popen[str]:
+    """:func:`run_cli` started, not awaited (:func:`wait_cli`): a DDP run's two processes
+    spend their first ~15 s importing, one after the other (Lightning starts rank 1 once
+    rank 0 is up), time in which the test can run the one-process side of its comparison."""
     if devices > 1:
         args = [*args, f"trainer.devices={devices}", "trainer.strategy=ddp"]
     env = {**os.environ, "OMP_NUM_THREADS": "1", "TOKENIZERS_PARALLELISM": "false"}
     env.pop("CONTRASTLIB_JOB_DIR", None)
-    return subprocess.run([sys.executable, "-m", "contrastlib", *args], capture_output=True, text=True,
-                          timeout=timeout, env=env, cwd=cwd)
+    return subprocess.Popen([sys.executable, "-m", "contrastlib", *args], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, env=env, cwd=cwd)
+
+
+def ddp_beside_one(ddp_args: list[str], ddp_cwd: Path, one_args: list[str], *, devices: int = 2,
+                   timeout: int = 600) -> tuple[subprocess.CompletedProcess[str], subprocess.CompletedProcess[str]]:
+    """A DDP comparison's two runs: the DDP run in its own processes, started first, and
+    the one-process run in this process while they start; ``(ddp, one)`` when both ended."""
+    started = start_cli(ddp_args, ddp_cwd, devices=devices)
+    try:
+        one = run_cli(one_args, ddp_cwd, in_process=True)
+    except BaseException:
+        started.kill()
+        raise
+    return wait_cli(started, timeout=timeout), one
+
+
+def wait_cli(proc: subprocess.Popen[str], *, timeout: int = 600) -> subprocess.CompletedProcess[str]:
+    try:
+        out, err = proc.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        raise
+    return subprocess.CompletedProcess(proc.args, proc.returncode, out, err)
 
 
 #: A BERT of all-MiniLM-L6-v2's architecture type, shrunk: what the tests whose result does

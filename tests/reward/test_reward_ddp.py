@@ -12,18 +12,17 @@ keep rank 0's half-batch mean and the run would not be the one-process run).
 from __future__ import annotations
 
 import json
-import subprocess
 from pathlib import Path
 
 import pytest
 import torch
-from tests_helpers import run_cli, train_losses
+from tests_helpers import ddp_beside_one, train_losses
 
 PER_DEVICE, WORLD = 8, 2
 
 
-def _fit(out: Path, head: str, frozen: bool, model: str, *, devices: int, batch: int) -> subprocess.CompletedProcess[str]:
-    return run_cli([
+def _args(out: Path, head: str, frozen: bool, model: str, *, batch: int) -> list[str]:
+    return [
         "fit", "reward-hh", f"output_dir={out}", "name=x", f"model.name={model}",
         f"method.head.name={head}", "method.head.hidden=32", "method.heldout_fraction=0.0", "data.on_bad_row=skip",
         "model.max_seq_length=48", "data.max_rows=64", f"data.batch_size={batch}", "eval.batch_size=64",
@@ -31,7 +30,7 @@ def _fit(out: Path, head: str, frozen: bool, model: str, *, devices: int, batch:
         "optim.scheduler=constant", "trainer.precision=32-true", "trainer.max_steps=3", "trainer.log_every_n_steps=1",
         "trainer.enable_progress_bar=false", "trainer.accelerator=cpu", f"method.frozen={str(frozen).lower()}",
         "model.dropout=0.0",
-    ], out, devices=devices, in_process=devices == 1)
+    ]
 
 
 def _head(run: Path) -> dict[str, torch.Tensor]:
@@ -51,13 +50,13 @@ def _head(run: Path) -> dict[str, torch.Tensor]:
 )
 def test_ddp_reward_fit_equals_one_process_at_twice_the_batch(tmp_path: Path, head: str, frozen: bool,
                                                               tiny_model: str) -> None:
-    runs = {}
-    for name, devices, batch in (("ddp", WORLD, PER_DEVICE), ("one", 1, WORLD * PER_DEVICE)):
-        out = tmp_path / name
-        out.mkdir()
-        done = _fit(out, head, frozen, tiny_model, devices=devices, batch=batch)
+    runs = {name: tmp_path / name / "x" for name in ("ddp", "one")}
+    for run in runs.values():
+        run.parent.mkdir()
+    ddp, one = ddp_beside_one(_args(tmp_path / "ddp", head, frozen, tiny_model, batch=PER_DEVICE), tmp_path / "ddp",
+                              _args(tmp_path / "one", head, frozen, tiny_model, batch=WORLD * PER_DEVICE), devices=WORLD)
+    for done in (ddp, one):
         assert done.returncode == 0, done.stderr[-3000:]
-        runs[name] = out / "x"
     # one run directory (beside the output directory's shared embedding cache)
     made = sorted(p.name for p in (tmp_path / "ddp").iterdir() if not p.name.startswith("."))
     assert made == (["embedding-cache", "x"] if frozen else ["x"])

@@ -62,7 +62,7 @@ def frozen_run(tmp_path_factory: pytest.TempPathFactory, tiny_model: str) -> Pat
     out = tmp_path_factory.mktemp("reward")
     data = _styled_preferences(out / "styled.jsonl")
     code = main(["fit", "reward-hh", f"output_dir={out}", "trainer.max_epochs=3", f"model.name={tiny_model}",
-                 f"data.train={data}", "method.heldout_fraction=0.2", *COMMON])
+                 f"data.train={data}", "method.heldout_fraction=0.2", "optim.lr=0.05", *COMMON])
     assert code == 0
     return out / "reward-hh"
 
@@ -70,7 +70,7 @@ def frozen_run(tmp_path_factory: pytest.TempPathFactory, tiny_model: str) -> Pat
 def _frozen_args(frozen_run: Path, tiny_model: str) -> list[str]:
     """The arguments frozen_run was fitted with (but the epochs)."""
     return [f"model.name={tiny_model}", f"data.train={frozen_run.parent / 'styled.jsonl'}",
-            "method.heldout_fraction=0.2", *COMMON]
+            "method.heldout_fraction=0.2", "optim.lr=0.05", *COMMON]
 
 
 def test_frozen_fit_writes_a_reward_model_and_held_out_metrics(frozen_run: Path) -> None:
@@ -79,7 +79,11 @@ def test_frozen_fit_writes_a_reward_model_and_held_out_metrics(frozen_run: Path)
         held = metrics[stage]["heldout"]
         assert 0 <= held["accuracy"] <= 1 and 0 <= held["ece"] <= 1 and held["pairs"] > 5
     # the preference is plain in the embeddings: the trained head ranks the held-out pairs
-    assert metrics["after"]["heldout"]["accuracy"] >= 0.9, metrics["after"]["heldout"]
+    # and is sure of it (an untrained head's probability of the chosen reply is ~0.5, and a
+    # random head may rank these easy pairs by chance, as the initial one here does)
+    before, after = metrics["before"]["heldout"], metrics["after"]["heldout"]
+    assert after["accuracy"] >= 0.9, after
+    assert before["mean_prob_chosen"] < 0.6 and after["mean_prob_chosen"] >= 0.9, (before, after)
     # and the figure is the held-out pairs' own: recomputed from the saved model
     from contrastlib.data.preference import read_preferences, split_by_prompt
 

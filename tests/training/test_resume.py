@@ -70,34 +70,38 @@ def _weights(run: Path) -> dict[str, torch.Tensor]:
 
 
 def _fit_process(out: Path, name: str, *extra: str, run: list[str] = RUN) -> subprocess.Popen[bytes]:
+    """``contrastlib fit`` in a process of its own; its stderr goes to ``out/NAME[-resume].err``
+    (a file, not a pipe: nobody reads a pipe while another run is watched)."""
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"}
-    return subprocess.Popen(
-        [sys.executable, "-m", "contrastlib", "fit", *run, f"output_dir={out}", f"name={name}", *extra],
-        env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
-    )
+    with open(out / f"{name}{'-resume' if extra else ''}.err", "wb") as err:
+        return subprocess.Popen(
+            [sys.executable, "-m", "contrastlib", "fit", *run, f"output_dir={out}", f"name={name}", *extra],
+            env=env, stdout=subprocess.DEVNULL, stderr=err,
+        )
+
+
+def _stderr(out: Path, name: str, resumed: bool = False) -> str:
+    return (out / f"{name}{'-resume' if resumed else ''}.err").read_text(errors="replace")
 
 
 #: slow (kept out of the default suite's 15 minutes), each covered there by another test:
 #: SimCLR's views in workers by tests/vision/test_simclr.py; text SimCSE's mid-epoch resume
-#: by test_gradient_cache_run_resumes_mid_epoch_exactly and tests/test_ddp_cli.py, and a
-#: real SIGKILL by the other methods here
-SLOW_METHODS = ("simclr-2-workers", "simcse-text")
+#: by test_gradient_cache_run_resumes_mid_epoch_exactly and tests/test_ddp_cli.py; the
+#: fine-tuned reward model's mid-epoch resume by test_reward_run_cut_mid_epoch_resumes_exactly
+#: (cut by max_steps, in-process: 3 processes' imports less); a real SIGKILL by moco-v2-queue
+SLOW_METHODS = ("simclr-2-workers", "simcse-text", "reward-finetune")
 
 
 @pytest.mark.parametrize("method", [pytest.param(m, marks=pytest.mark.slow) if m in SLOW_METHODS else m
                                     for m in METHODS])
-def test_sigkill_mid_epoch_then_resume_matches_an_uninterrupted_run(tmp_path, method, tiny_model, capfd):
+def test_sigkill_mid_epoch_then_resume_matches_an_uninterrupted_run(tmp_path, method, tiny_model):
     run, steps_per_epoch = METHODS[method]
     if method in TEXT_METHODS:
         run = [*run, f"model.name={tiny_model}"]
-    # the uninterrupted run and the resumed one in this process (what they compute does not
-    # depend on it); the run that is killed in a process of its own
-    assert main(["fit", *run, f"output_dir={tmp_path}", "name=whole"]) == 0
-    a = _losses(tmp_path / "whole")
-    total = max(a) + 1
-    steps_per_epoch = steps_per_epoch or total // 2  # the reward split is by prompt hash: read it off the run
-    assert sorted(a) == list(range(total)) and total == 2 * steps_per_epoch
-
+    # every run in a process of its own, started alike (a run in the pytest process ended
+    # 2e-6 (reward) to 2e-3 (MoCo) away from one in a fresh process at the first step after
+    # the kill, and the comparison is exact); the uninterrupted one beside the one killed
+    whole = _fit_process(tmp_path, "whole", run=run)
     cut = _fit_process(tmp_path, "cut", run=run)
     first = tmp_path / "cut" / "checkpoints" / "step-3.ckpt"
     deadline = time.time() + 600
@@ -106,19 +110,19 @@ def test_sigkill_mid_epoch_then_resume_matches_an_uninterrupted_run(tmp_path, me
     cut.send_signal(signal.SIGKILL)  # the main process only, as the OOM killer does; workers see it go
     cut.wait()
     assert cut.returncode == -signal.SIGKILL
+    assert whole.wait(timeout=600) == 0, _stderr(tmp_path, "whole")[-2000:]
+    a = _losses(tmp_path / "whole")
+    total = max(a) + 1
+    steps_per_epoch = steps_per_epoch or total // 2  # the reward split is by prompt hash: read it off the run
+    assert sorted(a) == list(range(total)) and total == 2 * steps_per_epoch
     # the kill may land between the step checkpoint and last.ckpt: resume takes the newest
     killed_at = checkpoint_step(resume_checkpoint(tmp_path / "cut", warn=lambda _m: None))
     assert killed_at is not None and killed_at % steps_per_epoch != 0, killed_at  # mid-epoch
     assert '"status": "running"' in (tmp_path / "cut" / "contrastlib_run.json").read_text()
 
-    import warnings
-
-    capfd.readouterr()
-    with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always")
-        assert main(["fit", *run, f"output_dir={tmp_path}", "name=cut", "resume=true"]) == 0
-    out, err = capfd.readouterr()
-    log = out + err + "\n".join(str(w.message) for w in caught)
+    resumed = _fit_process(tmp_path, "cut", "resume=true", run=run)
+    assert resumed.wait(timeout=600) == 0, _stderr(tmp_path, "cut", resumed=True)[-2000:]
+    log = _stderr(tmp_path, "cut", resumed=True)
     assert "not resumable" not in log  # Lightning's warning for a loader that restarts the epoch
     assert "weights_only" not in log  # no unsafe-load warning either
 
@@ -215,6 +219,30 @@ def test_gradient_cache_run_resumes_mid_epoch_exactly(tmp_path, tiny_run):
     for step in a:
         assert b[step] == pytest.approx(a[step], rel=1e-6, abs=1e-7), step
     wa, wb = _weights(tmp_path / "whole"), _weights(tmp_path / "cut")
+    for k in wa:
+        torch.testing.assert_close(wb[k], wa[k], rtol=0, atol=0, msg=k)
+
+
+def test_reward_run_cut_mid_epoch_resumes_exactly(tmp_path, tiny_model):
+    """The fine-tuned reward model (encoder and head): cut by max_steps in the middle of
+    its first epoch and resumed, the run logs the losses of an uninterrupted one and ends
+    with its weights (a constant learning rate: a run cut by max_steps follows the
+    uninterrupted one's schedule)."""
+    run, _ = METHODS["reward-finetune"]
+    common = [*run, f"model.name={tiny_model}", f"output_dir={tmp_path}", "optim.scheduler=constant",
+              "optim.warmup_ratio=0", "trainer.checkpoint_every_n_steps=1000", "trainer.keep_step_checkpoints=false"]
+    assert main(["fit", *common, "name=whole"]) == 0
+    a = _losses(tmp_path / "whole")
+    total = max(a) + 1
+    cut_at = total // 2 - 1  # mid-epoch: 2 epochs, cut one step before the first one ends
+    assert main(["fit", *common, "name=cut", f"trainer.max_steps={cut_at}"]) == 0
+    assert main(["fit", *common, "name=cut", "resume=true"]) == 0
+    b = _losses(tmp_path / "cut")
+    assert sorted(a) == sorted(b) == list(range(total)) and 0 < cut_at < total // 2
+    for step in a:
+        assert b[step] == pytest.approx(a[step], rel=1e-6, abs=1e-7), step
+    wa, wb = _weights(tmp_path / "whole"), _weights(tmp_path / "cut")
+    assert any(k.startswith("head.") for k in wa) and any(k.startswith("encoder.") for k in wa)
     for k in wa:
         torch.testing.assert_close(wb[k], wa[k], rtol=0, atol=0, msg=k)
 

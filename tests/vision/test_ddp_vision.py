@@ -22,12 +22,11 @@ breaking the code: the test failed).
 
 from __future__ import annotations
 
-import subprocess
 from pathlib import Path
 
 import pytest
 import torch
-from tests_helpers import run_cli, train_losses
+from tests_helpers import ddp_beside_one, train_losses
 
 REPO = Path(__file__).resolve().parents[2]
 TRAIN = REPO / "datasets" / "digits" / "digits-train.npz"
@@ -39,15 +38,15 @@ FIXED_VIEWS = ["method.augment.size=16", "method.augment.min_scale=1.0", "method
                "method.augment.blur_prob=0.0"]
 
 
-def _fit(out: Path, recipe: str, extra: list[str], *, devices: int, batch: int) -> subprocess.CompletedProcess[str]:
-    return run_cli([
+def _args(out: Path, recipe: str, extra: list[str], *, batch: int) -> list[str]:
+    return [
         "fit", recipe, f"output_dir={out}", "name=x", f"data.batch_size={batch}",
         "data.max_rows=24", *VIT, *FIXED_VIEWS,
         "optim.name=sgd", f"optim.lr={LR}", "optim.momentum=0.0", "optim.weight_decay=0.0", "optim.warmup_ratio=0.0",
         "optim.scheduler=constant", "trainer.precision=32-true", "trainer.max_epochs=2", "trainer.log_every_n_steps=1",
         "trainer.enable_progress_bar=false", "trainer.accelerator=cpu", "eval.knn=[]", "eval.linear=[]",
         "eval.every_n_epochs=null", "eval.projection=none", "method.online_probe=true", *extra,
-    ], out, devices=devices, in_process=devices == 1)
+    ]
 
 
 def _state(run: Path) -> tuple[dict[str, torch.Tensor], dict]:
@@ -59,9 +58,9 @@ def _compare(tmp_path: Path, recipe: str, extra: list[str]) -> tuple[list[float]
     ddp_out, one_out = tmp_path / "ddp", tmp_path / "one"
     ddp_out.mkdir()
     one_out.mkdir()
-    ddp = _fit(ddp_out, recipe, extra, devices=WORLD, batch=PER_DEVICE)
+    ddp, one = ddp_beside_one(_args(ddp_out, recipe, extra, batch=PER_DEVICE), ddp_out,
+                              _args(one_out, recipe, extra, batch=WORLD * PER_DEVICE), devices=WORLD)
     assert ddp.returncode == 0, ddp.stderr[-3000:]
-    one = _fit(one_out, recipe, extra, devices=1, batch=WORLD * PER_DEVICE)
     assert one.returncode == 0, one.stderr[-3000:]
     assert [p.name for p in ddp_out.iterdir() if not p.name.startswith(".")] == ["x"]  # one run directory
     w_ddp, cb_ddp = _state(ddp_out / "x")
