@@ -102,7 +102,7 @@ def embed_images(
     from tqdm.auto import tqdm
 
     from contrastlib.data.augment import eval_transform
-    from contrastlib.data.images import TransformedImages
+    from contrastlib.data.image_batches import TransformedImages
     from contrastlib.utils.modes import eval_mode
     from contrastlib.utils.precision import autocast_context
 

@@ -23,7 +23,6 @@ its gradient either way. Monitors, probes and EMA updates are callbacks.
 from __future__ import annotations
 
 import contextlib
-import math
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, ClassVar, cast
@@ -37,7 +36,7 @@ from contrastlib.encoders.base import Encoder
 from contrastlib.losses.base import ContrastiveLoss, LossContract, LossInputs
 from contrastlib.methods.data import MethodDataModule, NoConfig, TrainData, config_kwargs
 from contrastlib.training.gradcache import GradCache, Inputs, embed_in_chunks, split_rows
-from contrastlib.training.optim import build_optimizer, warmup_schedule
+from contrastlib.training.optim import build_optimizer, planned_steps, warmup_schedule
 
 
 class ContrastiveModule(pl.LightningModule):
@@ -283,20 +282,8 @@ class ContrastiveModule(pl.LightningModule):
         return []
 
     def optimizer_steps(self) -> int:
-        """Optimizer steps the run will take: the schedule's length, the same with and
-        without the gradient cache, for any accumulation and for max_steps or max_epochs."""
-        trainer = self.trainer
-        if self.automatic_optimization:
-            return int(trainer.estimated_stepping_batches)
-        # Manual optimisation (gradient cache): the Trainer runs with accumulation 1 and
-        # counts optimizer steps in global_step; the module steps every `accumulate`
-        # batches and at the end of each epoch, as Lightning's own accumulation does.
-        trainer.estimated_stepping_batches  # noqa: B018  (sets num_training_batches)
-        batches = trainer.num_training_batches
-        if math.isinf(batches):
-            return int(trainer.max_steps)
-        total = math.ceil(batches / self.accumulate_grad_batches) * max(trainer.max_epochs or 1, 1)
-        return min(total, trainer.max_steps) if trainer.max_steps != -1 else total
+        """Optimizer steps the run will take (the schedule's length, :func:`planned_steps`)."""
+        return planned_steps(self.trainer, automatic=self.automatic_optimization, accumulate=self.accumulate_grad_batches)
 
     def configure_optimizers(self) -> Any:
         optimizer = build_optimizer(

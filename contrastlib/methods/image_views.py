@@ -18,7 +18,8 @@ import pytorch_lightning as pl
 from torch import Tensor
 
 from contrastlib.data.augment import augment_config, eval_transform, view_transform
-from contrastlib.data.images import ImageBatch, ImageSet, ViewsDataset, collate_views, read_images
+from contrastlib.data.image_batches import ImageBatch, ViewsDataset, collate_views
+from contrastlib.data.images import ImageSet, read_images
 from contrastlib.data.readers import BadRows
 from contrastlib.errors import ConfigError
 from contrastlib.losses.base import LossContract

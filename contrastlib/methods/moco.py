@@ -44,7 +44,7 @@ import pytorch_lightning as pl
 import torch
 from torch import Tensor, nn
 
-from contrastlib.data.images import ImageBatch
+from contrastlib.data.image_batches import ImageBatch
 from contrastlib.data.readers import BadRows
 from contrastlib.encoders.image import ProjectionHead
 from contrastlib.errors import ConfigError

@@ -20,7 +20,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-from contrastlib.data.images import ImageBatch
+from contrastlib.data.image_batches import ImageBatch
 from contrastlib.methods.image_views import ImageViewsConfig, ImageViewsMethod
 from contrastlib.registry import METHODS
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from typing import cast
+from typing import Any, cast
 
 import torch
 from torch import nn
@@ -94,3 +94,19 @@ def warmup_schedule(
         return max(0.0, 1.0 - progress)
 
     return LambdaLR(optimizer, factor)
+
+
+def planned_steps(trainer: Any, *, automatic: bool, accumulate: int) -> int:
+    """Optimizer steps a run will take: the schedule's length, the same with and without
+    the gradient cache, for any accumulation and for max_steps or max_epochs."""
+    if automatic:
+        return int(trainer.estimated_stepping_batches)
+    # Manual optimisation (gradient cache): the Trainer runs with accumulation 1 and counts
+    # optimizer steps in global_step; the module steps every `accumulate` batches and at
+    # the end of each epoch, as Lightning's own accumulation does.
+    trainer.estimated_stepping_batches  # noqa: B018  (sets num_training_batches)
+    batches = trainer.num_training_batches
+    if math.isinf(batches):
+        return int(trainer.max_steps)
+    total = math.ceil(batches / accumulate) * max(trainer.max_epochs or 1, 1)
+    return min(total, trainer.max_steps) if trainer.max_steps != -1 else total

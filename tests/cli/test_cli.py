@@ -251,7 +251,7 @@ def test_supervised_on_single_sentences_fails_before_work(tmp_path, capsys):
     code = main(
         [
             "fit", "simcse-snli", f"output_dir={tmp_path}",
-            f"data.train={REPO / 'contrastlib' / 'datasets' / 'wiki' / 'wiki-sentences-3k.txt'}",
+            f"data.train={REPO / 'datasets' / 'wiki' / 'wiki-sentences-3k.txt'}",
         ]
     )
     assert code == 2

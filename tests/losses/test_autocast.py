@@ -56,7 +56,9 @@ def _make(name: str) -> torch.nn.Module:
 
 def _loss_and_grads(loss_fn: torch.nn.Module, a: torch.Tensor, c: torch.Tensor, autocast: bool):
     a, c = a.clone().requires_grad_(), c.clone().requires_grad_()
-    kwargs = {"ids": torch.arange(B)} if "ids" in loss_fn.requires else {}
+    # the optional inputs a loss cannot do without: dataset ids (ATI), pair scores (CoSENT)
+    needed = {"ids": torch.arange(B), "scores": torch.linspace(0, 5, B)}
+    kwargs = {k: v for k, v in needed.items() if k in loss_fn.requires}
     with torch.autocast("cpu", dtype=torch.bfloat16, enabled=autocast):
         loss = loss_fn(a, c, **kwargs)
     loss.backward()

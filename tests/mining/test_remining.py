@@ -72,7 +72,7 @@ def test_remining_refuses_pairs_and_workers_before_work(ntuples, tmp_path, capsy
     monkeypatch.setattr(TextEncoder, "__init__", no_load)
     out = tmp_path / "runs"
     assert main(["fit", "simcse-snli", f"output_dir={out}", "remine.every_n_steps=2",
-                 f"data.train={REPO / 'contrastlib' / 'datasets' / 'stsb' / 'test.tsv'}"]) == 2
+                 f"data.train={REPO / 'datasets' / 'stsb' / 'test.tsv'}"]) == 2
     err = capsys.readouterr().err
     assert "remine" in err or "column" in err
     pairs = tmp_path / "pairs.tsv"

@@ -85,7 +85,8 @@ def test_frozen_fit_writes_a_reward_model_and_held_out_metrics(frozen_run: Path)
     assert after["accuracy"] >= 0.9, after
     assert before["mean_prob_chosen"] < 0.6 and after["mean_prob_chosen"] >= 0.9, (before, after)
     # and the figure is the held-out pairs' own: recomputed from the saved model
-    from contrastlib.data.preference import read_preferences, split_by_prompt
+    from contrastlib.data.preference import read_preferences
+    from contrastlib.data.prompt_split import split_by_prompt
 
     model = RewardModel.load(frozen_run)
     rows = read_preferences(frozen_run.parent / "styled.jsonl").rows[:120]  # data.max_rows

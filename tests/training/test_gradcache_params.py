@@ -12,9 +12,24 @@ import torch
 from torch import Tensor, nn
 from torch.utils.data import DataLoader, TensorDataset
 
+from contrastlib.encoders.base import Encoder
 from contrastlib.losses import InfoNCELoss
 from contrastlib.methods.base import ContrastiveModule
 from contrastlib.training.gradcache import GradCache
+
+
+class VectorEncoder(Encoder):
+    """A small MLP over feature vectors, as an encoder (no token window)."""
+
+    inputs, kind = "vectors", "vectors"
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.net = nn.Sequential(nn.Linear(6, 12), nn.Dropout(0.2), nn.Tanh(), nn.Linear(12, 8))
+        self.dim = 8
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.net(x)
 
 
 class HeadMethod(ContrastiveModule):
@@ -23,7 +38,7 @@ class HeadMethod(ContrastiveModule):
 
     def __init__(self, **kwargs: Any) -> None:
         torch.manual_seed(0)
-        encoder = nn.Sequential(nn.Linear(6, 12), nn.Dropout(0.2), nn.Tanh(), nn.Linear(12, 8))
+        encoder = VectorEncoder()
         super().__init__(encoder, InfoNCELoss(0.2, learnable_temperature=True), **kwargs)
         self.head = nn.Sequential(nn.Linear(8, 8), nn.ReLU(), nn.Linear(8, 5))
 

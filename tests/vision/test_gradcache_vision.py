@@ -17,7 +17,7 @@ import pytest
 import torch
 from torch import Tensor
 
-from contrastlib.data.images import ImageBatch
+from contrastlib.data.image_batches import ImageBatch
 from contrastlib.encoders.image import ImageEncoder, ProjectionHead
 from contrastlib.losses import InfoNCELoss, NTXentLoss
 from contrastlib.methods.moco import MoCo

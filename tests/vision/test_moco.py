@@ -67,7 +67,8 @@ def test_the_queue_never_holds_the_current_keys_when_the_loss_runs():
     import pytorch_lightning as pl
 
     from contrastlib.data.augment import augment_config, view_transform
-    from contrastlib.data.images import ViewsDataset, collate_views, read_images
+    from contrastlib.data.image_batches import ViewsDataset, collate_views
+    from contrastlib.data.images import read_images
 
     images = read_images(Path(__file__).resolve().parents[2] / "datasets/digits/digits-train.npz").subset(64)
     loader = torch.utils.data.DataLoader(ViewsDataset(images, view_transform(augment_config({"size": 16}))), batch_size=16,

@@ -11,7 +11,8 @@ from torch import nn
 from torch.utils.data import DataLoader
 
 from contrastlib.data.augment import eval_transform
-from contrastlib.data.images import ViewsDataset, collate_views, read_images
+from contrastlib.data.image_batches import ViewsDataset, collate_views
+from contrastlib.data.images import read_images
 from contrastlib.training.monitor import EvalMonitor, OnlineProbe
 
 BUNDLED = Path(__file__).resolve().parents[2] / "datasets" / "digits"

@@ -83,7 +83,8 @@ def _numpy_knn_top1(encoder) -> float:
 def _views(augment: dict, n: int) -> torch.Tensor:
     """Two seeded views (the run's augmentation) of the first ``n`` training digits."""
     from contrastlib.data.augment import augment_config, view_transform
-    from contrastlib.data.images import ViewsDataset, collate_views, read_images
+    from contrastlib.data.image_batches import ViewsDataset, collate_views
+    from contrastlib.data.images import read_images
 
     ds = ViewsDataset(read_images(TRAIN).subset(n), view_transform(augment_config(augment)), n_views=2, seed=7)
     return collate_views([ds[i] for i in range(n)]).views  # [2, n, C, H, W]
@@ -160,7 +161,8 @@ def test_three_views_need_a_multi_view_loss(tmp_path, capsys):
 
 def test_views_differ_and_run_in_workers():
     from contrastlib.data.augment import augment_config, view_transform
-    from contrastlib.data.images import ViewsDataset, collate_views, read_images
+    from contrastlib.data.image_batches import ViewsDataset, collate_views
+    from contrastlib.data.images import read_images
 
     ds = ViewsDataset(read_images(TRAIN), view_transform(augment_config({"size": 16})), n_views=2)
     loader = torch.utils.data.DataLoader(ds, batch_size=8, num_workers=2, collate_fn=collate_views)
@@ -181,7 +183,8 @@ def test_a_bad_model_key_fails_before_the_run_directory_exists(tmp_path, capsys)
 
 def test_seeded_views_are_the_same_in_any_worker_and_differ_by_epoch():
     from contrastlib.data.augment import augment_config, view_transform
-    from contrastlib.data.images import ViewsDataset, collate_views, read_images
+    from contrastlib.data.image_batches import ViewsDataset, collate_views
+    from contrastlib.data.images import read_images
     from contrastlib.samplers.random import RandomBatchSampler
 
     images = read_images(TRAIN).subset(32)
