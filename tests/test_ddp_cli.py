@@ -80,7 +80,12 @@ def base_weights(tiny_model) -> dict[str, torch.Tensor]:
 # tests/mining/test_remining.py::test_ddp_ranks_train_on_the_rows_rank_0_remined (losses at
 # every step), and the strategy's gradients and weights with no_duplicates here; the two
 # samplers share the rank split (GlobalBatchSampler.local_batches)
-@pytest.mark.parametrize("sampler", ["no_duplicates", pytest.param("random", marks=pytest.mark.slow)])
+# With -m slow, both: text under DDP equals one process at twice the batch in
+# tests/mining/test_remining.py (re-mined rows, the random sampler), the no-duplicates
+# sampler's split across ranks is checked in tests/test_samplers.py, and a DDP run with it,
+# cut mid-epoch and resumed, below.
+@pytest.mark.slow
+@pytest.mark.parametrize("sampler", ["no_duplicates", "random"])
 def test_ddp_cli_equals_one_process_at_twice_the_batch(tmp_path, sampler, base_weights, tiny_model):
     train = _data(tmp_path)
     ddp_out, one_out = tmp_path / "ddp", tmp_path / "one"

@@ -34,6 +34,7 @@ RUN = ["simcse-snli", "data.max_rows=80", "data.batch_size=8", "model.max_seq_le
        "trainer.enable_progress_bar=false", "eval.sts=[]", "optim.warmup_ratio=0.2"]
 STEPS_PER_EPOCH = 10
 _SMALL_IMAGES = ["model.name=resnet10t", "model.projection=[64,32]", "data.max_rows=96", "data.batch_size=16",
+                 "method.augment.size=8",
                  "trainer.precision=32-true", "eval.knn=[]", "eval.linear=[]", "eval.every_n_epochs=null"]
 _EVERY_3 = ["trainer.max_epochs=2", "trainer.checkpoint_every_n_steps=3", "trainer.keep_step_checkpoints=true",
             "trainer.log_every_n_steps=1", "trainer.enable_progress_bar=false"]

@@ -80,6 +80,10 @@ def _assert_same_run(losses_ddp, losses_one, w_ddp, w_one, cb_ddp, cb_one):
     torch.testing.assert_close(cb_ddp[probe]["head"]["weight"], cb_one[probe]["head"]["weight"], atol=1e-4, rtol=1e-4)
 
 
+# With -m slow: MoCo v2's DDP test below runs the same image pipeline under DDP (views,
+# sharded batches, the gathered loss) and more (the queue, shuffle-BN); NT-Xent's gather
+# equals one process in tests/losses/test_distributed.py.
+@pytest.mark.slow
 def test_simclr_two_ranks_equal_one_process_at_double_batch(tmp_path):
     _assert_same_run(*_compare(tmp_path, "simclr-digits", []))
 
