@@ -9,6 +9,7 @@ import json
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pytest
 
 import contrastlib.components  # noqa: F401  (fills the registries)
@@ -50,8 +51,13 @@ def files(tmp_path_factory) -> dict[str, str]:
     prefs = root / "prefs.jsonl"
     prefs.write_text("".join(json.dumps({"prompt": f"Question {i}: {a}", "chosen": p, "rejected": n}) + "\n"
                              for i, (a, p, n) in enumerate(TRIPLETS * 2)))
+    digits = {}
+    for split, n in (("train", 64), ("test", 32)):  # small labelled image sets
+        with np.load(DIGITS / f"digits-{split}.npz") as z:
+            np.savez(root / f"digits-{split}.npz", images=z["images"][:n], labels=z["labels"][:n])
+        digits[split] = str(root / f"digits-{split}.npz")
     return {"triplets": str(triplets), "sts": str(sts), "beir": str(beir), "prefs": str(prefs),
-            "digits": str(DIGITS / "digits-train.npz"), "digits_test": str(DIGITS / "digits-test.npz")}
+            "digits": digits["train"], "digits_test": digits["test"]}
 
 
 def _method_overrides(method: str, files: dict[str, str], tiny_text: str) -> list[str]:
