@@ -81,9 +81,11 @@ class BadRows:
 
 
 def _open_text(path: Path) -> io.TextIOBase:
+    # utf-8-sig: a UTF-8 byte-order mark (as spreadsheet programs write CSV and TSV) is
+    # dropped, not read into the first column's name; text without one reads as UTF-8.
     if path.suffix == ".gz":
-        return io.TextIOWrapper(gzip.open(path, "rb"), encoding="utf-8")
-    return open(path, encoding="utf-8", newline="")
+        return io.TextIOWrapper(gzip.open(path, "rb"), encoding="utf-8-sig")
+    return open(path, encoding="utf-8-sig", newline="")
 
 
 def _check_file(path: str | Path) -> Path:
