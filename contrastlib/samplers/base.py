@@ -28,10 +28,12 @@ sampler itself), so a batch sampler here is also its own ``sampler``.
 
 from __future__ import annotations
 
-import functools
-from collections.abc import Hashable, Iterator, Sequence
-from typing import Any, ClassVar
+import itertools
+from collections.abc import Hashable, Iterable, Iterator, Sequence
+from typing import Any, ClassVar, overload
 
+import numpy as np
+import torch
 import torch.distributed as dist
 from torch.utils.data import Sampler
 
@@ -92,7 +94,8 @@ class GlobalBatchSampler(Sampler[list[int]]):
         self.seed = seed
         self.epoch = 0
         self.num_replicas, self.rank = num_replicas, rank
-        self._cache: tuple[tuple[int, int], list[list[int]]] | None = None
+        #: ((epoch, world), whether that epoch forms any usable batch): ``__len__``'s answer.
+        self._cache: tuple[tuple[int, int], bool] | None = None
         #: (epoch, batches): skip that epoch's first batches once (a mid-epoch resume).
         self._resume: tuple[int, int] | None = None
         #: Yield ``epoch * len(rows) + i`` for row ``i``: for datasets whose items are
@@ -106,19 +109,21 @@ class GlobalBatchSampler(Sampler[list[int]]):
         """Raise ``ValueError("KEY: ...")`` for an option value no data could make work."""
 
     # ---------------------------------------------------------------- for subclasses
-    @functools.cached_property
-    def keys(self) -> list[tuple[Hashable, ...]]:
-        """Per row, its texts (or keys): what "no text twice in a batch" compares."""
-        return [tuple(r) if isinstance(r, (tuple, list)) else (r,) for r in self.rows]
+    @property
+    def keys(self) -> RowKeys:
+        """Per row, its texts (or keys): what "no text twice in a batch" compares. A view
+        read row by row as batches are formed, never a copy of every row."""
+        return RowKeys(self.rows)
 
     def refresh(self) -> None:
         """The rows' contents changed (re-mining): read them again from the next epoch
         built (a batch of the current epoch keeps the rows it was formed with)."""
-        self.__dict__.pop("keys", None)
         self._cache = None
 
-    def global_batches(self, epoch: int, global_batch_size: int) -> list[list[int]]:
-        """Every global batch of ``epoch`` (at most ``global_batch_size`` rows each)."""
+    def global_batches(self, epoch: int, global_batch_size: int) -> Iterable[Sequence[int] | np.ndarray]:
+        """Every global batch of ``epoch`` (at most ``global_batch_size`` rows each), in
+        order: a list, or a generator that forms each batch when it is asked for (the
+        same batches every time it is called with the same arguments)."""
         raise NotImplementedError
 
     # ---------------------------------------------------------------- the protocol
@@ -141,34 +146,45 @@ class GlobalBatchSampler(Sampler[list[int]]):
         full, rest = divmod(self.num_rows, size)
         return full + int(not self.drop_last and rest >= world)
 
-    def _shared(self) -> list[list[int]]:
-        world, _ = dist_info(self.num_replicas, self.rank)
-        key = (self.epoch, world)
-        if self._cache is None or self._cache[0] != key:
-            size = self.batch_size * world
-            usable = []
-            for batch in self.global_batches(self.epoch, size):
-                n = len(batch) - len(batch) % world  # equal shapes on every rank
-                if n:
-                    usable.append(batch[:n])
-            steps = self.steps_per_epoch(world)
-            kept = usable[:steps]
-            left_out = sum(len(b) for b in usable[steps:])
-            repeated = 0
-            while kept and len(kept) < steps:  # fewer batches than steps: repeat some
-                kept.append(kept[len(kept) % len(usable)] if usable else [])
-                repeated += len(kept[-1])
-            self.epoch_stats = {"left_out": left_out, "repeated": repeated}
-            self._cache = (key, kept)
-        return self._cache[1]
+    def _usable(self, world: int) -> Iterator[list[int]]:
+        """This epoch's global batches, each cut to a multiple of ``world`` (empty ones left out)."""
+        for batch in self.global_batches(self.epoch, self.batch_size * world):
+            n = len(batch) - len(batch) % world  # equal shapes on every rank
+            if n:
+                yield batch[:n].tolist() if isinstance(batch, np.ndarray) else [int(i) for i in batch[:n]]
 
-    def local_batches(self) -> list[list[int]]:
+    def _shared_batches(self, world: int) -> Iterator[list[int]]:
+        """The ``steps_per_epoch`` global batches of this epoch, formed as they are asked
+        for: batches beyond that are left out, and if there are fewer, the epoch's first
+        ones repeat (``epoch_stats`` counts both once the epoch has been read to its end)."""
+        steps = self.steps_per_epoch(world)
+        given = left_out = repeated = 0
+        for batch in self._usable(world):
+            if given < steps:
+                given += 1
+                yield batch
+            else:
+                left_out += len(batch)
+        while 0 < given < steps:  # fewer batches than steps: the same epoch's again, from its start
+            for batch in self._usable(world):
+                if given == steps:
+                    break
+                given += 1
+                repeated += len(batch)
+                yield batch
+        self.epoch_stats = {"left_out": left_out, "repeated": repeated}
+
+    def _shared(self) -> list[list[int]]:
+        """Every global batch of this epoch, as a list (for tests and inspection)."""
+        world, _ = dist_info(self.num_replicas, self.rank)
+        return list(self._shared_batches(world))
+
+    def local_batches(self) -> Iterator[list[int]]:
+        """This rank's slice of every global batch of the epoch, formed as they are asked for."""
         world, rank = dist_info(self.num_replicas, self.rank)
-        out = []
-        for batch in self._shared():
+        for batch in self._shared_batches(world):
             share = len(batch) // world
-            out.append(batch[rank * share : (rank + 1) * share])
-        return out
+            yield batch[rank * share : (rank + 1) * share]
 
     def __iter__(self) -> Iterator[list[int]]:
         skip = 0
@@ -177,8 +193,42 @@ class GlobalBatchSampler(Sampler[list[int]]):
                 skip = self._resume[1]
             self._resume = None
         offset = self.epoch * self.num_rows if self.tag_epoch else 0
-        for batch in self.local_batches()[skip:]:
+        for batch in itertools.islice(self.local_batches(), skip, None):
             yield [offset + i for i in batch] if offset else batch
 
     def __len__(self) -> int:
-        return len(self._shared())
+        """``steps_per_epoch`` (the same on every rank and in every epoch), or 0 when no
+        global batch of the epoch holds ``world`` rows (found by forming its first batches)."""
+        world, _ = dist_info(self.num_replicas, self.rank)
+        key = (self.epoch, world)
+        if self._cache is None or self._cache[0] != key:
+            self._cache = (key, next(self._usable(world), None) is not None)
+        return self.steps_per_epoch(world) if self._cache[1] else 0
+
+
+class RowKeys(Sequence[tuple[Hashable, ...]]):
+    """Per row, its texts (or other hashable keys) as a tuple: a row that is a tuple or
+    list as it is, anything else as a 1-tuple. Read from the rows on each access."""
+
+    def __init__(self, rows: Sequence[Any]) -> None:
+        self.rows = rows
+
+    def __len__(self) -> int:
+        return len(self.rows)
+
+    @overload
+    def __getitem__(self, i: int) -> tuple[Hashable, ...]: ...
+    @overload
+    def __getitem__(self, i: slice) -> list[tuple[Hashable, ...]]: ...
+    def __getitem__(self, i: int | slice) -> tuple[Hashable, ...] | list[tuple[Hashable, ...]]:
+        if isinstance(i, slice):
+            return [self[j] for j in range(*i.indices(len(self)))]
+        r = self.rows[i]
+        return tuple(r) if isinstance(r, (tuple, list)) else (r,)
+
+
+def permutation(n: int, seed: int) -> np.ndarray:
+    """A seeded permutation of ``range(n)`` as an integer array (torch's generator, so
+    the same on every platform and rank; no Python object per row)."""
+    g = torch.Generator().manual_seed(seed)
+    return torch.randperm(n, generator=g).numpy()

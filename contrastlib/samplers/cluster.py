@@ -243,7 +243,7 @@ class _Batch:
 class _Epoch:
     """The rows not yet used in an epoch: per-cluster pools and a random stream."""
 
-    def __init__(self, keys: list[tuple[Hashable, ...]], pools: list[deque[int]], stream: list[int]) -> None:
+    def __init__(self, keys: Sequence[tuple[Hashable, ...]], pools: list[deque[int]], stream: list[int]) -> None:
         self.keys, self.pools, self.stream = keys, pools, stream
         self.cursor = 0
         self.used = bytearray(len(keys))
