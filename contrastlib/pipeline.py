@@ -92,7 +92,8 @@ def plan_fit(cfg: RunConfig) -> FitPlan:
         raise ConfigError(f"model.encoder: method {name!r} trains a {' or '.join(fitting)} encoder, not {cfg.model['encoder']!r}")
     loss_cls, _ = loss_spec(cfg.loss)
     bad_rows = BadRows(cfg.data.on_bad_row, key="data.on_bad_row")
-    data = method_cls.read_train_data(cfg.data.train, config, max_rows=cfg.data.max_rows, bad_rows=bad_rows)
+    data = method_cls.read_train_data(cfg.data.train, config, max_rows=cfg.data.max_rows, bad_rows=bad_rows,
+                                      columns=cfg.data.columns)
     check_loss(loss_cls, cfg.loss["name"], method_cls.loss_contract(config, data))
     loss = build_loss(cfg.loss, num_samples=len(data.rows))
     sampler = cfg.data.sampler or method_cls.default_sampler

@@ -25,8 +25,13 @@ SECTION_SELECTORS = {"model": "encoder", "method": "name", "loss": "name"}
 
 @dataclass
 class DataConfig:
-    #: Training file (its format is the method's: see the method's docs).
+    #: Training data (its format is the method's: see the method's docs): a file, or for
+    #: text tuples and scored pairs also a Parquet file, an Arrow file or a folder that
+    #: ``datasets``' ``save_to_disk`` wrote (memory-mapped).
     train: str = MISSING
+    #: The columns to train on, in role order (anchor, positive, negatives...; scored
+    #: pairs: text, text, score), by name, in any format; null: found by their names.
+    columns: list[str] | None = None
     #: Rows per device and step; the global batch is ``batch_size x devices``.
     batch_size: int = 64
     #: A registered batch sampler (``contrastlib list``); null: the method's default.

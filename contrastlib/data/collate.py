@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -10,6 +9,9 @@ from typing import Any
 import torch
 from torch import Tensor
 from torch.utils.data import Dataset
+
+from contrastlib.data.tables import take_rows
+from contrastlib.data.text_keys import text_key
 
 
 @dataclass
@@ -27,12 +29,6 @@ class TextBatch:
         return TextBatch([{k: v.to(device) for k, v in c.items()} for c in self.columns], self.ids.to(device), keys)
 
 
-def text_key(text: str) -> int:
-    """A stable 63-bit key of ``text`` (the same in every process and on every run)."""
-    digest = hashlib.blake2b(text.encode("utf-8", "surrogatepass"), digest_size=8).digest()
-    return int.from_bytes(digest, "little") >> 1
-
-
 class IndexedRows(Dataset[tuple[int, tuple[str, ...]]]):
     """Rows of texts, each returned with its index (per-example parameters need it)."""
 
@@ -44,6 +40,11 @@ class IndexedRows(Dataset[tuple[int, tuple[str, ...]]]):
 
     def __getitem__(self, i: int) -> tuple[int, tuple[str, ...]]:
         return i, self.rows[i]
+
+    def __getitems__(self, indices: list[int]) -> list[tuple[int, tuple[str, ...]]]:
+        """A batch's rows at once (the DataLoader's batched fetch): one gather per column
+        from a memory-mapped table."""
+        return list(zip(indices, take_rows(self.rows, indices), strict=True))
 
 
 class TextTupleCollator:

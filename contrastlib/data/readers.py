@@ -29,6 +29,15 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
+from contrastlib.data.tables import (
+    TextTable,
+    check_score_column,
+    check_text_columns,
+    is_table,
+    open_dataset,
+)
 from contrastlib.errors import ConfigError, DataError
 
 #: Accepted column names, by role, for pair/triplet files (first match wins).
@@ -104,7 +113,8 @@ def _kind(path: Path) -> str:
     ext = suffixes[-1] if suffixes else ""
     if ext in (".tsv", ".csv", ".jsonl", ".txt"):
         return ext[1:]
-    raise DataError(path, f"unknown file type {ext or '(none)'}; expected .txt, .tsv, .csv or .jsonl")
+    raise DataError(path, f"unknown file type {ext or '(none)'}; expected .txt, .tsv, .csv or .jsonl"
+                    " (text tuples and scored pairs also .parquet, .arrow or a save_to_disk folder)")
 
 
 @contextlib.contextmanager
@@ -185,7 +195,7 @@ def _header_line(path: Path, first_record_line: int) -> int:
     return first_record_line if _kind(path) == "jsonl" else 1
 
 
-def _resolve_columns(path: Path, columns: Sequence[str], line: int) -> list[str]:
+def _resolve_columns(path: Path, columns: Sequence[str], line: int | None) -> list[str]:
     """Map the file's columns to roles (anchor, positive[, negative...]) in that order.
 
     Negatives are one ``negative`` column (or an alias), or numbered columns
@@ -216,23 +226,53 @@ def _resolve_columns(path: Path, columns: Sequence[str], line: int) -> list[str]
     return found + ([single] if single is not None else numbered)
 
 
-def read_tuples(path: str | Path, *, bad_rows: BadRows | None = None) -> tuple[list[tuple[str, ...]], list[str]]:
+def _pick_columns(path: Path, found: Sequence[str], line: int | None, columns: Sequence[str] | None) -> list[str]:
+    """``columns`` as given (each must exist), else the columns found by their role names."""
+    if not columns:
+        return _resolve_columns(path, found, line)
+    for c in columns:
+        if c not in found:
+            raise DataError(path, f"data.columns: no column {c!r}; found columns: {', '.join(found)}", line)
+    if len(columns) < 1:
+        raise ConfigError("data.columns: name at least one column")
+    return list(columns)
+
+
+def _table_tuples(path: Path, columns: Sequence[str] | None, bad: BadRows) -> tuple[TextTable, list[str]]:
+    ds = open_dataset(path)
+    cols = _pick_columns(path, ds.column_names, None, columns)
+    keep = check_text_columns(ds, path, cols, bad)
+    table = TextTable(ds, cols, str(path), keep)
+    if not len(table):
+        raise DataError(path, f"no usable rows ({bad.summary()})" if bad.count else "no data rows")
+    roles = ["anchor", "positive"][: len(cols)] + ["negative"] * max(0, len(cols) - 2)
+    return table, roles
+
+
+def read_tuples(path: str | Path, *, bad_rows: BadRows | None = None,
+                columns: Sequence[str] | None = None) -> tuple[Sequence[tuple[str, ...]], list[str]]:
     """Read pairs ``(anchor, positive)``, triplets ``(anchor, positive, negative)`` or
     n-tuples ``(anchor, positive, negative_1, ..., negative_n)``.
 
     Returns the rows and the role names found (``["anchor", "positive", "negative", ...]``).
     A ``.txt`` file gives 1-tuples (single sentences, for unsupervised methods). Malformed
-    rows go to ``bad_rows`` (default: raise).
+    rows go to ``bad_rows`` (default: raise). ``columns`` (``data.columns``) names the
+    columns in role order; default: found by their names (:data:`ROLE_ALIASES`). A Parquet
+    or Arrow source gives a memory-mapped :class:`~contrastlib.data.tables.TextTable`.
     """
+    if is_table(path):
+        return _table_tuples(Path(path), columns, bad_rows or BadRows())
     path = _check_file(path)
     if _kind(path) == "txt":
+        if columns:
+            raise ConfigError("data.columns: a .txt file holds one sentence per line, no columns")
         return [(s,) for s in read_sentences(path)], ["anchor"]
     bad = bad_rows or BadRows()
     rows: list[tuple[str, ...]] = []
     cols: list[str] | None = None
     for n, rec in read_records(path, bad):
         if cols is None:
-            cols = _resolve_columns(path, list(rec), _header_line(path, n))
+            cols = _pick_columns(path, list(rec), _header_line(path, n), columns)
         values = []
         for c in cols:
             value = rec.get(c)
@@ -279,31 +319,23 @@ class ScoredPairs:
         return out
 
 
-def read_scored_pairs(path: str | Path, *, bad_rows: BadRows | None = None) -> ScoredPairs:
-    """Read ``sentence1 sentence2 score`` rows (TSV/CSV with header, or JSONL). Malformed
-    rows go to ``bad_rows`` (default: raise)."""
-    path = _check_file(path)
+def read_scored_pairs(path: str | Path, *, bad_rows: BadRows | None = None,
+                      columns: Sequence[str] | None = None) -> ScoredPairs:
+    """Read ``sentence1 sentence2 score`` rows (TSV/CSV with header, JSONL, Parquet or
+    Arrow). Malformed rows go to ``bad_rows`` (default: raise). ``columns``: the two text
+    columns and the score column, in that order (default: by name)."""
     bad = bad_rows or BadRows()
+    if is_table(path):
+        return _table_scored_pairs(Path(path), columns, bad)
+    path = _check_file(path)
     s1: list[str] = []
     s2: list[str] = []
     scores: list[float] = []
-    score_col: str | None = None
+    names: list[str] | None = None
     for n, rec in read_records(path, bad):
-        if score_col is None:
-            head = _header_line(path, n)
-            for name in ("sentence1", "sentence2"):
-                if name not in rec:
-                    raise DataError(
-                        path, f"missing column {name!r}; found columns: {', '.join(rec)}", head
-                    )
-            score_col = next((c for c in SCORE_ALIASES if c in rec), None)
-            if score_col is None:
-                raise DataError(
-                    path,
-                    f"missing column 'score' (accepted: {', '.join(SCORE_ALIASES)}); "
-                    f"found columns: {', '.join(rec)}",
-                    head,
-                )
+        if names is None:
+            names = _scored_columns(path, list(rec), _header_line(path, n), columns)
+        first, second, score_col = names
         raw = rec.get(score_col)
         try:
             score = float(raw)  # type: ignore[arg-type]
@@ -313,9 +345,9 @@ def read_scored_pairs(path: str | Path, *, bad_rows: BadRows | None = None) -> S
         if not math.isfinite(score):
             bad(DataError(path, f"score {raw!r} is not finite", n))
             continue
-        a, b = rec.get("sentence1"), rec.get("sentence2")
+        a, b = rec.get(first), rec.get(second)
         if not isinstance(a, str) or not isinstance(b, str):
-            bad(DataError(path, "sentence1 and sentence2 must be strings", n))
+            bad(DataError(path, f"{first} and {second} must be strings", n))
             continue
         s1.append(a)
         s2.append(b)
@@ -323,6 +355,44 @@ def read_scored_pairs(path: str | Path, *, bad_rows: BadRows | None = None) -> S
     if not scores:
         raise DataError(path, f"no usable rows ({bad.summary()})" if bad.count else "no data rows after the header")
     return ScoredPairs(s1, s2, scores, [str(path)] * len(scores))
+
+
+def _scored_columns(path: Path, found: Sequence[str], line: int | None, columns: Sequence[str] | None) -> list[str]:
+    """The two text columns and the score column: ``columns`` as given, else by name."""
+    if columns:
+        if len(columns) != 3:
+            raise ConfigError(f"data.columns: scored pairs take three columns (text, text, score), got {list(columns)}")
+        return _pick_columns(path, found, line, columns)
+    for name in ("sentence1", "sentence2"):
+        if name not in found:
+            raise DataError(path, f"missing column {name!r}; found columns: {', '.join(found)}", line)
+    score_col = next((c for c in SCORE_ALIASES if c in found), None)
+    if score_col is None:
+        raise DataError(
+            path, f"missing column 'score' (accepted: {', '.join(SCORE_ALIASES)}); found columns: {', '.join(found)}", line
+        )
+    return ["sentence1", "sentence2", score_col]
+
+
+def read_scored_table(path: str | Path, *, bad_rows: BadRows | None = None,
+                      columns: Sequence[str] | None = None) -> tuple[TextTable, np.ndarray]:
+    """A Parquet or Arrow source of scored pairs as a memory-mapped ``TextTable`` of the two
+    texts and each kept row's score (float64), checked as :func:`read_scored_pairs` checks."""
+    path, bad = Path(path), bad_rows or BadRows()
+    ds = open_dataset(path)
+    first, second, score_col = _scored_columns(path, ds.column_names, None, columns)
+    keep = check_text_columns(ds, path, [first, second], bad)
+    all_scores, keep = check_score_column(ds, path, score_col, bad, keep)
+    table = TextTable(ds, [first, second], str(path), keep)
+    if not len(table):
+        raise DataError(path, f"no usable rows ({bad.summary()})" if bad.count else "no data rows")
+    return table, all_scores if keep is None else all_scores[keep]
+
+
+def _table_scored_pairs(path: Path, columns: Sequence[str] | None, bad: BadRows) -> ScoredPairs:
+    table, scores = read_scored_table(path, bad_rows=bad, columns=columns)
+    rows = table.take(range(len(table)))  # evaluation sets: read into lists
+    return ScoredPairs([r[0] for r in rows], [r[1] for r in rows], scores.tolist(), [str(path)] * len(rows))
 
 
 def read_scored_pair_files(paths: Sequence[str | Path]) -> ScoredPairs:

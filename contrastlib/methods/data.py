@@ -10,9 +10,11 @@ from dataclasses import dataclass
 from enum import Enum
 from typing import Any
 
+import numpy as np
 import pytorch_lightning as pl
 from torch.utils.data import Dataset
 
+from contrastlib.errors import ConfigError
 from contrastlib.registry import SAMPLERS
 from contrastlib.samplers.options import check_sampler
 from contrastlib.training.loader import build_loader
@@ -47,7 +49,7 @@ class TrainData:
     #: What a batch sampler compares per row (its texts), when ``rows`` are not that.
     keys: Sequence[Any] | None = None
     #: A graded score per row (scored pairs), which the loss receives as ``scores``.
-    scores: Sequence[float] | None = None
+    scores: Sequence[float] | np.ndarray | None = None
 
     def sampler_rows(self) -> Sequence[Any]:
         """Per row, what a batch sampler reads: ``keys``, else the rows themselves."""
@@ -61,6 +63,12 @@ class TrainData:
         if self.anchors is not None:
             out["embeddings"] = None
         return out
+
+
+def refuse_columns(columns: Sequence[str] | None, why: str) -> None:
+    """``data.columns`` set for a method whose data has no columns to pick."""
+    if columns:
+        raise ConfigError(f"data.columns: {why}; columns are picked in text tables (pairs, triplets, scored pairs)")
 
 
 @dataclass

@@ -24,7 +24,7 @@ from contrastlib.data.readers import BadRows
 from contrastlib.errors import ConfigError
 from contrastlib.losses.base import LossContract
 from contrastlib.methods.base import ContrastiveModule
-from contrastlib.methods.data import TrainData
+from contrastlib.methods.data import TrainData, refuse_columns
 
 
 @dataclass
@@ -74,7 +74,8 @@ class ImageViewsMethod(ContrastiveModule):
 
     @classmethod
     def read_train_data(cls, path: str, config: Any, *, max_rows: int | None = None,
-                        bad_rows: BadRows | None = None) -> TrainData:
+                        bad_rows: BadRows | None = None, columns: Sequence[str] | None = None) -> TrainData:
+        refuse_columns(columns, "an image method reads image folders and archives")
         if bad_rows is not None and bad_rows.policy != "error":
             raise ConfigError("data.on_bad_row: skip applies to rows of text files; an image that does not decode "
                               "is always an error (remove it from the set)")

@@ -37,6 +37,7 @@ from __future__ import annotations
 
 import copy
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -166,12 +167,12 @@ class MoCo(ImageViewsMethod):
     # ------------------------------------------------------------------ protocol
     @classmethod
     def read_train_data(cls, path: str, config: Any, *, max_rows: int | None = None,
-                        bad_rows: BadRows | None = None) -> TrainData:
+                        bad_rows: BadRows | None = None, columns: Sequence[str] | None = None) -> TrainData:
         problem = check_moco(config.version, config.queue_size, config.key_momentum, config.key_momentum_end,
                              config.shuffle_bn)
         if problem:
             raise ConfigError(problem)
-        return super().read_train_data(path, config, max_rows=max_rows, bad_rows=bad_rows)
+        return super().read_train_data(path, config, max_rows=max_rows, bad_rows=bad_rows, columns=columns)
 
     @classmethod
     def loss_contract(cls, config: Any, data: TrainData) -> LossContract:

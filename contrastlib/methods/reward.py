@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import math
 import random
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -41,7 +41,7 @@ from contrastlib.errors import ConfigError
 from contrastlib.heads.base import RewardHead
 from contrastlib.losses.base import LossContract
 from contrastlib.methods.base import ContrastiveModule
-from contrastlib.methods.data import TrainData
+from contrastlib.methods.data import TrainData, refuse_columns
 from contrastlib.methods.reward_batches import (
     RewardBatch,
     RewardCollator,
@@ -152,8 +152,9 @@ class RewardMethod(ContrastiveModule):
     # ------------------------------------------------------------------ protocol
     @classmethod
     def read_train_data(cls, path: str, config: Any, *, max_rows: int | None = None,
-                        bad_rows: BadRows | None = None) -> RewardTrainData:
+                        bad_rows: BadRows | None = None, columns: Sequence[str] | None = None) -> RewardTrainData:
         """``data.on_bad_row: skip``: bad rows are skipped and counted."""
+        refuse_columns(columns, "the reward method reads preference rows by their format's keys")
         return read_reward_data(path, config, max_rows=max_rows, bad_rows=bad_rows)
 
     @classmethod

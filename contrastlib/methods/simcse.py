@@ -10,23 +10,27 @@
   CoSENTLoss).
 
 Config section ``method``: ``name: simcse``, ``mode: supervised | unsupervised | scored``.
-Training file: ``.txt`` (one sentence per line; unsupervised) or ``.tsv``/``.csv``/
+Training data: ``.txt`` (one sentence per line; unsupervised) or ``.tsv``/``.csv``/
 ``.jsonl`` pairs or triplets (``anchor positive [negative]``, see
-:func:`contrastlib.data.read_tuples`). Any registered loss works (it receives
+:func:`contrastlib.data.read_tuples`), or the same columns in a Parquet file or an Arrow
+folder (memory-mapped; :mod:`contrastlib.data.tables`); ``data.columns`` picks them by name. Any registered loss works (it receives
 ``anchors [B, D]`` and ``candidates [C, D]``), and so does gradient caching.
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from enum import Enum
 from typing import Any
 
+import numpy as np
 import torch
 from torch import Tensor
 
 from contrastlib.data.collate import HFTokenize, IndexedRows, TextBatch, TextTupleCollator
-from contrastlib.data.readers import BadRows, read_scored_pairs, read_tuples
+from contrastlib.data.readers import BadRows, read_scored_pairs, read_scored_table, read_tuples
+from contrastlib.data.tables import TextTable, column, first_columns, is_table
 from contrastlib.errors import ConfigError
 from contrastlib.losses.base import LossContract
 from contrastlib.methods.base import ContrastiveModule
@@ -63,27 +67,28 @@ class SimCSE(ContrastiveModule):
         if mode == "scored":
             if data is None or data.scores is None:
                 raise ValueError("scored SimCSE needs its data's pair scores (from_config(..., data=...))")
-            self.register_buffer("pair_scores", torch.tensor(list(data.scores), dtype=torch.float32), persistent=False)
+            scores = torch.as_tensor(np.asarray(data.scores, dtype=np.float32))
+            self.register_buffer("pair_scores", scores, persistent=False)
         self.pair_scores: Tensor
 
     # ------------------------------------------------------------------ protocol
     @classmethod
     def read_train_data(cls, path: str, config: Any, *, max_rows: int | None = None,
-                        bad_rows: BadRows | None = None) -> TrainData:
+                        bad_rows: BadRows | None = None, columns: Sequence[str] | None = None) -> TrainData:
         bad = bad_rows or BadRows()
-        rows, roles = read_tuples(path, bad_rows=bad)
-        if max_rows is not None:
-            rows = rows[:max_rows]
         mode = config.mode.value if isinstance(config.mode, Enum) else config.mode
         if mode == "scored":
-            return cls._read_scored(path, bad, max_rows)
+            return cls._read_scored(path, bad, max_rows, columns)
+        rows, roles = read_tuples(path, bad_rows=bad, columns=columns)
+        if max_rows is not None:
+            rows = rows[:max_rows]
         if mode == "supervised" and len(roles) < 2:
             raise ConfigError(
                 f"method.mode: supervised SimCSE needs pairs or triplets, but {path} "
                 "holds single sentences (use method.mode=unsupervised)"
             )
         if mode == "unsupervised":
-            rows = [r[:1] for r in rows]  # dropout views of the first column
+            rows = first_columns(rows, 1)  # dropout views of the first column
             description = "single sentences (two dropout views each)"
         else:
             negatives = len(roles) - 2
@@ -95,17 +100,27 @@ class SimCSE(ContrastiveModule):
         if bad.count:
             description += f"; {bad.summary()}"
         return TrainData(
-            source=path, rows=rows, dataset=IndexedRows(rows), description=description,
-            hard_negatives=mode == "supervised" and len(roles) >= 3, anchors=[r[0] for r in rows],
+            source=str(path), rows=rows, dataset=IndexedRows(rows), description=description,
+            hard_negatives=mode == "supervised" and len(roles) >= 3, anchors=column(rows, 0),
+            keys=rows.text_hashes() if isinstance(rows, TextTable) else None,
         )
 
     @classmethod
-    def _read_scored(cls, path: str, bad: BadRows, max_rows: int | None) -> TrainData:
-        pairs = read_scored_pairs(path, bad_rows=bad)
-        rows = list(zip(pairs.sentences1, pairs.sentences2, strict=True))[:max_rows]
-        description = f"scored pairs (sentence1, sentence2, score){f'; {bad.summary()}' if bad.count else ''}"
-        return TrainData(source=path, rows=rows, dataset=IndexedRows(rows), description=description,
-                         anchors=[r[0] for r in rows], scores=pairs.scores[: len(rows)])
+    def _read_scored(cls, path: str, bad: BadRows, max_rows: int | None, columns: Sequence[str] | None) -> TrainData:
+        description = "scored pairs (sentence1, sentence2, score)"
+        rows: Sequence[tuple[str, ...]]
+        if is_table(path):
+            table, scores = read_scored_table(path, bad_rows=bad, columns=columns)
+            rows, pair_scores = table[:max_rows], scores[:max_rows]
+            keys: Sequence[Any] | None = rows.text_hashes()
+        else:
+            pairs = read_scored_pairs(path, bad_rows=bad, columns=columns)
+            rows = list(zip(pairs.sentences1, pairs.sentences2, strict=True))[:max_rows]
+            pair_scores, keys = np.asarray(pairs.scores[: len(rows)], dtype=np.float64), None
+        if bad.count:
+            description += f"; {bad.summary()}"
+        return TrainData(source=str(path), rows=rows, dataset=IndexedRows(rows), description=description,
+                         anchors=column(rows, 0), scores=pair_scores, keys=keys)
 
     @classmethod
     def loss_contract(cls, config: Any, data: TrainData) -> LossContract:

@@ -54,6 +54,8 @@ def test_empty_and_missing_files(tmp_path):
     with pytest.raises(DataError, match="no data rows"):
         read_scored_pairs(write(tmp_path, "h.tsv", "sentence1\tsentence2\tscore\n"))
     with pytest.raises(DataError, match="unknown file type"):
+        read_scored_pairs(write(tmp_path, "x.xlsx", "abc"))
+    with pytest.raises(DataError, match=r"x\.parquet: cannot read as a table: Parquet file size is 3 bytes"):
         read_scored_pairs(write(tmp_path, "x.parquet", "abc"))
 
 

@@ -1,0 +1,143 @@
+"""Parquet files, Arrow folders (``save_to_disk``), ``.arrow`` files and ``datasets.Dataset``
+objects train like the same rows in a TSV file, memory-mapped; ``data.columns`` picks
+columns by name in any format; bad tables are one-line errors naming file and row."""
+
+from __future__ import annotations
+
+import csv
+from pathlib import Path
+
+import datasets
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+import torch
+from safetensors.torch import load_file
+
+import contrastlib
+from contrastlib.cli.main import main
+from contrastlib.data import read_scored_pairs, read_tuples
+from contrastlib.data.readers import BadRows
+from contrastlib.data.tables import TextTable
+from contrastlib.errors import DataError
+
+
+def _stsb_rows(n: int) -> list[tuple[str, str, float]]:
+    from contrastlib.config.load import bundled
+
+    path = bundled("stsb/train.tsv")
+    with open(path, encoding="utf-8", newline="") as fh:
+        reader = csv.reader(fh, delimiter="\t", quoting=csv.QUOTE_NONE)
+        header = next(reader)
+        i1, i2, i3 = header.index("sentence1"), header.index("sentence2"), header.index("score")
+        return [(r[i1], r[i2], float(r[i3])) for _, r in zip(range(n), reader, strict=False)]
+
+
+def _sources(tmp_path, rows):
+    """The same scored pairs as TSV, Parquet, an Arrow folder and a datasets.Dataset."""
+    tsv = tmp_path / "train.tsv"
+    tsv.write_text("sentence1\tsentence2\tscore\n" + "".join(f"{a}\t{b}\t{s}\n" for a, b, s in rows), encoding="utf-8")
+    columns = {"sentence1": [r[0] for r in rows], "sentence2": [r[1] for r in rows], "score": [r[2] for r in rows]}
+    parquet = tmp_path / "train.parquet"
+    pq.write_table(pa.table(columns), parquet, row_group_size=16)  # several row groups
+    dataset = datasets.Dataset.from_dict(columns)
+    folder = tmp_path / "train-arrow"
+    dataset.save_to_disk(str(folder))
+    return tsv, parquet, folder, dataset
+
+
+def _weights(run):
+    return load_file(str(next((run / "model").rglob("model.safetensors"))))
+
+
+QUICKSTART = ["trainer.max_steps=3", "trainer.precision=32-true", "eval.sts=[]", "data.batch_size=8",
+              "model.max_seq_length=32", "trainer.enable_progress_bar=false", "optim.warmup_ratio=0.0"]
+
+
+def test_parquet_arrow_and_a_dataset_train_the_quickstart_to_the_tsv_weights(tmp_path, tiny_model):
+    tsv, parquet, folder, dataset = _sources(tmp_path, _stsb_rows(64))
+    common = [f"output_dir={tmp_path / 'runs'}", f"model.name={tiny_model}", *QUICKSTART]
+    for name, source in [("tsv", tsv), ("parquet", parquet), ("arrow", folder)]:
+        assert main(["fit", "quickstart", f"name={name}", f"data.train={source}", *common]) == 0
+    contrastlib.fit("quickstart", name="dataset", output_dir=str(tmp_path / "runs"), data={"train": dataset, "batch_size": 8},
+                    model={"name": tiny_model, "max_seq_length": 32}, eval={"sts": []}, optim={"warmup_ratio": 0.0},
+                    trainer={"max_steps": 3, "precision": "32-true", "enable_progress_bar": False}, log=lambda _m: None)
+    want = _weights(tmp_path / "runs" / "tsv")
+    for name in ("parquet", "arrow", "dataset"):
+        got = _weights(tmp_path / "runs" / name)
+        assert got.keys() == want.keys()
+        for k in want:
+            torch.testing.assert_close(got[k], want[k], rtol=0, atol=0, msg=f"{name}: {k}")
+    assert next((tmp_path / "runs" / ".datasets").iterdir()).joinpath("state.json").is_file()
+    # and the weights did move: three steps at lr 1e-4 change the encoder
+    start = load_file(str(next(Path(tiny_model).rglob("model.safetensors"))))
+    assert any(not torch.equal(start[k], want[k]) for k in want if k in start)
+
+
+def test_a_table_is_memory_mapped_and_read_on_access(tmp_path):
+    rows = [(f"anchor {i}", f"positive {i}", f"negative {i}") for i in range(100)]
+    table = pa.table({"anchor": [r[0] for r in rows], "positive": [r[1] for r in rows], "negative": [r[2] for r in rows]})
+    pq.write_table(table, tmp_path / "t.parquet", row_group_size=7)
+    got, roles = read_tuples(tmp_path / "t.parquet")
+    assert isinstance(got, TextTable) and roles == ["anchor", "positive", "negative"]
+    assert len(got) == 100 and got[0] == rows[0] and got[-1] == rows[-1]
+    assert got.take([5, 99, 0]) == [rows[5], rows[99], rows[0]]
+    assert got[10:13].take([0, 2]) == [rows[10], rows[12]]
+    assert list(got.column(1)[:3]) == [r[1] for r in rows[:3]]
+    # the columns are Arrow buffers mapped from the cache file datasets wrote, not Python objects
+    assert all(isinstance(c, pa.ChunkedArray) for c in got.columns)
+    assert got.dataset.cache_files and pa.total_allocated_bytes() < 1_000_000
+
+
+def test_columns_pick_by_name_in_any_format(tmp_path):
+    (tmp_path / "q.tsv").write_text("id\tquestion\tanswer\n1\twhat is x\tx is y\n", encoding="utf-8")
+    pq.write_table(pa.table({"id": [1], "question": ["what is x"], "answer": ["x is y"]}), tmp_path / "q.parquet")
+    for f in ("q.tsv", "q.parquet"):
+        rows, roles = read_tuples(tmp_path / f, columns=["answer", "question"])
+        assert list(rows) == [("x is y", "what is x")] and roles == ["anchor", "positive"]
+        with pytest.raises(DataError, match=r"q\.(tsv|parquet).*data.columns: no column 'query'; found columns: id, question, answer"):
+            read_tuples(tmp_path / f, columns=["query", "answer"])
+
+
+def test_bad_tables_are_one_line_errors_naming_file_and_row(tmp_path):
+    p = tmp_path / "t.parquet"
+    pq.write_table(pa.table({"anchor": ["a", "b", "  ", "d"], "positive": ["w", None, "y", "z"]}), p)
+    with pytest.raises(DataError, match=r"t\.parquet:2: missing field 'positive'"):
+        read_tuples(p)
+    bad = BadRows("skip")
+    rows, _ = read_tuples(p, bad_rows=bad)
+    assert list(rows) == [("a", "w"), ("d", "z")] and bad.count == 2
+    assert "empty text in column 'anchor'" in bad.summary()
+
+    pq.write_table(pa.table({"anchor": ["a"], "positive": [3]}), p)
+    with pytest.raises(DataError, match="column 'positive' holds int64, expected text"):
+        read_tuples(p)
+    pq.write_table(pa.table({"sentence1": ["a", "b"], "sentence2": ["c", "d"], "score": [1.0, float("nan")]}), p)
+    with pytest.raises(DataError, match=r"t\.parquet:2: score nan is not finite"):
+        read_scored_pairs(p)
+    (tmp_path / "fake.parquet").write_text("not parquet at all\n")
+    with pytest.raises(DataError, match=r"fake\.parquet: cannot read as a table"):
+        read_tuples(tmp_path / "fake.parquet")
+    dd = datasets.DatasetDict({"train": datasets.Dataset.from_dict({"anchor": ["a"], "positive": ["b"]}),
+                               "test": datasets.Dataset.from_dict({"anchor": ["a"], "positive": ["b"]})})
+    dd.save_to_disk(str(tmp_path / "dd"))
+    with pytest.raises(DataError, match=r"dd: holds the splits test, train; name one folder"):
+        read_tuples(tmp_path / "dd")
+    rows, _ = read_tuples(tmp_path / "dd" / "train")
+    assert list(rows) == [("a", "b")]
+
+
+def test_a_bad_table_through_the_cli_is_one_line_before_any_model_loads(tmp_path, capsys):
+    p = tmp_path / "t.parquet"
+    pq.write_table(pa.table({"sentence1": ["a"], "sentence2": ["b"], "score": ["high"]}), p)
+    code = main(["fit", "quickstart", f"data.train={p}", "model.name=/nonexistent/model", "--dry-run"])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2 and len(err) == 1 and "t.parquet: column 'score' holds string, expected numbers" in err[0]
+
+
+def test_a_file_that_is_not_parquet_through_the_cli_is_one_line(tmp_path, capsys):
+    p = tmp_path / "broken.parquet"
+    p.write_bytes(b"PAR1 this is not a parquet file at all")
+    code = main(["fit", "quickstart", f"data.train={p}", "model.name=/nonexistent/model", "--dry-run"])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2 and len(err) == 1 and "broken.parquet: cannot read as a table" in err[0], err
