@@ -21,7 +21,6 @@ import gzip
 import io
 import json
 import math
-import re
 import zlib
 from collections import Counter
 from collections.abc import Iterator, Sequence
@@ -29,24 +28,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
-from contrastlib.data.tables import (
-    TextTable,
-    check_score_column,
-    check_text_columns,
-    is_table,
-    open_dataset,
-)
+from contrastlib.data.columns import pick_columns, scored_columns
+from contrastlib.data.tables import is_table, read_scored_table, read_table_tuples
 from contrastlib.errors import ConfigError, DataError
 
-#: Accepted column names, by role, for pair/triplet files (first match wins).
-ROLE_ALIASES: dict[str, tuple[str, ...]] = {
-    "anchor": ("anchor", "sentence1", "sent0", "query", "premise", "text1", "sentence_a"),
-    "positive": ("positive", "sentence2", "sent1", "pos", "hypothesis", "entailment", "text2", "sentence_b"),
-    "negative": ("negative", "hard_negative", "sent2", "neg", "contradiction", "text3", "sentence_c"),
-}
-SCORE_ALIASES = ("score", "label", "similarity")
 #: ``on_bad_row`` choices.
 BAD_ROW_POLICIES = ("error", "skip")
 
@@ -195,60 +180,6 @@ def _header_line(path: Path, first_record_line: int) -> int:
     return first_record_line if _kind(path) == "jsonl" else 1
 
 
-def _resolve_columns(path: Path, columns: Sequence[str], line: int | None) -> list[str]:
-    """Map the file's columns to roles (anchor, positive[, negative...]) in that order.
-
-    Negatives are one ``negative`` column (or an alias), or numbered columns
-    ``negative_1 ... negative_n`` (the n-tuple layout that ``contrastlib mine`` and
-    sentence-transformers' miner write).
-    """
-    found: list[str] = []
-    for role in ("anchor", "positive"):
-        for alias in ROLE_ALIASES[role]:
-            if alias in columns:
-                found.append(alias)
-                break
-        else:
-            raise DataError(
-                path,
-                f"missing column {role!r} (accepted names: {', '.join(ROLE_ALIASES[role])}); "
-                f"found columns: {', '.join(columns)}",
-                line,
-            )
-    single = next((a for a in ROLE_ALIASES["negative"] if a in columns), None)
-    numbered = sorted(
-        (c for c in columns if re.fullmatch(r"negative_[0-9]+", c)), key=lambda c: int(c.split("_")[1])
-    )
-    if single is not None and numbered:
-        raise DataError(path, f"both {single!r} and numbered negative columns; keep one layout", line)
-    if numbered and [int(c.split("_")[1]) for c in numbered] != list(range(1, len(numbered) + 1)):
-        raise DataError(path, f"numbered negative columns must run negative_1..negative_n, found {', '.join(numbered)}", line)
-    return found + ([single] if single is not None else numbered)
-
-
-def _pick_columns(path: Path, found: Sequence[str], line: int | None, columns: Sequence[str] | None) -> list[str]:
-    """``columns`` as given (each must exist), else the columns found by their role names."""
-    if not columns:
-        return _resolve_columns(path, found, line)
-    for c in columns:
-        if c not in found:
-            raise DataError(path, f"data.columns: no column {c!r}; found columns: {', '.join(found)}", line)
-    if len(columns) < 1:
-        raise ConfigError("data.columns: name at least one column")
-    return list(columns)
-
-
-def _table_tuples(path: Path, columns: Sequence[str] | None, bad: BadRows) -> tuple[TextTable, list[str]]:
-    ds = open_dataset(path)
-    cols = _pick_columns(path, ds.column_names, None, columns)
-    keep = check_text_columns(ds, path, cols, bad)
-    table = TextTable(ds, cols, str(path), keep)
-    if not len(table):
-        raise DataError(path, f"no usable rows ({bad.summary()})" if bad.count else "no data rows")
-    roles = ["anchor", "positive"][: len(cols)] + ["negative"] * max(0, len(cols) - 2)
-    return table, roles
-
-
 def read_tuples(path: str | Path, *, bad_rows: BadRows | None = None,
                 columns: Sequence[str] | None = None) -> tuple[Sequence[tuple[str, ...]], list[str]]:
     """Read pairs ``(anchor, positive)``, triplets ``(anchor, positive, negative)`` or
@@ -261,7 +192,7 @@ def read_tuples(path: str | Path, *, bad_rows: BadRows | None = None,
     or Arrow source gives a memory-mapped :class:`~contrastlib.data.tables.TextTable`.
     """
     if is_table(path):
-        return _table_tuples(Path(path), columns, bad_rows or BadRows())
+        return read_table_tuples(Path(path), columns, bad_rows or BadRows())
     path = _check_file(path)
     if _kind(path) == "txt":
         if columns:
@@ -272,7 +203,7 @@ def read_tuples(path: str | Path, *, bad_rows: BadRows | None = None,
     cols: list[str] | None = None
     for n, rec in read_records(path, bad):
         if cols is None:
-            cols = _pick_columns(path, list(rec), _header_line(path, n), columns)
+            cols = pick_columns(path, list(rec), _header_line(path, n), columns)
         values = []
         for c in cols:
             value = rec.get(c)
@@ -334,7 +265,7 @@ def read_scored_pairs(path: str | Path, *, bad_rows: BadRows | None = None,
     names: list[str] | None = None
     for n, rec in read_records(path, bad):
         if names is None:
-            names = _scored_columns(path, list(rec), _header_line(path, n), columns)
+            names = scored_columns(path, list(rec), _header_line(path, n), columns)
         first, second, score_col = names
         raw = rec.get(score_col)
         try:
@@ -355,38 +286,6 @@ def read_scored_pairs(path: str | Path, *, bad_rows: BadRows | None = None,
     if not scores:
         raise DataError(path, f"no usable rows ({bad.summary()})" if bad.count else "no data rows after the header")
     return ScoredPairs(s1, s2, scores, [str(path)] * len(scores))
-
-
-def _scored_columns(path: Path, found: Sequence[str], line: int | None, columns: Sequence[str] | None) -> list[str]:
-    """The two text columns and the score column: ``columns`` as given, else by name."""
-    if columns:
-        if len(columns) != 3:
-            raise ConfigError(f"data.columns: scored pairs take three columns (text, text, score), got {list(columns)}")
-        return _pick_columns(path, found, line, columns)
-    for name in ("sentence1", "sentence2"):
-        if name not in found:
-            raise DataError(path, f"missing column {name!r}; found columns: {', '.join(found)}", line)
-    score_col = next((c for c in SCORE_ALIASES if c in found), None)
-    if score_col is None:
-        raise DataError(
-            path, f"missing column 'score' (accepted: {', '.join(SCORE_ALIASES)}); found columns: {', '.join(found)}", line
-        )
-    return ["sentence1", "sentence2", score_col]
-
-
-def read_scored_table(path: str | Path, *, bad_rows: BadRows | None = None,
-                      columns: Sequence[str] | None = None) -> tuple[TextTable, np.ndarray]:
-    """A Parquet or Arrow source of scored pairs as a memory-mapped ``TextTable`` of the two
-    texts and each kept row's score (float64), checked as :func:`read_scored_pairs` checks."""
-    path, bad = Path(path), bad_rows or BadRows()
-    ds = open_dataset(path)
-    first, second, score_col = _scored_columns(path, ds.column_names, None, columns)
-    keep = check_text_columns(ds, path, [first, second], bad)
-    all_scores, keep = check_score_column(ds, path, score_col, bad, keep)
-    table = TextTable(ds, [first, second], str(path), keep)
-    if not len(table):
-        raise DataError(path, f"no usable rows ({bad.summary()})" if bad.count else "no data rows")
-    return table, all_scores if keep is None else all_scores[keep]
 
 
 def _table_scored_pairs(path: Path, columns: Sequence[str] | None, bad: BadRows) -> ScoredPairs:

@@ -19,6 +19,7 @@ from typing import Any, overload
 
 import numpy as np
 
+from contrastlib.data.columns import pick_columns, scored_columns
 from contrastlib.data.text_keys import text_key
 from contrastlib.errors import DataError
 
@@ -237,3 +238,31 @@ def check_score_column(ds: Any, path: Path, column: str, bad: Any, keep: np.ndar
     for k in bad_rows:
         bad(DataError(path, f"missing field {column!r}" if nulls[k] else f"score {float(scores[k])!r} is not finite", int(k) + 1))
     return scores, None if ok.all() else np.flatnonzero(ok)
+
+
+# ---------------------------------------------------------------------------- readers
+def read_table_tuples(path: Path, columns: Sequence[str] | None, bad: Any) -> tuple[TextTable, list[str]]:
+    """A Parquet or Arrow source of text tuples: the chosen columns checked and kept memory-mapped."""
+    ds = open_dataset(path)
+    cols = pick_columns(path, ds.column_names, None, columns)
+    keep = check_text_columns(ds, path, cols, bad)
+    table = TextTable(ds, cols, str(path), keep)
+    if not len(table):
+        raise DataError(path, f"no usable rows ({bad.summary()})" if bad.count else "no data rows")
+    roles = ["anchor", "positive"][: len(cols)] + ["negative"] * max(0, len(cols) - 2)
+    return table, roles
+
+
+def read_scored_table(path: str | Path, *, bad_rows: Any,
+                      columns: Sequence[str] | None = None) -> tuple[TextTable, np.ndarray]:
+    """A Parquet or Arrow source of scored pairs as a memory-mapped ``TextTable`` of the two
+    texts and each kept row's score (float64), checked as :func:`read_scored_pairs` checks."""
+    path, bad = Path(path), bad_rows
+    ds = open_dataset(path)
+    first, second, score_col = scored_columns(path, ds.column_names, None, columns)
+    keep = check_text_columns(ds, path, [first, second], bad)
+    all_scores, keep = check_score_column(ds, path, score_col, bad, keep)
+    table = TextTable(ds, [first, second], str(path), keep)
+    if not len(table):
+        raise DataError(path, f"no usable rows ({bad.summary()})" if bad.count else "no data rows")
+    return table, all_scores if keep is None else all_scores[keep]

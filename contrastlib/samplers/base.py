@@ -101,8 +101,8 @@ class GlobalBatchSampler(Sampler[list[int]]):
         #: Yield ``epoch * len(rows) + i`` for row ``i``: for datasets whose items are
         #: random per epoch and seeded by (epoch, row) (``ViewsDataset``).
         self.tag_epoch = False
-        #: Rows left out of / repeated in the last epoch built (see the module docstring).
-        self.epoch_stats = {"left_out": 0, "repeated": 0}
+        #: ((epoch, world), rows left out of / repeated in that epoch): see ``epoch_stats``.
+        self._stats: tuple[tuple[int, int], dict[str, int]] | None = None
 
     @classmethod
     def check_options(cls, batch_size: int, **options: Any) -> None:
@@ -172,7 +172,18 @@ class GlobalBatchSampler(Sampler[list[int]]):
                 given += 1
                 repeated += len(batch)
                 yield batch
-        self.epoch_stats = {"left_out": left_out, "repeated": repeated}
+        self._stats = ((self.epoch, world), {"left_out": left_out, "repeated": repeated})
+
+    @property
+    def epoch_stats(self) -> dict[str, int]:
+        """Rows of the current epoch left out of it and repeated in it (see the module
+        docstring): recorded when the epoch was read to its end, else found by forming it."""
+        world, _ = dist_info(self.num_replicas, self.rank)
+        if self._stats is None or self._stats[0] != (self.epoch, world):
+            for _ in self._shared_batches(world):
+                pass
+        assert self._stats is not None
+        return self._stats[1]
 
     def _shared(self) -> list[list[int]]:
         """Every global batch of this epoch, as a list (for tests and inspection)."""
