@@ -6,8 +6,8 @@ each case runs ``contrastlib fit simcse-snli data.train=FILE`` in a process of i
 ``/usr/bin/time`` (wall clock and peak RSS of the process):
 
 * ``dry-run-cold``: ``--dry-run`` (read and check the data, build nothing) with an empty
-  ``HF_DATASETS_CACHE``: the first run on a file converts its Parquet into the Arrow file
-  ``datasets`` keeps in its cache;
+  ``CONTRASTLIB_CACHE``: the first run on a file converts its Parquet into an Arrow file
+  in that cache, one row group at a time;
 * ``dry-run``: the same again (the converted file mapped as it is);
 * ``steps``: 20 training steps of all-MiniLM-L6-v2 at batch 32 with the default sampler
   (no duplicates), no evaluation, the converted file in the cache: the whole command
@@ -93,9 +93,9 @@ def main() -> None:
         generate(parquet, n)
         print(f"{n:>11,} rows: {parquet} ({parquet.stat().st_size / 1e6:.0f} MB, {time.time() - t:.0f} s to write)",
               flush=True)
-        cache = work / f"hf-cache-{n}"
+        cache = work / f"cache-{n}"
         shutil.rmtree(cache, ignore_errors=True)
-        env = {**os.environ, "HF_DATASETS_CACHE": str(cache), "HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"}
+        env = {**os.environ, "CONTRASTLIB_CACHE": str(cache), "HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"}
         base = [sys.executable, "-m", "contrastlib", "fit", "simcse-snli", f"data.train={parquet}",
                 f"output_dir={work / 'runs'}", "eval.sts=[]", "trainer.enable_progress_bar=false"]
         for case, extra in [("dry-run-cold", ["--dry-run"]), ("dry-run", ["--dry-run"]),

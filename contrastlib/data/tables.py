@@ -13,7 +13,14 @@ the file and the row (1-based) where a text file's names the line.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import contextlib
+import functools
+import hashlib
+import json
+import mmap
+import os
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, overload
 
@@ -22,6 +29,7 @@ import numpy as np
 from contrastlib.data.columns import pick_columns, scored_columns
 from contrastlib.data.text_keys import text_key
 from contrastlib.errors import DataError
+from contrastlib.utils.io import atomic_path, cache_root
 
 #: File suffixes read as Arrow tables.
 TABLE_SUFFIXES = (".parquet", ".arrow")
@@ -38,11 +46,31 @@ def is_table(path: str | Path) -> bool:
     return any((p / f).is_file() for f in ("state.json", "dataset_dict.json")) or any(p.glob("*.parquet"))
 
 
-def open_dataset(path: str | Path) -> Any:
-    """The ``datasets.Dataset`` at ``path`` (see the module docstring); a ``DataError``
-    naming the file for anything that is not one."""
-    import datasets
+@dataclass(frozen=True)
+class ArrowFiles:
+    """A table as the Arrow files that hold it, in row order (what a ``datasets.Dataset``
+    read from files is: its ``cache_files``); mapped when its rows are read."""
 
+    files: tuple[str, ...]
+
+    @property
+    def table(self) -> Any:
+        return mapped_table(self.files)
+
+    @property
+    def num_rows(self) -> int:
+        return int(self.table.num_rows)
+
+    @property
+    def column_names(self) -> list[str]:
+        return list(self.table.column_names)
+
+
+def open_dataset(path: str | Path) -> ArrowFiles:
+    """The Arrow files of the table at ``path`` (see the module docstring); a ``DataError``
+    naming the file for anything that is not one. ``datasets`` itself is imported only for
+    a ``save_to_disk`` folder (it knows that layout); Parquet is converted here and an
+    ``.arrow`` file mapped as it is."""
     p = Path(path)
     if not p.exists():
         raise DataError(p, "no such file or directory")
@@ -52,39 +80,105 @@ def open_dataset(path: str | Path) -> Any:
             raise DataError(p, f"holds the splits {', '.join(splits)}; name one folder (e.g. {p / splits[0]})"
                             if splits else "a DatasetDict folder without splits")
         if p.is_dir() and (p / "state.json").is_file():
-            ds = datasets.load_from_disk(str(p))
+            import datasets
+
+            loaded = datasets.load_from_disk(str(p))
+            if isinstance(loaded, datasets.DatasetDict):
+                raise DataError(p, f"holds the splits {', '.join(loaded)}; name one folder")
+            source = ArrowFiles(tuple(f["filename"] for f in loaded.cache_files))
         elif p.suffix == ".arrow":
-            ds = datasets.Dataset.from_file(str(p))
+            if p.stat().st_size == 0:
+                raise DataError(p, "file is empty")
+            source = ArrowFiles((str(p),))
         else:
-            files = sorted(str(f) for f in p.glob("*.parquet")) if p.is_dir() else [str(p)]
+            files = sorted(p.glob("*.parquet")) if p.is_dir() else [p]
             if not files:
                 raise DataError(p, "holds no .parquet files")
             if p.is_file() and p.stat().st_size == 0:
                 raise DataError(p, "file is empty")
-            # its conversion bar and its logged read errors would break a one-line error
-            was_off, level = datasets.are_progress_bars_disabled(), datasets.logging.get_verbosity()
-            datasets.disable_progress_bars()
-            datasets.logging.set_verbosity(datasets.logging.CRITICAL)
-            try:
-                ds = datasets.Dataset.from_parquet(files if len(files) > 1 else files[0])
-            finally:
-                datasets.logging.set_verbosity(level)
-                if not was_off:
-                    datasets.enable_progress_bars()
+            source = ArrowFiles((str(parquet_as_arrow(files)),))
+        source.table  # noqa: B018  (map it now: a file that is not Arrow fails here, naming itself)
     except DataError:
         raise
     except Exception as exc:  # pyarrow's and datasets' errors for a file that is not a table
         first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
         raise DataError(p, f"cannot read as {'Arrow' if p.suffix == '.arrow' else 'a table'}: {first}") from None
-    if isinstance(ds, datasets.DatasetDict):
-        raise DataError(p, f"holds the splits {', '.join(ds)}; name one folder")
-    return ds
+    return source
 
 
-def _table(ds: Any) -> Any:
-    """The ``pyarrow.Table`` under a ``datasets.Dataset`` read from files (a Dataset object
-    given through the Python API is saved first, which writes any ``select`` view out)."""
-    return ds.data.table
+def _ipc_batches(buffer_or_file: Any) -> Iterator[Any]:
+    """The record batches of an Arrow IPC stream (``datasets``' format) or file (Feather v2)."""
+    import pyarrow as pa
+
+    try:
+        yield from pa.ipc.open_stream(buffer_or_file)
+    except pa.ArrowInvalid:
+        if isinstance(buffer_or_file, pa.NativeFile):
+            buffer_or_file.seek(0)
+        reader = pa.ipc.open_file(buffer_or_file)
+        for i in range(reader.num_record_batches):
+            yield reader.get_batch(i)
+
+
+#: Rows per record batch of a converted file: few batches (opening the file touches each
+#: batch's header, and the kernel maps the pages around it), each a few tens of MB at most.
+ARROW_BATCH_ROWS = 100_000
+
+
+def parquet_as_arrow(files: Sequence[Path]) -> Path:
+    """Parquet ``files`` (one table, in order) as one Arrow stream file under the cache
+    (``$CONTRASTLIB_CACHE/tables``), converted once, one record batch at a time, and
+    written atomically; reused while the files' paths, sizes and modification times hold.
+
+    ``datasets.Dataset.from_parquet`` gives the same rows; its conversion peaked at
+    about 1 GB over the process's baseline on a 10M-row file here (so did pyarrow's
+    ``iter_batches``, which reads ahead), this one at one row group (+145 MB at 100k-row
+    groups). The result is what ``datasets`` maps: its Arrow stream format."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    stats = [(str(f.resolve()), f.stat().st_size, f.stat().st_mtime_ns) for f in files]
+    key = hashlib.sha256(json.dumps(["parquet-v1", ARROW_BATCH_ROWS, stats]).encode()).hexdigest()[:24]
+    target = cache_root() / "tables" / f"{files[0].stem}-{key}.arrow"
+    if target.is_file():
+        return target
+    target.parent.mkdir(parents=True, exist_ok=True)
+    schema = pq.read_schema(files[0])
+    with atomic_path(target) as tmp, pa.OSFile(str(tmp), "wb") as sink, pa.ipc.new_stream(sink, schema) as writer:
+        for f in files:
+            source = pq.ParquetFile(f)
+            if not source.schema_arrow.equals(schema):
+                raise DataError(f, f"its columns differ from {files[0].name}'s ({source.schema_arrow} vs {schema})")
+            for g in range(source.num_row_groups):  # one row group in memory at a time
+                for batch in source.read_row_group(g, use_threads=False).to_batches(max_chunksize=ARROW_BATCH_ROWS):
+                    writer.write_batch(batch)
+    return target
+
+
+@functools.lru_cache(maxsize=8)
+def mapped_table(files: tuple[str, ...]) -> Any:
+    """The Arrow stream ``files`` as one table over read-only memory maps advised for
+    random access (``MADV_RANDOM``): reading a row faults in its own pages only. (A map
+    without the advice reads around every fault, up to the device's read-ahead: 8 MB here,
+    so 64 random rows of a 10M-row file mapped 300 MB and read them from disk when cold.)"""
+    import pyarrow as pa
+
+    tables = []
+    for name in files:
+        with open(name, "rb") as fh:
+            mm = mmap.mmap(fh.fileno(), 0, access=mmap.ACCESS_READ)
+        with contextlib.suppress(AttributeError, OSError):  # MADV_RANDOM: Linux and macOS
+            mm.madvise(mmap.MADV_RANDOM)
+        batches = list(_ipc_batches(pa.py_buffer(mm)))  # zero-copy: the buffers stay in the map
+        if not batches:
+            raise ValueError(f"{name}: no record batches")
+        tables.append(pa.Table.from_batches(batches))
+    return pa.concat_tables(tables) if len(tables) > 1 else tables[0]
+
+
+def _table(ds: ArrowFiles) -> Any:
+    """The ``pyarrow.Table`` of ``ds``, memory-mapped."""
+    return ds.table
 
 
 class TextTable(Sequence[tuple[str, ...]]):
@@ -96,17 +190,32 @@ class TextTable(Sequence[tuple[str, ...]]):
     def __init__(self, dataset: Any, columns: Sequence[str], source: str, rows: np.ndarray | None = None) -> None:
         self.dataset, self.column_names, self.source, self.rows = dataset, list(columns), source, rows
         self._columns: list[Any] | None = None
+        self._starts: list[np.ndarray] = []
 
     @property
     def columns(self) -> list[Any]:
         """The chosen columns as ``pyarrow.ChunkedArray`` (memory-mapped)."""
         if self._columns is None:
-            table = _table(self.dataset)
+            table = self.dataset.table
             self._columns = [table.column(c) for c in self.column_names]
+            self._starts = [np.cumsum([0] + [len(ch) for ch in col.chunks]) for col in self._columns]
         return self._columns
 
     def __getstate__(self) -> dict[str, Any]:  # DataLoader workers: the dataset pickles by its files
-        return {**self.__dict__, "_columns": None}
+        return {**self.__dict__, "_columns": None, "_starts": []}
+
+    def _gather(self, c: int, positions: np.ndarray) -> list[Any]:
+        """Column ``c``'s values at ``positions``, chunk by chunk. (``ChunkedArray.take``
+        joins every chunk into one array first: the whole column in memory, per batch.)"""
+        col, starts = self.columns[c], self._starts[c]
+        which = np.searchsorted(starts, positions, side="right") - 1
+        out: list[Any] = [None] * len(positions)
+        for ch in np.unique(which):
+            picked = np.flatnonzero(which == ch)
+            local = positions[picked] - starts[ch]
+            for k, value in zip(picked, col.chunk(int(ch)).take(local).to_pylist(), strict=True):
+                out[k] = value
+        return out
 
     def __len__(self) -> int:
         return len(self.rows) if self.rows is not None else self.dataset.num_rows
@@ -124,15 +233,12 @@ class TextTable(Sequence[tuple[str, ...]]):
             return TextTable(self.dataset, self.column_names, self.source, rows)
         if not -len(self) <= i < len(self):
             raise IndexError(i)
-        j = int(self._positions(i % len(self)))
-        return tuple(c[j].as_py() for c in self.columns)
+        return self.take([i % len(self)])[0]
 
     def take(self, indices: Sequence[int]) -> list[tuple[str, ...]]:
-        """Several rows at once (one Arrow gather per column: a batch's rows)."""
-        import pyarrow as pa
-
-        positions = pa.array(np.asarray(self._positions(np.asarray(indices, dtype=np.int64)), dtype=np.int64))
-        return list(zip(*(c.take(positions).to_pylist() for c in self.columns), strict=True))
+        """Several rows at once (a gather per column and chunk: a batch's rows)."""
+        positions = np.asarray(self._positions(np.asarray(indices, dtype=np.int64)), dtype=np.int64)
+        return list(zip(*(self._gather(c, positions) for c in range(len(self.column_names))), strict=True))
 
     def first_columns(self, k: int) -> TextTable:
         """The same rows, only the first ``k`` columns."""
@@ -189,7 +295,35 @@ def take_rows(rows: Sequence[Any], indices: Sequence[int]) -> list[Any]:
 
 
 # ---------------------------------------------------------------------------- checks
-def check_text_columns(ds: Any, path: Path, columns: Sequence[str], bad: Any) -> np.ndarray | None:
+def _drop_cached(name: str) -> None:
+    """Ask the kernel to drop ``name``'s clean pages from its cache after a pass over the
+    whole file: a sequential read leaves them in large blocks, and a map of the file then
+    brings a whole block into the process for each row it reads (300 MB for 64 random rows
+    of a 10M-row file here). Training reads rows at random and brings back only those."""
+    fd = os.open(name, os.O_RDONLY)
+    try:
+        os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)
+    except (AttributeError, OSError):  # no posix_fadvise (macOS, Windows): the pages stay cached
+        pass
+    finally:
+        os.close(fd)
+
+
+def _batches(ds: ArrowFiles, columns: Sequence[str]) -> Iterator[Any]:
+    """The table's record batches (only ``columns``) in row order, read from its files
+    with ordinary reads one batch at a time: a pass over every row that does not map the
+    whole file into the process (a pass over the memory-mapped table would leave every
+    page of it resident)."""
+    import pyarrow as pa
+
+    for name in ds.files:
+        with pa.OSFile(name) as source:
+            for batch in _ipc_batches(source):
+                yield batch.select(list(columns))
+        _drop_cached(name)
+
+
+def check_text_columns(ds: ArrowFiles, path: Path, columns: Sequence[str], bad: Any) -> np.ndarray | None:
     """The rows whose every chosen column holds non-blank text, as positions (None: all
     rows); a missing, empty or whitespace-only text goes to ``bad`` (a ``BadRows``), which
     raises the first one's error under ``error``. Column types are checked first."""
@@ -201,22 +335,39 @@ def check_text_columns(ds: Any, path: Path, columns: Sequence[str], bad: Any) ->
         t = table.schema.field(c).type
         if not (pa.types.is_string(t) or pa.types.is_large_string(t)):
             raise DataError(path, f"column {c!r} holds {t}, expected text")
-    blank: dict[str, np.ndarray] = {}  # per column, per row: missing, empty or only whitespace
-    for c in columns:
-        parts = []
-        for chunk in table.column(c).chunks:
-            empty = pc.or_kleene(pc.utf8_is_space(chunk), pc.equal(pc.utf8_length(chunk), 0))
-            parts.append(pc.fill_null(empty, True).to_numpy(zero_copy_only=False))
-        blank[c] = np.concatenate(parts) if parts else np.zeros(0, dtype=bool)
-    keep = ~np.logical_or.reduce([blank[c] for c in columns]) if columns else np.ones(table.num_rows, dtype=bool)
+    marker = _clean_marker(ds, columns)
+    if marker.is_file():  # these files' columns passed before: no second pass
+        return None
+    blank: dict[str, list[np.ndarray]] = {c: [] for c in columns}  # per column, per row: missing or blank
+    for batch in _batches(ds, columns):
+        for c in columns:
+            col = batch.column(c)
+            empty = pc.or_kleene(pc.utf8_is_space(col), pc.equal(pc.utf8_length(col), 0))
+            blank[c].append(pc.fill_null(empty, True).to_numpy(zero_copy_only=False))
+    masks = {c: np.concatenate(parts) if parts else np.zeros(0, dtype=bool) for c, parts in blank.items()}
+    keep = ~np.logical_or.reduce([masks[c] for c in columns]) if columns else np.ones(table.num_rows, dtype=bool)
     for k in np.flatnonzero(~keep):  # in row order; the first column at fault names the reason
-        c = next(c for c in columns if blank[c][k])
+        c = next(c for c in columns if masks[c][k])
         why = f"missing field {c!r}" if table.column(c)[int(k)].as_py() is None else f"empty text in column {c!r}"
         bad(DataError(path, why, int(k) + 1))
-    return None if keep.all() else np.flatnonzero(keep)
+    if keep.all():
+        with atomic_path(marker) as tmp:
+            tmp.write_text(json.dumps({"columns": list(columns), "rows": int(table.num_rows)}))
+        return None
+    return np.flatnonzero(keep)
 
 
-def check_score_column(ds: Any, path: Path, column: str, bad: Any, keep: np.ndarray | None) -> tuple[np.ndarray, np.ndarray | None]:
+def _clean_marker(ds: ArrowFiles, columns: Sequence[str]) -> Path:
+    """Where a pass that found every row of ``columns`` good is recorded, by the files'
+    paths, sizes and modification times."""
+    stats = [(name, os.stat(name).st_size, os.stat(name).st_mtime_ns) for name in ds.files]
+    key = hashlib.sha256(json.dumps(["text-v1", stats, list(columns)]).encode()).hexdigest()[:32]
+    folder = cache_root() / "tables" / "checked"
+    folder.mkdir(parents=True, exist_ok=True)
+    return folder / f"{key}.json"
+
+
+def check_score_column(ds: ArrowFiles, path: Path, column: str, bad: Any, keep: np.ndarray | None) -> tuple[np.ndarray, np.ndarray | None]:
     """Every row's score as float64 and the rows kept (those of ``keep`` whose score is a
     finite number); a null or non-finite score goes to ``bad``."""
     import pyarrow as pa
@@ -225,7 +376,10 @@ def check_score_column(ds: Any, path: Path, column: str, bad: Any, keep: np.ndar
     t = table.schema.field(column).type
     if not (pa.types.is_integer(t) or pa.types.is_floating(t)):
         raise DataError(path, f"column {column!r} holds {t}, expected numbers")
-    scores = table.column(column).to_numpy(zero_copy_only=False).astype(np.float64)  # nulls -> nan
+    parts = [(b.column(column).to_numpy(zero_copy_only=False).astype(np.float64),  # nulls -> nan
+              b.column(column).is_null().to_numpy(zero_copy_only=False)) for b in _batches(ds, [column])]
+    scores = np.concatenate([s for s, _ in parts]) if parts else np.zeros(0)
+    nulls = np.concatenate([n for _, n in parts]) if parts else np.zeros(0, dtype=bool)
     ok = np.isfinite(scores)
     if keep is not None:
         mask = np.zeros(len(scores), dtype=bool)
@@ -234,7 +388,6 @@ def check_score_column(ds: Any, path: Path, column: str, bad: Any, keep: np.ndar
         bad_rows = np.flatnonzero(~np.isfinite(scores) & mask)
     else:
         bad_rows = np.flatnonzero(~ok)
-    nulls = table.column(column).is_null().to_numpy(zero_copy_only=False)
     for k in bad_rows:
         bad(DataError(path, f"missing field {column!r}" if nulls[k] else f"score {float(scores[k])!r} is not finite", int(k) + 1))
     return scores, None if ok.all() else np.flatnonzero(ok)

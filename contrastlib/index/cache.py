@@ -27,7 +27,6 @@ from __future__ import annotations
 import hashlib
 import io
 import json
-import os
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
@@ -35,7 +34,7 @@ from typing import Any
 import numpy as np
 from tqdm.auto import tqdm
 
-from contrastlib.utils.io import atomic_path, write_json
+from contrastlib.utils.io import atomic_path, cache_root, write_json
 
 #: 2: shards follow the length order (1: the input order).
 FORMAT_VERSION = 2
@@ -54,8 +53,7 @@ def _read_checked(path: Path, sha256: str) -> np.ndarray | None:
 
 def default_cache_dir() -> Path:
     """``$CONTRASTLIB_CACHE`` or ``~/.cache/contrastlib``: embeddings reused across runs."""
-    root = os.environ.get("CONTRASTLIB_CACHE") or Path.home() / ".cache" / "contrastlib"
-    return Path(root) / "embeddings"
+    return cache_root() / "embeddings"
 
 
 def model_fingerprint(encoder: Any) -> str:

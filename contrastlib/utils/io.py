@@ -79,3 +79,9 @@ def sha256_file(path: str | Path) -> str:
 def write_json(path: str | Path, obj: Any) -> None:
     with atomic_path(path) as tmp:
         tmp.write_text(json.dumps(obj, indent=2, sort_keys=False) + "\n")
+
+
+def cache_root() -> Path:
+    """``$CONTRASTLIB_CACHE`` or ``~/.cache/contrastlib``: what runs reuse (embeddings,
+    Parquet files converted to Arrow)."""
+    return Path(os.environ.get("CONTRASTLIB_CACHE") or Path.home() / ".cache" / "contrastlib")

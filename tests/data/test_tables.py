@@ -86,7 +86,7 @@ def test_a_table_is_memory_mapped_and_read_on_access(tmp_path):
     assert list(got.column(1)[:3]) == [r[1] for r in rows[:3]]
     # the columns are Arrow buffers mapped from the cache file datasets wrote, not Python objects
     assert all(isinstance(c, pa.ChunkedArray) for c in got.columns)
-    assert got.dataset.cache_files and pa.total_allocated_bytes() < 1_000_000
+    assert got.dataset.files and pa.total_allocated_bytes() < 1_000_000
 
 
 def test_columns_pick_by_name_in_any_format(tmp_path):
@@ -141,3 +141,56 @@ def test_a_file_that_is_not_parquet_through_the_cli_is_one_line(tmp_path, capsys
     code = main(["fit", "quickstart", f"data.train={p}", "model.name=/nonexistent/model", "--dry-run"])
     err = capsys.readouterr().err.strip().splitlines()
     assert code == 2 and len(err) == 1 and "broken.parquet: cannot read as a table" in err[0], err
+
+
+def test_a_batch_is_gathered_without_joining_the_columns(tmp_path):
+    """``ChunkedArray.take`` joins every chunk of a column into one array first: at 10M
+    rows, 2 GB allocated (and every page of the file read) for a batch of 32 rows."""
+    n = 200_000
+    texts = [f"row {i} " + "x" * 90 for i in range(n)]
+    pq.write_table(pa.table({"anchor": texts, "positive": texts[::-1]}), tmp_path / "t.parquet", row_group_size=10_000)
+    rows, _ = read_tuples(tmp_path / "t.parquet")
+    assert len(rows.columns[0].chunks) >= 20  # one chunk per record batch of the converted file
+    proxy, default = pa.proxy_memory_pool(pa.default_memory_pool()), pa.default_memory_pool()
+    pa.set_memory_pool(proxy)
+    try:
+        batch = rows.take([5, 199_999, 100_000, 7])
+    finally:
+        pa.set_memory_pool(default)
+    assert batch == [(texts[5], texts[-6]), (texts[-1], texts[0]), (texts[100_000], texts[99_999]), (texts[7], texts[-8])]
+    assert proxy.max_memory() < 1_000_000, proxy.max_memory()  # a column is ~20 MB
+
+
+def test_a_clean_table_is_checked_once(tmp_path, monkeypatch):
+    from contrastlib.data import tables
+
+    p = tmp_path / "t.parquet"
+    pq.write_table(pa.table({"anchor": ["a", "b"], "positive": ["c", "d"]}), p)
+    read_tuples(p)  # the pass over every row, recorded as clean
+    monkeypatch.setattr(tables, "_batches", lambda *a: (_ for _ in ()).throw(AssertionError("read again")))
+    assert list(read_tuples(p)[0]) == [("a", "c"), ("b", "d")]
+    # a file with a bad row is checked every time (its error must come back), and a new
+    # version of the file is a new table
+    pq.write_table(pa.table({"anchor": ["a", ""], "positive": ["c", "d"]}), p)
+    with pytest.raises(AssertionError, match="read again"):
+        read_tuples(p)
+
+
+def test_arrow_files_in_both_ipc_formats_and_no_datasets_import_for_parquet(tmp_path):
+    import subprocess
+    import sys
+
+    import pyarrow.feather as feather
+
+    table = pa.table({"anchor": ["a", "b"], "positive": ["c", "d"]})
+    feather.write_feather(table, tmp_path / "file-format.arrow", compression="uncompressed")  # IPC file (Feather v2)
+    with pa.OSFile(str(tmp_path / "stream.arrow"), "wb") as sink, pa.ipc.new_stream(sink, table.schema) as w:
+        w.write_table(table)  # IPC stream (what datasets writes)
+    for name in ("file-format.arrow", "stream.arrow"):
+        assert list(read_tuples(tmp_path / name)[0]) == [("a", "c"), ("b", "d")], name
+    pq.write_table(table, tmp_path / "t.parquet")
+    code = ("import sys; from contrastlib.data.readers import read_tuples; "
+            f"rows, _ = read_tuples({str(tmp_path / 't.parquet')!r}); assert len(rows) == 2; "
+            "print('datasets' in sys.modules)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "False"  # Parquet is read without importing the datasets library
