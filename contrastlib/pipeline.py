@@ -21,7 +21,13 @@ from typing import Any
 import pytorch_lightning as pl
 import torch
 
-from contrastlib.config.build import build_encoder, build_loss, loss_spec, method_config
+from contrastlib.config.build import (
+    build_encoder,
+    build_loss,
+    loss_spec,
+    matryoshka_spec,
+    method_config,
+)
 from contrastlib.config.load import to_yaml
 from contrastlib.config.schema import RunConfig
 from contrastlib.data.readers import BadRows
@@ -232,13 +238,19 @@ def fit(cfg: RunConfig, *, log: Any = print, plan: FitPlan | None = None) -> Fit
 def _build_module(plan: FitPlan, encoder: Any) -> ContrastiveModule:
     cfg = plan.cfg
     loss = plan.loss
+    try:
+        loss.check_embedding_dim(encoder.dim)
+    except ValueError as exc:
+        raise ConfigError(f"loss.matryoshka.{exc}") from None
     grad_cache = (
         GradCache(cfg.gradcache.chunk_size, token_budget=cfg.gradcache.token_budget,
                   pad_to_multiple_of=cfg.trainer.pad_to_multiple_of)
         if cfg.gradcache.enabled else None
     )
     _, loss_kwargs = loss_spec(cfg.loss)
-    hparams = {"encoder": {"kind": encoder.kind, **encoder.spec_dict()}, "loss": {"name": cfg.loss["name"], **loss_kwargs}}
+    matryoshka = matryoshka_spec(cfg.loss)
+    loss_hparams = {"name": cfg.loss["name"], **loss_kwargs, **({"matryoshka": matryoshka} if matryoshka else {})}
+    hparams = {"encoder": {"kind": encoder.kind, **encoder.spec_dict()}, "loss": loss_hparams}
     return plan.method_cls.from_config(
         encoder, loss, plan.method_config,
         lr=cfg.optim.lr, weight_decay=cfg.optim.weight_decay, warmup_ratio=cfg.optim.warmup_ratio,

@@ -20,6 +20,7 @@ from omegaconf.errors import OmegaConfBaseException
 from contrastlib.encoders.base import Encoder
 from contrastlib.errors import ConfigError
 from contrastlib.losses.base import ContrastiveLoss
+from contrastlib.losses.matryoshka import MatryoshkaLoss, check_matryoshka
 from contrastlib.registry import ENCODERS, LOSSES, METHODS
 from contrastlib.signatures import (
     SectionKeyError,
@@ -37,11 +38,42 @@ def loss_parameters(name: str) -> list[str]:
 
 
 def loss_spec(values: Mapping[str, Any]) -> tuple[type[ContrastiveLoss], dict[str, Any]]:
-    cls, kwargs, _ = signature_kwargs("loss", values, selector="name", registry=LOSSES)
+    """The loss class and its keyword arguments; ``matryoshka`` (a wrapper's settings,
+    :func:`matryoshka_spec`) is checked here and left out."""
+    matryoshka_spec(values)
+    inner = {k: v for k, v in values.items() if k != "matryoshka"}
+    cls, kwargs, _ = signature_kwargs("loss", inner, selector="name", registry=LOSSES)
     return cls, kwargs
 
 
+def matryoshka_spec(values: Mapping[str, Any]) -> dict[str, Any] | None:
+    """``loss.matryoshka`` as ``{"dims": (...), "weights": (...)}`` (largest first), or None."""
+    spec = values.get("matryoshka")
+    if spec is None:
+        return None
+    spec = OmegaConf.to_container(spec) if OmegaConf.is_config(spec) else spec
+    if not isinstance(spec, Mapping) or set(spec) - {"dims", "weights"} or "dims" not in spec:
+        raise ConfigError("loss.matryoshka: a mapping {dims: [...], weights: [...]} (weights optional), "
+                          f"got {spec!r}")
+    try:
+        dims, weights = check_matryoshka(spec["dims"], spec.get("weights"))
+    except ValueError as exc:
+        raise ConfigError(f"loss.matryoshka.{exc}") from None
+    return {"dims": list(dims), "weights": list(weights)}
+
+
 def build_loss(values: Mapping[str, Any], *, num_samples: int) -> ContrastiveLoss:
+    loss = _build_inner_loss(values, num_samples=num_samples)
+    spec = matryoshka_spec(values)
+    if spec is None:
+        return loss
+    try:
+        return MatryoshkaLoss(loss, spec["dims"], spec["weights"])
+    except ValueError as exc:
+        raise ConfigError(f"loss.matryoshka: {exc}") from None
+
+
+def _build_inner_loss(values: Mapping[str, Any], *, num_samples: int) -> ContrastiveLoss:
     cls, kwargs = loss_spec(values)
     if "num_samples" in inspect.signature(cls.__init__).parameters:
         kwargs["num_samples"] = num_samples

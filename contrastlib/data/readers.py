@@ -29,7 +29,8 @@ from pathlib import Path
 from typing import Any
 
 from contrastlib.data.columns import pick_columns, scored_columns
-from contrastlib.data.tables import is_table, read_scored_table, read_table_tuples
+from contrastlib.data.table_checks import read_scored_table, read_table_tuples
+from contrastlib.data.tables import is_table
 from contrastlib.errors import ConfigError, DataError
 
 #: ``on_bad_row`` choices.

@@ -162,12 +162,12 @@ def test_a_batch_is_gathered_without_joining_the_columns(tmp_path):
 
 
 def test_a_clean_table_is_checked_once(tmp_path, monkeypatch):
-    from contrastlib.data import tables
+    from contrastlib.data import table_checks
 
     p = tmp_path / "t.parquet"
     pq.write_table(pa.table({"anchor": ["a", "b"], "positive": ["c", "d"]}), p)
     read_tuples(p)  # the pass over every row, recorded as clean
-    monkeypatch.setattr(tables, "_batches", lambda *a: (_ for _ in ()).throw(AssertionError("read again")))
+    monkeypatch.setattr(table_checks, "_batches", lambda *a: (_ for _ in ()).throw(AssertionError("read again")))
     assert list(read_tuples(p)[0]) == [("a", "c"), ("b", "d")]
     # a file with a bad row is checked every time (its error must come back), and a new
     # version of the file is a new table

@@ -1,0 +1,127 @@
+"""Matryoshka around an embedding loss: the weighted sum of per-dimension losses written
+out by hand, sentence-transformers' MatryoshkaLoss on the same embeddings, one dimension's
+graph at a time, and the config key."""
+
+from __future__ import annotations
+
+import gc
+import weakref
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from contrastlib.cli.main import main
+from contrastlib.losses import ATILoss, InfoNCELoss
+from contrastlib.losses.matryoshka import MatryoshkaLoss
+
+DIMS, WEIGHTS = [64, 32, 16, 8], [1.0, 0.5, 2.0, 1.0]
+
+
+def _emb(n, d, seed):
+    return torch.randn(n, d, generator=torch.Generator().manual_seed(seed), dtype=torch.float64).requires_grad_()
+
+
+def _grads(loss, *xs):
+    return torch.autograd.grad(loss, xs)
+
+
+def test_equals_the_weighted_sum_written_out_by_hand():
+    a, c = _emb(8, 64, 1), _emb(16, 64, 2)  # 8 positives, then 8 hard negatives
+    ours = MatryoshkaLoss(InfoNCELoss(0.05), DIMS, WEIGHTS)(a, c)
+    by_hand = sum(w * InfoNCELoss(0.05)(F.normalize(a[:, :d], dim=-1), F.normalize(c[:, :d], dim=-1))
+                  for d, w in zip(DIMS, WEIGHTS, strict=True))
+    assert ours.item() == pytest.approx(by_hand.item(), abs=1e-6)
+    for g, h in zip(_grads(ours, a, c), _grads(by_hand, a, c), strict=True):
+        torch.testing.assert_close(g, h, atol=1e-6, rtol=0)
+
+
+def test_equals_sentence_transformers_matryoshka_around_mnrl():
+    losses = pytest.importorskip("sentence_transformers.sentence_transformer.losses")
+    a, p, n = _emb(8, 64, 3), _emb(8, 64, 4), _emb(8, 64, 5)
+    columns = [a.float(), p.float(), n.float()]
+
+    class Embeddings(torch.nn.Module):  # a model whose "forward" returns the given embeddings
+        def forward(self, features):
+            return {"sentence_embedding": columns[int(features["column"])]}
+
+        def get_embedding_dimension(self):
+            return 64
+
+    model = Embeddings()
+    peer = losses.MatryoshkaLoss(model, losses.MultipleNegativesRankingLoss(model, scale=20.0), DIMS, WEIGHTS)
+    theirs = peer([{"column": torch.tensor(i)} for i in range(3)], torch.zeros(8))
+    ours = MatryoshkaLoss(InfoNCELoss(0.05), DIMS, WEIGHTS)(columns[0], torch.cat(columns[1:]))
+    assert ours.item() == pytest.approx(theirs.item(), abs=1e-5)
+    for g, h in zip(_grads(ours, *columns[:1], *columns[1:]), _grads(theirs, *columns), strict=True):
+        torch.testing.assert_close(g, h, atol=1e-5, rtol=1e-4)
+
+
+def test_one_dimension_s_graph_at_a_time():
+    """After the forward pass the graph holds the summed gradients (the embeddings' size),
+    not every dimension's logits: what is saved for backward does not grow with the dims."""
+    def saved_bytes(loss_fn, a, c):
+        """Bytes the graph holds for backward once the forward pass is done (the inputs aside)."""
+        packed = []
+
+        def pack(t):
+            packed.append((weakref.ref(t), t.numel() * t.element_size()))
+            return t
+
+        with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+            loss = loss_fn(a, c)
+        gc.collect()
+        alive = sum(n for ref, n in packed if (t := ref()) is not None and t is not a and t is not c)
+        loss.backward()
+        return alive
+
+    a, c = _emb(256, 64, 6), _emb(256, 64, 7)
+    few = saved_bytes(MatryoshkaLoss(InfoNCELoss(0.05), [64]), a, c)
+    many = saved_bytes(MatryoshkaLoss(InfoNCELoss(0.05), [64, 56, 48, 40, 32, 24, 16, 8]), a, c)
+    naive = saved_bytes(lambda a, c: sum(InfoNCELoss(0.05)(F.normalize(a[:, :d], dim=-1), F.normalize(c[:, :d], dim=-1))
+                                         for d in [64, 56, 48, 40, 32, 24, 16, 8]), a, c)
+    assert many == few == 2 * 256 * 64 * 8  # the two embeddings' gradients, float64
+    assert naive > 8 * many  # every dimension's 256 x 256 logits and more
+
+
+def test_per_example_parameters_of_the_inner_loss_get_their_gradients():
+    ati = ATILoss(num_samples=8, temperature=0.05).double()
+    a, c, ids = _emb(4, 32, 8), _emb(4, 32, 9), torch.tensor([0, 2, 4, 6])
+    MatryoshkaLoss(ati, [32, 16])(a, c, ids=ids).backward()
+    tau_grad = ati.tau.grad
+    assert tau_grad[ids].abs().min() > 0 and (tau_grad[[1, 3, 5, 7]] == 0).all()
+
+
+@pytest.mark.parametrize(("value", "match"), [
+    ("{dims: [64, 0]}", r"loss\.matryoshka\.dims: every size must be an integer >= 1"),
+    ("{dims: [64, 32], weights: [1]}", r"loss\.matryoshka\.weights: one per dimension \(2\)"),
+    ("{sizes: [64]}", r"loss\.matryoshka: a mapping \{dims"),
+])
+def test_bad_settings_are_one_line_errors_before_any_model_loads(value, match, capsys):
+    code = main(["fit", "simcse-snli", f"loss.matryoshka={value}", "model.name=/nonexistent/model", "--dry-run"])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2 and len(err) == 1
+    import re
+
+    assert re.search(match, err[0]), err[0]
+
+
+def test_a_fit_with_matryoshka_and_the_gradient_cache_equals_one_without(tmp_path, tiny_model):
+    """Through the CLI, fp32, dropout off: the cached fit (chunks of 4) ends at the plain
+    fit's weights; a size over the encoder's is refused before training."""
+    from safetensors.torch import load_file
+
+    common = ["fit", "simcse-snli", f"output_dir={tmp_path}", f"model.name={tiny_model}", "data.max_rows=16",
+              "data.batch_size=8", "trainer.max_steps=2", "trainer.precision=32-true", "eval.sts=[]",
+              "model.max_seq_length=24", "trainer.enable_progress_bar=false", "model.dropout=0.0",
+              "optim.lr=1e-3", "loss.matryoshka={dims: [32, 16, 8], weights: [1, 1, 2]}"]
+    assert main([*common, "name=plain"]) == 0
+    assert main([*common, "name=cached", "gradcache.chunk_size=4"]) == 0
+    a = load_file(str(next((tmp_path / "plain" / "model").rglob("model.safetensors"))))
+    b = load_file(str(next((tmp_path / "cached" / "model").rglob("model.safetensors"))))
+    for k in a:
+        torch.testing.assert_close(b[k], a[k], atol=1e-5, rtol=0, msg=k)
+    hparams = (tmp_path / "plain" / "checkpoints").glob("*.ckpt")
+    state = torch.load(next(hparams), weights_only=True, map_location="cpu")
+    assert state["hyper_parameters"]["loss"]["matryoshka"] == {"dims": [32, 16, 8], "weights": [1.0, 1.0, 2.0]}
+    assert main([*common, "name=too-wide", "loss.matryoshka={dims: [4096, 16]}"]) == 2
