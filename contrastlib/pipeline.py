@@ -242,6 +242,8 @@ def _build_module(plan: FitPlan, encoder: Any) -> ContrastiveModule:
         loss.check_embedding_dim(encoder.dim)
     except ValueError as exc:
         raise ConfigError(f"loss.matryoshka.{exc}") from None
+    if loss.embedding_dims():  # evaluations report each prefix; the export records them
+        encoder.matryoshka_dims = loss.embedding_dims()
     grad_cache = (
         GradCache(cfg.gradcache.chunk_size, token_budget=cfg.gradcache.token_budget,
                   pad_to_multiple_of=cfg.trainer.pad_to_multiple_of)

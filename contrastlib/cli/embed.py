@@ -19,6 +19,7 @@ def arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--cache-dir", help="sharded embedding cache (default $CONTRASTLIB_CACHE or ~/.cache/contrastlib)")
     p.add_argument("--shard-size", type=int, default=2048, help="texts per cache shard: what a killed run keeps")
     p.add_argument("--no-progress", action="store_true")
+    p.add_argument("--dim", type=int, help="keep the first N dimensions, renormalised (a Matryoshka-trained model's sizes)")
 
 
 @verb("embed", "embed one text per line into .npy or .safetensors", arguments)
@@ -36,9 +37,16 @@ def run(args: argparse.Namespace) -> int:
     # Through the sharded cache: a killed embed resumes at its first missing shard, and
     # the same texts with the same model are not encoded twice.
     encoder = LazyEncoder(args.model)
+    if args.dim is not None and not 1 <= args.dim <= encoder.dim:
+        raise ContrastlibError(f"--dim: {args.dim} is not between 1 and the model's {encoder.dim} dimensions")
     cache = EmbeddingCache(args.cache_dir or default_cache_dir(), shard_size=args.shard_size)
     emb = cache.embed(encoder, texts, batch_size=args.batch_size, precision=args.precision,
                       show_progress_bar=not args.no_progress, model_fp=encoder.weights_fingerprint())
+    if args.dim is not None:  # the cache keeps every dimension: another --dim reuses it
+        import numpy as np
+
+        emb = emb[:, : args.dim]
+        emb = emb / np.maximum(np.linalg.norm(emb, axis=1, keepdims=True), 1e-12)
     with atomic_path(out) as tmp:
         if out.suffix == ".npy":
             import numpy as np

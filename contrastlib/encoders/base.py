@@ -35,6 +35,9 @@ class Encoder(nn.Module):
     kind: ClassVar[str]
     #: Width of the embeddings ``forward`` returns.
     dim: int
+    #: Prefix sizes the encoder was trained to embed at (a Matryoshka loss), largest first:
+    #: evaluations report each, exports record them. Empty: only ``dim``.
+    matryoshka_dims: tuple[int, ...] = ()
     #: Builds any model spec no other encoder claims (one per installation: text's).
     catch_all: ClassVar[bool] = False
 
@@ -82,7 +85,8 @@ class Encoder(nn.Module):
         with atomic_dir(out) as tmp:
             state = {k: v.detach().cpu().contiguous() for k, v in self.state_dict().items()}
             save_file(state, str(tmp / WEIGHTS_FILE))
-            saved = {"kind": self.kind, "spec": self.spec_dict(), "extras": self.saved_extras()}
+            extras = {**self.saved_extras(), **({"matryoshka_dims": list(self.matryoshka_dims)} if self.matryoshka_dims else {})}
+            saved = {"kind": self.kind, "spec": self.spec_dict(), "extras": extras}
             (tmp / SPEC_FILE).write_text(json.dumps(saved, indent=2))
         return out
 
@@ -108,6 +112,7 @@ class Encoder(nn.Module):
         encoder = cls(**saved["spec"])
         encoder.load_state_dict(load_file(str(root / WEIGHTS_FILE)), strict=True)
         encoder.restore_extras(saved.get("extras") or {})
+        encoder.matryoshka_dims = tuple((saved.get("extras") or {}).get("matryoshka_dims", ()))
         return encoder
 
     @classmethod

@@ -61,7 +61,8 @@ def read_sbert_dir(path: Path) -> SbertLayout:
 
 
 def write_sbert_files(
-    out: Path, *, dim: int, pooling: str, normalize: bool, max_seq_length: int
+    out: Path, *, dim: int, pooling: str, normalize: bool, max_seq_length: int,
+    matryoshka_dims: tuple[int, ...] = (),
 ) -> None:
     """Write the sentence-transformers metadata beside a saved Hugging Face model in ``out``."""
     modules = [
@@ -85,6 +86,15 @@ def write_sbert_files(
     (out / "sentence_bert_config.json").write_text(
         json.dumps({"max_seq_length": max_seq_length, "do_lower_case": False}, indent=2)
     )
-    (out / "config_sentence_transformers.json").write_text(
-        json.dumps({"prompts": {}, "default_prompt_name": None, "similarity_fn_name": "cosine"}, indent=2)
-    )
+    config: dict[str, object] = {"prompts": {}, "default_prompt_name": None, "similarity_fn_name": "cosine"}
+    if matryoshka_dims:  # ours; sentence-transformers reads the keys it knows and leaves this one
+        config["matryoshka_dims"] = list(matryoshka_dims)
+    (out / "config_sentence_transformers.json").write_text(json.dumps(config, indent=2))
+
+
+def read_matryoshka_dims(path: Path) -> tuple[int, ...]:
+    """The prefix sizes a sentence-transformers directory we exported records (or none)."""
+    cfg = path / "config_sentence_transformers.json"
+    if not cfg.is_file():
+        return ()
+    return tuple(int(d) for d in json.loads(cfg.read_text()).get("matryoshka_dims") or ())

@@ -16,7 +16,12 @@ from tqdm.auto import tqdm
 from contrastlib.encoders.base import Encoder
 from contrastlib.encoders.offline import resolve_model_path
 from contrastlib.encoders.pooling import pool
-from contrastlib.encoders.sbert_format import is_sbert_dir, read_sbert_dir, write_sbert_files
+from contrastlib.encoders.sbert_format import (
+    is_sbert_dir,
+    read_matryoshka_dims,
+    read_sbert_dir,
+    write_sbert_files,
+)
 from contrastlib.encoders.tokenize import tokenize_texts
 from contrastlib.errors import ModelLoadError
 from contrastlib.registry import ENCODERS, POOLINGS
@@ -95,6 +100,7 @@ class TextEncoder(Encoder):
             default_pooling = layout.pooling or "mean"
             default_normalize = layout.normalize
             default_len = layout.max_seq_length
+            self.matryoshka_dims = read_matryoshka_dims(path)
         pooling = pooling or default_pooling
         POOLINGS.check(pooling, key="model.pooling")
         try:
@@ -319,6 +325,7 @@ class TextEncoder(Encoder):
                 pooling=self.spec.pooling,
                 normalize=self.spec.normalize,
                 max_seq_length=self.spec.max_seq_length,
+                matryoshka_dims=self.matryoshka_dims,
             )
         return out_dir
 

@@ -7,7 +7,8 @@ Each distinct sentence is encoded once.
 from __future__ import annotations
 
 import argparse
-from dataclasses import asdict, dataclass, replace
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field, replace
 from typing import Any, ClassVar
 
 import numpy as np
@@ -16,6 +17,7 @@ import torch.nn.functional as F
 from torchmetrics.functional import pearson_corrcoef, spearman_corrcoef
 
 from contrastlib.data.readers import ScoredPairs
+from contrastlib.encoders.base import Encoder
 from contrastlib.evaluation.base import Evaluation
 from contrastlib.losses.geometry import alignment, uniformity
 from contrastlib.registry import EVALUATIONS
@@ -31,8 +33,11 @@ class STSResult:
     #: is better for both). NaN when there is no positive pair.
     alignment: float = float("nan")
     uniformity: float = float("nan")
+    #: Spearman x100 of each embedding prefix (first ``d`` dimensions, renormalised) asked
+    #: for: a Matryoshka-trained encoder's sizes.
+    spearman_by_dim: dict[int, float] = field(default_factory=dict)
 
-    def as_dict(self) -> dict[str, float | int]:
+    def as_dict(self) -> dict[str, Any]:
         return asdict(self)
 
 
@@ -47,12 +52,14 @@ def sts_correlations(similarities: torch.Tensor, gold: torch.Tensor) -> STSResul
 
 
 def evaluate_sts(
-    encoder: Any, data: ScoredPairs, *, positive_threshold: float = 4.0, **encode_kwargs: Any
+    encoder: Any, data: ScoredPairs, *, positive_threshold: float = 4.0, dims: Sequence[int] = (),
+    **encode_kwargs: Any,
 ) -> STSResult:
     """Encode both sides of every pair, score by cosine similarity, correlate with gold.
 
     ``encoder`` is anything with ``encode(texts, **encode_kwargs) -> [N, D]`` (a
     TextEncoder, a SentenceTransformer, a cache): evaluation needs no Lightning module.
+    ``dims``: prefix sizes scored as well, from the same embeddings (``spearman_by_dim``).
     """
     unique = list(dict.fromkeys(data.sentences1 + data.sentences2))
     where = {s: i for i, s in enumerate(unique)}
@@ -64,7 +71,9 @@ def evaluate_sts(
     result = sts_correlations(cos, gold)
     positive = gold >= positive_threshold
     align = float(alignment(e1[positive], e2[positive])) if bool(positive.any()) else float("nan")
-    return replace(result, alignment=align, uniformity=float(uniformity(emb)))
+    by_dim = {int(d): sts_correlations(F.cosine_similarity(e1[:, :d].double(), e2[:, :d].double(), dim=-1),
+                                       gold).spearman for d in dims}
+    return replace(result, alignment=align, uniformity=float(uniformity(emb)), spearman_by_dim=by_dim)
 
 
 @EVALUATIONS.register("sts", summary="Spearman / Pearson x100 of cosine similarity on scored pairs")
@@ -104,11 +113,14 @@ class STSEvaluator(Evaluation):
         data = read_scored_pair_files(args.data)  # bad data fails before the model loads
         encoder = load_encoder(args.model)
         r = evaluate_sts(encoder, data, batch_size=args.batch_size, precision=args.precision,
-                         show_progress_bar=not args.no_progress)
+                         show_progress_bar=not args.no_progress, dims=encoder.matryoshka_dims)
         text = (f"STS  {', '.join(args.data)}  pairs={r.n_pairs}  spearman={r.spearman:.2f}  pearson={r.pearson:.2f}  "
-                f"alignment={r.alignment:.3f}  uniformity={r.uniformity:.3f}")
+                f"alignment={r.alignment:.3f}  uniformity={r.uniformity:.3f}"
+                + "".join(f"  spearman@{d}={s:.2f}" for d, s in r.spearman_by_dim.items()))
         return {"task": "sts", "data": args.data, "model": args.model, **r.as_dict()}, text
 
     def __call__(self, encoder: Any, cache: dict[Any, Any] | None = None) -> dict[str, float]:
-        r = evaluate_sts(encoder, self.data, batch_size=self.batch_size, precision=self.precision)
-        return {"spearman": r.spearman, "pearson": r.pearson, "n_pairs": r.n_pairs}
+        dims = encoder.matryoshka_dims if isinstance(encoder, Encoder) else ()
+        r = evaluate_sts(encoder, self.data, batch_size=self.batch_size, precision=self.precision, dims=dims)
+        return {"spearman": r.spearman, "pearson": r.pearson, "n_pairs": r.n_pairs,
+                **{f"spearman@{d}": s for d, s in r.spearman_by_dim.items()}}

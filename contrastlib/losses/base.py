@@ -111,6 +111,10 @@ class ContrastiveLoss(nn.Module):
         """Update :meth:`own_parameters`; a method calls it before each optimizer step
         (``grad_scale``: an fp16 loss scale the optimizer's gradients were unscaled by)."""
 
+    def embedding_dims(self) -> tuple[int, ...]:
+        """Prefix sizes of the embedding the loss trains (a Matryoshka loss); () otherwise."""
+        return ()
+
     def check_embedding_dim(self, dim: int) -> None:
         """``ValueError`` when the loss cannot train embeddings of ``dim`` dimensions
         (called once the encoder is built, before training)."""

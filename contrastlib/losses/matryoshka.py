@@ -81,6 +81,9 @@ class MatryoshkaLoss(ContrastiveLoss):
     def step_own_parameters(self, grad_scale: float = 1.0) -> None:
         self.inner.step_own_parameters(grad_scale)
 
+    def embedding_dims(self) -> tuple[int, ...]:
+        return self.dims
+
     def check_embedding_dim(self, dim: int) -> None:
         """``ValueError`` when a size exceeds the encoder's ``dim``."""
         if self.dims[0] > dim:

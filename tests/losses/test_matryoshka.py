@@ -125,3 +125,44 @@ def test_a_fit_with_matryoshka_and_the_gradient_cache_equals_one_without(tmp_pat
     state = torch.load(next(hparams), weights_only=True, map_location="cpu")
     assert state["hyper_parameters"]["loss"]["matryoshka"] == {"dims": [32, 16, 8], "weights": [1.0, 1.0, 2.0]}
     assert main([*common, "name=too-wide", "loss.matryoshka={dims: [4096, 16]}"]) == 2
+
+
+def test_evaluations_report_every_size_and_the_export_records_them(tmp_path, tiny_model, capsys):
+    """The fit's STS evaluation reports each size; the exported model names them (and
+    sentence-transformers still loads it); ``eval sts`` on the run reports them;
+    ``embed --dim 16`` is the first 16 dimensions renormalised, as sentence-transformers'
+    ``truncate_dim`` gives them."""
+    import json
+
+    import numpy as np
+    from sentence_transformers import SentenceTransformer
+    from tests_helpers import SMALL_STS
+
+    sts = tmp_path / "sts.tsv"
+    sts.write_text(SMALL_STS)
+    assert main(["fit", "simcse-snli", f"output_dir={tmp_path}", "name=m", f"model.name={tiny_model}",
+                 "data.max_rows=16", "data.batch_size=8", "trainer.max_steps=1", "model.max_seq_length=24",
+                 "trainer.enable_progress_bar=false", f"eval.sts=[{sts}]",
+                 "loss.matryoshka={dims: [32, 16]}"]) == 0
+    after = json.loads((tmp_path / "m" / "metrics.json").read_text())["after"]
+    scores = next(iter(after.values()))
+    assert {"spearman", "spearman@32", "spearman@16"} <= set(scores)
+    assert scores["spearman@32"] == pytest.approx(scores["spearman"])  # 32 is the tiny BERT's whole width
+    model = tmp_path / "m" / "model"
+    assert json.loads((model / "config_sentence_transformers.json").read_text())["matryoshka_dims"] == [32, 16]
+    capsys.readouterr()
+    assert main(["eval", "sts", "--model", str(model), "--data", str(sts), "--json", "--no-progress"]) == 0
+    out = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert out["spearman_by_dim"]["16"] == pytest.approx(scores["spearman@16"], abs=1e-3)
+
+    texts = tmp_path / "texts.txt"
+    texts.write_text("a cat sat on the mat\nthe stock market fell\nrain is expected tomorrow\n")
+    assert main(["embed", "--model", str(model), "--input", str(texts), "--out", str(tmp_path / "e16.npy"),
+                 "--dim", "16", "--no-progress"]) == 0
+    ours = np.load(tmp_path / "e16.npy")
+    theirs = SentenceTransformer(str(model), device="cpu", truncate_dim=16).encode(texts.read_text().splitlines())
+    theirs = theirs / np.linalg.norm(theirs, axis=1, keepdims=True)
+    assert ours.shape == (3, 16)
+    np.testing.assert_allclose(ours, theirs, atol=1e-5)
+    assert main(["embed", "--model", str(model), "--input", str(texts), "--out", str(tmp_path / "x.npy"),
+                 "--dim", "64"]) == 2
