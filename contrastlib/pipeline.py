@@ -30,6 +30,7 @@ from contrastlib.config.build import (
 )
 from contrastlib.config.load import to_yaml
 from contrastlib.config.schema import RunConfig
+from contrastlib.data.prompts import named_prompts
 from contrastlib.data.readers import BadRows
 from contrastlib.errors import ConfigError
 from contrastlib.evaluation.base import Evaluation, run_evaluations
@@ -99,7 +100,7 @@ def plan_fit(cfg: RunConfig) -> FitPlan:
     loss_cls, _ = loss_spec(cfg.loss)
     bad_rows = BadRows(cfg.data.on_bad_row, key="data.on_bad_row")
     data = method_cls.read_train_data(cfg.data.train, config, max_rows=cfg.data.max_rows, bad_rows=bad_rows,
-                                      columns=cfg.data.columns)
+                                      columns=cfg.data.columns, prompts=cfg.data.prompts)
     check_loss(loss_cls, cfg.loss["name"], method_cls.loss_contract(config, data))
     loss = build_loss(cfg.loss, num_samples=len(data.rows))
     sampler = cfg.data.sampler or method_cls.default_sampler
@@ -244,6 +245,8 @@ def _build_module(plan: FitPlan, encoder: Any) -> ContrastiveModule:
         raise ConfigError(f"loss.matryoshka.{exc}") from None
     if loss.embedding_dims():  # evaluations report each prefix; the export records them
         encoder.matryoshka_dims = loss.embedding_dims()
+    if any(plan.data.prompts):  # the export names them as sentence-transformers does
+        encoder.prompts = named_prompts(plan.data.prompts)
     grad_cache = (
         GradCache(cfg.gradcache.chunk_size, token_budget=cfg.gradcache.token_budget,
                   pad_to_multiple_of=cfg.trainer.pad_to_multiple_of)

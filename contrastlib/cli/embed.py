@@ -19,11 +19,15 @@ def arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--cache-dir", help="sharded embedding cache (default $CONTRASTLIB_CACHE or ~/.cache/contrastlib)")
     p.add_argument("--shard-size", type=int, default=2048, help="texts per cache shard: what a killed run keeps")
     p.add_argument("--no-progress", action="store_true")
+    prompt = p.add_mutually_exclusive_group()
+    prompt.add_argument("--prompt", help="text put before every input text (e.g. 'query: ')")
+    prompt.add_argument("--prompt-name", help="a prompt the model names (its export's prompts: query, document)")
     p.add_argument("--dim", type=int, help="keep the first N dimensions, renormalised (a Matryoshka-trained model's sizes)")
 
 
 @verb("embed", "embed one text per line into .npy or .safetensors", arguments)
 def run(args: argparse.Namespace) -> int:
+    from contrastlib.data.prompts import with_prompt
     from contrastlib.data.readers import read_sentences
 
     texts = read_sentences(args.input)
@@ -39,6 +43,13 @@ def run(args: argparse.Namespace) -> int:
     encoder = LazyEncoder(args.model)
     if args.dim is not None and not 1 <= args.dim <= encoder.dim:
         raise ContrastlibError(f"--dim: {args.dim} is not between 1 and the model's {encoder.dim} dimensions")
+    if args.prompt_name is not None:
+        named = encoder.load().prompts
+        if args.prompt_name not in named:
+            raise ContrastlibError(f"--prompt-name: {args.model} names no prompt {args.prompt_name!r}; "
+                                   f"it has: {', '.join(named) or 'none'}")
+        args.prompt = named[args.prompt_name]
+    texts = with_prompt(texts, args.prompt)  # the cache keys the texts as encoded
     cache = EmbeddingCache(args.cache_dir or default_cache_dir(), shard_size=args.shard_size)
     emb = cache.embed(encoder, texts, batch_size=args.batch_size, precision=args.precision,
                       show_progress_bar=not args.no_progress, model_fp=encoder.weights_fingerprint())

@@ -32,6 +32,10 @@ class DataConfig:
     #: The columns to train on, in role order (anchor, positive, negatives...; scored
     #: pairs: text, text, score), by name, in any format; null: found by their names.
     columns: list[str] | None = None
+    #: Text put before every text of a column, in training and in the exported model
+    #: (sentence-transformers' prompts): one string for every column, or a mapping of role
+    #: (anchor, positive, negative) -> prompt (contrastlib/data/prompts.py).
+    prompts: Any = None
     #: Rows per device and step; the global batch is ``batch_size x devices``.
     batch_size: int = 64
     #: A registered batch sampler (``contrastlib list``); null: the method's default.

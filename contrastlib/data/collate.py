@@ -54,12 +54,15 @@ class TextTupleCollator:
     positives(, negatives)]``, each padded to the longest text in that column.
     """
 
-    def __init__(self, tokenize: Callable[[Sequence[str]], dict[str, Tensor]]) -> None:
+    def __init__(self, tokenize: Callable[[Sequence[str]], dict[str, Tensor]], prompts: Sequence[str] = ()) -> None:
         self.tokenize = tokenize
+        #: Per column, the text put before each of its texts (``data.prompts``).
+        self.prompts = tuple(prompts)
 
     def __call__(self, items: Sequence[tuple[int, tuple[str, ...]]]) -> TextBatch:
         rows = [r for _, r in items]
-        columns = [self.tokenize([r[c] for r in rows]) for c in range(len(rows[0]))]
+        prompt = self.prompts or ("",) * len(rows[0])
+        columns = [self.tokenize([prompt[c] + r[c] for r in rows]) for c in range(len(rows[0]))]
         keys = torch.tensor([[text_key(r[c]) for r in rows] for c in range(len(rows[0]))], dtype=torch.long)
         return TextBatch(columns, torch.tensor([i for i, _ in items], dtype=torch.long), keys)
 

@@ -38,6 +38,9 @@ class Encoder(nn.Module):
     #: Prefix sizes the encoder was trained to embed at (a Matryoshka loss), largest first:
     #: evaluations report each, exports record them. Empty: only ``dim``.
     matryoshka_dims: tuple[int, ...] = ()
+    #: Named prompts (sentence-transformers' ``prompts``: ``query``, ``document``) the encoder
+    #: was trained with; text encoders save them in their export.
+    prompts: dict[str, str]
     #: Builds any model spec no other encoder claims (one per installation: text's).
     catch_all: ClassVar[bool] = False
 

@@ -62,7 +62,8 @@ def read_sbert_dir(path: Path) -> SbertLayout:
 
 def write_sbert_files(
     out: Path, *, dim: int, pooling: str, normalize: bool, max_seq_length: int,
-    matryoshka_dims: tuple[int, ...] = (),
+    matryoshka_dims: tuple[int, ...] = (), prompts: dict[str, str] | None = None,
+    default_prompt_name: str | None = None,
 ) -> None:
     """Write the sentence-transformers metadata beside a saved Hugging Face model in ``out``."""
     modules = [
@@ -86,15 +87,18 @@ def write_sbert_files(
     (out / "sentence_bert_config.json").write_text(
         json.dumps({"max_seq_length": max_seq_length, "do_lower_case": False}, indent=2)
     )
-    config: dict[str, object] = {"prompts": {}, "default_prompt_name": None, "similarity_fn_name": "cosine"}
+    config: dict[str, object] = {"prompts": dict(prompts or {}), "default_prompt_name": default_prompt_name,
+                                 "similarity_fn_name": "cosine"}
     if matryoshka_dims:  # ours; sentence-transformers reads the keys it knows and leaves this one
         config["matryoshka_dims"] = list(matryoshka_dims)
     (out / "config_sentence_transformers.json").write_text(json.dumps(config, indent=2))
 
 
-def read_matryoshka_dims(path: Path) -> tuple[int, ...]:
-    """The prefix sizes a sentence-transformers directory we exported records (or none)."""
-    cfg = path / "config_sentence_transformers.json"
-    if not cfg.is_file():
-        return ()
-    return tuple(int(d) for d in json.loads(cfg.read_text()).get("matryoshka_dims") or ())
+def read_st_config(path: Path) -> tuple[tuple[int, ...], dict[str, str], str | None]:
+    """``(matryoshka_dims, prompts, default_prompt_name)`` of a sentence-transformers
+    directory's ``config_sentence_transformers.json`` (the first ours: none elsewhere)."""
+    cfg_path = path / "config_sentence_transformers.json"
+    cfg = json.loads(cfg_path.read_text()) if cfg_path.is_file() else {}
+    dims = tuple(int(d) for d in cfg.get("matryoshka_dims") or ())
+    prompts = {str(k): str(v) for k, v in (cfg.get("prompts") or {}).items()}
+    return dims, prompts, cfg.get("default_prompt_name")

@@ -18,8 +18,8 @@ from contrastlib.encoders.offline import resolve_model_path
 from contrastlib.encoders.pooling import pool
 from contrastlib.encoders.sbert_format import (
     is_sbert_dir,
-    read_matryoshka_dims,
     read_sbert_dir,
+    read_st_config,
     write_sbert_files,
 )
 from contrastlib.encoders.tokenize import tokenize_texts
@@ -91,6 +91,10 @@ class TextEncoder(Encoder):
 
         if dropout is not None and not 0 <= dropout < 1:
             raise ValueError(f"dropout must be in [0, 1), got {dropout}")
+        #: sentence-transformers' named prompts (``query``, ``document``...) and the one used
+        #: when none is named; read from and written to its config.
+        self.prompts: dict[str, str] = {}
+        self.default_prompt_name: str | None = None
         path = Path(resolve_model_path(model))
         weights_dir: str | Path = path if path.exists() else model
         default_pooling, default_normalize, default_len = "mean", False, None
@@ -100,7 +104,7 @@ class TextEncoder(Encoder):
             default_pooling = layout.pooling or "mean"
             default_normalize = layout.normalize
             default_len = layout.max_seq_length
-            self.matryoshka_dims = read_matryoshka_dims(path)
+            self.matryoshka_dims, self.prompts, self.default_prompt_name = read_st_config(path)
         pooling = pooling or default_pooling
         POOLINGS.check(pooling, key="model.pooling")
         try:
@@ -326,6 +330,8 @@ class TextEncoder(Encoder):
                 normalize=self.spec.normalize,
                 max_seq_length=self.spec.max_seq_length,
                 matryoshka_dims=self.matryoshka_dims,
+                prompts=self.prompts,
+                default_prompt_name=self.default_prompt_name,
             )
         return out_dir
 

@@ -16,6 +16,7 @@ import torch
 import torch.nn.functional as F
 from torchmetrics.functional import pearson_corrcoef, spearman_corrcoef
 
+from contrastlib.data.prompts import with_prompt
 from contrastlib.data.readers import ScoredPairs
 from contrastlib.encoders.base import Encoder
 from contrastlib.evaluation.base import Evaluation
@@ -104,6 +105,7 @@ class STSEvaluator(Evaluation):
         p.add_argument("--batch-size", type=int, default=128)
         p.add_argument("--precision", choices=["fp32", "bf16", "fp16"], default="fp32")
         p.add_argument("--no-progress", action="store_true", help="hide the progress bar")
+        p.add_argument("--prompt", help="text put before both sentences of every pair (e.g. 'query: ')")
 
     @classmethod
     def run_cli(cls, args: argparse.Namespace) -> tuple[dict[str, Any], str]:
@@ -111,6 +113,9 @@ class STSEvaluator(Evaluation):
         from contrastlib.loading import load_encoder
 
         data = read_scored_pair_files(args.data)  # bad data fails before the model loads
+        if args.prompt:
+            data = replace(data, sentences1=with_prompt(data.sentences1, args.prompt),
+                           sentences2=with_prompt(data.sentences2, args.prompt))
         encoder = load_encoder(args.model)
         r = evaluate_sts(encoder, data, batch_size=args.batch_size, precision=args.precision,
                          show_progress_bar=not args.no_progress, dims=encoder.matryoshka_dims)

@@ -110,7 +110,8 @@ class ContrastiveModule(pl.LightningModule):
     # ------------------------------------------------------------------ the protocol
     @classmethod
     def read_train_data(cls, path: str, config: Any, *, max_rows: int | None = None,
-                        bad_rows: BadRows | None = None, columns: Sequence[str] | None = None) -> TrainData:
+                        bad_rows: BadRows | None = None, columns: Sequence[str] | None = None,
+                        prompts: Any = None) -> TrainData:
         """Read the training file (errors name the file and line; ``bad_rows``, the
         ``data.on_bad_row`` policy, decides about malformed rows); no model is loaded."""
         raise NotImplementedError
@@ -148,7 +149,7 @@ class ContrastiveModule(pl.LightningModule):
         cls, train: str, config: Any = None, encoder: Encoder | None = None, *, batch_size: int = 64,
         sampler: str | None = None, sampler_options: dict[str, Any] | None = None, num_workers: int = 0, seed: int = 42,
         max_rows: int | None = None, on_bad_row: str = "error", cache_dir: str | Path = "embedding-cache",
-        precision: str = "fp32", columns: Sequence[str] | None = None,
+        precision: str = "fp32", columns: Sequence[str] | None = None, prompts: Any = None,
     ) -> MethodDataModule:
         """The method's training data as a ``LightningDataModule`` for a Trainer of your own:
         read and checked now; with ``encoder``, prepared for it (a reward method's texts fitted
@@ -156,7 +157,7 @@ class ContrastiveModule(pl.LightningModule):
         its defaults); ``sampler``: a registered sampler (default: the method's)."""
         config = cls.Config() if config is None else config
         data = cls.read_train_data(train, config, max_rows=max_rows, bad_rows=BadRows(on_bad_row, key="on_bad_row"),
-                                   columns=columns)
+                                   columns=columns, prompts=prompts)
         if encoder is not None:
             cls.prepare_train_data(data, encoder, config, cache_dir=Path(cache_dir), precision=precision,
                                    batch_size=128)

@@ -50,6 +50,8 @@ class TrainData:
     keys: Sequence[Any] | None = None
     #: A graded score per row (scored pairs), which the loss receives as ``scores``.
     scores: Sequence[float] | np.ndarray | None = None
+    #: Per column, the prompt put before its texts (``data.prompts``; empty: none).
+    prompts: tuple[str, ...] = ()
 
     def sampler_rows(self) -> Sequence[Any]:
         """Per row, what a batch sampler reads: ``keys``, else the rows themselves."""
@@ -65,10 +67,12 @@ class TrainData:
         return out
 
 
-def refuse_columns(columns: Sequence[str] | None, why: str) -> None:
-    """``data.columns`` set for a method whose data has no columns to pick."""
+def refuse_columns(columns: Sequence[str] | None, why: str, prompts: Any = None) -> None:
+    """``data.columns`` or ``data.prompts`` set for a method whose data has no text columns."""
     if columns:
         raise ConfigError(f"data.columns: {why}; columns are picked in text tables (pairs, triplets, scored pairs)")
+    if prompts is not None:
+        raise ConfigError(f"data.prompts: {why}; prompts go before the texts of pairs, triplets and scored pairs")
 
 
 @dataclass

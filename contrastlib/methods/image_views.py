@@ -74,8 +74,9 @@ class ImageViewsMethod(ContrastiveModule):
 
     @classmethod
     def read_train_data(cls, path: str, config: Any, *, max_rows: int | None = None,
-                        bad_rows: BadRows | None = None, columns: Sequence[str] | None = None) -> TrainData:
-        refuse_columns(columns, "an image method reads image folders and archives")
+                        bad_rows: BadRows | None = None, columns: Sequence[str] | None = None,
+                        prompts: Any = None) -> TrainData:
+        refuse_columns(columns, "an image method reads image folders and archives", prompts)
         if bad_rows is not None and bad_rows.policy != "error":
             raise ConfigError("data.on_bad_row: skip applies to rows of text files; an image that does not decode "
                               "is always an error (remove it from the set)")

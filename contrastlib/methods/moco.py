@@ -167,12 +167,14 @@ class MoCo(ImageViewsMethod):
     # ------------------------------------------------------------------ protocol
     @classmethod
     def read_train_data(cls, path: str, config: Any, *, max_rows: int | None = None,
-                        bad_rows: BadRows | None = None, columns: Sequence[str] | None = None) -> TrainData:
+                        bad_rows: BadRows | None = None, columns: Sequence[str] | None = None,
+                        prompts: Any = None) -> TrainData:
         problem = check_moco(config.version, config.queue_size, config.key_momentum, config.key_momentum_end,
                              config.shuffle_bn)
         if problem:
             raise ConfigError(problem)
-        return super().read_train_data(path, config, max_rows=max_rows, bad_rows=bad_rows, columns=columns)
+        return super().read_train_data(path, config, max_rows=max_rows, bad_rows=bad_rows, columns=columns,
+                                       prompts=prompts)
 
     @classmethod
     def loss_contract(cls, config: Any, data: TrainData) -> LossContract:

@@ -152,9 +152,10 @@ class RewardMethod(ContrastiveModule):
     # ------------------------------------------------------------------ protocol
     @classmethod
     def read_train_data(cls, path: str, config: Any, *, max_rows: int | None = None,
-                        bad_rows: BadRows | None = None, columns: Sequence[str] | None = None) -> RewardTrainData:
+                        bad_rows: BadRows | None = None, columns: Sequence[str] | None = None,
+                        prompts: Any = None) -> RewardTrainData:
         """``data.on_bad_row: skip``: bad rows are skipped and counted."""
-        refuse_columns(columns, "the reward method reads preference rows by their format's keys")
+        refuse_columns(columns, "the reward method reads preference rows by their format's keys", prompts)
         return read_reward_data(path, config, max_rows=max_rows, bad_rows=bad_rows)
 
     @classmethod

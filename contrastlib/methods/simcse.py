@@ -29,6 +29,7 @@ import torch
 from torch import Tensor
 
 from contrastlib.data.collate import HFTokenize, IndexedRows, TextBatch, TextTupleCollator
+from contrastlib.data.prompts import column_prompts
 from contrastlib.data.readers import BadRows, read_scored_pairs, read_scored_table, read_tuples
 from contrastlib.data.tables import TextTable, column, first_columns, is_table
 from contrastlib.errors import ConfigError
@@ -64,6 +65,8 @@ class SimCSE(ContrastiveModule):
         data: TrainData | None = kwargs.get("data")
         super().__init__(encoder, loss, **kwargs)
         self.mode = mode
+        #: Per column, the prompt put before its texts (the data's ``prompts``).
+        self.column_prompts: tuple[str, ...] = data.prompts if data is not None else ()
         if mode == "scored":
             if data is None or data.scores is None:
                 raise ValueError("scored SimCSE needs its data's pair scores (from_config(..., data=...))")
@@ -74,11 +77,14 @@ class SimCSE(ContrastiveModule):
     # ------------------------------------------------------------------ protocol
     @classmethod
     def read_train_data(cls, path: str, config: Any, *, max_rows: int | None = None,
-                        bad_rows: BadRows | None = None, columns: Sequence[str] | None = None) -> TrainData:
+                        bad_rows: BadRows | None = None, columns: Sequence[str] | None = None,
+                        prompts: Any = None) -> TrainData:
         bad = bad_rows or BadRows()
         mode = config.mode.value if isinstance(config.mode, Enum) else config.mode
         if mode == "scored":
-            return cls._read_scored(path, bad, max_rows, columns)
+            data = cls._read_scored(path, bad, max_rows, columns)
+            data.prompts = column_prompts(prompts, 2)
+            return data
         rows, roles = read_tuples(path, bad_rows=bad, columns=columns)
         if max_rows is not None:
             rows = rows[:max_rows]
@@ -103,6 +109,7 @@ class SimCSE(ContrastiveModule):
             source=str(path), rows=rows, dataset=IndexedRows(rows), description=description,
             hard_negatives=mode == "supervised" and len(roles) >= 3, anchors=column(rows, 0),
             keys=rows.text_hashes() if isinstance(rows, TextTable) else None,
+            prompts=column_prompts(prompts, 1 if mode == "unsupervised" else len(roles)),
         )
 
     @classmethod
@@ -132,7 +139,7 @@ class SimCSE(ContrastiveModule):
 
     def collator(self) -> TextTupleCollator:
         enc: Any = self.encoder
-        return TextTupleCollator(HFTokenize(enc.tokenizer, enc.max_seq_length))
+        return TextTupleCollator(HFTokenize(enc.tokenizer, enc.max_seq_length), prompts=self.column_prompts)
 
     # ------------------------------------------------------------------ step
     def views(self, batch: TextBatch) -> list[Features]:  # type: ignore[override]

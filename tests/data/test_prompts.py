@@ -1,0 +1,84 @@
+"""Prompts: training with ``data.prompts`` equals training on the texts with the prompts
+written in by hand; the export carries them under sentence-transformers' names, and
+sentence-transformers' ``prompt_name`` / ``encode_query`` embed as ``contrastlib embed``."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from contrastlib.cli.main import main
+
+ROWS = [(f"anchor text number {i}", f"positive passage {i}", f"negative passage {i}") for i in range(24)]
+PROMPTS = {"anchor": "query: ", "positive": "passage: ", "negative": "passage: "}
+
+
+def _write(path, rows):
+    path.write_text("anchor\tpositive\tnegative\n" + "".join("\t".join(r) + "\n" for r in rows), encoding="utf-8")
+    return path
+
+
+def _weights(run):
+    return load_file(str(next((run / "model").rglob("model.safetensors"))))
+
+
+@pytest.fixture(scope="module")
+def prompted_runs(tmp_path_factory, tiny_model):
+    out = tmp_path_factory.mktemp("prompts")
+    plain = _write(out / "plain.tsv", ROWS)
+    by_hand = _write(out / "by-hand.tsv", [(PROMPTS["anchor"] + a, PROMPTS["positive"] + p, PROMPTS["negative"] + n)
+                                           for a, p, n in ROWS])
+    common = ["fit", "simcse-snli", f"output_dir={out}", f"model.name={tiny_model}", "data.batch_size=8",
+              "data.sampler=random", "trainer.max_steps=3", "trainer.precision=32-true", "eval.sts=[]",
+              "model.max_seq_length=32", "trainer.enable_progress_bar=false", "optim.lr=1e-3"]
+    prompts = "data.prompts={anchor: 'query: ', positive: 'passage: ', negative: 'passage: '}"
+    assert main([*common, "name=prompted", f"data.train={plain}", prompts]) == 0
+    assert main([*common, "name=by-hand", f"data.train={by_hand}"]) == 0
+    return out
+
+
+def test_training_with_prompts_equals_the_prompts_written_in(prompted_runs):
+    a, b = _weights(prompted_runs / "prompted"), _weights(prompted_runs / "by-hand")
+    for k in a:
+        torch.testing.assert_close(a[k], b[k], rtol=0, atol=0, msg=k)
+
+
+def test_the_export_embeds_with_its_prompts_as_sentence_transformers_does(prompted_runs, tmp_path, capsys):
+    from sentence_transformers import SentenceTransformer
+
+    model = prompted_runs / "prompted" / "model"
+    config = json.loads((model / "config_sentence_transformers.json").read_text())
+    assert config["prompts"] == {"query": "query: ", "document": "passage: "}
+    assert config["default_prompt_name"] is None
+    texts = ["how do magnets work", "the capital of france", "a recipe for bread"]
+    (tmp_path / "q.txt").write_text("\n".join(texts) + "\n")
+    assert main(["embed", "--model", str(model), "--input", str(tmp_path / "q.txt"), "--out", str(tmp_path / "q.npy"),
+                 "--prompt-name", "query", "--no-progress"]) == 0
+    assert main(["embed", "--model", str(model), "--input", str(tmp_path / "q.txt"), "--out", str(tmp_path / "p.npy"),
+                 "--prompt", "query: ", "--no-progress"]) == 0
+    ours, given = np.load(tmp_path / "q.npy"), np.load(tmp_path / "p.npy")
+    np.testing.assert_array_equal(ours, given)
+    st = SentenceTransformer(str(model), device="cpu")
+    for theirs in (st.encode(texts, prompt_name="query"), st.encode_query(texts)):
+        cos = (ours * theirs).sum(1) / np.linalg.norm(ours, axis=1) / np.linalg.norm(theirs, axis=1)
+        assert cos.min() >= 0.99999 and np.abs(ours - theirs).max() < 1e-5
+    plain = st.encode(texts)  # and the prompt matters: without it the embeddings differ
+    assert np.abs(ours - plain).max() > 1e-3
+    capsys.readouterr()
+    assert main(["embed", "--model", str(model), "--input", str(tmp_path / "q.txt"), "--out", str(tmp_path / "x.npy"),
+                 "--prompt-name", "title"]) == 2
+    assert "names no prompt 'title'; it has: query, document" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(("overrides", "match"), [
+    (["data.prompts={question: 'q: '}"], "data.prompts: unknown role 'question'; roles: anchor, positive, negative"),
+    (["data.prompts={anchor: 3}"], "data.prompts.anchor: a prompt is a string, got 3"),
+])
+def test_bad_prompts_are_one_line_errors(overrides, match, capsys):
+    code = main(["fit", "simcse-snli", *overrides, "model.name=/nonexistent/model", "--dry-run"])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2 and len(err) == 1 and match in err[0], err
