@@ -12,8 +12,9 @@ from a model spec string an encoder class :meth:`Encoder.claims`.
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
+from types import MappingProxyType
 from typing import Any, ClassVar
 
 import numpy as np
@@ -40,7 +41,7 @@ class Encoder(nn.Module):
     matryoshka_dims: tuple[int, ...] = ()
     #: Named prompts (sentence-transformers' ``prompts``: ``query``, ``document``) the encoder
     #: was trained with; text encoders save them in their export.
-    prompts: dict[str, str]
+    prompts: Mapping[str, str] = MappingProxyType({})
     #: Builds any model spec no other encoder claims (one per installation: text's).
     catch_all: ClassVar[bool] = False
 

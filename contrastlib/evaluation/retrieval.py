@@ -29,6 +29,7 @@ never collide).
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import math
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -38,6 +39,8 @@ from typing import Any, ClassVar
 import numpy as np
 
 from contrastlib.data.beir import BeirData, read_beir, split_spec
+from contrastlib.data.prompts import with_prompt
+from contrastlib.encoders.base import Encoder
 from contrastlib.evaluation.base import Evaluation
 from contrastlib.registry import EVALUATIONS
 from contrastlib.utils.io import atomic_path
@@ -139,6 +142,12 @@ def write_trec_run(path: str | Path, run: Mapping[str, Ranking], name: str = "co
 
 
 
+def with_prompts(data: BeirData, query_prompt: str | None, document_prompt: str | None) -> BeirData:
+    """``data`` with each prompt put before its queries' / documents' texts."""
+    return dataclasses.replace(data, query_texts=with_prompt(data.query_texts, query_prompt),
+                               corpus_texts=with_prompt(data.corpus_texts, document_prompt))
+
+
 def evaluate_retrieval(
     encoder: Any,
     data: BeirData,
@@ -228,6 +237,8 @@ class RetrievalEvaluator(Evaluation):
         p.add_argument("--batch-size", type=int, default=128)
         p.add_argument("--precision", choices=["fp32", "bf16", "fp16"], default="fp32")
         p.add_argument("--no-progress", action="store_true", help="hide the progress bars")
+        p.add_argument("--query-prompt", help="text put before every query (e.g. 'query: ')")
+        p.add_argument("--document-prompt", help="text put before every document (e.g. 'passage: ')")
 
     @classmethod
     def run_cli(cls, args: argparse.Namespace) -> tuple[dict[str, Any], str]:
@@ -238,7 +249,7 @@ class RetrievalEvaluator(Evaluation):
 
         root, split = split_spec(args.data) if args.split is None else (args.data, args.split)
         spec = index_spec(args)
-        data = read_beir(root, split)  # bad data fails before the model loads
+        data = with_prompts(read_beir(root, split), args.query_prompt, args.document_prompt)  # before the model loads
         check_index_fits(spec, len(data.corpus_ids))
         if args.run_file:
             bad = unwritable_trec_id([*data.query_ids, *data.corpus_ids])
@@ -273,5 +284,7 @@ class RetrievalEvaluator(Evaluation):
         return payload, text
 
     def __call__(self, encoder: Any, cache: dict[Any, Any] | None = None) -> dict[str, float]:
-        r = evaluate_retrieval(encoder, self.data, batch_size=self.batch_size, precision=self.precision)
+        named = encoder.prompts if isinstance(encoder, Encoder) else {}  # the prompts it trains with
+        data = with_prompts(self.data, named.get("query"), named.get("document"))
+        r = evaluate_retrieval(encoder, data, batch_size=self.batch_size, precision=self.precision)
         return {**r.x100(), "n_queries": r.n_queries}

@@ -126,6 +126,9 @@ class STSEvaluator(Evaluation):
 
     def __call__(self, encoder: Any, cache: dict[Any, Any] | None = None) -> dict[str, float]:
         dims = encoder.matryoshka_dims if isinstance(encoder, Encoder) else ()
-        r = evaluate_sts(encoder, self.data, batch_size=self.batch_size, precision=self.precision, dims=dims)
+        prompt = encoder.prompts.get("query") if isinstance(encoder, Encoder) else None  # as it trains
+        data = self.data if not prompt else replace(self.data, sentences1=with_prompt(self.data.sentences1, prompt),
+                                                    sentences2=with_prompt(self.data.sentences2, prompt))
+        r = evaluate_sts(encoder, data, batch_size=self.batch_size, precision=self.precision, dims=dims)
         return {"spearman": r.spearman, "pearson": r.pearson, "n_pairs": r.n_pairs,
                 **{f"spearman@{d}": s for d, s in r.spearman_by_dim.items()}}

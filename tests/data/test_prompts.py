@@ -82,3 +82,42 @@ def test_bad_prompts_are_one_line_errors(overrides, match, capsys):
     code = main(["fit", "simcse-snli", *overrides, "model.name=/nonexistent/model", "--dry-run"])
     err = capsys.readouterr().err.strip().splitlines()
     assert code == 2 and len(err) == 1 and match in err[0], err
+
+
+def test_evaluations_apply_prompts(prompted_runs, tmp_path, capsys):
+    """``eval retrieval --query-prompt/--document-prompt`` scores what the same set with the
+    prompts written into its files scores; during a fit, the evaluations use the prompts
+    the model trains with (STS: the query prompt on both sides)."""
+    from contrastlib.data.readers import ScoredPairs
+    from contrastlib.encoders import TextEncoder
+    from contrastlib.evaluation.sts import STSEvaluator, evaluate_sts
+
+    model = prompted_runs / "prompted" / "model"
+    docs = {f"d{i}": f"document about topic {i} and its details" for i in range(6)}
+    queries = {f"q{i}": f"what about topic {i}" for i in range(3)}
+
+    def beir(root, qp="", dp=""):
+        (root / "qrels").mkdir(parents=True)
+        (root / "corpus.jsonl").write_text("".join(json.dumps({"_id": k, "text": dp + v}) + "\n" for k, v in docs.items()))
+        (root / "queries.jsonl").write_text("".join(json.dumps({"_id": k, "text": qp + v}) + "\n" for k, v in queries.items()))
+        (root / "qrels" / "test.tsv").write_text("query-id\tcorpus-id\tscore\n" + "".join(f"q{i}\td{i}\t1\n" for i in range(3)))
+        return root
+
+    def ndcg(*args):
+        capsys.readouterr()
+        assert main(["eval", "retrieval", "--model", str(model), "--json", "--no-progress", *args]) == 0
+        return json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+
+    flags = ndcg("--data", str(beir(tmp_path / "plain")), "--query-prompt", "query: ", "--document-prompt", "passage: ")
+    written = ndcg("--data", str(beir(tmp_path / "written", "query: ", "passage: ")))
+    assert {k: v for k, v in flags.items() if k != "data"} == {k: v for k, v in written.items() if k != "data"}
+
+    encoder = TextEncoder(str(model))
+    pairs = ScoredPairs(["a cat sits", "a dog runs", "rain falls"], ["a cat is sitting", "the dog is running", "sun shines"],
+                        [5.0, 4.0, 0.5], [""] * 3)
+    during_fit = STSEvaluator("pairs", pairs)(encoder)
+    prompted = ScoredPairs([f"query: {s}" for s in pairs.sentences1], [f"query: {s}" for s in pairs.sentences2],
+                           pairs.scores, pairs.sources)
+    assert during_fit["spearman"] == pytest.approx(evaluate_sts(encoder, prompted).spearman)
+    assert during_fit["pearson"] == pytest.approx(evaluate_sts(encoder, prompted).pearson)
+    assert during_fit["pearson"] != pytest.approx(evaluate_sts(encoder, pairs).pearson)
