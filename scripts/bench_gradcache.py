@@ -44,7 +44,12 @@ def ours(a: dict[str, Any], batch: int, chunk: int | None, steps: int, q: Any) -
 
     torch.manual_seed(0)
     enc = TextEncoder("all-MiniLM-L6-v2", max_seq_length=64)
-    method = SimCSE(enc, InfoNCELoss(0.05))
+    loss_fn: Any = InfoNCELoss(0.05)
+    if a["matryoshka"]:
+        from contrastlib.losses.matryoshka import MatryoshkaLoss
+
+        loss_fn = MatryoshkaLoss(loss_fn, [int(d) for d in a["matryoshka"].split(",")])
+    method = SimCSE(enc, loss_fn)
     opt = torch.optim.AdamW([p for p in enc.parameters() if p.requires_grad], lr=2e-5)
     cache = GradCache(chunk) if chunk else None
     data = _batches(a["data"], batch, steps + 1)
@@ -102,6 +107,17 @@ def st(a: dict[str, Any], batch: int, chunk: int | None, steps: int, q: Any) -> 
     q.put({"seconds_per_step": sum(times) / max(1, len(times)), "peak_mb": peak_rss_mb(), "losses": losses})
 
 
+def _memory_table(a: dict[str, Any], mem: dict[str, Any]) -> None:
+    base = mem[f"cached@{a['memory_batches'].split(',')[0]}"]["peak_mb"]
+    what = f", matryoshka {a['matryoshka']}" if a["matryoshka"] else ""
+    print(f"\nPeak RSS of one step, chunk {a['chunk']}{what} (x = vs cached batch {a['memory_batches'].split(',')[0]})")
+    print(f"{'batch':>6}{'cached MB':>11}{'x':>7}{'plain MB':>10}")
+    for b in map(int, a["memory_batches"].split(",")):
+        c = mem[f"cached@{b}"]["peak_mb"]
+        p = mem.get(f"plain@{b}", {}).get("peak_mb")
+        print(f"{b:>6}{c:>11.0f}{c / base:>7.2f}{(f'{p:.0f}' if p else '-'):>10}")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--data", default="../shared/data/nli/snli-dev.tsv")
@@ -111,6 +127,9 @@ def main() -> None:
     ap.add_argument("--speed-batch", type=int, default=64)
     ap.add_argument("--speed-steps", type=int, default=4)
     ap.add_argument("--out", default="bench_out/gradcache.json")
+    ap.add_argument("--matryoshka", default="", metavar="DIMS",
+                    help="our loss inside loss.matryoshka with these sizes, e.g. 384,256,128,64")
+    ap.add_argument("--memory-only", action="store_true", help="skip the speed comparison")
     a = vars(ap.parse_args())
     report: dict[str, Any] = {"args": a, "memory": {}, "speed": {}}
 
@@ -120,6 +139,11 @@ def main() -> None:
             report["memory"][f"plain@{b}"] = in_child(ours, a, b, None, 1)
         print("memory", b, {k: round(v["peak_mb"]) for k, v in report["memory"].items() if k.endswith(f"@{b}")}, flush=True)
 
+    if a["memory_only"]:
+        _memory_table(a, report["memory"])
+        Path(a["out"]).parent.mkdir(parents=True, exist_ok=True)
+        Path(a["out"]).write_text(json.dumps(report, indent=2))
+        return
     sb, steps = a["speed_batch"], a["speed_steps"]
     for name, fn, chunk in (
         ("ours_plain", ours, None), ("ours_cached", ours, a["chunk"]),
@@ -128,14 +152,7 @@ def main() -> None:
         report["speed"][name] = in_child(fn, a, sb, chunk, steps)
         print("speed", name, round(report["speed"][name]["seconds_per_step"], 2), flush=True)
 
-    mem = report["memory"]
-    base = mem[f"cached@{a['memory_batches'].split(',')[0]}"]["peak_mb"]
-    print(f"\nPeak RSS of one step, chunk {a['chunk']} (x = vs cached batch {a['memory_batches'].split(',')[0]})")
-    print(f"{'batch':>6}{'cached MB':>11}{'x':>7}{'plain MB':>10}")
-    for b in map(int, a["memory_batches"].split(",")):
-        c = mem[f"cached@{b}"]["peak_mb"]
-        p = mem.get(f"plain@{b}", {}).get("peak_mb")
-        print(f"{b:>6}{c:>11.0f}{c / base:>7.2f}{(f'{p:.0f}' if p else '-'):>10}")
+    _memory_table(a, report["memory"])
     sp = report["speed"]
     print(f"\nSeconds per step at batch {sb}, mini-batch {a['chunk']}, mean of {steps} steps after a warm-up")
     for name, r in sp.items():
