@@ -227,7 +227,7 @@ class TextTable(Sequence[tuple[str, ...]]):
     def __getitem__(self, i: slice) -> TextTable: ...
     def __getitem__(self, i: int | slice) -> tuple[str, ...] | TextTable:
         if isinstance(i, slice):
-            rows = self.rows[i] if self.rows is not None else np.arange(len(self))[i]
+            rows = self.rows[i] if self.rows is not None else np.arange(*i.indices(len(self)))
             return TextTable(self.dataset, self.column_names, self.source, rows)
         if not -len(self) <= i < len(self):
             raise IndexError(i)

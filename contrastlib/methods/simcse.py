@@ -118,7 +118,7 @@ class SimCSE(ContrastiveModule):
         rows: Sequence[tuple[str, ...]]
         if is_table(path):
             table, scores = read_scored_table(path, bad_rows=bad, columns=columns)
-            rows, pair_scores = table[:max_rows], scores[:max_rows]
+            rows, pair_scores = (table, scores) if max_rows is None else (table[:max_rows], scores[:max_rows])
             keys: Sequence[Any] | None = rows.text_hashes()
         else:
             pairs = read_scored_pairs(path, bad_rows=bad, columns=columns)
