@@ -125,7 +125,7 @@ def plan_fit(cfg: RunConfig) -> FitPlan:
     if cfg.remine.enabled:
         from contrastlib.training.remining import check_remining
 
-        remine = check_remining(cfg.remine, data.rows, cfg.data.num_workers)
+        remine = check_remining(cfg.remine, data.rows, cfg.data.num_workers, data.prompts)
         if cfg.remine.corpus:
             from contrastlib.mining.inputs import read_corpus_file
 
@@ -245,8 +245,10 @@ def _build_module(plan: FitPlan, encoder: Any) -> ContrastiveModule:
         raise ConfigError(f"loss.matryoshka.{exc}") from None
     if loss.embedding_dims():  # evaluations report each prefix; the export records them
         encoder.matryoshka_dims = loss.embedding_dims()
-    if any(plan.data.prompts):  # the export names them as sentence-transformers does
-        encoder.prompts = named_prompts(plan.data.prompts)
+    # the prompts the run trains with, named as sentence-transformers names them (none: a
+    # base model's own prompts are not what this run trained, and are not exported again)
+    encoder.prompts = named_prompts(plan.data.prompts)
+    encoder.default_prompt_name = None
     grad_cache = (
         GradCache(cfg.gradcache.chunk_size, token_budget=cfg.gradcache.token_budget,
                   pad_to_multiple_of=cfg.trainer.pad_to_multiple_of)

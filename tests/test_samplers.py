@@ -199,3 +199,17 @@ def test_a_million_rows_are_read_only_as_batches_need_them(sampler):
     if sampler == "no_duplicates":
         flat = [i for b in first for i in b]
         assert len(set(flat)) == len(flat)
+
+
+def test_rows_changed_mid_epoch_do_not_change_that_epoch_s_batches():
+    """Re-mining rewrites rows in memory between steps: the no-duplicates sampler forms the
+    rest of the epoch from the rows as the epoch began (found in review)."""
+    rows = [(f"a{i}", f"b{i}") for i in range(40)]
+    want = list(NoDuplicatesBatchSampler(list(rows), 8, seed=2, num_replicas=1, rank=0))
+    live = list(rows)
+    s = NoDuplicatesBatchSampler(live, 8, seed=2, num_replicas=1, rank=0)
+    batches = iter(s)
+    got = [next(batches)]
+    live[:] = [("same", "same")] * 40  # every row now collides with every other
+    got += list(batches)
+    assert got == want

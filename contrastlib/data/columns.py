@@ -53,6 +53,9 @@ def pick_columns(path: Path, found: Sequence[str], line: int | None, columns: Se
     """``columns`` as given (each must exist), else the columns found by their role names."""
     if not columns:
         return resolve_columns(path, found, line)
+    repeated = sorted({c for c in columns if list(columns).count(c) > 1})
+    if repeated:
+        raise ConfigError(f"data.columns: {repeated[0]!r} is named twice in {list(columns)}")
     for c in columns:
         if c not in found:
             raise DataError(path, f"data.columns: no column {c!r}; found columns: {', '.join(found)}", line)

@@ -77,8 +77,12 @@ def check_text_columns(ds: ArrowFiles, path: Path, columns: Sequence[str], bad: 
         why = f"missing field {c!r}" if table.column(c)[int(k)].as_py() is None else f"empty text in column {c!r}"
         bad(DataError(path, why, int(k) + 1))
     if keep.all():
-        with atomic_path(marker) as tmp:
-            tmp.write_text(json.dumps({"columns": list(columns), "rows": int(table.num_rows)}))
+        try:  # a record only: a cache that cannot be written costs the next run a second pass
+            marker.parent.mkdir(parents=True, exist_ok=True)
+            with atomic_path(marker) as tmp:
+                tmp.write_text(json.dumps({"columns": list(columns), "rows": int(table.num_rows)}))
+        except OSError:
+            pass
         return None
     return np.flatnonzero(keep)
 
@@ -88,9 +92,7 @@ def _clean_marker(ds: ArrowFiles, columns: Sequence[str]) -> Path:
     paths, sizes and modification times."""
     stats = [(name, os.stat(name).st_size, os.stat(name).st_mtime_ns) for name in ds.files]
     key = hashlib.sha256(json.dumps(["text-v1", stats, list(columns)]).encode()).hexdigest()[:32]
-    folder = cache_root() / "tables" / "checked"
-    folder.mkdir(parents=True, exist_ok=True)
-    return folder / f"{key}.json"
+    return cache_root() / "tables" / "checked" / f"{key}.json"
 
 
 def check_score_column(ds: ArrowFiles, path: Path, column: str, bad: Any, keep: np.ndarray | None) -> tuple[np.ndarray, np.ndarray | None]:

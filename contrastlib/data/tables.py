@@ -18,6 +18,7 @@ import functools
 import hashlib
 import json
 import mmap
+import os
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -53,7 +54,9 @@ class ArrowFiles:
 
     @property
     def table(self) -> Any:
-        return mapped_table(self.files)
+        # keyed by each file's identity and version too: a file replaced under the same
+        # name (a notebook that writes and trains again) is mapped anew
+        return mapped_table(tuple((f, *_version(f)) for f in self.files))
 
     @property
     def num_rows(self) -> int:
@@ -140,7 +143,11 @@ def parquet_as_arrow(files: Sequence[Path]) -> Path:
     target = cache_root() / "tables" / f"{files[0].stem}-{key}.arrow"
     if target.is_file():
         return target
-    target.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        target.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise DataError(files[0], f"cannot write its Arrow conversion under {target.parent} ({exc.strerror}); "
+                        "set CONTRASTLIB_CACHE to a writable folder") from None
     schema = pq.read_schema(files[0])
     with atomic_path(target) as tmp, pa.OSFile(str(tmp), "wb") as sink, pa.ipc.new_stream(sink, schema) as writer:
         for f in files:
@@ -153,8 +160,13 @@ def parquet_as_arrow(files: Sequence[Path]) -> Path:
     return target
 
 
+def _version(name: str) -> tuple[int, int, int]:
+    st = os.stat(name)
+    return st.st_ino, st.st_size, st.st_mtime_ns
+
+
 @functools.lru_cache(maxsize=8)
-def mapped_table(files: tuple[str, ...]) -> Any:
+def mapped_table(files: tuple[tuple[str, int, int, int], ...]) -> Any:
     """The Arrow stream ``files`` as one table over read-only memory maps advised for
     random access (``MADV_RANDOM``): reading a row faults in its own pages only. (A map
     without the advice reads around every fault, up to the device's read-ahead: 8 MB here,
@@ -162,7 +174,7 @@ def mapped_table(files: tuple[str, ...]) -> Any:
     import pyarrow as pa
 
     tables = []
-    for name in files:
+    for name, *_ in files:
         with open(name, "rb") as fh:
             mm = mmap.mmap(fh.fileno(), 0, access=mmap.ACCESS_READ)
         with contextlib.suppress(AttributeError, OSError):  # MADV_RANDOM: Linux and macOS

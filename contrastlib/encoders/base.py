@@ -42,6 +42,8 @@ class Encoder(nn.Module):
     #: Named prompts (sentence-transformers' ``prompts``: ``query``, ``document``) the encoder
     #: was trained with; text encoders save them in their export.
     prompts: Mapping[str, str] = MappingProxyType({})
+    #: The prompt name sentence-transformers applies when none is given (our exports: none).
+    default_prompt_name: str | None = None
     #: Builds any model spec no other encoder claims (one per installation: text's).
     catch_all: ClassVar[bool] = False
 

@@ -65,7 +65,10 @@ class MatryoshkaLoss(ContrastiveLoss):
     def __init__(self, inner: ContrastiveLoss, dims: Sequence[int], weights: Sequence[float] | None = None) -> None:
         super().__init__(gather_distributed=inner.gather_distributed)
         if inner.multi_view:
-            raise ValueError("matryoshka: the inner loss takes V views; wrap a loss of (anchors, candidates)")
+            raise ValueError("the inner loss takes V views; wrap a loss of (anchors, candidates)")
+        if inner.own_parameters():  # ATI: moving averages and temperature steps once per batch
+            raise ValueError(f"{type(inner).__name__} keeps per-example state it updates once per step; "
+                             "it cannot be computed once per size")
         self.inner = inner
         self.dims, self.weights = check_matryoshka(dims, weights)
         self.accepts, self.requires = inner.accepts, inner.requires  # type: ignore[misc]

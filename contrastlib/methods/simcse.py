@@ -29,7 +29,7 @@ import torch
 from torch import Tensor
 
 from contrastlib.data.collate import HFTokenize, IndexedRows, TextBatch, TextTupleCollator
-from contrastlib.data.prompts import column_prompts
+from contrastlib.data.prompts import column_prompts, named_prompts
 from contrastlib.data.readers import BadRows, read_scored_pairs, read_scored_table, read_tuples
 from contrastlib.data.tables import TextTable, column, first_columns, is_table
 from contrastlib.errors import ConfigError
@@ -67,6 +67,8 @@ class SimCSE(ContrastiveModule):
         self.mode = mode
         #: Per column, the prompt put before its texts (the data's ``prompts``).
         self.column_prompts: tuple[str, ...] = data.prompts if data is not None else ()
+        if any(self.column_prompts):  # the export names them (also for a module built in Python)
+            encoder.prompts = named_prompts(self.column_prompts)
         if mode == "scored":
             if data is None or data.scores is None:
                 raise ValueError("scored SimCSE needs its data's pair scores (from_config(..., data=...))")

@@ -119,6 +119,7 @@ class GlobalBatchSampler(Sampler[list[int]]):
         """The rows' contents changed (re-mining): read them again from the next epoch
         built (a batch of the current epoch keeps the rows it was formed with)."""
         self._cache = None
+        self._stats = None
 
     def global_batches(self, epoch: int, global_batch_size: int) -> Iterable[Sequence[int] | np.ndarray]:
         """Every global batch of ``epoch`` (at most ``global_batch_size`` rows each), in

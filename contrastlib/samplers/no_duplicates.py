@@ -33,7 +33,9 @@ class NoDuplicatesBatchSampler(GlobalBatchSampler):
         a memory-mapped table gives), so a batch costs the same at 10 million rows as at 10
         thousand; rows put off stay few unless most rows share a text."""
         order = permutation(len(self.keys), self.seed + epoch)
-        keys = self.keys
+        # rows held in memory can change mid-epoch (re-mining): this epoch's batches are
+        # formed from the rows as they were when it began; a memory-mapped table cannot change
+        keys = list(self.keys) if isinstance(self.rows, (list, tuple)) else self.keys
         waiting: list[int] = []  # rows put off, in the order they are to be tried again
         pos, n = 0, len(order)
         while waiting or pos < n:

@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING, Any
 
 import torch
 
+from contrastlib.data.prompts import with_prompt
 from contrastlib.registry import SAMPLERS
 from contrastlib.samplers.options import sampler_data
 from contrastlib.training.resume import ResumableLoader
@@ -31,7 +32,8 @@ def build_loader(
     kwargs = {**sampler_data(cls, data), **sampler_options}
     if "embeddings" in cls.needs:
         assert data.anchors is not None  # (checked against the sampler's needs before any model loaded)
-        kwargs["embeddings"] = encoder.encode(data.anchors, batch_size=embed_batch_size, precision=embed_precision)
+        anchors = with_prompt(data.anchors, data.prompts[0]) if data.prompts and data.prompts[0] else data.anchors
+        kwargs["embeddings"] = encoder.encode(anchors, batch_size=embed_batch_size, precision=embed_precision)
     batches = cls(data.sampler_rows(), batch_size, drop_last=drop_last, seed=seed, **kwargs)
     if data.epoch_indexed:
         # random views seeded by (seed, epoch, row): the same under any workers and resumes

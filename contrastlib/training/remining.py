@@ -30,7 +30,7 @@ DataLoader workers hold copies of the rows, so re-mining needs ``data.num_worker
 from __future__ import annotations
 
 import time
-from collections.abc import MutableSequence
+from collections.abc import MutableSequence, Sequence
 from typing import Any
 
 import numpy as np
@@ -208,10 +208,16 @@ class ReMiningCallback(pl.Callback):
         self._last_step = int(state.get("last_step", -1))
 
 
-def check_remining(cfg: Any, rows: list[tuple[str, ...]], num_workers: int) -> MineOptions:
+def check_remining(cfg: Any, rows: Sequence[tuple[str, ...]], num_workers: int,
+                   prompts: Sequence[str] = ()) -> MineOptions:
     """The rules of a ``remine`` config section, checked against the data before any work."""
     from contrastlib.errors import ConfigError
 
+    if not isinstance(rows, list):
+        raise ConfigError("remine.every_n_steps: re-mining rewrites the rows in memory; a Parquet or Arrow "
+                          "source is memory-mapped (train on a .tsv/.jsonl file, or mine first with contrastlib mine)")
+    if any(prompts):
+        raise ConfigError("remine.every_n_steps: re-mining embeds the raw texts; it does not take data.prompts yet")
     widths = {len(r) for r in rows}
     if len(widths) != 1 or min(widths) < 3:
         raise ConfigError(

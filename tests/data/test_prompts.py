@@ -121,3 +121,21 @@ def test_evaluations_apply_prompts(prompted_runs, tmp_path, capsys):
     assert during_fit["spearman"] == pytest.approx(evaluate_sts(encoder, prompted).spearman)
     assert during_fit["pearson"] == pytest.approx(evaluate_sts(encoder, prompted).pearson)
     assert during_fit["pearson"] != pytest.approx(evaluate_sts(encoder, pairs).pearson)
+
+
+def test_a_base_model_s_prompts_are_not_exported_unless_the_run_trains_with_them(tmp_path, tiny_model):
+    """Fine-tuning a model whose export names prompts, without data.prompts: the run's
+    evaluations and its export carry no prompt it did not train with (found in review)."""
+    import shutil
+
+    base = tmp_path / "base"
+    shutil.copytree(tiny_model, base)
+    path = base / "config_sentence_transformers.json"
+    config = json.loads(path.read_text()) if path.is_file() else {}
+    config.update(prompts={"query": "q: "}, default_prompt_name="query")
+    (base / "config_sentence_transformers.json").write_text(json.dumps(config))
+    train = _write(tmp_path / "t.tsv", ROWS[:8])
+    assert main(["fit", "simcse-snli", f"output_dir={tmp_path}", "name=r", f"model.name={base}", f"data.train={train}",
+                 "data.batch_size=8", "trainer.max_steps=1", "eval.sts=[]", "trainer.enable_progress_bar=false"]) == 0
+    exported = json.loads((tmp_path / "r" / "model" / "config_sentence_transformers.json").read_text())
+    assert exported["prompts"] == {} and exported["default_prompt_name"] is None

@@ -194,3 +194,23 @@ def test_arrow_files_in_both_ipc_formats_and_no_datasets_import_for_parquet(tmp_
             "print('datasets' in sys.modules)")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "False"  # Parquet is read without importing the datasets library
+
+
+def test_review_findings_on_tables(tmp_path, capsys):
+    """A file replaced under the same name is mapped anew; a column named twice is a
+    one-line error; re-mining refuses a memory-mapped source before any model loads."""
+    p = tmp_path / "t.arrow"
+    for texts in (["a", "b"], ["c", "d", "e"]):
+        with pa.OSFile(str(tmp_path / "new.arrow"), "wb") as sink, pa.ipc.new_stream(sink, pa.schema([("anchor", pa.string()), ("positive", pa.string())])) as w:
+            w.write_table(pa.table({"anchor": texts, "positive": texts}))
+        (tmp_path / "new.arrow").replace(p)
+        assert [r[0] for r in read_tuples(p)[0]] == texts
+    from contrastlib.errors import ConfigError
+
+    with pytest.raises(ConfigError, match=r"data.columns: 'anchor' is named twice"):
+        read_tuples(p, columns=["anchor", "anchor"])
+    triplets = tmp_path / "t3.parquet"
+    pq.write_table(pa.table({"anchor": ["a"], "positive": ["b"], "negative_1": ["c"]}), triplets)
+    code = main(["fit", "simcse-snli", f"data.train={triplets}", "remine.every_n_steps=5", "model.name=/nonexistent", "--dry-run"])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2 and len(err) == 1 and "re-mining rewrites the rows in memory; a Parquet or Arrow source" in err[0], err
