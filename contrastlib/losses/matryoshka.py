@@ -113,7 +113,11 @@ class _OneDimensionAtATime(torch.autograd.Function):
     @staticmethod
     def forward(ctx: Any, owner: MatryoshkaLoss, x: LossInputs, names: list[str], n: int, *inputs: Tensor) -> Tensor:
         embeddings, params = inputs[:n], inputs[n:]
-        leaves = [t.detach().requires_grad_(t.requires_grad) for t in embeddings]
+        # float32 leaves: the gradients are summed here before any loss scale (16-mixed)
+        # is applied, where float16 would flush the small ones to zero; the inner losses
+        # compute in float32 anyway. backward casts each gradient to its input's dtype.
+        leaves = [(t.detach().float() if t.dtype in (torch.float16, torch.bfloat16) else t.detach())
+                  .requires_grad_(t.requires_grad) for t in embeddings]
         wrt = [t for t in [*leaves, *params] if t.requires_grad]
         grads = [torch.zeros_like(t) for t in wrt]
         total = torch.zeros((), dtype=torch.float32, device=x.anchors.device)
@@ -126,11 +130,13 @@ class _OneDimensionAtATime(torch.autograd.Function):
                         g.add_(part)
                 total = total + loss.detach().float()
         ctx.wants = [t.requires_grad for t in [*leaves, *params]]
+        ctx.dtypes = [t.dtype for t in [*embeddings, *params]]
         ctx.save_for_backward(*grads)
         return total
 
     @staticmethod
     def backward(ctx: Any, grad_out: Tensor) -> tuple[Tensor | None, ...]:
         saved = iter(ctx.saved_tensors)
-        grads = [next(saved) * grad_out if wants else None for wants in ctx.wants]
+        grads = [(next(saved) * grad_out).to(dtype) if wants else None
+                 for wants, dtype in zip(ctx.wants, ctx.dtypes, strict=True)]
         return (None, None, None, None, *grads)

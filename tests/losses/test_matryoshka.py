@@ -172,3 +172,17 @@ def test_evaluations_report_every_size_and_the_export_records_them(tmp_path, tin
     np.testing.assert_allclose(ours, theirs, atol=1e-5)
     assert main(["embed", "--model", str(model), "--input", str(texts), "--out", str(tmp_path / "x.npy"),
                  "--dim", "64"]) == 2
+
+
+def test_half_precision_embeddings_get_float32_gradients_cast_back():
+    """fp16 embeddings (16-mixed): the sizes' gradients are summed in float32 and cast to
+    fp16 once, as plain autograd through the inner losses' float32 upcast does."""
+    a32, c32 = _emb(8, 64, 10).detach().float(), _emb(8, 64, 11).detach().float()
+    a, c = (a32 * 1e-3).half().requires_grad_(), (c32 * 1e-3).half().requires_grad_()
+    ours = MatryoshkaLoss(InfoNCELoss(0.05), DIMS, WEIGHTS)(a, c)
+    by_hand = sum(w * InfoNCELoss(0.05)(F.normalize(a[:, :d].float(), dim=-1), F.normalize(c[:, :d].float(), dim=-1))
+                  for d, w in zip(DIMS, WEIGHTS, strict=True))
+    g, h = _grads(ours, a, c), _grads(by_hand, a, c)
+    assert all(x.dtype == torch.float16 for x in g)
+    for x, y in zip(g, h, strict=True):
+        torch.testing.assert_close(x, y, atol=1e-2, rtol=1e-2)
