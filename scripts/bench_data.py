@@ -35,8 +35,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-WORDS = ("the a one some every blue small quick tall old new red green dark bright cold warm "
-         "river city dog cat house road tree book song child market garden window bridge").split()
+WORDS = ["the", "a", "one", "some", "every", "blue", "small", "quick", "tall", "old", "new", "red", "green", "dark", "bright", "cold", "warm", "river", "city", "dog", "cat", "house", "road", "tree", "book", "song", "child", "market", "garden", "window", "bridge"]
 
 
 def sentence(i: int, salt: int) -> str:
