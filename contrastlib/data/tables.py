@@ -13,13 +13,16 @@ the file and the row (1-based) where a text file's names the line.
 
 from __future__ import annotations
 
+import bisect
 import contextlib
 import functools
 import hashlib
+import itertools
 import json
 import mmap
+import operator
 import os
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, overload
@@ -186,11 +189,6 @@ def mapped_table(files: tuple[tuple[str, int, int, int], ...]) -> Any:
     return pa.concat_tables(tables) if len(tables) > 1 else tables[0]
 
 
-def _table(ds: ArrowFiles) -> Any:
-    """The ``pyarrow.Table`` of ``ds``, memory-mapped."""
-    return ds.table
-
-
 class TextTable(Sequence[tuple[str, ...]]):
     """Rows of chosen text columns of an Arrow table, read on access.
 
@@ -199,8 +197,10 @@ class TextTable(Sequence[tuple[str, ...]]):
 
     def __init__(self, dataset: Any, columns: Sequence[str], source: str, rows: np.ndarray | None = None) -> None:
         self.dataset, self.column_names, self.source, self.rows = dataset, list(columns), source, rows
+        #: Rows in the view, fixed when it is made (``len`` is asked on every row read).
+        self._len = len(rows) if rows is not None else dataset.num_rows
         self._columns: list[Any] | None = None
-        self._starts: list[np.ndarray] = []
+        self._starts: list[list[int]] = []
 
     @property
     def columns(self) -> list[Any]:
@@ -208,7 +208,7 @@ class TextTable(Sequence[tuple[str, ...]]):
         if self._columns is None:
             table = self.dataset.table
             self._columns = [table.column(c) for c in self.column_names]
-            self._starts = [np.cumsum([0] + [len(ch) for ch in col.chunks]) for col in self._columns]
+            self._starts = [list(itertools.accumulate((len(ch) for ch in col.chunks), initial=0)) for col in self._columns]
         return self._columns
 
     def __getstate__(self) -> dict[str, Any]:  # DataLoader workers: the dataset pickles by its files
@@ -217,7 +217,7 @@ class TextTable(Sequence[tuple[str, ...]]):
     def _gather(self, c: int, positions: np.ndarray) -> list[Any]:
         """Column ``c``'s values at ``positions``, chunk by chunk. (``ChunkedArray.take``
         joins every chunk into one array first: the whole column in memory, per batch.)"""
-        col, starts = self.columns[c], self._starts[c]
+        col, starts = self.columns[c], np.asarray(self._starts[c])
         which = np.searchsorted(starts, positions, side="right") - 1
         out: list[Any] = [None] * len(positions)
         for ch in np.unique(which):
@@ -228,7 +228,7 @@ class TextTable(Sequence[tuple[str, ...]]):
         return out
 
     def __len__(self) -> int:
-        return len(self.rows) if self.rows is not None else self.dataset.num_rows
+        return self._len
 
     def _positions(self, index: Any) -> Any:
         return self.rows[index] if self.rows is not None else index
@@ -241,9 +241,14 @@ class TextTable(Sequence[tuple[str, ...]]):
         if isinstance(i, slice):
             rows = self.rows[i] if self.rows is not None else np.arange(*i.indices(len(self)))
             return TextTable(self.dataset, self.column_names, self.source, rows)
-        if not -len(self) <= i < len(self):
+        if not -self._len <= i < self._len:
             raise IndexError(i)
-        return self.take([i % len(self)])[0]
+        j = int(self._positions(i % self._len))
+        out = []  # one row: a scalar per column, its chunk found by bisecting the chunk starts
+        for col, starts in zip(self.columns, self._starts, strict=True):
+            ch = bisect.bisect_right(starts, j) - 1
+            out.append(col.chunk(ch)[j - starts[ch]].as_py())
+        return tuple(out)
 
     def take(self, indices: Sequence[int]) -> list[tuple[str, ...]]:
         """Several rows at once (a gather per column and chunk: a batch's rows)."""
@@ -254,31 +259,20 @@ class TextTable(Sequence[tuple[str, ...]]):
         """The same rows, only the first ``k`` columns."""
         return TextTable(self.dataset, self.column_names[:k], self.source, self.rows)
 
-    def column(self, j: int) -> TableColumn:
+    def column(self, j: int) -> RowView:
         """Column ``j``'s texts, read on access."""
-        return TableColumn(self, j)
+        return RowView(self, operator.itemgetter(j))
 
-    def text_hashes(self) -> TextHashes:
+    def text_hashes(self) -> RowView:
         """Per row, a stable 63-bit hash of each text (what the no-duplicates sampler compares)."""
-        return TextHashes(self)
+        return RowView(self, _hash_texts)
 
 
-class TableColumn(Sequence[str]):
-    def __init__(self, table: TextTable, j: int) -> None:
-        self.table, self.j = table, j
+class RowView(Sequence[Any]):
+    """``fn(row)`` of each row of a table, read on access (``fn`` picklable)."""
 
-    def __len__(self) -> int:
-        return len(self.table)
-
-    def __getitem__(self, i: Any) -> Any:
-        if isinstance(i, slice):
-            return [self[k] for k in range(*i.indices(len(self)))]
-        return self.table[i][self.j]
-
-
-class TextHashes(Sequence[tuple[int, ...]]):
-    def __init__(self, table: TextTable) -> None:
-        self.table = table
+    def __init__(self, table: TextTable, fn: Callable[[tuple[str, ...]], Any]) -> None:
+        self.table, self.fn = table, fn
 
     def __len__(self) -> int:
         return len(self.table)
@@ -286,7 +280,11 @@ class TextHashes(Sequence[tuple[int, ...]]):
     def __getitem__(self, i: Any) -> Any:
         if isinstance(i, slice):
             return [self[k] for k in range(*i.indices(len(self)))]
-        return tuple(text_key(t) for t in self.table[i])
+        return self.fn(self.table[i])
+
+
+def _hash_texts(row: tuple[str, ...]) -> tuple[int, ...]:
+    return tuple(text_key(t) for t in row)
 
 
 def first_columns(rows: Sequence[Any], k: int) -> Sequence[Any]:
