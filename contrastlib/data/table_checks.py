@@ -16,7 +16,7 @@ from typing import Any
 import numpy as np
 
 from contrastlib.data.columns import pick_columns, scored_columns
-from contrastlib.data.tables import ArrowFiles, TextTable, ipc_batches, open_dataset
+from contrastlib.data.tables import ArrowFiles, TextTable, file_version, ipc_batches, open_dataset
 from contrastlib.errors import DataError
 from contrastlib.utils.io import atomic_path, cache_root
 
@@ -90,7 +90,7 @@ def check_text_columns(ds: ArrowFiles, path: Path, columns: Sequence[str], bad: 
 def _clean_marker(ds: ArrowFiles, columns: Sequence[str]) -> Path:
     """Where a pass that found every row of ``columns`` good is recorded, by the files'
     paths, sizes and modification times."""
-    stats = [(name, os.stat(name).st_size, os.stat(name).st_mtime_ns) for name in ds.files]
+    stats = [(name, *file_version(name)[1:]) for name in ds.files]  # (path, size, mtime)
     key = hashlib.sha256(json.dumps(["text-v1", stats, list(columns)]).encode()).hexdigest()[:32]
     return cache_root() / "tables" / "checked" / f"{key}.json"
 

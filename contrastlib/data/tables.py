@@ -59,7 +59,7 @@ class ArrowFiles:
     def table(self) -> Any:
         # keyed by each file's identity and version too: a file replaced under the same
         # name (a notebook that writes and trains again) is mapped anew
-        return mapped_table(tuple((f, *_version(f)) for f in self.files))
+        return mapped_table(tuple((f, *file_version(f)) for f in self.files))
 
     @property
     def num_rows(self) -> int:
@@ -163,7 +163,8 @@ def parquet_as_arrow(files: Sequence[Path]) -> Path:
     return target
 
 
-def _version(name: str) -> tuple[int, int, int]:
+def file_version(name: str) -> tuple[int, int, int]:
+    """``(inode, size, mtime_ns)``: what tells a file apart from a replaced or rewritten one."""
     st = os.stat(name)
     return st.st_ino, st.st_size, st.st_mtime_ns
 

@@ -77,6 +77,13 @@ def evaluate_sts(
     return replace(result, alignment=align, uniformity=float(uniformity(emb)), spearman_by_dim=by_dim)
 
 
+def _prompted(data: ScoredPairs, prompt: str | None) -> ScoredPairs:
+    """``data`` with ``prompt`` before both sentences of every pair (as it is without one)."""
+    if not prompt:
+        return data
+    return replace(data, sentences1=with_prompt(data.sentences1, prompt), sentences2=with_prompt(data.sentences2, prompt))
+
+
 @EVALUATIONS.register("sts", summary="Spearman / Pearson x100 of cosine similarity on scored pairs")
 @dataclass
 class STSEvaluator(Evaluation):
@@ -113,9 +120,7 @@ class STSEvaluator(Evaluation):
         from contrastlib.loading import load_encoder
 
         data = read_scored_pair_files(args.data)  # bad data fails before the model loads
-        if args.prompt:
-            data = replace(data, sentences1=with_prompt(data.sentences1, args.prompt),
-                           sentences2=with_prompt(data.sentences2, args.prompt))
+        data = _prompted(data, args.prompt)
         encoder = load_encoder(args.model)
         r = evaluate_sts(encoder, data, batch_size=args.batch_size, precision=args.precision,
                          show_progress_bar=not args.no_progress, dims=encoder.matryoshka_dims)
@@ -127,8 +132,7 @@ class STSEvaluator(Evaluation):
     def __call__(self, encoder: Any, cache: dict[Any, Any] | None = None) -> dict[str, float]:
         dims = encoder.matryoshka_dims if isinstance(encoder, Encoder) else ()
         prompt = encoder.prompts.get("query") if isinstance(encoder, Encoder) else None  # as it trains
-        data = self.data if not prompt else replace(self.data, sentences1=with_prompt(self.data.sentences1, prompt),
-                                                    sentences2=with_prompt(self.data.sentences2, prompt))
+        data = _prompted(self.data, prompt)
         r = evaluate_sts(encoder, data, batch_size=self.batch_size, precision=self.precision, dims=dims)
         return {"spearman": r.spearman, "pearson": r.pearson, "n_pairs": r.n_pairs,
                 **{f"spearman@{d}": s for d, s in r.spearman_by_dim.items()}}
