@@ -23,23 +23,21 @@ import torch
 
 from contrastlib.config.build import (
     build_encoder,
-    build_loss,
     loss_spec,
     matryoshka_spec,
     method_config,
 )
 from contrastlib.config.load import to_yaml
 from contrastlib.config.schema import RunConfig
-from contrastlib.data.prompts import named_prompts
-from contrastlib.data.readers import BadRows
+from contrastlib.config.sources import source_specs
 from contrastlib.errors import ConfigError
 from contrastlib.evaluation.base import Evaluation, run_evaluations
 from contrastlib.jobs import Job
-from contrastlib.losses.base import check_loss
 from contrastlib.methods.base import ContrastiveModule
-from contrastlib.methods.data import TrainData
+from contrastlib.methods.data import SourcePart, TrainData
 from contrastlib.registry import ENCODERS, EVALUATIONS, SAMPLERS
 from contrastlib.samplers.options import check_sampler
+from contrastlib.sources import plan_loss, prompt_names, read_sources
 from contrastlib.training.gradcache import GradCache
 from contrastlib.training.loader import build_loader as build_data_loader
 from contrastlib.training.monitor import EvalMonitor, monitor_callbacks
@@ -97,15 +95,18 @@ def plan_fit(cfg: RunConfig) -> FitPlan:
     if encoder_cls.inputs != method_cls.inputs:
         fitting = [e.name for e in ENCODERS.entries() if e.obj.inputs == method_cls.inputs]
         raise ConfigError(f"model.encoder: method {name!r} trains a {' or '.join(fitting)} encoder, not {cfg.model['encoder']!r}")
-    loss_cls, _ = loss_spec(cfg.loss)
-    bad_rows = BadRows(cfg.data.on_bad_row, key="data.on_bad_row")
-    data = method_cls.read_train_data(cfg.data.train, config, max_rows=cfg.data.max_rows, bad_rows=bad_rows,
-                                      columns=cfg.data.columns, prompts=cfg.data.prompts)
-    check_loss(loss_cls, cfg.loss["name"], method_cls.loss_contract(config, data))
-    loss = build_loss(cfg.loss, num_samples=len(data.rows))
+    specs = source_specs(cfg.data, cfg.loss)
+    data = read_sources(name, method_cls, specs, config, composition=cfg.data.composition,
+                        max_rows=cfg.data.max_rows, on_bad_row=cfg.data.on_bad_row)
+    loss = plan_loss(method_cls, config, data, specs)
     sampler = cfg.data.sampler or method_cls.default_sampler
     SAMPLERS.check(sampler, key="data.sampler")
-    options = check_sampler(sampler, cfg.data.sampler_options, data, cfg.data.batch_size)
+    options: dict[str, Any] = {}
+    for part in data.parts or [SourcePart("train", data)]:
+        try:
+            options = check_sampler(sampler, cfg.data.sampler_options, part.data, cfg.data.batch_size)
+        except ConfigError as exc:
+            raise ConfigError(f"{exc} (source {part.name!r})" if data.parts else str(exc)) from None
     precision, reason = resolve_precision(cfg.trainer.precision, cfg.trainer.accelerator)
     if cfg.trainer.sync_batchnorm and (cfg.trainer.accelerator == "cpu" or not torch.cuda.is_available()):
         raise ConfigError("trainer.sync_batchnorm: torch's SyncBatchNorm runs on GPUs only (no CUDA device here)")
@@ -124,6 +125,9 @@ def plan_fit(cfg: RunConfig) -> FitPlan:
     remine = None
     if cfg.remine.enabled:
         from contrastlib.training.remining import check_remining
+
+        if data.parts:
+            raise ConfigError("remine.every_n_steps: re-mining mines one source's rows; data.train names several")
 
         remine = check_remining(cfg.remine, data.rows, cfg.data.num_workers, data.prompts)
         if cfg.remine.corpus:
@@ -165,7 +169,7 @@ def _resume_log_version(run_dir: Path) -> str:
 def build_loader(plan: FitPlan, module: ContrastiveModule) -> ResumableLoader:
     cfg = plan.cfg
     return build_data_loader(
-        plan.data, collate_fn=module.collator(), encoder=module.encoder, batch_size=cfg.data.batch_size, sampler=plan.sampler, sampler_options=plan.sampler_options,
+        plan.data, collator=module.collator, encoder=module.encoder, batch_size=cfg.data.batch_size, sampler=plan.sampler, sampler_options=plan.sampler_options,
         num_workers=cfg.data.num_workers, drop_last=cfg.data.drop_last, seed=cfg.seed, embed_batch_size=cfg.eval.batch_size,
         embed_precision=encode_precision(cfg.eval.precision, plan.precision),
     )
@@ -247,7 +251,7 @@ def _build_module(plan: FitPlan, encoder: Any) -> ContrastiveModule:
         encoder.matryoshka_dims = loss.embedding_dims()
     # the prompts the run trains with, named as sentence-transformers names them (none: a
     # base model's own prompts are not what this run trained, and are not exported again)
-    encoder.prompts = named_prompts(plan.data.prompts)
+    encoder.prompts = prompt_names(plan.data)
     encoder.default_prompt_name = None
     grad_cache = (
         GradCache(cfg.gradcache.chunk_size, token_budget=cfg.gradcache.token_budget,
@@ -301,10 +305,21 @@ def describe(plan: FitPlan) -> str:
     options = ", ".join(f"{k}={v}" for k, v in plan.sampler_options.items())
     lines = [
         f"method: {plan.cfg.method['name']} {plan.method_config}",
-        f"data: {plan.data.source}: {len(plan.data.rows)} rows, {plan.data.description}",
+        *_describe_data(plan),
         f"sampler: {plan.sampler}{f' ({options})' if options else ''}, batch {plan.cfg.data.batch_size} per device",
         f"loss: {plan.cfg.loss['name']}",
         f"precision: {plan.precision} ({plan.precision_reason})",
         f"evaluations: {', '.join(e.name for e in plan.evaluators) or 'none'}",
     ]
     return "\n".join(lines)
+
+
+def _describe_data(plan: FitPlan) -> list[str]:
+    data = plan.data
+    if not data.parts:
+        return [f"data: {data.source}: {len(data.rows)} rows, {data.description}"]
+    lines = [f"data: {len(data.rows)} rows from {len(data.parts)} sources, {data.composition}"]
+    for p in data.parts:
+        weight = f", weight {p.weight:g}" if p.weight != 1 else ""
+        lines.append(f"  {p.name}: {p.data.source}: {len(p.data.rows)} rows, {p.data.description}{weight}")
+    return lines

@@ -66,7 +66,7 @@ def _first_batch_embeddings(data, encoder) -> tuple[torch.Tensor, torch.Tensor]:
     from contrastlib.training.loader import build_loader
 
     module = SimCSE(encoder, torch.nn.Identity(), mode="supervised")  # type: ignore[arg-type]
-    loader = build_loader(data.data, collate_fn=module.collator(), encoder=encoder, batch_size=data.batch_size, sampler=data.sampler,
+    loader = build_loader(data.data, collator=module.collator, encoder=encoder, batch_size=data.batch_size, sampler=data.sampler,
                           sampler_options=data.sampler_options, seed=data.seed)
     batch = next(iter(loader))
     with torch.no_grad():

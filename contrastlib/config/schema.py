@@ -27,8 +27,14 @@ SECTION_SELECTORS = {"model": "encoder", "method": "name", "loss": "name"}
 class DataConfig:
     #: Training data (its format is the method's: see the method's docs): a file, or for
     #: text tuples and scored pairs also a Parquet file, an Arrow file or a folder that
-    #: ``datasets``' ``save_to_disk`` wrote (memory-mapped).
-    train: str = MISSING
+    #: ``datasets``' ``save_to_disk`` wrote (memory-mapped). Or several sources: a mapping
+    #: of name -> path, or name -> {path, columns, prompts, loss, weight}
+    #: (contrastlib/config/sources.py); every batch then comes from one source.
+    train: Any = MISSING
+    #: Several sources: ``proportional`` (every batch of every source once per epoch, in a
+    #: seeded order) or ``round_robin`` (one batch of each in turn, until the smallest
+    #: source's batches are used up), as sentence-transformers names them.
+    composition: str = "proportional"
     #: The columns to train on, in role order (anchor, positive, negatives...; scored
     #: pairs: text, text, score), by name, in any format; null: found by their names.
     columns: list[str] | None = None

@@ -32,19 +32,21 @@ class TextBatch:
 class IndexedRows(Dataset[tuple[int, tuple[str, ...]]]):
     """Rows of texts, each returned with its index (per-example parameters need it)."""
 
-    def __init__(self, rows: Sequence[tuple[str, ...]]) -> None:
+    def __init__(self, rows: Sequence[tuple[str, ...]], offset: int = 0) -> None:
         self.rows = rows
+        #: Added to each index returned: where these rows start among several sources'.
+        self.offset = offset
 
     def __len__(self) -> int:
         return len(self.rows)
 
     def __getitem__(self, i: int) -> tuple[int, tuple[str, ...]]:
-        return i, self.rows[i]
+        return self.offset + i, self.rows[i]
 
     def __getitems__(self, indices: list[int]) -> list[tuple[int, tuple[str, ...]]]:
         """A batch's rows at once (the DataLoader's batched fetch): one gather per column
         from a memory-mapped table."""
-        return list(zip(indices, take_rows(self.rows, indices), strict=True))
+        return [(self.offset + i, r) for i, r in zip(indices, take_rows(self.rows, indices), strict=True)]
 
 
 class TextTupleCollator:

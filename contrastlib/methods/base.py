@@ -32,8 +32,10 @@ import torch
 from torch import Tensor, nn
 
 from contrastlib.data.readers import BadRows
+from contrastlib.data.sources import Sourced
 from contrastlib.encoders.base import Encoder
 from contrastlib.losses.base import ContrastiveLoss, LossContract, LossInputs
+from contrastlib.losses.sources import SourceLosses
 from contrastlib.methods.data import MethodDataModule, NoConfig, TrainData, config_kwargs
 from contrastlib.training.gradcache import GradCache, Inputs, embed_in_chunks, split_rows
 from contrastlib.training.optim import build_optimizer, planned_steps, warmup_schedule
@@ -65,6 +67,10 @@ class ContrastiveModule(pl.LightningModule):
     #: What :meth:`evaluation_model` is, for the evaluations' ``takes``; None: the
     #: encoder, i.e. an encoder of :attr:`inputs`.
     evaluates_as: ClassVar[str | None] = None
+    #: Whether ``data.train`` may name several sources (each batch then one source's, its
+    #: collator :meth:`collator` of that source's data, its loss a
+    #: :class:`~contrastlib.losses.sources.SourceLosses`).
+    several_sources: ClassVar[bool] = False
 
     def __init__(
         self,
@@ -115,6 +121,13 @@ class ContrastiveModule(pl.LightningModule):
         """Read the training file (errors name the file and line; ``bad_rows``, the
         ``data.on_bad_row`` policy, decides about malformed rows); no model is loaded."""
         raise NotImplementedError
+
+    @classmethod
+    def source_config(cls, config: Any, loss_cls: type[ContrastiveLoss]) -> Any:
+        """The method's config for reading and training one source of several whose loss
+        is ``loss_cls`` (default: ``config``; SimCSE reads a source whose loss ranks by
+        graded scores as scored pairs)."""
+        return config
 
     @classmethod
     def loss_contract(cls, config: Any, data: TrainData) -> LossContract:
@@ -178,8 +191,9 @@ class ContrastiveModule(pl.LightningModule):
         """What evaluators receive (the encoder; a reward method's encoder and head)."""
         return self.encoder
 
-    def collator(self) -> Callable[[list[Any]], Any]:
-        """Items of :attr:`TrainData.dataset` -> a batch."""
+    def collator(self, data: TrainData | None = None) -> Callable[[list[Any]], Any]:
+        """Items of ``data.dataset`` -> a batch (``data``: one source of a run on several,
+        with its own prompts; None: the module's own data)."""
         raise NotImplementedError
 
     def export(self, out_dir: Path) -> Path:
@@ -207,6 +221,11 @@ class ContrastiveModule(pl.LightningModule):
         self.encoder.train()
 
     def training_step(self, batch: Any, batch_idx: int) -> Tensor:
+        source = None
+        if isinstance(batch, Sourced):  # a run on several sources: this batch's loss and name
+            if not isinstance(self.loss_fn, SourceLosses):
+                raise TypeError("batches of several sources need a SourceLosses loss (one loss per source)")
+            source, batch = self.loss_fn.use_source(batch.source), batch.batch
         views = self.views(batch)
         if self.grad_cache is None:
             loss = self.contrast(self.embed_views(views), batch)
@@ -216,7 +235,21 @@ class ContrastiveModule(pl.LightningModule):
         rows = first.shape[0] if isinstance(first, Tensor) else first["input_ids"].shape[0]
         # sync_dist: the logged loss is the mean over ranks, i.e. the global batch's loss
         self.log("train/loss", loss, prog_bar=True, batch_size=int(rows), sync_dist=True)
+        if source is not None:
+            self._log_source_loss(source, loss)
         return loss
+
+    def _log_source_loss(self, source: str, loss: Tensor) -> None:
+        """``train/loss/SOURCE`` (unweighted), at the steps that trained on that source. Not
+        through ``self.log``: Lightning logs a key's last value again at every step after
+        it was first logged. Every rank's rows are of this step's source (a global batch is
+        one source's), so the mean over ranks is a collective every rank reaches."""
+        assert isinstance(self.loss_fn, SourceLosses)
+        value = loss.detach() / self.loss_fn.weights[self.loss_fn.source]
+        value = self.trainer.strategy.reduce(value, reduce_op="mean")
+        if self.trainer.is_global_zero:
+            for logger in self.loggers:
+                logger.log_metrics({f"train/loss/{source}": float(value)}, step=self.global_step)
 
     def embed_views(self, views: list[Inputs]) -> list[Tensor]:
         """Encoder outputs for every view, with their graph.

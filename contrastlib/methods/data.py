@@ -52,6 +52,12 @@ class TrainData:
     scores: Sequence[float] | np.ndarray | None = None
     #: Per column, the prompt put before its texts (``data.prompts``; empty: none).
     prompts: tuple[str, ...] = ()
+    #: Several sources (``data.train`` a mapping): each one's own data, in order. This
+    #: TrainData's rows and dataset are then theirs one after another
+    #: (:mod:`contrastlib.methods.sources`); empty: one source.
+    parts: tuple[SourcePart, ...] = ()
+    #: How the sources' batches follow one another: ``proportional`` or ``round_robin``.
+    composition: str = "proportional"
 
     def sampler_rows(self) -> Sequence[Any]:
         """Per row, what a batch sampler reads: ``keys``, else the rows themselves."""
@@ -65,6 +71,16 @@ class TrainData:
         if self.anchors is not None:
             out["embeddings"] = None
         return out
+
+
+@dataclass
+class SourcePart:
+    """One source of a run on several (``data.train.NAME``)."""
+
+    name: str
+    data: TrainData
+    #: Its loss is multiplied by this.
+    weight: float = 1.0
 
 
 def refuse_columns(columns: Sequence[str] | None, why: str, prompts: Any = None) -> None:
@@ -111,7 +127,7 @@ class MethodDataModule(pl.LightningDataModule):
         assert self.trainer is not None, "a Trainer asks for the loader"
         module: Any = self.trainer.lightning_module
         return build_loader(
-            self.data, collate_fn=module.collator(), encoder=module.encoder, batch_size=self.batch_size, sampler=self.sampler, sampler_options=self.sampler_options,
+            self.data, collator=module.collator, encoder=module.encoder, batch_size=self.batch_size, sampler=self.sampler, sampler_options=self.sampler_options,
             num_workers=self.num_workers, drop_last=self.drop_last, seed=self.seed,
             embed_batch_size=self.embed_batch_size, embed_precision=self.embed_precision,
         )

@@ -105,7 +105,7 @@ class ImageViewsMethod(ContrastiveModule):
         # dataset ids, for losses with per-example parameters (ATI)
         return LossContract(provides=frozenset({"ids"}), views=data.views, who=f"method {cls.__name__}")
 
-    def collator(self) -> Any:
+    def collator(self, data: Any = None) -> Any:
         return collate_views
 
     def views(self, batch: ImageBatch) -> list[Tensor]:  # type: ignore[override]

@@ -189,7 +189,7 @@ class RewardMethod(ContrastiveModule):
     def own_learning_rates(self) -> list[tuple[list[nn.Parameter], float]]:
         return [] if self.head_lr is None else [(list(self.head.parameters()), self.head_lr)]
 
-    def collator(self) -> RewardCollator:
+    def collator(self, data: Any = None) -> RewardCollator:
         enc: Any = self.encoder
         assert self.data.encoded is not None and self.data.table is not None
         tokenize = None if self.frozen else RewardTokenize(enc.tokenizer, enc.max_seq_length, self.pool)

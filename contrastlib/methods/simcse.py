@@ -19,6 +19,7 @@ folder (memory-mapped; :mod:`contrastlib.data.tables`); ``data.columns`` picks t
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Sequence
 from dataclasses import dataclass
 from enum import Enum
@@ -33,7 +34,7 @@ from contrastlib.data.prompts import column_prompts, named_prompts
 from contrastlib.data.readers import BadRows, read_scored_pairs, read_scored_table, read_tuples
 from contrastlib.data.tables import TextTable, column, first_columns, is_table
 from contrastlib.errors import ConfigError
-from contrastlib.losses.base import LossContract
+from contrastlib.losses.base import ContrastiveLoss, LossContract
 from contrastlib.methods.base import ContrastiveModule
 from contrastlib.methods.data import TrainData
 from contrastlib.registry import METHODS
@@ -53,11 +54,16 @@ class SimCSEConfig:
     mode: SimCSEMode = SimCSEMode.supervised
 
 
+def _mode(config: Any) -> str:
+    return str(config.mode.value if isinstance(config.mode, Enum) else config.mode)
+
+
 @METHODS.register("simcse", summary="SimCSE: dropout views (unsupervised) or NLI triplets (supervised)")
 class SimCSE(ContrastiveModule):
     Config = SimCSEConfig
     default_sampler = "no_duplicates"
     inputs = "strings"
+    several_sources = True
 
     def __init__(self, encoder: Any, loss: Any, *, mode: str = "supervised", **kwargs: Any) -> None:
         if mode not in [m.value for m in SimCSEMode]:
@@ -69,9 +75,12 @@ class SimCSE(ContrastiveModule):
         self.column_prompts: tuple[str, ...] = data.prompts if data is not None else ()
         if any(self.column_prompts):  # the export names them (also for a module built in Python)
             encoder.prompts = named_prompts(self.column_prompts)
-        if mode == "scored":
-            if data is None or data.scores is None:
-                raise ValueError("scored SimCSE needs its data's pair scores (from_config(..., data=...))")
+        if mode == "scored" and (data is None or data.scores is None):
+            raise ValueError("scored SimCSE needs its data's pair scores (from_config(..., data=...))")
+        #: Whether rows have graded scores (scored mode; or of several sources, some scored).
+        self.scored = data is not None and data.scores is not None
+        if self.scored:
+            assert data is not None and data.scores is not None
             scores = torch.as_tensor(np.asarray(data.scores, dtype=np.float32))
             self.register_buffer("pair_scores", scores, persistent=False)
         self.pair_scores: Tensor
@@ -82,7 +91,7 @@ class SimCSE(ContrastiveModule):
                         bad_rows: BadRows | None = None, columns: Sequence[str] | None = None,
                         prompts: Any = None) -> TrainData:
         bad = bad_rows or BadRows()
-        mode = config.mode.value if isinstance(config.mode, Enum) else config.mode
+        mode = _mode(config)
         if mode == "scored":
             data = cls._read_scored(path, bad, max_rows, columns)
             data.prompts = column_prompts(prompts, 2)
@@ -132,6 +141,14 @@ class SimCSE(ContrastiveModule):
                          anchors=column(rows, 0), scores=pair_scores, keys=keys)
 
     @classmethod
+    def source_config(cls, config: Any, loss_cls: type[ContrastiveLoss]) -> Any:
+        """A supervised run's source whose loss ranks by graded scores (``cosent``) is read
+        as scored pairs."""
+        if _mode(config) == "supervised" and "scores" in loss_cls.requires:
+            return dataclasses.replace(config, mode=SimCSEMode.scored)
+        return config
+
+    @classmethod
     def loss_contract(cls, config: Any, data: TrainData) -> LossContract:
         who = f"{data.source} ({data.description})"
         if data.scores is not None:  # graded pairs: the loss must rank by the scores
@@ -139,9 +156,10 @@ class SimCSE(ContrastiveModule):
         # dataset ids (per-example parameters) and, supervised, a key per candidate text
         return LossContract(provides=frozenset({"ids", "candidate_keys"}), hard_negatives=data.hard_negatives, who=who)
 
-    def collator(self) -> TextTupleCollator:
+    def collator(self, data: TrainData | None = None) -> TextTupleCollator:
         enc: Any = self.encoder
-        return TextTupleCollator(HFTokenize(enc.tokenizer, enc.max_seq_length), prompts=self.column_prompts)
+        prompts = data.prompts if data is not None else self.column_prompts
+        return TextTupleCollator(HFTokenize(enc.tokenizer, enc.max_seq_length), prompts=prompts)
 
     # ------------------------------------------------------------------ step
     def views(self, batch: TextBatch) -> list[Features]:  # type: ignore[override]
@@ -165,7 +183,7 @@ class SimCSE(ContrastiveModule):
         # a sampler that groups related rows (mined, cluster) can put a row's positive in
         # the batch again, as another row's negative: not a negative for this row
         candidate_keys = keys[1:].reshape(-1) if keys is not None and self.mode == "supervised" else None
-        scores = self.pair_scores[batch.ids] if self.mode == "scored" else None
+        scores = self.pair_scores[batch.ids] if self.scored else None
         loss: Tensor = self.loss_fn(self.loss_inputs(anchors, candidates, ids=batch.ids, candidate_keys=candidate_keys,
                                                      scores=scores))
         return loss

@@ -50,7 +50,7 @@ class HeadMethod(ContrastiveModule):
         z0, z1 = (self.head(e) for e in embeddings)
         return self.loss_fn(z0, z1)
 
-    def collator(self) -> Any:
+    def collator(self, data: Any = None) -> Any:
         return None
 
 

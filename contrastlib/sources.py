@@ -1,0 +1,141 @@
+"""A run's training data and loss from ``data.train``: one source, or several
+(:mod:`contrastlib.config.sources`), each read by the method as it reads one file, then
+put one after another (:class:`~contrastlib.data.sources.SourcesDataset`) with each
+source's own data kept for its sampler, collator, loss and weight. Each source's loss is
+checked against that source's data before any model loads.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+
+from contrastlib.config.build import build_loss, loss_spec
+from contrastlib.config.sources import SourceSpec
+from contrastlib.data.collate import IndexedRows
+from contrastlib.data.prompts import named_prompts
+from contrastlib.data.readers import BadRows
+from contrastlib.data.sources import Chained, SourcesDataset, starts_of
+from contrastlib.errors import ConfigError
+from contrastlib.losses.base import ContrastiveLoss, check_loss
+from contrastlib.losses.sources import SourceLosses
+from contrastlib.methods.data import SourcePart, TrainData
+
+
+def read_sources(method: str, method_cls: Any, specs: Sequence[SourceSpec], config: Any, *, composition: str,
+                 max_rows: int | None, on_bad_row: str) -> TrainData:
+    """The method's :class:`TrainData` of ``specs`` (one source: as the method reads it)."""
+    if len(specs) == 1 and specs[0].name == "train":
+        s = specs[0]
+        return method_cls.read_train_data(s.path, config, max_rows=max_rows, bad_rows=BadRows(on_bad_row, key="data.on_bad_row"),
+                                          columns=s.columns, prompts=s.prompts)
+    if not method_cls.several_sources:
+        raise ConfigError(f"data.train: method {method!r} trains on one source; give a path")
+    parts = []
+    for s in specs:
+        # a source's loss can decide how it is read (SimCSE: graded scores -> scored pairs)
+        source_config = method_cls.source_config(config, _loss_class(s))
+        try:
+            data = method_cls.read_train_data(s.path, source_config, max_rows=max_rows,
+                                              bad_rows=BadRows(on_bad_row, key="data.on_bad_row"),
+                                              columns=s.columns, prompts=s.prompts)
+        except ConfigError as exc:  # data.columns / data.prompts of this source
+            raise ConfigError(_source_key(str(exc), s.name)) from None
+        if not len(data.rows):
+            raise ConfigError(f"data.train.{s.name}: {s.path} has no rows")
+        parts.append(SourcePart(s.name, data, s.weight))
+    return combined(parts, composition)
+
+
+def _source_key(message: str, name: str) -> str:
+    """``data.columns: ...`` -> ``data.train.NAME.columns: ...`` (the key the source set)."""
+    for key in ("columns", "prompts"):
+        if message.startswith(f"data.{key}"):
+            return f"data.train.{name}.{key}" + message[len(f"data.{key}"):]
+    return message
+
+
+def _loss_key(spec: SourceSpec, message: str) -> str:
+    """A loss error of ``spec`` under the key that set it (``data.train.NAME.loss...``)."""
+    key = f"data.train.{spec.name}.loss" if spec.own_loss else "loss"
+    return key + message[len("loss"):] if message.startswith("loss") else message
+
+
+def _loss_class(spec: SourceSpec) -> type[ContrastiveLoss]:
+    try:
+        return loss_spec(spec.loss)[0]
+    except ConfigError as exc:
+        raise ConfigError(_loss_key(spec, str(exc))) from None
+
+
+def plan_loss(method_cls: Any, config: Any, data: TrainData, specs: Sequence[SourceSpec]) -> ContrastiveLoss:
+    """The run's loss, checked against what the method gives it. Several sources: each
+    source's loss (its own section, or the run's) checked against that source's data, and
+    :class:`SourceLosses` over them (sources with the same section share one module)."""
+    parts = data.parts or (SourcePart(specs[0].name, data),)
+    sections: list[dict[str, Any]] = []
+    index: list[int] = []
+    for spec, part in zip(specs, parts, strict=True):
+        try:
+            check_loss(_loss_class(spec), spec.loss["name"],
+                       method_cls.loss_contract(method_cls.source_config(config, _loss_class(spec)) if data.parts
+                                                else config, part.data))
+        except ConfigError as exc:
+            raise ConfigError(_loss_key(spec, str(exc))) from None
+        if spec.loss not in sections:
+            sections.append(spec.loss)
+        index.append(sections.index(spec.loss))
+    losses = [build_loss(s, num_samples=len(data.rows)) for s in sections]
+    if not data.parts:
+        return losses[0]
+    return SourceLosses(losses, index, [s.weight for s in specs], [s.name for s in specs])
+
+
+def combined(parts: Sequence[SourcePart], composition: str) -> TrainData:
+    """The sources' data one after another (each kept as a part)."""
+    datas = [p.data for p in parts]
+    scores = [d.scores for d in datas]
+    labels = [d.labels for d in datas]
+    anchors = [d.anchors for d in datas]
+    return TrainData(
+        source=", ".join(f"{p.name} ({p.data.source})" for p in parts),
+        rows=Chained([d.rows for d in datas]),
+        dataset=SourcesDataset([_numbered(d.dataset, start) for d, start in zip(datas, starts_of([len(d.rows) for d in datas]), strict=True)]),
+        description="; ".join(f"{p.name}: {len(p.data.rows)} {p.data.description}" for p in parts),
+        hard_negatives=any(d.hard_negatives for d in datas),
+        views=max(d.views for d in datas),
+        labels=Chained([x for x in labels if x is not None]) if all(x is not None for x in labels) else None,
+        anchors=Chained([x for x in anchors if x is not None]) if all(x is not None for x in anchors) else None,
+        # graded scores of the sources that have them (NaN for the others' rows)
+        scores=np.concatenate([np.full(len(d.rows), np.nan) if d.scores is None else np.asarray(d.scores, dtype=np.float64)
+                               for d in datas]) if any(x is not None for x in scores) else None,
+        parts=tuple(parts),
+        composition=composition,
+    )
+
+
+def _numbered(dataset: Any, start: int) -> Any:
+    """A source's dataset whose items carry their row's number among all sources' rows
+    (per-row scores and per-example loss parameters are indexed by it)."""
+    if not isinstance(dataset, IndexedRows):
+        raise TypeError(f"several sources need datasets of numbered rows (IndexedRows), not {type(dataset).__name__}")
+    return IndexedRows(dataset.rows, offset=start)
+
+
+def prompt_names(data: TrainData) -> dict[str, str]:
+    """The run's prompts under sentence-transformers' names (``query``, ``document``...):
+    one source's as :func:`named_prompts` gives them; of several, a name every source that
+    sets it agrees on as it is, and where they differ, each source's as ``NAME_query``."""
+    if not data.parts:
+        return named_prompts(data.prompts)
+    per_source = {p.name: named_prompts(p.data.prompts) for p in data.parts}
+    out: dict[str, str] = {}
+    for name in dict.fromkeys(k for names in per_source.values() for k in names):
+        values = {names[name] for names in per_source.values() if name in names}
+        if len(values) == 1:
+            out[name] = values.pop()
+        else:
+            out.update({f"{source}_{name}": names[name] for source, names in per_source.items() if name in names})
+    return out
