@@ -14,6 +14,7 @@ from torch import Tensor, nn
 from tqdm.auto import tqdm
 
 from contrastlib.encoders.base import Encoder
+from contrastlib.encoders.lora import add_lora, load_adapter, lora_settings, merged, require_peft, saved_adapter
 from contrastlib.encoders.offline import resolve_model_path
 from contrastlib.encoders.pooling import pool
 from contrastlib.encoders.sbert_format import (
@@ -41,6 +42,8 @@ class TextEncoderSpec:
     max_seq_length: int
     trust_remote_code: bool = False
     dropout: float | None = None
+    #: LoRA settings (encoders/lora.py), or None: every weight trains.
+    lora: dict[str, Any] | None = None
 
 
 #: Config attributes that hold dropout probabilities, across Hugging Face architectures.
@@ -69,6 +72,8 @@ class TextEncoder(Encoder):
         trust_remote_code: allow model code from the model dir; off unless asked for.
         dropout: set every dropout probability of the model (null: the model's own; 0
             makes training deterministic; unsupervised SimCSE needs it above 0).
+        lora: train LoRA adapters instead of the weights: ``{rank, alpha, dropout,
+            target_modules, export}`` (:mod:`contrastlib.encoders.lora`; needs ``peft``).
     """
 
     inputs = "strings"
@@ -85,6 +90,7 @@ class TextEncoder(Encoder):
         max_seq_length: int | None = None,
         trust_remote_code: bool = False,
         dropout: float | None = None,
+        lora: Mapping[str, Any] | None = None,
     ) -> None:
         super().__init__()
         from transformers import AutoConfig, AutoModel, AutoTokenizer
@@ -107,16 +113,19 @@ class TextEncoder(Encoder):
             self.matryoshka_dims, self.prompts, self.default_prompt_name = read_st_config(path)
         pooling = pooling or default_pooling
         POOLINGS.check(pooling, key="model.pooling")
+        # a LoRA adapter saved alone (model.lora.export: adapter): its base model, then it
+        adapter = saved_adapter(Path(weights_dir)) if Path(weights_dir).is_dir() else None
+        base_dir = adapter[0] if adapter else str(weights_dir)
+        if adapter:
+            lora = adapter[1]
         try:
-            config = AutoConfig.from_pretrained(str(weights_dir), trust_remote_code=trust_remote_code)
+            config = AutoConfig.from_pretrained(base_dir, trust_remote_code=trust_remote_code)
             if dropout is not None:
                 values = config.to_dict()
                 for name in DROPOUT_ATTRIBUTES:
                     if isinstance(values.get(name), float):
                         setattr(config, name, dropout)
-            self.model = AutoModel.from_pretrained(
-                str(weights_dir), config=config, trust_remote_code=trust_remote_code
-            )
+            self.model = AutoModel.from_pretrained(base_dir, config=config, trust_remote_code=trust_remote_code)
             if dropout is not None:
                 for module in self.model.modules():
                     if isinstance(module, nn.Dropout):
@@ -150,6 +159,7 @@ class TextEncoder(Encoder):
             max_seq_length=min(max_seq_length or default_len or limit, limit),
             trust_remote_code=trust_remote_code,
             dropout=dropout,
+            lora=lora_settings(lora) if lora is not None else None,
         )
         # Models numbering positions from the first column need position ids under left
         # padding; RoBERTa-style embeddings (with a padding_idx) derive them from the ids
@@ -160,6 +170,10 @@ class TextEncoder(Encoder):
         self._positions_from_mask = "position_ids" in inspect.signature(self.model.forward).parameters and not (
             embeddings is not None and "padding_idx" in vars(embeddings)
         )
+        if adapter:
+            self.model = load_adapter(self.model, Path(weights_dir))
+        elif self.spec.lora is not None:  # after the forward's signature was read: the model's own
+            self.model = add_lora(self.model, self.spec.lora)
         # from_pretrained returns eval mode; an nn.Module starts in train mode. Training
         # code relies on dropout being on (unsupervised SimCSE's two views come from it).
         self.train()
@@ -173,6 +187,9 @@ class TextEncoder(Encoder):
         dropout = kwargs.get("dropout")
         if dropout is not None and not 0 <= dropout < 1:
             raise ValueError(f"model.dropout: must be in [0, 1), got {dropout}")
+        if kwargs.get("lora") is not None:
+            lora_settings(kwargs["lora"])
+            require_peft()
         length = kwargs.get("max_seq_length")
         if length is not None and length < 1:
             raise ValueError(f"model.max_seq_length: must be >= 1, got {length}")
@@ -320,8 +337,11 @@ class TextEncoder(Encoder):
     def save(self, out_dir: str | Path) -> Path:
         """Write a sentence-transformers directory (safetensors weights), atomically."""
         out_dir = Path(out_dir)
+        lora = self.spec.lora
         with atomic_dir(out_dir) as tmp:
-            self.model.save_pretrained(tmp, safe_serialization=True)
+            # LoRA: the adapters folded into a plain model, or the adapter alone (on its base)
+            model = merged(self.model) if lora is not None and lora["export"] == "merged" else self.model
+            model.save_pretrained(tmp, safe_serialization=True)  # type: ignore[operator]
             self.tokenizer.save_pretrained(tmp)
             write_sbert_files(
                 tmp,
