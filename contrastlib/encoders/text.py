@@ -14,7 +14,14 @@ from torch import Tensor, nn
 from tqdm.auto import tqdm
 
 from contrastlib.encoders.base import Encoder
-from contrastlib.encoders.lora import add_lora, load_adapter, lora_settings, merged, require_peft, saved_adapter
+from contrastlib.encoders.lora import (
+    add_lora,
+    load_adapter,
+    lora_settings,
+    merged,
+    require_peft,
+    saved_adapter,
+)
 from contrastlib.encoders.offline import resolve_model_path
 from contrastlib.encoders.pooling import pool
 from contrastlib.encoders.sbert_format import (
