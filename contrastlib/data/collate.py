@@ -10,6 +10,7 @@ import torch
 from torch import Tensor
 from torch.utils.data import Dataset
 
+from contrastlib.data.prompts import prompt_pool_mask, prompted, split_prompts
 from contrastlib.data.tables import take_rows
 from contrastlib.data.text_keys import text_key
 
@@ -64,7 +65,7 @@ class TextTupleCollator:
     def __call__(self, items: Sequence[tuple[int, tuple[str, ...]]]) -> TextBatch:
         rows = [r for _, r in items]
         prompt = self.prompts or ("",) * len(rows[0])
-        columns = [self.tokenize([prompt[c] + r[c] for r in rows]) for c in range(len(rows[0]))]
+        columns = [self.tokenize([prompted(prompt[c], r[c]) for r in rows]) for c in range(len(rows[0]))]
         keys = torch.tensor([[text_key(r[c]) for r in rows] for c in range(len(rows[0]))], dtype=torch.long)
         return TextBatch(columns, torch.tensor([i for i, _ in items], dtype=torch.long), keys)
 
@@ -72,17 +73,15 @@ class TextTupleCollator:
 class HFTokenize:
     """Picklable tokenise function (for worker processes) over a Hugging Face tokenizer."""
 
-    def __init__(self, tokenizer: Any, max_length: int) -> None:
+    def __init__(self, tokenizer: Any, max_length: int, *, include_prompt: bool = True) -> None:
         self.tokenizer = tokenizer
         self.max_length = max_length
+        #: False: a ``pool_mask`` without each text's prompt tokens (data/prompts.py).
+        self.include_prompt = include_prompt
 
     def __call__(self, texts: Sequence[str]) -> dict[str, Tensor]:
-        return dict(
-            self.tokenizer(
-                list(texts),
-                padding=True,
-                truncation=True,
-                max_length=self.max_length,
-                return_tensors="pt",
-            )
-        )
+        plain, prompts = split_prompts(texts)
+        out = dict(self.tokenizer(plain, padding=True, truncation=True, max_length=self.max_length, return_tensors="pt"))
+        if not self.include_prompt:
+            out["pool_mask"] = prompt_pool_mask(self.tokenizer, prompts, out["attention_mask"])
+        return out

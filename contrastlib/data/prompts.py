@@ -7,6 +7,14 @@ two sentences) to its prompt; a role left out has none. The trained model keeps 
 sentence-transformers' names, ``query`` (the anchors') and ``document`` (the positives'),
 in its export's ``prompts``, so that ``SentenceTransformer(DIR).encode(x, prompt_name="query")``
 (or ``encode_query`` / ``encode_document``) embeds as the run trained.
+
+A prompt put before a text is followed by :data:`PROMPT_MARK`, a private-use character
+the tokenisers remove: it says where the prompt ends, so that an encoder with
+``include_prompt: false`` (sentence-transformers' ``Pooling(include_prompt=False)``, as
+INSTRUCTOR models use) pools without the prompt's tokens, exactly as sentence-transformers
+does: the first ``len(tokenize(prompt)) - 1`` tokens (the leading special token and the
+prompt's own) are left out of the pool (:func:`prompt_pool_mask`). With the default
+``include_prompt: true`` the mark is dropped and the text is the prompt and the text.
 """
 
 from __future__ import annotations
@@ -14,7 +22,15 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+import torch
+from torch import Tensor
+
 from contrastlib.errors import ConfigError
+from contrastlib.utils.marks import PROMPT_MARK, prompted, split_prompts
+
+__all__ = ["PROMPT_MARK", "ROLES", "column_prompts", "named_prompts", "prompt_pool_mask", "prompted", "split_prompts",
+           "with_prompt"]
+
 
 ROLES = ("anchor", "positive", "negative")
 
@@ -55,5 +71,16 @@ def named_prompts(per_column: Sequence[str]) -> dict[str, str]:
 
 
 def with_prompt(texts: Sequence[str], prompt: str | None) -> list[str]:
-    """``texts``, each after ``prompt``."""
-    return [f"{prompt}{t}" for t in texts] if prompt else list(texts)
+    """``texts``, each after ``prompt`` (:func:`prompted`)."""
+    return [prompted(prompt, t) for t in texts] if prompt else list(texts)
+
+
+def prompt_pool_mask(tokenizer: Any, prompts: Sequence[str], attention_mask: Tensor) -> Tensor:
+    """The attention mask without each row's prompt tokens, as sentence-transformers'
+    ``include_prompt=False`` pools: the first ``len(tokenizer(prompt)["input_ids"]) - 1``
+    real tokens of a row (its leading special token and the prompt; counted from the first
+    real token, so left padding pools alike); a row without a prompt keeps every token."""
+    lengths = {p: len(tokenizer(p)["input_ids"]) - 1 for p in set(prompts) if p}
+    n = torch.tensor([lengths.get(p, 0) for p in prompts], dtype=torch.long)[:, None]
+    position = attention_mask.long().cumsum(dim=1)  # 1, 2, ... over a row's real tokens
+    return attention_mask * (position > n).to(attention_mask.dtype)

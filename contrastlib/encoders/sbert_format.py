@@ -26,6 +26,8 @@ class SbertLayout:
     pooling: str | None
     normalize: bool
     max_seq_length: int | None
+    #: The Pooling module's ``include_prompt`` (sentence-transformers' default: true).
+    include_prompt: bool = True
 
 
 def is_sbert_dir(path: Path) -> bool:
@@ -34,7 +36,7 @@ def is_sbert_dir(path: Path) -> bool:
 
 def read_sbert_dir(path: Path) -> SbertLayout:
     modules = json.loads((path / "modules.json").read_text())
-    transformer_dir, pooling, normalize = path, None, False
+    transformer_dir, pooling, normalize, include_prompt = path, None, False, True
     for module in modules:
         kind = str(module.get("type", "")).rsplit(".", 1)[-1]
         sub = path / module.get("path", "")
@@ -42,6 +44,7 @@ def read_sbert_dir(path: Path) -> SbertLayout:
             transformer_dir = sub
         elif kind == "Pooling":
             cfg = json.loads((sub / "config.json").read_text())
+            include_prompt = bool(cfg.get("include_prompt", True))
             if "pooling_mode" in cfg and isinstance(cfg["pooling_mode"], str):
                 pooling = {"lasttoken": "last"}.get(cfg["pooling_mode"], cfg["pooling_mode"])
             else:
@@ -57,13 +60,13 @@ def read_sbert_dir(path: Path) -> SbertLayout:
         cfg_path = path / "sentence_bert_config.json"
     if cfg_path.is_file():
         max_len = json.loads(cfg_path.read_text()).get("max_seq_length")
-    return SbertLayout(transformer_dir, pooling, normalize, max_len)
+    return SbertLayout(transformer_dir, pooling, normalize, max_len, include_prompt)
 
 
 def write_sbert_files(
     out: Path, *, dim: int, pooling: str, normalize: bool, max_seq_length: int,
     matryoshka_dims: tuple[int, ...] = (), prompts: dict[str, str] | None = None,
-    default_prompt_name: str | None = None,
+    default_prompt_name: str | None = None, include_prompt: bool = True,
 ) -> None:
     """Write the sentence-transformers metadata beside a saved Hugging Face model in ``out``."""
     modules = [
@@ -82,7 +85,7 @@ def write_sbert_files(
         pool_cfg[key] = name == pooling
     pool_cfg["pooling_mode_mean_sqrt_len_tokens"] = False
     pool_cfg["pooling_mode_weightedmean_tokens"] = False
-    pool_cfg["include_prompt"] = True
+    pool_cfg["include_prompt"] = include_prompt
     (out / "1_Pooling" / "config.json").write_text(json.dumps(pool_cfg, indent=2))
     (out / "sentence_bert_config.json").write_text(
         json.dumps({"max_seq_length": max_seq_length, "do_lower_case": False}, indent=2)

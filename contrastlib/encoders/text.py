@@ -34,7 +34,7 @@ from contrastlib.encoders.tokenize import tokenize_texts
 from contrastlib.errors import ModelLoadError
 from contrastlib.registry import ENCODERS, POOLINGS
 from contrastlib.utils.io import atomic_dir
-from contrastlib.utils.marks import strip_pool_mark
+from contrastlib.utils.marks import split_prompts, strip_pool_mark
 from contrastlib.utils.precision import autocast_context
 from contrastlib.utils.shapes import padded_width, row_chunks
 
@@ -51,6 +51,8 @@ class TextEncoderSpec:
     dropout: float | None = None
     #: LoRA settings (encoders/lora.py), or None: every weight trains.
     lora: dict[str, Any] | None = None
+    #: Pool a prompt's tokens with the text's (sentence-transformers' Pooling default).
+    include_prompt: bool = True
 
 
 #: Config attributes that hold dropout probabilities, across Hugging Face architectures.
@@ -81,6 +83,9 @@ class TextEncoder(Encoder):
             makes training deterministic; unsupervised SimCSE needs it above 0).
         lora: train LoRA adapters instead of the weights: ``{rank, alpha, dropout,
             target_modules, export}`` (:mod:`contrastlib.encoders.lora`; needs ``peft``).
+        include_prompt: pool a prompt's tokens with the text's (null: a
+            sentence-transformers dir's own setting, else true, its default); false pools the
+            text's alone, as sentence-transformers' ``Pooling(include_prompt=False)``.
     """
 
     inputs = "strings"
@@ -98,6 +103,7 @@ class TextEncoder(Encoder):
         trust_remote_code: bool = False,
         dropout: float | None = None,
         lora: Mapping[str, Any] | None = None,
+        include_prompt: bool | None = None,
     ) -> None:
         super().__init__()
         from transformers import AutoConfig, AutoModel, AutoTokenizer
@@ -110,13 +116,14 @@ class TextEncoder(Encoder):
         self.default_prompt_name: str | None = None
         path = Path(resolve_model_path(model))
         weights_dir: str | Path = path if path.exists() else model
-        default_pooling, default_normalize, default_len = "mean", False, None
+        default_pooling, default_normalize, default_len, default_include = "mean", False, None, True
         if path.exists() and is_sbert_dir(path):
             layout = read_sbert_dir(path)
             weights_dir = layout.transformer_dir
             default_pooling = layout.pooling or "mean"
             default_normalize = layout.normalize
             default_len = layout.max_seq_length
+            default_include = layout.include_prompt
             self.matryoshka_dims, self.prompts, self.default_prompt_name = read_st_config(path)
         pooling = pooling or default_pooling
         POOLINGS.check(pooling, key="model.pooling")
@@ -167,6 +174,7 @@ class TextEncoder(Encoder):
             trust_remote_code=trust_remote_code,
             dropout=dropout,
             lora=lora_settings(lora) if lora is not None else None,
+            include_prompt=default_include if include_prompt is None else include_prompt,
         )
         # Models numbering positions from the first column need position ids under left
         # padding; RoBERTa-style embeddings (with a padding_idx) derive them from the ids
@@ -218,7 +226,8 @@ class TextEncoder(Encoder):
     ) -> dict[str, Tensor]:
         """Token ids padded to the longest text (see :func:`tokenize_texts`)."""
         return tokenize_texts(self.tokenizer, texts, self.spec.max_seq_length, pad_to_multiple_of=pad_to_multiple_of,
-                              pool_marks=pool_marks, pool_context=pool_context)
+                              pool_marks=pool_marks, pool_context=pool_context,
+                              include_prompt=self.spec.include_prompt)
 
     def forward(self, features: Mapping[str, Tensor]) -> Tensor:
         """Tokenised batch -> ``[B, H]`` sentence embeddings.
@@ -260,7 +269,8 @@ class TextEncoder(Encoder):
         lengths: list[int] = []
         for start in range(0, len(texts), length_chunk):
             out = self.tokenizer(
-                [strip_pool_mark(t) if pool_marks else t for t in texts[start : start + length_chunk]], truncation=True,
+                split_prompts([strip_pool_mark(t) if pool_marks else t for t in texts[start : start + length_chunk]])[0],
+                truncation=True,
                 max_length=self.spec.max_seq_length,
                 padding=False, return_attention_mask=False, return_token_type_ids=False, return_length=True,
             )
@@ -359,6 +369,7 @@ class TextEncoder(Encoder):
                 matryoshka_dims=self.matryoshka_dims,
                 prompts=self.prompts,
                 default_prompt_name=self.default_prompt_name,
+                include_prompt=self.spec.include_prompt,
             )
         return out_dir
 

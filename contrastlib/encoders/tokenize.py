@@ -10,13 +10,14 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from contrastlib.utils.marks import split_pool_mark
+from contrastlib.data.prompts import prompt_pool_mask
+from contrastlib.utils.marks import split_pool_mark, split_prompts
 from contrastlib.utils.shapes import padded_width
 
 
 def tokenize_texts(
     tokenizer: Any, texts: Sequence[str], max_length: int, *, pad_to_multiple_of: int | None = None,
-    pool_marks: bool = False, pool_context: bool = False,
+    pool_marks: bool = False, pool_context: bool = False, include_prompt: bool = True,
 ) -> dict[str, Tensor]:
     """Token ids padded to the longest text, truncated to ``max_length``.
 
@@ -35,10 +36,15 @@ def tokenize_texts(
     ``pool_context`` (implies ``pool_marks``) adds a ``context_mask`` as well: the real
     tokens before the reply (the whole text where there are none), and the encoder
     returns the two pools side by side (see :meth:`TextEncoder.forward`).
+
+    A prompt's mark (:func:`~contrastlib.data.prompts.prompted`) is removed; with
+    ``include_prompt=False`` the batch gets a ``pool_mask`` without the prompts' tokens, as
+    sentence-transformers pools (:func:`~contrastlib.data.prompts.prompt_pool_mask`).
     """
     if pad_to_multiple_of is not None and pad_to_multiple_of < 1:
         raise ValueError(f"pad_to_multiple_of must be >= 1, got {pad_to_multiple_of}")
     pool_marks = pool_marks or pool_context
+    texts, prompts = split_prompts(texts)
     split = [split_pool_mark(t) if pool_marks else (t, None) for t in texts]
     marked = pool_context or any(start is not None for _, start in split)
     out = dict(
@@ -62,6 +68,9 @@ def tokenize_texts(
         if pool_context:
             before = real & ~after
             out["context_mask"] = torch.where(before.any(dim=1, keepdim=True), before.to(mask.dtype), mask)
+    if not include_prompt:
+        without = prompt_pool_mask(tokenizer, prompts, out["attention_mask"])
+        out["pool_mask"] = out["pool_mask"] * without if "pool_mask" in out else without
     if pad_to_multiple_of:
         longest = out["input_ids"].shape[1]
         extra = padded_width(longest, pad_to_multiple_of, max_length) - longest

@@ -35,6 +35,7 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from contrastlib.utils.io import atomic_path, cache_root, write_json
+from contrastlib.utils.marks import prompted
 
 #: 2: shards follow the length order (1: the input order).
 FORMAT_VERSION = 2
@@ -154,7 +155,7 @@ class EmbeddingCache:
             for i in missing:
                 chunk = [texts[j] for j in shard_rows[i]]
                 emb = np.asarray(
-                    encoder.encode([prompt + t for t in chunk], show_progress_bar=False, **kwargs), dtype=np.float32
+                    encoder.encode([prompted(prompt, t) for t in chunk], show_progress_bar=False, **kwargs), dtype=np.float32
                 )
                 path = folder / f"shard-{i:05d}.npy"
                 buf = io.BytesIO()

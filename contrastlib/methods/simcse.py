@@ -159,7 +159,8 @@ class SimCSE(ContrastiveModule):
     def collator(self, data: TrainData | None = None) -> TextTupleCollator:
         enc: Any = self.encoder
         prompts = data.prompts if data is not None else self.column_prompts
-        return TextTupleCollator(HFTokenize(enc.tokenizer, enc.max_seq_length), prompts=prompts)
+        tokenize = HFTokenize(enc.tokenizer, enc.max_seq_length, include_prompt=enc.spec.include_prompt)
+        return TextTupleCollator(tokenize, prompts=prompts)
 
     # ------------------------------------------------------------------ step
     def views(self, batch: TextBatch) -> list[Features]:  # type: ignore[override]

@@ -13,6 +13,8 @@ cleaned of it), and it is removed before tokenising.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 POOL_MARK = "\ue000"
 
 
@@ -27,3 +29,23 @@ def split_pool_mark(text: str) -> tuple[str, int | None]:
 
 def strip_pool_mark(text: str) -> str:
     return text.replace(POOL_MARK, "")
+
+
+#: Where a prompt put before a text ends (contrastlib/data/prompts.py; removed before
+#: tokenising).
+PROMPT_MARK = "\ue001"
+
+
+def prompted(prompt: str | None, text: str) -> str:
+    """``text`` after ``prompt`` (and the mark where the prompt ends)."""
+    return f"{prompt}{PROMPT_MARK}{text}" if prompt else text
+
+
+def split_prompts(texts: Sequence[str]) -> tuple[list[str], list[str]]:
+    """Each text as it is tokenised (the mark removed), and the prompt before it ("" none)."""
+    plain, prompts = [], []
+    for t in texts:
+        at = t.find(PROMPT_MARK)
+        plain.append(t if at < 0 else t[:at] + t[at + 1:])
+        prompts.append("" if at < 0 else t[:at])
+    return plain, prompts

@@ -38,6 +38,8 @@ def prompted_runs(tmp_path_factory, tiny_model):
     prompts = "data.prompts={anchor: 'query: ', positive: 'passage: ', negative: 'passage: '}"
     assert main([*common, "name=prompted", f"data.train={plain}", prompts]) == 0
     assert main([*common, "name=by-hand", f"data.train={by_hand}"]) == 0
+    # sentence-transformers' Pooling(include_prompt=False): the prompts' tokens are not pooled
+    assert main([*common, "name=no-include", f"data.train={plain}", prompts, "model.include_prompt=false"]) == 0
     return out
 
 
@@ -47,10 +49,13 @@ def test_training_with_prompts_equals_the_prompts_written_in(prompted_runs):
         torch.testing.assert_close(a[k], b[k], rtol=0, atol=0, msg=k)
 
 
-def test_the_export_embeds_with_its_prompts_as_sentence_transformers_does(prompted_runs, tmp_path, capsys):
+@pytest.mark.parametrize("run", ["prompted", "no-include"])
+def test_the_export_embeds_with_its_prompts_as_sentence_transformers_does(prompted_runs, tmp_path, capsys, run):
     from sentence_transformers import SentenceTransformer
 
-    model = prompted_runs / "prompted" / "model"
+    model = prompted_runs / run / "model"
+    pooling = json.loads((model / "1_Pooling" / "config.json").read_text())
+    assert pooling["include_prompt"] == (run == "prompted")
     config = json.loads((model / "config_sentence_transformers.json").read_text())
     assert config["prompts"] == {"query": "query: ", "document": "passage: "}
     assert config["default_prompt_name"] is None
@@ -68,6 +73,12 @@ def test_the_export_embeds_with_its_prompts_as_sentence_transformers_does(prompt
         assert cos.min() >= 0.99999 and np.abs(ours - theirs).max() < 1e-5
     plain = st.encode(texts)  # and the prompt matters: without it the embeddings differ
     assert np.abs(ours - plain).max() > 1e-3
+    if run == "no-include":  # the prompt's tokens are left out of the pool, not in it
+        from contrastlib.data.prompts import with_prompt
+        from contrastlib.encoders import TextEncoder
+
+        pooled_in = TextEncoder(str(model), include_prompt=True).encode(with_prompt(texts, "query: "))
+        assert np.abs(ours - pooled_in).max() > 1e-3
     capsys.readouterr()
     assert main(["embed", "--model", str(model), "--input", str(tmp_path / "q.txt"), "--out", str(tmp_path / "x.npy"),
                  "--prompt-name", "title"]) == 2
