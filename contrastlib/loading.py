@@ -135,6 +135,17 @@ class LazyEncoder:
     def dim(self) -> int:
         return int(self.load().dim)
 
+    @property
+    def matryoshka_dims(self) -> tuple[int, ...]:
+        """The prefix sizes the model was trained at, read from a saved directory without
+        loading it (a checkpoint or hub id: loaded)."""
+        source = model_files(self.spec)
+        if source is not None and source.is_dir():
+            from contrastlib.encoders.sbert_format import read_st_config
+
+            return read_st_config(source)[0]
+        return tuple(self.load().matryoshka_dims)
+
     def encode(self, items: Sequence[Any], **kwargs: Any) -> Any:
         return self.load().encode(items, **kwargs)
 

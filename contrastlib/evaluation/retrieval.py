@@ -116,9 +116,13 @@ class RetrievalResult:
     n_queries: int
     n_documents: int
     run: dict[str, list[tuple[str, float]]] = field(default_factory=dict, repr=False)
+    #: Prefix size -> nDCG@10 of the embeddings cut to it (a Matryoshka model's sizes).
+    by_dim: dict[int, float] = field(default_factory=dict)
 
     def x100(self) -> dict[str, float]:
-        return {k: 100 * v for k, v in self.metrics.items()}
+        """Metrics x 100, with each size's nDCG@10 as ``ndcg@10[SIZE]``."""
+        return {**{k: 100 * v for k, v in self.metrics.items()},
+                **{f"ndcg@10[{d}]": 100 * v for d, v in self.by_dim.items()}}
 
 
 def unwritable_trec_id(ids: Iterable[str]) -> str | None:
@@ -158,6 +162,7 @@ def evaluate_retrieval(
     index_spec: Any = None,
     embed: Any = None,
     ks: Mapping[str, Sequence[int]] = DEFAULT_KS,
+    dims: Sequence[int] = (),
     **encode_kwargs: Any,
 ) -> RetrievalResult:
     """Encode ``data``'s corpus and queries with ``encoder``, search, score.
@@ -165,7 +170,9 @@ def evaluate_retrieval(
     ``encoder`` is anything with ``encode(texts, **encode_kwargs)`` (a TextEncoder, a
     SentenceTransformer). ``embed(texts, kind)``, when given, replaces ``encoder.encode``
     (the embedding cache passes itself here). ``index_spec`` picks the FAISS index
-    (:class:`~contrastlib.index.IndexSpec`; default exact).
+    (:class:`~contrastlib.index.IndexSpec`; default exact). ``dims``: prefix sizes scored
+    as well, from the same embeddings cut and renormalised (``by_dim``: each size's nDCG@10,
+    as a Matryoshka model is used at that size).
     """
     from contrastlib.index import IndexSpec, VectorIndex, l2_normalise
 
@@ -178,26 +185,36 @@ def evaluate_retrieval(
         x = np.asarray(out, dtype=np.float32)
         return l2_normalise(x) if similarity == "cosine" else x
 
+    def search(docs: np.ndarray, queries: np.ndarray) -> dict[str, list[tuple[str, float]]]:
+        index = VectorIndex(docs.shape[1], index_spec or IndexSpec())
+        index.train(docs)
+        index.add(docs)
+        # one more hit per query when a document may be dropped for sharing the query's id
+        k = min(needed + int(ignore_identical_ids), index.ntotal)
+        return ranked(*index.search(queries, k))
+
+    def ranked(scores: np.ndarray, ids: np.ndarray) -> dict[str, list[tuple[str, float]]]:
+        run: dict[str, list[tuple[str, float]]] = {}
+        for qi, qid in enumerate(data.query_ids):
+            hits = [
+                (data.corpus_ids[j], float(s))
+                for s, j in zip(scores[qi], ids[qi], strict=True)
+                if j >= 0 and not (ignore_identical_ids and data.corpus_ids[j] == qid)
+            ]
+            run[qid] = trec_order(hits)[:needed]
+        return run
+
     docs = encode(data.corpus_texts, "corpus")
-    index = VectorIndex(docs.shape[1], index_spec or IndexSpec())
-    index.train(docs)
-    index.add(docs)
-    del docs
     queries = encode(data.query_texts, "queries")
-    # one more hit per query when a document may be dropped for sharing the query's id
-    k = min(needed + int(ignore_identical_ids), index.ntotal)
-    scores, ids = index.search(queries, k)
-    run: dict[str, list[tuple[str, float]]] = {}
-    for qi, qid in enumerate(data.query_ids):
-        hits = [
-            (data.corpus_ids[j], float(s))
-            for s, j in zip(scores[qi], ids[qi], strict=True)
-            if j >= 0 and not (ignore_identical_ids and data.corpus_ids[j] == qid)
-        ]
-        run[qid] = trec_order(hits)[:needed]
+    run = search(docs, queries)
+    by_dim = {}
+    for d in (d for d in dims if d < docs.shape[1]):
+        cut_run = search(*(l2_normalise(x[:, :d].copy()) for x in (docs, queries)))
+        by_dim[int(d)] = mean_metrics(cut_run, data.qrels, {"ndcg": (10,)})["ndcg@10"]
+    del docs
     metrics = mean_metrics(run, data.qrels, ks)
     kept = {q: hits[:top_k] for q, hits in run.items()}  # what a run file holds
-    return RetrievalResult(metrics, len(data.query_ids), len(data.corpus_ids), kept)
+    return RetrievalResult(metrics, len(data.query_ids), len(data.corpus_ids), kept, by_dim)
 
 
 @EVALUATIONS.register("retrieval", summary="nDCG/MRR/MAP/Recall@k on a BEIR-layout directory, as MTEB scores it")
@@ -268,6 +285,7 @@ class RetrievalEvaluator(Evaluation):
         result = evaluate_retrieval(
             encoder, data, top_k=args.top_k, index_spec=spec, ignore_identical_ids=args.ignore_identical_ids,
             embed=embed, batch_size=args.batch_size, precision=args.precision, show_progress_bar=not args.no_progress,
+            dims=encoder.matryoshka_dims,
         )
         if args.run_file:
             write_trec_run(args.run_file, result.run)
@@ -276,7 +294,8 @@ class RetrievalEvaluator(Evaluation):
         for name in DEFAULT_KS:
             rows.append([name, *[f"{m[f'{name}@{k}']:.2f}" if f"{name}@{k}" in m else "" for k in (1, 3, 5, 10, 100)]])
         text = (f"retrieval  {data.name}  queries={result.n_queries}  documents={result.n_documents}  "
-                f"nDCG@10={m['ndcg@10']:.2f}\n" + table(rows))
+                f"nDCG@10={m['ndcg@10']:.2f}"
+                + "".join(f"  nDCG@10[{d}]={100 * v:.2f}" for d, v in result.by_dim.items()) + "\n" + table(rows))
         if args.run_file:
             text += f"\nrun file: {args.run_file}"
         payload = {"task": "retrieval", "data": str(root), "split": split, "model": args.model,
@@ -286,5 +305,6 @@ class RetrievalEvaluator(Evaluation):
     def __call__(self, encoder: Any, cache: dict[Any, Any] | None = None) -> dict[str, float]:
         named = encoder.prompts if isinstance(encoder, Encoder) else {}  # the prompts it trains with
         data = with_prompts(self.data, named.get("query"), named.get("document"))
-        r = evaluate_retrieval(encoder, data, batch_size=self.batch_size, precision=self.precision)
+        dims = encoder.matryoshka_dims if isinstance(encoder, Encoder) else ()
+        r = evaluate_retrieval(encoder, data, batch_size=self.batch_size, precision=self.precision, dims=dims)
         return {**r.x100(), "n_queries": r.n_queries}

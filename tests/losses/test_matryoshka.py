@@ -186,3 +186,40 @@ def test_half_precision_embeddings_get_float32_gradients_cast_back():
     assert all(x.dtype == torch.float16 for x in g)
     for x, y in zip(g, h, strict=True):
         torch.testing.assert_close(x, y, atol=1e-2, rtol=1e-2)
+
+
+def test_eval_retrieval_reports_every_size_as_the_cut_embeddings_search(tmp_path, tiny_model, capsys):
+    """``eval retrieval`` on a Matryoshka model: nDCG@10 at each trained size, equal to the
+    full pipeline run on the embeddings cut to that size and renormalised by hand."""
+    import json
+
+    import numpy as np
+
+    from contrastlib.encoders import TextEncoder
+    from contrastlib.evaluation.retrieval import evaluate_retrieval, read_beir
+
+    enc = TextEncoder(tiny_model)
+    enc.matryoshka_dims = (32, 8)
+    enc.save(tmp_path / "model")
+    docs = [f"document {i} about {w}" for i, w in enumerate(["cats", "dogs", "rain", "stocks", "bread", "music"] * 3)]
+    root = tmp_path / "beir"
+    (root / "qrels").mkdir(parents=True)
+    (root / "corpus.jsonl").write_text("".join(json.dumps({"_id": f"d{i}", "title": "", "text": t}) + "\n"
+                                               for i, t in enumerate(docs)))
+    (root / "queries.jsonl").write_text("".join(json.dumps({"_id": f"q{i}", "text": f"about {w}"}) + "\n"
+                                                for i, w in enumerate(["cats", "rain", "bread", "music"])))
+    (root / "qrels" / "test.tsv").write_text("query-id\tcorpus-id\tscore\n" + "".join(
+        f"q{q}\td{d}\t1\n" for q, d in [(0, 0), (0, 6), (1, 2), (2, 4), (2, 10), (3, 5)]))
+    capsys.readouterr()
+    assert main(["eval", "retrieval", "--model", str(tmp_path / "model"), "--data", str(root), "--json",
+                 "--no-progress"]) == 0
+    out = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+
+    class Cut:
+        def encode(self, texts, **kw):
+            x = enc.encode(texts, **kw)[:, :8]
+            return x / np.linalg.norm(x, axis=1, keepdims=True)
+
+    by_hand = evaluate_retrieval(Cut(), read_beir(root, "test")).metrics["ndcg@10"]
+    assert out["ndcg@10[8]"] == pytest.approx(100 * by_hand, abs=1e-6)
+    assert "ndcg@10[32]" not in out  # the whole width is the plain score
