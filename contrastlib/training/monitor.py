@@ -193,3 +193,17 @@ def monitor_callbacks(
     if every_n_epochs and evaluators:
         return [EvalMonitor(evaluators, every_n_epochs, run_dir, initial)]
     return []
+
+
+def log_source_loss(module: Any, source: str, loss: Tensor) -> None:
+    """``train/loss/SOURCE`` (unweighted) of a run on several sources, at the steps that
+    trained on that source. Not through ``self.log``: Lightning logs a key's last value
+    again at every step after it was first logged. Every rank's rows are of this step's
+    source (a global batch is one source's), so the mean over ranks is a collective every
+    rank reaches."""
+    losses = module.loss_fn
+    value = loss.detach() / losses.weights[losses.source]
+    value = module.trainer.strategy.reduce(value, reduce_op="mean")
+    if module.trainer.is_global_zero:
+        for logger in module.loggers:
+            logger.log_metrics({f"train/loss/{source}": float(value)}, step=module.global_step)

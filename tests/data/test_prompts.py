@@ -67,6 +67,10 @@ def test_the_export_embeds_with_its_prompts_as_sentence_transformers_does(prompt
                  "--prompt", "query: ", "--no-progress"]) == 0
     ours, given = np.load(tmp_path / "q.npy"), np.load(tmp_path / "p.npy")
     np.testing.assert_array_equal(ours, given)
+    # the run's checkpoint knows its prompts too (embed / eval on a .ckpt)
+    assert main(["embed", "--model", str(prompted_runs / run / "checkpoints" / "last.ckpt"), "--input",
+                 str(tmp_path / "q.txt"), "--out", str(tmp_path / "c.npy"), "--prompt-name", "query", "--no-progress"]) == 0
+    np.testing.assert_allclose(np.load(tmp_path / "c.npy"), ours, atol=1e-5)
     st = SentenceTransformer(str(model), device="cpu")
     for theirs in (st.encode(texts, prompt_name="query"), st.encode_query(texts)):
         cos = (ours * theirs).sum(1) / np.linalg.norm(ours, axis=1) / np.linalg.norm(theirs, axis=1)

@@ -156,6 +156,9 @@ def test_evaluations_report_every_size_and_the_export_records_them(tmp_path, tin
     assert scores["spearman@32"] == pytest.approx(scores["spearman"])  # 32 is the tiny BERT's whole width
     model = tmp_path / "m" / "model"
     assert json.loads((model / "config_sentence_transformers.json").read_text())["matryoshka_dims"] == [32, 16]
+    from contrastlib.loading import load_encoder_from_checkpoint
+
+    assert load_encoder_from_checkpoint(tmp_path / "m" / "checkpoints" / "last.ckpt").matryoshka_dims == (32, 16)
     capsys.readouterr()
     assert main(["eval", "sts", "--model", str(model), "--data", str(sts), "--json", "--no-progress"]) == 0
     out = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
