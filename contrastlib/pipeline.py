@@ -310,7 +310,7 @@ def describe(plan: FitPlan) -> str:
         f"method: {plan.cfg.method['name']} {plan.method_config}",
         *_describe_data(plan),
         f"sampler: {plan.sampler}{f' ({options})' if options else ''}, batch {plan.cfg.data.batch_size} per device",
-        f"loss: {plan.cfg.loss['name']}",
+        f"loss: {_describe_loss(plan)}",
         f"precision: {plan.precision} ({plan.precision_reason})",
         f"evaluations: {', '.join(e.name for e in plan.evaluators) or 'none'}",
     ]
@@ -326,3 +326,12 @@ def _describe_data(plan: FitPlan) -> list[str]:
         weight = f", weight {p.weight:g}" if p.weight != 1 else ""
         lines.append(f"  {p.name}: {p.data.source}: {len(p.data.rows)} rows, {p.data.description}{weight}")
     return lines
+
+
+def _describe_loss(plan: FitPlan) -> str:
+    """The loss's name; several sources: each source's (``info_nce (nli), cosent (sts)``)."""
+    matryoshka = " in loss.matryoshka" if plan.loss.embedding_dims() else ""
+    if not plan.data.parts:
+        return f"{plan.cfg.loss['name']}{matryoshka}"
+    specs = source_specs(plan.cfg.data, plan.cfg.loss)
+    return ", ".join(f"{s.loss['name']} ({s.name})" for s in specs) + matryoshka

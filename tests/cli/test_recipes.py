@@ -93,3 +93,15 @@ def test_precision_auto_follows_the_hardware(monkeypatch, native, expected):
     assert chosen == expected and why.startswith("auto: CPU with")
     assert precision.resolve_precision("32-true", "auto")[0] == "32-true"
     assert precision.encode_precision("auto", chosen) == ("bf16" if native else "fp32")
+
+
+def test_the_two_sources_recipe_reads_both_bundled_sources_from_any_directory(tmp_path, capsys, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    assert main(["fit", "two-sources", "--dry-run"]) == 0
+    out = capsys.readouterr().out
+    assert "data: 8692 rows from 2 sources, proportional" in out
+    assert "nli: " in out and "2943 rows, triplets (anchor, positive, negative)" in out
+    assert "sts: " in out and "5749 rows, scored pairs (sentence1, sentence2, score), weight 0.5" in out
+    assert "dims:" in out and "query: " in out
+    assert "loss: info_nce (nli), cosent (sts) in loss.matryoshka" in out
+    assert not any(tmp_path.iterdir())
