@@ -91,3 +91,34 @@ def test_bad_lora_settings_are_one_line_errors_before_any_model_loads(value, mes
     with pytest.raises(ContrastlibError) as err:
         plan_fit(load_config("simcse-snli", [f"model.lora={value}", "model.name=no/such-model-here"]))
     assert message in str(err.value) and "\n" not in str(err.value)
+
+
+@pytest.mark.slow
+def test_lora_under_ddp_equals_one_process_at_twice_the_batch(tmp_path, tiny_model):
+    """2 gloo ranks through the CLI (Lightning's DDP over a PeftModel whose base is frozen)
+    against one process at twice the per-device batch, dropout off: the same loss at every
+    step and the same adapters at the end."""
+    from tests_helpers import ddp_beside_one, train_losses
+
+    lines = (Path(__file__).resolve().parents[2] / "datasets" / "nli" / "snli-dev.tsv").read_text().splitlines()
+    train = tmp_path / "train.tsv"
+    train.write_text("\n".join(lines[:33]) + "\n")  # 32 rows: 4 global batches of 8
+
+    def args(out: Path, batch: int) -> list[str]:
+        out.mkdir()
+        return ["fit", "simcse-snli", f"model.name={tiny_model}", f"data.train={train}", f"data.batch_size={batch}",
+                "data.sampler=random", "model.dropout=0.0", "model.max_seq_length=32", "model.lora={rank: 4}",
+                "optim.lr=1e-2", "trainer.precision=32-true", "trainer.max_epochs=1", "trainer.log_every_n_steps=1",
+                "trainer.enable_progress_bar=false", "eval.sts=[]", "trainer.accelerator=cpu",
+                f"output_dir={out}", "name=x"]
+
+    ddp, one = ddp_beside_one(args(tmp_path / "ddp", 4), tmp_path / "ddp", args(tmp_path / "one", 8))
+    assert ddp.returncode == 0, ddp.stderr[-3000:]
+    assert one.returncode == 0, one.stderr[-3000:]
+    a, b = train_losses(tmp_path / "ddp" / "x"), train_losses(tmp_path / "one" / "x")
+    assert len(a) == len(b) == 4 and a == pytest.approx(b, abs=1e-5)
+    wa, wb = (_state(tmp_path / r / "x" / "checkpoints" / "last.ckpt") for r in ("ddp", "one"))
+    lora = [k for k in wb if "lora_" in k]
+    assert lora
+    for k in lora:
+        torch.testing.assert_close(wa[k], wb[k], atol=1e-5, rtol=0, msg=k)

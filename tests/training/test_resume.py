@@ -51,6 +51,8 @@ METHODS = {
     "simcse-two-sources": ([*RUN, "data.max_rows=40",
                             "data.train={nli: '${bundled:nli/snli-dev.tsv}', sts: {path: '${bundled:stsb/train.tsv}', "
                             "loss: {name: cosent}, weight: 0.5}}", "data.prompts='query: '"], STEPS_PER_EPOCH),
+    # LoRA adapters (peft) on the tiny BERT: the adapters and their dropout state carry over
+    "simcse-lora": ([*RUN, "model.lora={rank: 4, dropout: 0.1}"], STEPS_PER_EPOCH),
     # a fine-tuned encoder with dropout under a reward head, held-out normalisation at the end
     "reward-finetune": (["reward-hh", "method.frozen=false", "model.max_seq_length=32", "data.max_rows=60",
                          "data.batch_size=8", "data.on_bad_row=skip", "eval.batch_size=64", *_EVERY_3], None),
@@ -58,7 +60,7 @@ METHODS = {
 
 
 #: the text methods, run on the tiny BERT (``model.name`` added in the test)
-TEXT_METHODS = ("simcse-text", "simcse-two-sources", "reward-finetune")
+TEXT_METHODS = ("simcse-text", "simcse-two-sources", "simcse-lora", "reward-finetune")
 
 
 @pytest.fixture
@@ -95,7 +97,7 @@ def _stderr(out: Path, name: str, resumed: bool = False) -> str:
 #: by test_gradient_cache_run_resumes_mid_epoch_exactly and tests/test_ddp_cli.py; the
 #: fine-tuned reward model's mid-epoch resume by test_reward_run_cut_mid_epoch_resumes_exactly
 #: (cut by max_steps, in-process: 3 processes' imports less); a real SIGKILL by moco-v2-queue
-SLOW_METHODS = ("simclr-2-workers", "simcse-text", "simcse-two-sources", "reward-finetune")
+SLOW_METHODS = ("simclr-2-workers", "simcse-text", "simcse-two-sources", "simcse-lora", "reward-finetune")
 
 
 @pytest.mark.parametrize("method", [pytest.param(m, marks=pytest.mark.slow) if m in SLOW_METHODS else m
