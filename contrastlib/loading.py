@@ -81,10 +81,11 @@ def load_encoder_from_checkpoint(path: str | Path) -> Encoder:
     missing = [k for k in missing if not k.endswith("position_ids")]
     if missing or unexpected:
         raise ModelLoadError(f"{path}: encoder weights do not match (missing {missing[:3]}, unexpected {unexpected[:3]})")
-    extras = hparams.get(ENCODER_EXTRAS_HPARAM) or {}  # the prompts and sizes it trained with
-    if extras.get("prompts"):
-        encoder.prompts = {str(k): str(v) for k, v in extras["prompts"].items()}
-    encoder.matryoshka_dims = tuple(int(d) for d in extras.get("matryoshka_dims") or ())
+    extras = hparams.get(ENCODER_EXTRAS_HPARAM)
+    if extras is not None:  # the prompts and sizes it trained with, not its base model's
+        encoder.prompts = {str(k): str(v) for k, v in (extras.get("prompts") or {}).items()}
+        encoder.default_prompt_name = None
+        encoder.matryoshka_dims = tuple(int(d) for d in extras.get("matryoshka_dims") or ())
     return encoder
 
 
@@ -154,7 +155,11 @@ class LazyEncoder:
             from contrastlib.encoders.sbert_format import read_st_config
 
             return read_st_config(source)[0]
-        return tuple(self.load().matryoshka_dims)
+        if source is not None and source.suffix == ".ckpt":
+            ckpt = torch.load(source, map_location="cpu", weights_only=True)
+            extras = (ckpt.get("hyper_parameters") or {}).get(ENCODER_EXTRAS_HPARAM) or {}
+            return tuple(int(d) for d in extras.get("matryoshka_dims") or ())
+        return ()  # a hub model: the sizes are a contrastlib export's own key
 
     def encode(self, items: Sequence[Any], **kwargs: Any) -> Any:
         return self.load().encode(items, **kwargs)

@@ -30,7 +30,7 @@ from contrastlib.config.build import (
 )
 from contrastlib.config.load import to_yaml
 from contrastlib.config.schema import RunConfig
-from contrastlib.config.sources import source_specs
+from contrastlib.config.sources import several_sources, source_specs
 from contrastlib.errors import ConfigError
 from contrastlib.evaluation.base import Evaluation, run_evaluations
 from contrastlib.jobs import Job
@@ -38,7 +38,7 @@ from contrastlib.methods.base import ContrastiveModule
 from contrastlib.methods.data import SourcePart, TrainData
 from contrastlib.registry import ENCODERS, EVALUATIONS, SAMPLERS
 from contrastlib.samplers.options import check_sampler
-from contrastlib.sources import plan_loss, prompt_names, read_sources
+from contrastlib.sources import check_batches, plan_loss, prompt_names, read_sources
 from contrastlib.training.gradcache import GradCache
 from contrastlib.training.loader import build_loader as build_data_loader
 from contrastlib.training.monitor import EvalMonitor, monitor_callbacks
@@ -97,8 +97,9 @@ def plan_fit(cfg: RunConfig) -> FitPlan:
         fitting = [e.name for e in ENCODERS.entries() if e.obj.inputs == method_cls.inputs]
         raise ConfigError(f"model.encoder: method {name!r} trains a {' or '.join(fitting)} encoder, not {cfg.model['encoder']!r}")
     specs = source_specs(cfg.data, cfg.loss)
-    data = read_sources(name, method_cls, specs, config, composition=cfg.data.composition,
+    data = read_sources(name, method_cls, specs, config, several=several_sources(cfg.data.train), composition=cfg.data.composition,
                         max_rows=cfg.data.max_rows, on_bad_row=cfg.data.on_bad_row)
+    check_batches(data, batch_size=cfg.data.batch_size, drop_last=cfg.data.drop_last, devices=cfg.trainer.devices)
     loss = plan_loss(method_cls, config, data, specs)
     sampler = cfg.data.sampler or method_cls.default_sampler
     SAMPLERS.check(sampler, key="data.sampler")

@@ -18,16 +18,17 @@ from contrastlib.data.collate import IndexedRows
 from contrastlib.data.prompts import named_prompts
 from contrastlib.data.readers import BadRows
 from contrastlib.data.sources import Chained, SourcesDataset, starts_of
-from contrastlib.errors import ConfigError
+from contrastlib.errors import ConfigError, ContrastlibError
 from contrastlib.losses.base import ContrastiveLoss, check_loss
 from contrastlib.losses.sources import SourceLosses
 from contrastlib.methods.data import SourcePart, TrainData
 
 
-def read_sources(method: str, method_cls: Any, specs: Sequence[SourceSpec], config: Any, *, composition: str,
-                 max_rows: int | None, on_bad_row: str) -> TrainData:
-    """The method's :class:`TrainData` of ``specs`` (one source: as the method reads it)."""
-    if len(specs) == 1 and specs[0].name == "train":
+def read_sources(method: str, method_cls: Any, specs: Sequence[SourceSpec], config: Any, *, several: bool,
+                 composition: str, max_rows: int | None, on_bad_row: str) -> TrainData:
+    """The method's :class:`TrainData` of ``specs``: one source (``data.train`` a path) as
+    the method reads it; ``several`` (a mapping, even of one source) each kept as a part."""
+    if not several:
         s = specs[0]
         return method_cls.read_train_data(s.path, config, max_rows=max_rows, bad_rows=BadRows(on_bad_row, key="data.on_bad_row"),
                                           columns=s.columns, prompts=s.prompts)
@@ -41,7 +42,7 @@ def read_sources(method: str, method_cls: Any, specs: Sequence[SourceSpec], conf
             data = method_cls.read_train_data(s.path, source_config, max_rows=max_rows,
                                               bad_rows=BadRows(on_bad_row, key="data.on_bad_row"),
                                               columns=s.columns, prompts=s.prompts)
-        except ConfigError as exc:  # data.columns / data.prompts of this source
+        except ContrastlibError as exc:  # data.columns / data.prompts of this source, named as it set them
             raise ConfigError(_source_key(str(exc), s.name)) from None
         if not len(data.rows):
             raise ConfigError(f"data.train.{s.name}: {s.path} has no rows")
@@ -52,9 +53,20 @@ def read_sources(method: str, method_cls: Any, specs: Sequence[SourceSpec], conf
 def _source_key(message: str, name: str) -> str:
     """``data.columns: ...`` -> ``data.train.NAME.columns: ...`` (the key the source set)."""
     for key in ("columns", "prompts"):
-        if message.startswith(f"data.{key}"):
-            return f"data.train.{name}.{key}" + message[len(f"data.{key}"):]
+        message = message.replace(f"data.{key}", f"data.train.{name}.{key}")
     return message
+
+
+def check_batches(data: TrainData, *, batch_size: int, drop_last: bool, devices: Any) -> None:
+    """Refuse a source of several that would form no batch (with ``drop_last``, fewer rows
+    than a global batch; or fewer rows than devices): it would never train, and under
+    ``round_robin`` no source would."""
+    world = int(devices) if str(devices).isdigit() else 1
+    for part in data.parts:
+        n = len(part.data.rows)
+        if n // (batch_size * world) == 0 and (drop_last or n < world):
+            raise ConfigError(f"data.train.{part.name}: {n} rows make no global batch of {batch_size} x {world} "
+                              f"device(s){' with data.drop_last' if drop_last else ''}; it would never train")
 
 
 def _loss_key(spec: SourceSpec, message: str) -> str:

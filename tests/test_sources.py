@@ -138,7 +138,12 @@ def test_round_robin_and_differing_prompts_are_exported_per_source(tmp_path, tin
     ({"train": {"nli": {"columns": ["a"]}}}, "data.train.nli.path: missing"),
     ({"composition": "mixed"}, "data.composition: one of proportional, round_robin"),
     ({"train": {"nli": NLI, "sts": {"path": STS, "loss": {"scal": 2}}}}, "data.train.sts.loss"),
-    ({"train": {"nli": NLI, "sts": {"path": STS, "columns": ["sentence1", "nope"]}}}, "nope"),
+    ({"train": {"nli": NLI, "sts": {"path": STS, "columns": ["sentence1", "nope"]}}},
+     "data.train.sts.columns: no column 'nope'"),
+    ({"train": {"nli": {"path": NLI, "columns": "anchor"}}}, "data.train.nli.columns: a list of column names"),
+    # a source too small for one batch with drop_last would never train
+    ({"train": {"nli": NLI, "sts": STS}, "max_rows": 6, "drop_last": True},
+     "data.train.nli: 6 rows make no global batch of 8 x 1 device(s) with data.drop_last"),
     # a source's own loss is checked against that source's rows (triplets: hard negatives)
     ({"train": {"nli": {"path": NLI, "loss": {"name": "align_uniform"}}, "sts": STS}},
      "data.train.nli.loss.name: loss 'align_uniform' takes two views"),
@@ -154,3 +159,27 @@ def test_a_bad_source_is_a_one_line_error_naming_its_key(tmp_path, tiny_model, c
 def test_a_method_that_trains_on_one_source_refuses_several(tmp_path):
     with pytest.raises(ConfigError, match="data.train: method 'simclr' trains on one source"):
         plan_fit(load_config("simclr-digits", ["data.train={a: x.npz, b: y.npz}"]))
+
+
+def test_a_mapping_of_one_source_named_train_keeps_its_settings(tmp_path, tiny_model):
+    cfg = _config(tmp_path, tiny_model)
+    cfg["data"]["train"] = {"train": {"path": NLI, "weight": 3}}
+    plan = plan_fit(load_config(str(_write(tmp_path, cfg))))
+    assert [(p.name, p.weight) for p in plan.data.parts] == [("train", 3.0)]
+
+
+def test_a_source_s_idle_learnable_temperature_still_gets_a_gradient():
+    """Under DDP (find_unused_parameters off) every trainable parameter must take part in
+    every step: a learnable temperature of one source's loss gets a zero gradient on the
+    other source's steps (found in review)."""
+    from contrastlib.losses import InfoNCELoss
+    from contrastlib.losses.graded import CoSENTLoss
+    from contrastlib.losses.sources import SourceLosses
+
+    learnable = InfoNCELoss(0.05, learnable_temperature=True)
+    losses = SourceLosses([learnable, CoSENTLoss()], [0, 1], [1.0, 1.0], ["nli", "sts"])
+    losses.use_source(1)
+    a, b = torch.randn(4, 8, requires_grad=True), torch.randn(4, 8, requires_grad=True)
+    losses(a, b, scores=torch.tensor([1.0, 2.0, 3.0, 4.0])).backward()
+    params = [p for p in learnable.parameters() if p.requires_grad]
+    assert params and all(p.grad is not None and float(p.grad.abs().sum()) == 0 for p in params)

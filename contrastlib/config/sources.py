@@ -94,6 +94,9 @@ def _spec(name: str, value: Any, data: Any, run_loss: dict[str, Any]) -> SourceS
         raise ConfigError(f"{key}.loss: a loss section (name and parameters, or parameters only), got {own!r}")
     loss = _source_loss(run_loss, dict(own or {}))
     columns = value.get("columns", plain(data.columns))
+    if columns is not None and (isinstance(columns, str) or not isinstance(columns, list)
+                                or not all(isinstance(c, str) and c for c in columns)):
+        raise ConfigError(f"{key}.columns: a list of column names, e.g. [query, answer]; got {columns!r}")
     prompts = value.get("prompts", plain(data.prompts))
     return SourceSpec(name, path, columns, prompts, loss, float(weight), own_loss=loss != run_loss)
 

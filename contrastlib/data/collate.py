@@ -83,5 +83,5 @@ class HFTokenize:
         plain, prompts = split_prompts(texts)
         out = dict(self.tokenizer(plain, padding=True, truncation=True, max_length=self.max_length, return_tensors="pt"))
         if not self.include_prompt:
-            out["pool_mask"] = prompt_pool_mask(self.tokenizer, prompts, out["attention_mask"])
+            out["pool_mask"] = prompt_pool_mask(self.tokenizer, prompts, out["attention_mask"], self.max_length)
         return out

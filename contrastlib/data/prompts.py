@@ -12,8 +12,9 @@ A prompt put before a text is followed by :data:`PROMPT_MARK`, a private-use cha
 the tokenisers remove: it says where the prompt ends, so that an encoder with
 ``include_prompt: false`` (sentence-transformers' ``Pooling(include_prompt=False)``, as
 INSTRUCTOR models use) pools without the prompt's tokens, exactly as sentence-transformers
-does: the first ``len(tokenize(prompt)) - 1`` tokens (the leading special token and the
-prompt's own) are left out of the pool (:func:`prompt_pool_mask`). With the default
+does: the prompt's tokens, the leading special token with them, are left out of the pool
+(:func:`prompt_length`, :func:`prompt_pool_mask`); CLS pooling takes the first token after
+them. With the default
 ``include_prompt: true`` the mark is dropped and the text is the prompt and the text.
 """
 
@@ -28,7 +29,7 @@ from torch import Tensor
 from contrastlib.errors import ConfigError
 from contrastlib.utils.marks import PROMPT_MARK, prompted, split_prompts
 
-__all__ = ["PROMPT_MARK", "ROLES", "column_prompts", "named_prompts", "prompt_pool_mask", "prompted", "split_prompts",
+__all__ = ["PROMPT_MARK", "ROLES", "column_prompts", "named_prompts", "prompt_length", "prompt_pool_mask", "prompted", "split_prompts",
            "with_prompt"]
 
 
@@ -75,12 +76,22 @@ def with_prompt(texts: Sequence[str], prompt: str | None) -> list[str]:
     return [prompted(prompt, t) for t in texts] if prompt else list(texts)
 
 
-def prompt_pool_mask(tokenizer: Any, prompts: Sequence[str], attention_mask: Tensor) -> Tensor:
+def prompt_length(tokenizer: Any, prompt: str, max_length: int | None = None) -> int:
+    """Tokens of a row that are its prompt's, by sentence-transformers' rule: the prompt
+    tokenised alone (special tokens added, truncated to the window), less a trailing special
+    token (``[SEP]``, ``</s>``) where the tokenizer adds one."""
+    ids = list(tokenizer(prompt, truncation=max_length is not None, max_length=max_length)["input_ids"])
+    special = set(tokenizer.all_special_ids)
+    return len(ids) - int(bool(ids) and ids[-1] in special)
+
+
+def prompt_pool_mask(tokenizer: Any, prompts: Sequence[str], attention_mask: Tensor,
+                     max_length: int | None = None) -> Tensor:
     """The attention mask without each row's prompt tokens, as sentence-transformers'
-    ``include_prompt=False`` pools: the first ``len(tokenizer(prompt)["input_ids"]) - 1``
-    real tokens of a row (its leading special token and the prompt; counted from the first
-    real token, so left padding pools alike); a row without a prompt keeps every token."""
-    lengths = {p: len(tokenizer(p)["input_ids"]) - 1 for p in set(prompts) if p}
+    ``include_prompt=False`` pools: the first :func:`prompt_length` real tokens of a row
+    (counted from its first real token, so left padding pools alike); a row without a
+    prompt keeps every token."""
+    lengths = {p: prompt_length(tokenizer, p, max_length) for p in set(prompts) if p}
     n = torch.tensor([lengths.get(p, 0) for p in prompts], dtype=torch.long)[:, None]
     position = attention_mask.long().cumsum(dim=1)  # 1, 2, ... over a row's real tokens
     return attention_mask * (position > n).to(attention_mask.dtype)

@@ -17,9 +17,13 @@ def mean_pooling(hidden: Tensor, mask: Tensor) -> Tensor:
     return summed / counts
 
 
-@POOLINGS.register("cls", summary="the first token's state ([CLS])")
+@POOLINGS.register("cls", summary="the first token's state ([CLS]; left padding and prompts skipped)")
 def cls_pooling(hidden: Tensor, mask: Tensor) -> Tensor:
-    return hidden[:, 0]
+    """The first pooled token, as sentence-transformers takes it: ``[CLS]`` under right
+    padding, the first real token under left padding, the first after the prompt with
+    ``include_prompt: false``."""
+    first = mask.long().argmax(dim=1)  # [B]
+    return hidden[torch.arange(hidden.shape[0], device=hidden.device), first]
 
 
 @POOLINGS.register("last", summary="the last non-padding token (left or right padding)")

@@ -69,7 +69,7 @@ def tokenize_texts(
             before = real & ~after
             out["context_mask"] = torch.where(before.any(dim=1, keepdim=True), before.to(mask.dtype), mask)
     if not include_prompt:
-        without = prompt_pool_mask(tokenizer, prompts, out["attention_mask"])
+        without = prompt_pool_mask(tokenizer, prompts, out["attention_mask"], max_length)
         out["pool_mask"] = out["pool_mask"] * without if "pool_mask" in out else without
     if pad_to_multiple_of:
         longest = out["input_ids"].shape[1]

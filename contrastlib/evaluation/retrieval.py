@@ -185,15 +185,15 @@ def evaluate_retrieval(
         x = np.asarray(out, dtype=np.float32)
         return l2_normalise(x) if similarity == "cosine" else x
 
-    def search(docs: np.ndarray, queries: np.ndarray) -> dict[str, list[tuple[str, float]]]:
-        index = VectorIndex(docs.shape[1], index_spec or IndexSpec())
+    def index_of(docs: np.ndarray, spec: Any) -> Any:
+        index = VectorIndex(docs.shape[1], spec)
         index.train(docs)
         index.add(docs)
-        # one more hit per query when a document may be dropped for sharing the query's id
-        k = min(needed + int(ignore_identical_ids), index.ntotal)
-        return ranked(*index.search(queries, k))
+        return index
 
-    def ranked(scores: np.ndarray, ids: np.ndarray) -> dict[str, list[tuple[str, float]]]:
+    def ranked(index: Any, queries: np.ndarray) -> dict[str, list[tuple[str, float]]]:
+        # one more hit per query when a document may be dropped for sharing the query's id
+        scores, ids = index.search(queries, min(needed + int(ignore_identical_ids), index.ntotal))
         run: dict[str, list[tuple[str, float]]] = {}
         for qi, qid in enumerate(data.query_ids):
             hits = [
@@ -205,13 +205,18 @@ def evaluate_retrieval(
         return run
 
     docs = encode(data.corpus_texts, "corpus")
-    queries = encode(data.query_texts, "queries")
-    run = search(docs, queries)
-    by_dim = {}
-    for d in (d for d in dims if d < docs.shape[1]):
-        cut_run = search(*(l2_normalise(x[:, :d].copy()) for x in (docs, queries)))
-        by_dim[int(d)] = mean_metrics(cut_run, data.qrels, {"ndcg": (10,)})["ndcg@10"]
+    # each Matryoshka size's documents, cut and renormalised, searched exactly (any size
+    # fits a flat index); the full embeddings go once they are indexed
+    cut = {int(d): l2_normalise(docs[:, :d].copy()) for d in dims if d < docs.shape[1]}
+    index = index_of(docs, index_spec or IndexSpec())
     del docs
+    queries = encode(data.query_texts, "queries")
+    run = ranked(index, queries)
+    del index
+    by_dim = {}
+    for d in list(cut):
+        cut_run = ranked(index_of(cut.pop(d), IndexSpec()), l2_normalise(queries[:, :d].copy()))
+        by_dim[d] = mean_metrics(cut_run, data.qrels, {"ndcg": (10,)})["ndcg@10"]
     metrics = mean_metrics(run, data.qrels, ks)
     kept = {q: hits[:top_k] for q, hits in run.items()}  # what a run file holds
     return RetrievalResult(metrics, len(data.query_ids), len(data.corpus_ids), kept, by_dim)

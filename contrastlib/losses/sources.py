@@ -53,7 +53,11 @@ class SourceLosses(ContrastiveLoss):
         dropped: dict[str, Any] = {f: None for f in x.given() - loss.accepts}
         out: Tensor = loss(dataclasses.replace(x, **dropped) if dropped else x)
         weight = self.weights[self.source]
-        return out * weight if weight != 1.0 else out
+        out = out * weight if weight != 1.0 else out
+        # the other sources' trainable parameters (a learnable temperature) take part with
+        # a zero gradient: DDP (find_unused_parameters off) reduces every parameter each step
+        idle = [p for other in self.each() if other is not loss for p in other.parameters() if p.requires_grad]
+        return out + sum(0.0 * p.sum() for p in idle) if idle else out
 
     def own_parameters(self) -> list[nn.Parameter]:
         return [p for loss in self.each() for p in loss.own_parameters()]

@@ -162,6 +162,8 @@ class RewardMethod(ContrastiveModule):
     def check_run(cls, config: Any, run: Any) -> None:
         if config.frozen and run.gradcache.enabled:
             raise ConfigError("gradcache: a frozen encoder has no gradients to cache; set method.frozen=false or drop gradcache")
+        if config.frozen and run.model.get("lora") is not None:
+            raise ConfigError("model.lora: a frozen encoder trains no adapters; set method.frozen=false or drop model.lora")
 
     @classmethod
     def loss_contract(cls, config: Any, data: TrainData) -> LossContract:

@@ -154,3 +154,42 @@ def test_a_base_model_s_prompts_are_not_exported_unless_the_run_trains_with_them
                  "data.batch_size=8", "trainer.max_steps=1", "eval.sts=[]", "trainer.enable_progress_bar=false"]) == 0
     exported = json.loads((tmp_path / "r" / "model" / "config_sentence_transformers.json").read_text())
     assert exported["prompts"] == {} and exported["default_prompt_name"] is None
+    # nor does its checkpoint (found in review)
+    from contrastlib.loading import load_encoder_from_checkpoint
+
+    loaded = load_encoder_from_checkpoint(tmp_path / "r" / "checkpoints" / "last.ckpt")
+    assert dict(loaded.prompts) == {} and loaded.default_prompt_name is None
+
+
+@pytest.mark.parametrize(("pooling", "prompt"), [("mean", "query: "), ("cls", "query: "),
+                                                  ("mean", "a prompt far longer than the window " * 3)])
+def test_include_prompt_false_pools_as_sentence_transformers(tmp_path, tiny_model, pooling, prompt):
+    """Pooling(include_prompt=False) as sentence-transformers 6 computes it: the prompt's
+    length less a trailing special token, CLS as the first token after the prompt, a prompt
+    longer than the window cut to it (the last-but-one found in review)."""
+    from sentence_transformers import SentenceTransformer
+
+    from contrastlib.data.prompts import with_prompt
+    from contrastlib.encoders import TextEncoder
+
+    enc = TextEncoder(tiny_model, pooling=pooling, include_prompt=False, max_seq_length=16)
+    enc.prompts = {"query": prompt}
+    enc.save(tmp_path / "m")
+    texts = ["how do magnets work", "the capital of france is paris, a city on the seine", "bread"]
+    ours = enc.encode(with_prompt(texts, prompt))
+    theirs = SentenceTransformer(str(tmp_path / "m"), device="cpu").encode(texts, prompt_name="query")
+    np.testing.assert_allclose(ours, theirs, atol=1e-5)
+
+
+def test_the_prompt_length_drops_only_a_trailing_special_token():
+    from contrastlib.data.prompts import prompt_length
+
+    class StartOnly:  # a tokenizer that adds only a start token (Mistral-style)
+        all_special_ids = (1,)
+
+        def __call__(self, text, truncation=False, max_length=None):
+            ids = [1, *range(10, 10 + len(text.split()))]
+            return {"input_ids": ids[:max_length] if truncation else ids}
+
+    assert prompt_length(StartOnly(), "Instruct: find it") == 4  # <s> and 3 words, nothing dropped
+    assert prompt_length(StartOnly(), "Instruct: find it", max_length=2) == 2

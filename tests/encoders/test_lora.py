@@ -93,6 +93,13 @@ def test_bad_lora_settings_are_one_line_errors_before_any_model_loads(value, mes
     assert message in str(err.value) and "\n" not in str(err.value)
 
 
+def test_lora_on_a_frozen_reward_encoder_is_refused():
+    from contrastlib.pipeline import plan_fit
+
+    with pytest.raises(ContrastlibError, match="model.lora: a frozen encoder trains no adapters"):
+        plan_fit(load_config("reward-hh", ["model.lora={rank: 4}", "data.on_bad_row=skip", "data.max_rows=40"]))
+
+
 @pytest.mark.slow
 def test_lora_under_ddp_equals_one_process_at_twice_the_batch(tmp_path, tiny_model):
     """2 gloo ranks through the CLI (Lightning's DDP over a PeftModel whose base is frozen)
