@@ -113,7 +113,8 @@ def run(args: argparse.Namespace) -> int:
     lines = [
         f"mined {data.source}: {st.anchors} anchors, {st.pairs} pairs, corpus {len(data.corpus_ids)}, "
         f"window {report.range_max}, precision {settings.precision}"
-        + (f"; {data.bad_rows_skipped} bad input rows skipped" if data.bad_rows_skipped else ""),
+        + (f"; {data.bad_rows_skipped} bad input rows skipped" if data.bad_rows_skipped else "")
+        + (f"; {data.empty_documents} empty documents left out of the candidates" if data.empty_documents else ""),
         table(rows),
         f"negatives kept: {st.kept}; pairs short of {options.num_negatives} negatives: {st.short_pairs} "
         f"({st.missing_negatives} missing, not padded)",

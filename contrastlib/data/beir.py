@@ -6,10 +6,12 @@
   a grade above 0 is relevant, 0 is judged not relevant, as trec_eval reads it).
 
 A document's text is ``(title + " " + text).strip()``, as MTEB and BEIR encode it (only
-``text`` where there is no title). Every problem is a :class:`DataError` naming the file
-and line, raised before any model loads: a duplicated ``_id``, an empty query or
-document, a qrels row whose query or document id is missing, a grade that is not an
-integer.
+``text`` where there is no title). A document left empty (real sets have some: empty text
+and no title) is kept and encoded as the empty string, as MTEB encodes it, and counted
+(:attr:`BeirData.empty_documents`). Every problem is a :class:`DataError` naming the file
+and line, raised before any model loads: a duplicated ``_id``, an empty query, a field
+that is not a string, a qrels row whose query or document id is missing, a grade that is
+not an integer.
 """
 
 from __future__ import annotations
@@ -36,6 +38,8 @@ class BeirData:
     query_texts: list[str]
     #: query id -> {document id: grade}, every judged document (grades 0 included).
     qrels: dict[str, dict[str, int]] = field(default_factory=dict)
+    #: Documents whose title and text are both empty (encoded as "", as MTEB does).
+    empty_documents: int = 0
 
     @property
     def name(self) -> str:
@@ -68,9 +72,8 @@ def _read_jsonl_texts(path: Path, *, with_title: bool) -> dict[str, str]:
         if title is not None and not isinstance(title, str):
             raise DataError(path, f"_id {doc_id!r}: field 'title' must be a string", n)
         joined = (title + " " + text).strip() if title is not None else text.strip()
-        if not joined:
-            what = "document" if with_title else "query"
-            raise DataError(path, f"empty {what} (_id {doc_id!r})", n)
+        if not joined and not with_title:  # a document may be empty (MTEB encodes ""), a query not
+            raise DataError(path, f"empty query (_id {doc_id!r})", n)
         out[doc_id] = joined
     if not out:
         raise DataError(path, "no records")
@@ -132,4 +135,5 @@ def read_beir(root: str | Path, split: str = "test") -> BeirData:
         query_ids=query_ids,
         query_texts=[queries[q] for q in query_ids],
         qrels={q: qrels[q] for q in query_ids},
+        empty_documents=sum(1 for t in corpus.values() if not t),
     )

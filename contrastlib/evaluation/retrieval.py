@@ -298,13 +298,15 @@ class RetrievalEvaluator(Evaluation):
         rows = [["metric", *[f"@{k}" for k in (1, 3, 5, 10, 100)]]]
         for name in DEFAULT_KS:
             rows.append([name, *[f"{m[f'{name}@{k}']:.2f}" if f"{name}@{k}" in m else "" for k in (1, 3, 5, 10, 100)]])
-        text = (f"retrieval  {data.name}  queries={result.n_queries}  documents={result.n_documents}  "
+        empty = f" ({data.empty_documents} empty, encoded as MTEB does)" if data.empty_documents else ""
+        text = (f"retrieval  {data.name}  queries={result.n_queries}  documents={result.n_documents}{empty}  "
                 f"nDCG@10={m['ndcg@10']:.2f}"
                 + "".join(f"  nDCG@10[{d}]={100 * v:.2f}" for d, v in result.by_dim.items()) + "\n" + table(rows))
         if args.run_file:
             text += f"\nrun file: {args.run_file}"
         payload = {"task": "retrieval", "data": str(root), "split": split, "model": args.model,
-                   "n_queries": result.n_queries, "n_documents": result.n_documents, **m}
+                   "n_queries": result.n_queries, "n_documents": result.n_documents,
+                   "n_empty_documents": data.empty_documents, **m}
         return payload, text
 
     def __call__(self, encoder: Any, cache: dict[Any, Any] | None = None) -> dict[str, float]:

@@ -39,6 +39,10 @@ class MiningInput:
     #: Malformed input rows left out under ``--on-bad-row skip``, and the one-line account.
     bad_rows_skipped: int = 0
     bad_rows: str = ""
+    #: Empty documents of a BEIR corpus left out of the candidates (an empty text is no
+    #: negative a run could train on), and the (query, document) pairs they were in.
+    empty_documents: int = 0
+    empty_positive_pairs: int = 0
 
     def fingerprint(self) -> str:
         h = hashlib.blake2b(digest_size=16)
@@ -109,16 +113,17 @@ def read_mining_input(data: str, *, corpus: str | None = None, split: str | None
     if path.is_dir() or (split is None and ":" in data and Path(split_spec(data)[0]).is_dir()):
         root, default_split = split_spec(data) if not path.is_dir() else (data, "test")
         beir = read_beir(root, split or default_split)
-        index = {d: i for i, d in enumerate(beir.corpus_ids)}
+        # empty documents (MTEB encodes them for evaluation) are no candidates here
+        kept = [(d, t) for d, t in zip(beir.corpus_ids, beir.corpus_texts, strict=True) if t]
+        index = {d: i for i, (d, _) in enumerate(kept)}
+        relevant = [(text, d) for qid, text in zip(beir.query_ids, beir.query_texts, strict=True)
+                    for d, g in beir.qrels[qid].items() if g > 0]
         # queries with the same text are one anchor with the union of their positives (else
         # one's relevant document would be mined as the other's negative)
-        anchors, pairs, repeats = _distinct_pairs(
-            (text, index[d])
-            for qid, text in zip(beir.query_ids, beir.query_texts, strict=True)
-            for d, g in beir.qrels[qid].items()
-            if g > 0
-        )
-        ids, texts = list(beir.corpus_ids), list(beir.corpus_texts)
+        anchors, pairs, repeats = _distinct_pairs((text, index[d]) for text, d in relevant if d in index)
+        if not pairs:
+            raise DataError(root, "every relevant document is empty: nothing to mine for")
+        ids, texts = [d for d, _ in kept], [t for _, t in kept]
         if corpus:
             extra_ids, extra_texts = read_corpus_file(Path(corpus))
             for i, t in zip(extra_ids, extra_texts, strict=True):
@@ -126,7 +131,9 @@ def read_mining_input(data: str, *, corpus: str | None = None, split: str | None
                     index[i] = len(ids)
                     ids.append(i)
                     texts.append(t)
-        return MiningInput(beir.name, anchors, pairs, ids, texts, duplicate_pairs=repeats)
+        return MiningInput(beir.name, anchors, pairs, ids, texts, duplicate_pairs=repeats,
+                           empty_documents=beir.empty_documents,
+                           empty_positive_pairs=sum(1 for _, d in relevant if d not in index))
     rows, _ = read_tuples(path, bad_rows=bad)
     if len(rows[0]) < 2:
         raise DataError(path, "mining needs (anchor, positive) pairs, not single sentences")

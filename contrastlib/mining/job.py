@@ -317,6 +317,8 @@ def summary_dict(report: MineReport, data: MiningInput, s: MineSettings) -> dict
         "pairs": st.pairs,
         "duplicate_pairs_skipped": data.duplicate_pairs,
         "bad_rows_skipped": data.bad_rows_skipped,
+        "empty_documents_left_out": data.empty_documents,
+        "empty_positive_pairs_left_out": data.empty_positive_pairs,
         "corpus": len(data.corpus_ids),
         "rows_written": report.rows,
         "output_format": s.output_format,

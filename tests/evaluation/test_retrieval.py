@@ -219,3 +219,47 @@ def test_split_spec_and_trec_run_scores_in_full(tmp_path):
     assert lines[0].split()[4] == repr(0.12345678901) and lines[0].split()[2] == "a"
     with pytest.raises(ValueError, match="whitespace"):
         write_trec_run(tmp_path / "bad.trec", {"q": [("a b", 1.0)]})
+
+
+@pytest.mark.shared_data
+def test_empty_documents_are_encoded_as_mteb_does_and_counted(tmp_path, tiny_model, capsys):
+    """Real BEIR sets hold empty documents. A SciFact slice with documents blanked (one
+    of them relevant, one left with its title only) scores what sentence-transformers'
+    plain encode of the same texts (the empty string included) and an exact search score
+    through pytrec_eval; mining on it leaves the empty ones out of the candidates."""
+    src = shared("retrieval", "scifact")
+    qrels = [line.split("\t") for line in (src / "qrels" / "test.tsv").read_text().splitlines()[1:]]
+    queries = {json.loads(line)["_id"]: json.loads(line) for line in (src / "queries.jsonl").read_text().splitlines()}
+    docs = [json.loads(line) for line in (src / "corpus.jsonl").read_text().splitlines()]
+    keep_q = list(dict.fromkeys(q for q, _, _ in qrels))[:15]
+    rel = [d for q, d, _ in qrels if q in keep_q]
+    corpus = [d for d in docs if d["_id"] in set(rel)] + [d for d in docs if d["_id"] not in set(rel)][:100]
+    blank = {rel[0], *[d["_id"] for d in corpus[-5:]]}
+    corpus = [{**d, "title": "", "text": ""} if d["_id"] in blank else d for d in corpus]
+    corpus[-6] = {**corpus[-6], "text": ""}  # title only
+    root = write_beir(tmp_path / "blanked", corpus, [queries[q] for q in keep_q],
+                      [(q, d, s.strip()) for q, d, s in qrels if q in keep_q])
+    data = read_beir(root)
+    assert data.empty_documents == 6 and "" in data.corpus_texts
+
+    capsys.readouterr()
+    assert main(["eval", "retrieval", "-m", tiny_model, "-d", str(root), "--json", "--no-progress"]) == 0
+    out = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert out["n_empty_documents"] == 6 and out["n_documents"] == len(corpus)
+
+    from sentence_transformers import SentenceTransformer
+
+    st = SentenceTransformer(tiny_model, device="cpu")
+    d = st.encode(data.corpus_texts, normalize_embeddings=True)
+    q = st.encode(data.query_texts, normalize_embeddings=True)
+    sims = q @ d.T
+    run = {qid: {data.corpus_ids[j]: float(sims[i, j]) for j in np.argsort(-sims[i])[:100]}
+           for i, qid in enumerate(data.query_ids)}
+    ref = pytrec_eval.RelevanceEvaluator(data.qrels, {"ndcg_cut.10"}).evaluate(run)
+    assert out["ndcg@10"] == pytest.approx(100 * np.mean([r["ndcg_cut_10"] for r in ref.values()]), abs=0.05)
+
+    assert main(["mine", "--model", tiny_model, "--data", str(root), "--out", str(tmp_path / "mined.jsonl"),
+                 "--num-negatives", "2", "--no-progress"]) == 0
+    assert "6 empty documents left out of the candidates" in capsys.readouterr().out
+    mined = [json.loads(line) for line in (tmp_path / "mined.jsonl").read_text().splitlines()]
+    assert mined and all(v.strip() for row in mined for v in row.values() if isinstance(v, str))
