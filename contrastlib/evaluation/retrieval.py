@@ -118,6 +118,8 @@ class RetrievalResult:
     run: dict[str, list[tuple[str, float]]] = field(default_factory=dict, repr=False)
     #: Prefix size -> nDCG@10 of the embeddings cut to it (a Matryoshka model's sizes).
     by_dim: dict[int, float] = field(default_factory=dict)
+    #: What searched (``faiss-cpu``, ``faiss-gpu``, ``torch-DEVICE-DTYPE``).
+    index_backend: str = ""
 
     def x100(self) -> dict[str, float]:
         """Metrics x 100, with each size's nDCG@10 as ``ndcg@10[SIZE]``."""
@@ -209,6 +211,7 @@ def evaluate_retrieval(
     # fits a flat index); the full embeddings go once they are indexed
     cut = {int(d): l2_normalise(docs[:, :d].copy()) for d in dims if d < docs.shape[1]}
     index = index_of(docs, index_spec or IndexSpec())
+    backend = index.backend
     del docs
     queries = encode(data.query_texts, "queries")
     run = ranked(index, queries)
@@ -219,7 +222,7 @@ def evaluate_retrieval(
         by_dim[d] = mean_metrics(cut_run, data.qrels, {"ndcg": (10,)})["ndcg@10"]
     metrics = mean_metrics(run, data.qrels, ks)
     kept = {q: hits[:top_k] for q, hits in run.items()}  # what a run file holds
-    return RetrievalResult(metrics, len(data.query_ids), len(data.corpus_ids), kept, by_dim)
+    return RetrievalResult(metrics, len(data.query_ids), len(data.corpus_ids), kept, by_dim, backend)
 
 
 @EVALUATIONS.register("retrieval", summary="nDCG/MRR/MAP/Recall@k on a BEIR-layout directory, as MTEB scores it")
@@ -306,7 +309,7 @@ class RetrievalEvaluator(Evaluation):
             text += f"\nrun file: {args.run_file}"
         payload = {"task": "retrieval", "data": str(root), "split": split, "model": args.model,
                    "n_queries": result.n_queries, "n_documents": result.n_documents,
-                   "n_empty_documents": data.empty_documents, **m}
+                   "n_empty_documents": data.empty_documents, "index_backend": result.index_backend, **m}
         return payload, text
 
     def __call__(self, encoder: Any, cache: dict[Any, Any] | None = None) -> dict[str, float]:

@@ -14,6 +14,11 @@ is ever built. Trained kinds are trained on a seeded sample of at most
 ``train_size`` vectors. ``save`` is atomic. faiss-gpu is used when it is installed and
 CUDA is present (``flat``, ``ivf_flat`` and ``ivf_pq``; HNSW has no GPU version) and a
 tiny search on the GPU succeeds in a child process, else CPU (:func:`gpu_usable`).
+
+Exact search (``flat``) runs in torch instead (:mod:`contrastlib.index.torch_search`, a
+chunked matrix product and top-k) on a CUDA GPU whenever one is present, whatever FAISS
+build is installed, or on any torch device named by ``search_device``. ``backend`` says
+which ran; mining and retrieval record it.
 """
 
 from __future__ import annotations
@@ -30,6 +35,7 @@ from typing import Any
 
 import numpy as np
 
+from contrastlib.index.torch_search import TorchExactSearch, torch_search_device
 from contrastlib.utils.io import atomic_path, write_json
 
 KINDS = ("flat", "ivf_flat", "hnsw", "ivf_pq")
@@ -48,10 +54,24 @@ class IndexSpec:
     pq_bytes: int = 32
     train_size: int = 100_000
     seed: int = 0
+    #: Where exact (``flat``) search runs: ``auto`` (torch on the first CUDA GPU where one
+    #: is present, whatever FAISS build is installed; else FAISS on the CPU), ``faiss``,
+    #: or a torch device (``cpu``, ``cuda``, ``cuda:1``; contrastlib/index/torch_search.py).
+    search_device: str = "auto"
+    #: Torch search's score precision: ``fp32``, or ``bf16`` with a float32 re-score of
+    #: the candidates.
+    score_dtype: str = "fp32"
 
     def __post_init__(self) -> None:
         if self.kind not in KINDS:
             raise ValueError(f"unknown index kind {self.kind!r}; valid: {', '.join(KINDS)}")
+        if self.score_dtype not in ("fp32", "bf16"):
+            raise ValueError(f"score dtype: fp32 or bf16, got {self.score_dtype!r}")
+        if self.search_device not in ("auto", "faiss", "cpu") and not self.search_device.startswith("cuda"):
+            raise ValueError(f"search device: auto, faiss, cpu or cuda[:N], got {self.search_device!r}")
+        if self.kind != "flat" and self.search_device not in ("auto", "faiss"):
+            raise ValueError(f"search device {self.search_device!r}: torch searches exactly (index flat), "
+                             f"not {self.kind}")
         for name in ("nlist", "nprobe", "m", "ef_search", "ef_construction", "pq_bytes", "train_size"):
             if vars(self)[name] < 1:
                 raise ValueError(f"index {name} must be >= 1, got {vars(self)[name]}")
@@ -146,9 +166,29 @@ class VectorIndex:
         if dim < 1:
             raise ValueError(f"dim must be >= 1, got {dim}")
         self.dim, self.spec = dim, spec or IndexSpec()
-        self._index = self._build()
-        self._place(use_gpu)
-        self._set_search_parameters()
+        self._torch = self._torch_search(use_gpu)
+        self.on_gpu = False
+        if self._torch is None:
+            self._index = self._build()
+            self._place(use_gpu)
+            self._set_search_parameters()
+
+    def _torch_search(self, use_gpu: bool | str = "auto") -> TorchExactSearch | None:
+        """Exact search in torch where :attr:`IndexSpec.search_device` asks for it (``auto``:
+        a CUDA GPU is present and ``use_gpu`` does not say no), else None (FAISS)."""
+        s = self.spec
+        if s.kind != "flat" or s.search_device == "faiss" or (s.search_device == "auto" and use_gpu is False):
+            return None
+        device = torch_search_device(s.search_device)
+        return None if device is None else TorchExactSearch(self.dim, device=device, score_dtype=s.score_dtype)
+
+    @property
+    def backend(self) -> str:
+        """What searches: ``faiss-cpu``, ``faiss-gpu`` or ``torch-DEVICE-DTYPE`` (recorded in
+        the outputs' summaries)."""
+        if self._torch is not None:
+            return self._torch.backend
+        return "faiss-gpu" if self.on_gpu else "faiss-cpu"
 
     def _place(self, use_gpu: bool | str) -> None:
         """Move the index to the GPU when asked (``"auto"``: when :func:`gpu_usable`)."""
@@ -196,11 +236,11 @@ class VectorIndex:
 
     @property
     def ntotal(self) -> int:
-        return int(self._index.ntotal)
+        return self._torch.ntotal if self._torch is not None else int(self._index.ntotal)
 
     @property
     def is_trained(self) -> bool:
-        return bool(self._index.is_trained)
+        return True if self._torch is not None else bool(self._index.is_trained)
 
     def train(self, vectors: Any) -> None:
         """Train on a seeded sample of at most ``train_size`` vectors (trained kinds only)."""
@@ -221,7 +261,10 @@ class VectorIndex:
             raise RuntimeError(f"{self.spec.kind} index: call train() before add()")
         x = _as_float32(vectors, self.dim, "vectors")
         for part in _batches(len(x), batch_size):
-            self._index.add(x[part])
+            if self._torch is not None:
+                self._torch.add(x[part])
+            else:
+                self._index.add(x[part])
 
     def search(self, queries: Any, k: int, *, batch_size: int = 4_096) -> tuple[np.ndarray, np.ndarray]:
         """``(scores [n, k], ids [n, k])``, best first; ids are -1 where fewer than ``k``
@@ -232,14 +275,20 @@ class VectorIndex:
         scores = np.empty((len(q), k), dtype=np.float32)
         ids = np.empty((len(q), k), dtype=np.int64)
         for part in _batches(len(q), batch_size):
-            scores[part], ids[part] = self._index.search(q[part], k)
+            found = self._torch if self._torch is not None else self._index
+            scores[part], ids[part] = found.search(q[part], k)
         return scores, ids
 
     # ------------------------------------------------------------------ files
     def save(self, path: str | Path) -> Path:
         """Write ``path`` (the FAISS index) and ``path.json`` (its spec), each atomically."""
         faiss, path = _faiss(), Path(path)
-        index = faiss.index_gpu_to_cpu(self._index) if self.on_gpu else self._index
+        if self._torch is not None:  # saved as FAISS's flat index of the same vectors
+            index = faiss.IndexFlatIP(self.dim)
+            for part in self._torch._parts:
+                index.add(part.cpu().numpy())
+        else:
+            index = faiss.index_gpu_to_cpu(self._index) if self.on_gpu else self._index
         with atomic_path(path) as tmp:
             faiss.write_index(index, str(tmp))
         write_json(path.with_name(path.name + ".json"), {"dim": self.dim, "spec": asdict(self.spec)})
@@ -254,7 +303,12 @@ class VectorIndex:
         meta = json.loads(meta_path.read_text())
         out = cls.__new__(cls)
         out.dim, out.spec = int(meta["dim"]), IndexSpec(**meta["spec"])
-        out._index = faiss.read_index(str(path))
+        out._torch, out.on_gpu = out._torch_search(use_gpu), False
+        index = faiss.read_index(str(path))
+        if out._torch is not None:  # a flat index's vectors, back into torch
+            out._torch.add(index.reconstruct_n(0, index.ntotal))
+            return out
+        out._index = index
         out._place(use_gpu)
         out._set_search_parameters()
         return out

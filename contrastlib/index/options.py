@@ -16,6 +16,11 @@ def add_index_arguments(p: argparse.ArgumentParser, *, help_kind: str = "FAISS i
     p.add_argument("--nlist", type=int, default=1024, help="IVF cells")
     p.add_argument("--nprobe", type=int, default=16, help="IVF cells searched")
     p.add_argument("--ef-search", type=int, default=64, help="HNSW efSearch")
+    p.add_argument("--search-device", default="auto",
+                   help="exact search: auto (torch on a CUDA GPU where present, else FAISS on the CPU), faiss, "
+                        "or a torch device (cpu, cuda, cuda:1)")
+    p.add_argument("--score-dtype", choices=["fp32", "bf16"], default="fp32",
+                   help="torch exact search's score precision (bf16: candidates re-scored in fp32)")
 
 
 def index_spec(args: argparse.Namespace) -> IndexSpec:
@@ -23,7 +28,8 @@ def index_spec(args: argparse.Namespace) -> IndexSpec:
     if args.batch_size < 1:
         raise ContrastlibError(f"--batch-size must be >= 1, got {args.batch_size}")
     try:
-        return IndexSpec(kind=args.index, nlist=args.nlist, nprobe=args.nprobe, ef_search=args.ef_search)
+        return IndexSpec(kind=args.index, nlist=args.nlist, nprobe=args.nprobe, ef_search=args.ef_search,
+                         search_device=args.search_device, score_dtype=args.score_dtype)
     except ValueError as exc:
         raise ContrastlibError(f"--index: {exc}") from None
 

@@ -96,6 +96,8 @@ class MineReport:
     files: dict[str, str | None]
     #: What ``OUT.summary.json`` holds (:func:`summary_dict`).
     summary: dict[str, Any] = field(default_factory=dict)
+    #: What searched: ``faiss-cpu``, ``faiss-gpu`` or ``torch-DEVICE-DTYPE``.
+    index_backend: str = ""
 
 
 
@@ -233,7 +235,8 @@ def run_mining(
                 )
 
     n_rows = write_rows(out, output_rows())
-    report = MineReport(out, n_rows, total, len(shards), done, reused, range_max, top.rows(), report_files)
+    report = MineReport(out, n_rows, total, len(shards), done, reused, range_max, top.rows(), report_files,
+                        index_backend=index.backend)
     _write_top_negatives(top_path, report.top_negatives)
     if plot:
         _plot_scores(plot_path, total)
@@ -319,6 +322,7 @@ def summary_dict(report: MineReport, data: MiningInput, s: MineSettings) -> dict
         "bad_rows_skipped": data.bad_rows_skipped,
         "empty_documents_left_out": data.empty_documents,
         "empty_positive_pairs_left_out": data.empty_positive_pairs,
+        "index_backend": report.index_backend,
         "corpus": len(data.corpus_ids),
         "rows_written": report.rows,
         "output_format": s.output_format,

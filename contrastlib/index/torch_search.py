@@ -1,0 +1,108 @@
+"""Exact inner-product search in torch: a chunked matrix product and a running top-k, on
+any device torch has (a CUDA GPU whatever FAISS build is installed, or the CPU).
+
+Vectors live on the device in float32. A batch of queries is scored against the corpus
+chunk by chunk (``chunk_rows`` rows at a time: memory is ``query batch x chunk`` scores,
+never ``queries x corpus``), each chunk's top ``k`` merged into the batch's running top
+``k``. With ``score_dtype="bf16"`` the chunk products run in bfloat16 (several times the
+fp32 rate on GPUs with tensor cores) and keep ``k + margin`` candidates, which are then
+scored again in float32 and re-ranked: the ids and scores returned are float32 ones, and
+a true top-``k`` neighbour is lost only if bf16 rounding pushed it below ``k + margin``
+others.
+
+Ties: among equal scores kept, the lower id comes first. Which of several exactly equal
+scores at the ``k``-th place is kept can differ from FAISS's choice.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import torch
+
+SCORE_DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16}
+
+
+class TorchExactSearch:
+    """The exact search of ``dim``-dimensional vectors by inner product, on ``device``."""
+
+    def __init__(self, dim: int, *, device: str | torch.device = "cpu", score_dtype: str = "fp32",
+                 chunk_rows: int = 65_536, margin: int = 32) -> None:
+        if score_dtype not in SCORE_DTYPES:
+            raise ValueError(f"score_dtype: one of {', '.join(SCORE_DTYPES)}, got {score_dtype!r}")
+        if chunk_rows < 1 or margin < 0:
+            raise ValueError("chunk_rows must be >= 1 and margin >= 0")
+        self.dim, self.device = dim, torch.device(device)
+        self.score_dtype, self.chunk_rows, self.margin = score_dtype, chunk_rows, margin
+        self._parts: list[torch.Tensor] = []
+        self._low: list[torch.Tensor] = []  # the same, in the score dtype (bf16 only)
+        self.ntotal = 0
+
+    @property
+    def backend(self) -> str:
+        return f"torch-{self.device.type}-{self.score_dtype}"
+
+    def add(self, vectors: np.ndarray) -> None:
+        x = torch.from_numpy(np.ascontiguousarray(vectors, dtype=np.float32)).to(self.device)
+        for start in range(0, len(x), self.chunk_rows):
+            part = x[start : start + self.chunk_rows]
+            self._parts.append(part)
+            if self.score_dtype != "fp32":
+                self._low.append(part.to(SCORE_DTYPES[self.score_dtype]))
+        self.ntotal += len(x)
+
+    @torch.inference_mode()
+    def search(self, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+        """``(scores [n, k], ids [n, k])``, best first; -1 ids (and -inf scores) where the
+        index holds fewer than ``k`` vectors."""
+        q = torch.from_numpy(np.ascontiguousarray(queries, dtype=np.float32)).to(self.device)
+        n = len(q)
+        keep = min(k + (self.margin if self.score_dtype != "fp32" else 0), self.ntotal)
+        best_s = torch.full((n, 0), float("-inf"), device=self.device)
+        best_i = torch.zeros((n, 0), dtype=torch.long, device=self.device)
+        start = 0
+        parts = self._low if self.score_dtype != "fp32" else self._parts
+        q_low = q.to(SCORE_DTYPES[self.score_dtype])
+        for part in parts:
+            scores = (q_low @ part.T).float()
+            top = min(keep, part.shape[0])
+            s, i = _top(scores, top)
+            best_s, best_i = _merge(best_s, best_i, s, i + start, keep)
+            start += part.shape[0]
+        if self.score_dtype != "fp32" and best_i.shape[1]:  # float32 scores of the candidates
+            vectors = torch.cat(self._parts)[best_i]  # [n, keep, dim]
+            best_s = torch.einsum("nd,nkd->nk", q, vectors)
+            best_s, best_i = _merge(best_s[:, :0], best_i[:, :0], best_s, best_i, k)
+        best_s, best_i = best_s[:, :k], best_i[:, :k]
+        out_s = np.full((n, k), -np.inf, dtype=np.float32)
+        out_i = np.full((n, k), -1, dtype=np.int64)
+        out_s[:, : best_s.shape[1]] = best_s.cpu().numpy()
+        out_i[:, : best_i.shape[1]] = best_i.cpu().numpy()
+        return out_s, out_i
+
+
+def _top(scores: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """The ``k`` best of each row (which of several equal scores at the ``k``-th place is
+    kept is topk's choice; the merge orders the kept ones by id)."""
+    s, i = torch.topk(scores, k, dim=1)
+    return s, i
+
+
+def _merge(a_s: torch.Tensor, a_i: torch.Tensor, b_s: torch.Tensor, b_i: torch.Tensor,
+           k: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """The ``k`` best of two candidate lists by score, lower id first among equal scores."""
+    s, i = torch.cat([a_s, b_s], dim=1), torch.cat([a_i, b_i], dim=1)
+    # sort by id, then stably by score: equal scores stay in id order
+    by_id = torch.argsort(i, dim=1, stable=True)
+    s, i = torch.gather(s, 1, by_id), torch.gather(i, 1, by_id)
+    order = torch.sort(s, dim=1, descending=True, stable=True).indices[:, :k]
+    return torch.gather(s, 1, order), torch.gather(i, 1, order)
+
+
+def torch_search_device(requested: Any = "auto") -> torch.device | None:
+    """The device exact search runs on in torch: ``auto`` is the first CUDA GPU where one
+    is present (None: none, FAISS searches), else the device named."""
+    if requested == "auto":
+        return torch.device("cuda") if torch.cuda.is_available() else None
+    return torch.device(requested)
