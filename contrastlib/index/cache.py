@@ -24,10 +24,12 @@ kill loses all of it and a half-written file is read back.)
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import io
 import json
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -94,6 +96,9 @@ class EmbeddingCache:
         self.shard_size = shard_size
         #: What the last :meth:`embed` did: shards reused and encoded.
         self.last_stats: dict[str, int] = {}
+        #: Encodes missing shards elsewhere before :meth:`embed` encodes what is left:
+        #: ``pool(job)`` (several processes or devices, contrastlib/pool.py); None: here.
+        self.pool: Callable[[ShardJob], None] | None = None
 
     def key(self, encoder: Any, texts: Sequence[str], *, precision: str = "fp32", prompt: str = "",
             model_fp: str | None = None, encode_kwargs: dict[str, Any] | None = None) -> str:
@@ -139,33 +144,38 @@ class EmbeddingCache:
         order = length_order(texts)
         shard_rows = [order[i * self.shard_size : (i + 1) * self.shard_size] for i in range(n_shards)]
         parts: list[np.ndarray | None] = [None] * n_shards
+        adopted = False
         for i in range(n_shards):
             entry = manifest["shards"].get(str(i))
             path = folder / f"shard-{i:05d}.npy"
-            parts[i] = _read_checked(path, entry["sha256"]) if entry else None
+            # a shard the manifest does not list may still be done (by a pool's process)
+            parts[i] = _read_checked(path, entry["sha256"]) if entry else _read_sidecar(folder, i)
             if parts[i] is None:
                 manifest["shards"].pop(str(i), None)
+            elif not entry:
+                manifest["shards"][str(i)] = json.loads(_sidecar_path(folder, i).read_text())
+                adopted = True
+        if adopted:  # the manifest records what the sidecars vouched for
+            write_json(manifest_path, manifest)
         missing = [i for i, p in enumerate(parts) if p is None]
         self.last_stats = {"shards": n_shards, "reused": n_shards - len(missing), "encoded": len(missing)}
-        kwargs = {"batch_size": batch_size, **(encode_kwargs or {})}
-        if precision != "fp32":  # (a SentenceTransformer's ``precision`` means quantisation)
-            kwargs["precision"] = precision
+        job = ShardJob(folder, texts, missing, prompt, batch_size, precision, dict(encode_kwargs or {}), self.shard_size)
+        if missing and self.pool is not None:  # other processes encode them; their shards are then read
+            self.pool(job)
+            for i in missing:
+                parts[i] = _read_sidecar(folder, i)
+                if parts[i] is not None:
+                    manifest["shards"][str(i)] = json.loads(_sidecar_path(folder, i).read_text())
+            write_json(manifest_path, manifest)
+            missing = [i for i, p in enumerate(parts) if p is None]
+            job = dataclasses.replace(job, shard_ids=missing)
         with tqdm(total=len(texts), desc=desc, unit="text", disable=not show_progress_bar or not missing) as bar:
             bar.update(sum(len(p) for p in parts if p is not None))
-            for i in missing:
-                chunk = [texts[j] for j in shard_rows[i]]
-                emb = np.asarray(
-                    encoder.encode([prompted(prompt, t) for t in chunk], show_progress_bar=False, **kwargs), dtype=np.float32
-                )
-                path = folder / f"shard-{i:05d}.npy"
-                buf = io.BytesIO()
-                np.save(buf, emb)
-                with atomic_path(path) as tmp:
-                    tmp.write_bytes(buf.getvalue())
-                manifest["shards"][str(i)] = {"rows": len(chunk), "sha256": hashlib.sha256(buf.getvalue()).hexdigest()}
+            for i, emb in encode_shards(encoder, job):
+                manifest["shards"][str(i)] = json.loads(_sidecar_path(folder, i).read_text())
                 write_json(manifest_path, manifest)
                 parts[i] = emb
-                bar.update(len(chunk))
+                bar.update(len(emb))
         done = [p for p in parts if p is not None]
         if not done:
             return np.zeros((0, 0), dtype=np.float32)
@@ -183,6 +193,53 @@ class EmbeddingCache:
 
         return embed
 
+
+
+@dataclass(frozen=True)
+class ShardJob:
+    """Shards of one cache entry to encode: what a process of an encode pool is given."""
+
+    folder: Path
+    texts: list[str]
+    shard_ids: list[int]
+    prompt: str
+    batch_size: int
+    precision: str
+    encode_kwargs: dict[str, Any]
+    shard_size: int
+
+
+def encode_shards(encoder: Any, job: ShardJob) -> Iterator[tuple[int, np.ndarray]]:
+    """Encode ``job``'s shards one at a time, each written atomically with its sidecar
+    (``shard-N.json``: rows and SHA-256, written after the shard), and yield them. Any
+    process may run it on its own shards: the files are the record, not a shared manifest."""
+    order = length_order(job.texts)
+    kwargs = {"batch_size": job.batch_size, **job.encode_kwargs}
+    if job.precision != "fp32":  # (a SentenceTransformer's ``precision`` means quantisation)
+        kwargs["precision"] = job.precision
+    for i in job.shard_ids:
+        chunk = [job.texts[j] for j in order[i * job.shard_size : (i + 1) * job.shard_size]]
+        emb = np.asarray(encoder.encode([prompted(job.prompt, t) for t in chunk], show_progress_bar=False, **kwargs),
+                         dtype=np.float32)
+        buf = io.BytesIO()
+        np.save(buf, emb)
+        with atomic_path(job.folder / f"shard-{i:05d}.npy") as tmp:
+            tmp.write_bytes(buf.getvalue())
+        write_json(_sidecar_path(job.folder, i), {"rows": len(chunk), "sha256": hashlib.sha256(buf.getvalue()).hexdigest()})
+        yield i, emb
+
+
+def _sidecar_path(folder: Path, i: int) -> Path:
+    return folder / f"shard-{i:05d}.json"
+
+
+def _read_sidecar(folder: Path, i: int) -> np.ndarray | None:
+    """Shard ``i`` as its sidecar records it, or None (not written, or damaged)."""
+    try:
+        entry = json.loads(_sidecar_path(folder, i).read_text())
+        return _read_checked(folder / f"shard-{i:05d}.npy", entry["sha256"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
 
 
 def _valid_manifest(stored: Any, n: int, shard_size: int) -> bool:

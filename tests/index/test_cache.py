@@ -117,4 +117,12 @@ def test_a_damaged_manifest_starts_a_new_one(tmp_path, damage):
     (folder / "manifest.json").write_bytes(damage.encode("latin-1"))
     got = cache.embed(enc, TEXTS, show_progress_bar=False)
     np.testing.assert_array_equal(got, want)
+    # each shard's own record (its sidecar, checksummed) still vouches for it
+    assert cache.last_stats["encoded"] == 0
+    assert sorted(json.loads((folder / "manifest.json").read_text())["shards"]) == ["0", "1", "2", "3", "4"]
+    (folder / "manifest.json").write_bytes(damage.encode("latin-1"))
+    for sidecar in folder.glob("shard-*.json"):
+        sidecar.write_text(damage if damage != "\xff" else "{}")
+    got = cache.embed(enc, TEXTS, show_progress_bar=False)
+    np.testing.assert_array_equal(got, want)
     assert cache.last_stats["encoded"] == 5
