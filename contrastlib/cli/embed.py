@@ -6,7 +6,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from contrastlib.cli.verbs import emit, verb
+from contrastlib.cli.verbs import add_devices_argument, emit, verb
 from contrastlib.errors import ContrastlibError
 
 
@@ -23,6 +23,7 @@ def arguments(p: argparse.ArgumentParser) -> None:
     prompt.add_argument("--prompt", help="text put before every input text (e.g. 'query: ')")
     prompt.add_argument("--prompt-name", help="a prompt the model names (its export's prompts: query, document)")
     p.add_argument("--dim", type=int, help="keep the first N dimensions, renormalised (a Matryoshka-trained model's sizes)")
+    add_devices_argument(p)
 
 
 @verb("embed", "embed one text per line into .npy or .safetensors", arguments)
@@ -36,6 +37,7 @@ def run(args: argparse.Namespace) -> int:
         raise ContrastlibError(f"{out}: output must end in .npy or .safetensors")
     from contrastlib.index.cache import EmbeddingCache, default_cache_dir
     from contrastlib.loading import LazyEncoder
+    from contrastlib.pool import EncodePool, parse_devices
     from contrastlib.utils.io import atomic_path
 
     # Through the sharded cache: a killed embed resumes at its first missing shard, and
@@ -51,6 +53,9 @@ def run(args: argparse.Namespace) -> int:
         args.prompt = named[args.prompt_name]
     texts = with_prompt(texts, args.prompt)  # the cache keys the texts as encoded
     cache = EmbeddingCache(args.cache_dir or default_cache_dir(), shard_size=args.shard_size)
+    devices = parse_devices(args.devices)
+    if devices:
+        cache.pool = EncodePool(args.model, devices)
     emb = cache.embed(encoder, texts, batch_size=args.batch_size, precision=args.precision,
                       show_progress_bar=not args.no_progress, model_fp=encoder.weights_fingerprint())
     if args.dim is not None:  # the cache keeps every dimension: another --dim reuses it

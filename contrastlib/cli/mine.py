@@ -7,7 +7,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from contrastlib.cli.verbs import emit, verb
+from contrastlib.cli.verbs import add_devices_argument, emit, verb
 from contrastlib.data.readers import add_bad_row_argument
 from contrastlib.errors import ContrastlibError
 from contrastlib.index.options import (
@@ -46,7 +46,10 @@ def arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--output-scores", action="store_true", help="write the scores too")
     add_index_arguments(p)
     p.add_argument("--shard-size", type=int, default=1000, help="anchors per committed shard")
+    p.add_argument("--embed-shard-size", type=int, default=2048,
+                   help="texts per embedding-cache shard (what a killed run keeps; what --devices deals out)")
     p.add_argument("--cache-dir", help="embedding cache (default $CONTRASTLIB_CACHE or ~/.cache/contrastlib)")
+    add_devices_argument(p)
     p.add_argument("--query-prompt", default="", help="text put before every anchor when encoding")
     p.add_argument("--corpus-prompt", default="", help="text put before every corpus text when encoding")
     p.add_argument("--batch-size", type=int, default=128)
@@ -82,7 +85,7 @@ def run(args: argparse.Namespace) -> int:
         settings = MineSettings(
             options=options, output_format=args.output_format, output_scores=args.output_scores,
             index=index_spec(args),
-            shard_size=args.shard_size, batch_size=args.batch_size, precision=auto_encode_precision(args.precision),
+            shard_size=args.shard_size, embed_shard_size=args.embed_shard_size, batch_size=args.batch_size, precision=auto_encode_precision(args.precision),
             pad_to_multiple_of=args.pad_to_multiple_of or None, token_budget=args.token_budget,
             query_prompt=args.query_prompt, corpus_prompt=args.corpus_prompt, cross_encoder=args.cross_encoder,
         )
@@ -99,12 +102,15 @@ def run(args: argparse.Namespace) -> int:
     from contrastlib.index.cache import default_cache_dir
     from contrastlib.loading import LazyEncoder
     from contrastlib.mining import run_mining
+    from contrastlib.pool import EncodePool, parse_devices
 
     encoder = LazyEncoder(args.model)  # loaded only for texts the embedding cache lacks
     check_index_dim(settings.index, encoder)
+    devices = parse_devices(args.devices)
     report = run_mining(
         encoder, data, out, settings, cache_dir=args.cache_dir or default_cache_dir(),
         show_progress_bar=not args.no_progress, plot=not args.no_plot, log=lambda m: print(m, file=sys.stderr),
+        pool=EncodePool(args.model, devices) if devices else None,
     )
     summary = report.summary
     st = report.stats

@@ -43,3 +43,10 @@ def emit(args: argparse.Namespace, payload: dict[str, Any], text: str) -> None:
         print(text)
     if args.json:
         print(json.dumps(payload))
+
+
+def add_devices_argument(p: argparse.ArgumentParser) -> None:
+    """``--devices``: encode on several processes or devices (contrastlib/pool.py)."""
+    p.add_argument("--devices", help="encode on several processes: a count (cuda:0..N-1 where there are that many "
+                                     "GPUs, else N CPU processes) or a list (cpu,cpu / cuda:0,cuda:1); the output is "
+                                     "the one-process output, and a restart keeps every finished shard")

@@ -259,6 +259,10 @@ class RetrievalEvaluator(Evaluation):
                        help="never match a query to the document with its own id (BEIR's default; MTEB's is off)")
         p.add_argument("--run-file", help="also write a TREC run file here")
         p.add_argument("--cache-dir", help="embedding cache directory (reused by later runs)")
+        p.add_argument("--embed-shard-size", type=int, default=2048,
+                       help="texts per embedding-cache shard (what a killed run keeps; what --devices deals out)")
+        p.add_argument("--devices", help="encode on several processes: a count or a list (cpu,cpu / cuda:0,cuda:1), "
+                                         "through the embedding cache (--cache-dir, else the default one)")
         p.add_argument("--batch-size", type=int, default=128)
         p.add_argument("--precision", choices=["fp32", "bf16", "fp16"], default="fp32")
         p.add_argument("--no-progress", action="store_true", help="hide the progress bars")
@@ -280,14 +284,21 @@ class RetrievalEvaluator(Evaluation):
             bad = unwritable_trec_id([*data.query_ids, *data.corpus_ids])
             if bad is not None:
                 raise ContrastlibError(f"--run-file: id {bad!r} holds whitespace, which a TREC run cannot hold")
+        from contrastlib.pool import EncodePool, parse_devices
+
         # loaded only if an embedding is not in the cache: a warm evaluation never loads it
         encoder = LazyEncoder(args.model)
         check_index_dim(spec, encoder)
         embed = None
-        if args.cache_dir:
-            from contrastlib.index.cache import EmbeddingCache
+        devices = parse_devices(args.devices)
+        if args.cache_dir or devices:  # a pool encodes the cache's shards
+            from contrastlib.index.cache import EmbeddingCache, default_cache_dir
 
-            embed = EmbeddingCache(args.cache_dir).embedder(
+            if args.embed_shard_size < 1:
+                raise ContrastlibError(f"--embed-shard-size must be >= 1, got {args.embed_shard_size}")
+            cache = EmbeddingCache(args.cache_dir or default_cache_dir(), shard_size=args.embed_shard_size)
+            cache.pool = EncodePool(args.model, devices) if devices else None
+            embed = cache.embedder(
                 encoder, batch_size=args.batch_size, precision=args.precision, show_progress_bar=not args.no_progress
             )
         result = evaluate_retrieval(

@@ -28,6 +28,7 @@ import dataclasses
 import hashlib
 import io
 import json
+import os
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -211,7 +212,8 @@ class ShardJob:
 
 def encode_shards(encoder: Any, job: ShardJob) -> Iterator[tuple[int, np.ndarray]]:
     """Encode ``job``'s shards one at a time, each written atomically with its sidecar
-    (``shard-N.json``: rows and SHA-256, written after the shard), and yield them. Any
+    (``shard-N.json``: rows, SHA-256 and the writing process's id, written after the
+    shard), and yield them. Any
     process may run it on its own shards: the files are the record, not a shared manifest."""
     order = length_order(job.texts)
     kwargs = {"batch_size": job.batch_size, **job.encode_kwargs}
@@ -225,7 +227,8 @@ def encode_shards(encoder: Any, job: ShardJob) -> Iterator[tuple[int, np.ndarray
         np.save(buf, emb)
         with atomic_path(job.folder / f"shard-{i:05d}.npy") as tmp:
             tmp.write_bytes(buf.getvalue())
-        write_json(_sidecar_path(job.folder, i), {"rows": len(chunk), "sha256": hashlib.sha256(buf.getvalue()).hexdigest()})
+        write_json(_sidecar_path(job.folder, i), {"rows": len(chunk), "sha256": hashlib.sha256(buf.getvalue()).hexdigest(),
+                                                  "pid": os.getpid()})
         yield i, emb
 
 

@@ -61,6 +61,9 @@ class MineSettings:
     output_scores: bool = False
     index: IndexSpec = field(default_factory=IndexSpec)
     shard_size: int = 1000
+    #: Texts per embedding-cache shard: what a killed run keeps, and what ``--devices``
+    #: deals out to its processes.
+    embed_shard_size: int = 2048
     batch_size: int = 128
     precision: str = "fp32"
     #: Round each encode batch's width up to a multiple of this many tokens (None: exact).
@@ -75,8 +78,8 @@ class MineSettings:
     def __post_init__(self) -> None:
         if self.output_format not in FORMATS:
             raise ValueError(f"unknown output format {self.output_format!r}; valid: {', '.join(FORMATS)}")
-        if self.shard_size < 1:
-            raise ValueError(f"shard_size must be >= 1, got {self.shard_size}")
+        if self.shard_size < 1 or self.embed_shard_size < 1:
+            raise ValueError(f"shard sizes must be >= 1, got {self.shard_size} and {self.embed_shard_size}")
         if self.pad_to_multiple_of is not None and self.pad_to_multiple_of < 1:
             raise ValueError(f"pad_to_multiple_of must be >= 1, got {self.pad_to_multiple_of}")
         if self.token_budget is not None and self.token_budget < 0:
@@ -143,14 +146,17 @@ def run_mining(
     show_progress_bar: bool = True,
     plot: bool = True,
     log: Callable[[str], None] = lambda _m: None,
+    pool: Callable[[Any], None] | None = None,
 ) -> MineReport:
     """Mine ``data`` into ``out`` (see docs/mining.md). ``plot=False`` skips the score
-    histogram (``OUT.scores.png``): drawing it is most of a warm run's time."""
+    histogram (``OUT.scores.png``): drawing it is most of a warm run's time. ``pool``: encodes
+    the cache's missing shards on other processes first (contrastlib/pool.py)."""
     out = check_output_path(out)
     s, o = settings, settings.options
     parts = out.with_name(out.name + ".parts")
     model_fp = model_fingerprint(encoder)
-    cache = EmbeddingCache(cache_dir)
+    cache = EmbeddingCache(cache_dir, shard_size=s.embed_shard_size)
+    cache.pool = pool
     kw: dict[str, Any] = {"batch_size": s.batch_size, "precision": s.precision, "show_progress_bar": show_progress_bar, "model_fp": model_fp}
     encode_kwargs = {"pad_to_multiple_of": s.pad_to_multiple_of, "token_budget": s.token_budget}
     if any(v is not None for v in encode_kwargs.values()):  # part of the cache key

@@ -1,0 +1,102 @@
+"""Encoding on several processes or devices: ``--devices`` for ``embed``, ``mine`` and
+``eval retrieval``.
+
+The embedding cache's missing shards (contrastlib/index/cache.py) are dealt out round
+robin, one list per device, and each device's process loads the model named on the
+command line and encodes whole shards, each written once and atomically with its own
+record (a sidecar). Nothing is shared but the files. The parent then reads every shard as
+it reads its own, so the output is the one-process output: the same shards, made of the
+same texts in the same batches (bitwise in fp32 on the CPU, where a one-process run at
+any thread count gives the same bits).
+
+A process that dies (killed, out of memory) stops the job with a one-line error once the
+others are done; a restart reuses every shard that was finished, by anyone, and encodes
+the rest. A worker whose parent is gone stops after its current shard.
+
+Devices: ``N`` (N processes: ``cuda:0..N-1`` where CUDA has that many GPUs, else the
+CPU), or a list (``cpu,cpu``, ``cuda:0,cuda:1``). On the CPU the threads are shared out
+(``torch.get_num_threads() // N`` each, at least one).
+"""
+
+from __future__ import annotations
+
+import multiprocessing as mp
+import os
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from contrastlib.errors import ContrastlibError
+from contrastlib.index.cache import ShardJob, encode_shards
+
+
+def parse_devices(spec: str | None) -> list[str]:
+    """``--devices`` as a list of torch devices (empty: one process, as without it)."""
+    if spec is None or spec in ("", "1"):
+        return []
+    import torch
+
+    if spec.isdigit():
+        n = int(spec)
+        if n < 1:
+            raise ContrastlibError(f"--devices: a count >= 1 or a list of devices, got {spec!r}")
+        gpus = torch.cuda.device_count() if torch.cuda.is_available() else 0
+        return [f"cuda:{i}" for i in range(n)] if gpus >= n else ["cpu"] * n
+    devices = [d.strip() for d in spec.split(",") if d.strip()]
+    for d in devices:
+        try:
+            device = torch.device(d)
+        except RuntimeError:
+            raise ContrastlibError(f"--devices: {d!r} is not a device (cpu, cuda, cuda:1)") from None
+        if device.type == "cuda" and (not torch.cuda.is_available() or (device.index or 0) >= torch.cuda.device_count()):
+            raise ContrastlibError(f"--devices: {d} is not present here")
+    return devices
+
+
+class EncodePool:
+    """The cache's ``pool``: encodes a job's shards on ``devices``, one process each, with
+    the model ``model`` (what ``load_encoder`` takes) and its ``overrides``."""
+
+    def __init__(self, model: str, devices: Sequence[str], overrides: Mapping[str, Any] | None = None) -> None:
+        self.model, self.devices, self.overrides = str(model), list(devices), dict(overrides or {})
+
+    def __call__(self, job: ShardJob) -> None:
+        if len(self.devices) < 2 or len(job.shard_ids) < 2:
+            return  # the parent encodes them (a pool of one is no pool)
+        import torch
+
+        threads = max(1, torch.get_num_threads() // sum(d == "cpu" for d in self.devices)) if "cpu" in self.devices else 1
+        ctx = mp.get_context("spawn")
+        procs = []
+        for n, device in enumerate(self.devices):
+            share = job.shard_ids[n :: len(self.devices)]
+            if share:
+                mine = ShardJob(job.folder, job.texts, share, job.prompt, job.batch_size, job.precision,
+                                job.encode_kwargs, job.shard_size)
+                p = ctx.Process(target=_work, args=(self.model, self.overrides, device, threads, mine, os.getpid()),
+                                name=f"contrastlib-encode-{n}")
+                p.start()
+                procs.append((device, p))
+        failed = []
+        for device, p in procs:
+            p.join()
+            if p.exitcode != 0:
+                failed.append(f"{device} (exit code {p.exitcode})")
+        if failed:
+            raise ContrastlibError(f"--devices: the process on {', '.join(failed)} stopped; a restart keeps every "
+                                   "shard already written and encodes the rest")
+
+
+def _work(model: str, overrides: dict[str, Any], device: str, threads: int, job: ShardJob, parent: int) -> None:
+    """One device's process: its shards, one at a time, until done or the parent is gone."""
+    import torch
+
+    from contrastlib.loading import load_encoder
+    from contrastlib.utils.quiet import quiet_third_party
+
+    quiet_third_party()
+    torch.set_num_threads(threads)
+    encoder: Any = load_encoder(model, **overrides)
+    encoder.to(device)
+    for _ in encode_shards(encoder, job):
+        if os.getppid() != parent:  # the parent was killed: stop (what is written is kept)
+            return
