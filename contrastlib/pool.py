@@ -6,8 +6,8 @@ robin, one list per device, and each device's process loads the model named on t
 command line and encodes whole shards, each written once and atomically with its own
 record (a sidecar). Nothing is shared but the files. The parent then reads every shard as
 it reads its own, so the output is the one-process output: the same shards, made of the
-same texts in the same batches (bitwise in fp32 on the CPU, where a one-process run at
-any thread count gives the same bits).
+same texts in the same batches: bitwise in fp32 on the CPU where the BLAS library gives
+the same bits at any thread count (it does on the development machine; tested).
 
 A process that dies (killed, out of memory) stops the job with a one-line error once the
 others are done; a restart reuses every shard that was finished, by anyone, and encodes
@@ -26,7 +26,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from contrastlib.errors import ContrastlibError
-from contrastlib.index.cache import ShardJob, encode_shards
+from contrastlib.index.cache import ShardJob, encode_shards, shard_texts
 
 
 def parse_devices(spec: str | None) -> list[str]:
@@ -35,21 +35,28 @@ def parse_devices(spec: str | None) -> list[str]:
         return []
     import torch
 
+    gpus = torch.cuda.device_count() if torch.cuda.is_available() else 0
     if spec.isdigit():
         n = int(spec)
         if n < 1:
             raise ContrastlibError(f"--devices: a count >= 1 or a list of devices, got {spec!r}")
-        gpus = torch.cuda.device_count() if torch.cuda.is_available() else 0
-        return [f"cuda:{i}" for i in range(n)] if gpus >= n else ["cpu"] * n
+        if 0 < gpus < n:
+            raise ContrastlibError(f"--devices {n}: this machine has {gpus} GPU(s); name the devices "
+                                   "(cuda:0,cuda:1 or cpu,cpu)")
+        return [f"cuda:{i}" for i in range(n)] if gpus else ["cpu"] * n
     devices = [d.strip() for d in spec.split(",") if d.strip()]
+    if not devices:
+        raise ContrastlibError(f"--devices: a count or a list of devices, got {spec!r}")
     for d in devices:
         try:
             device = torch.device(d)
         except RuntimeError:
-            raise ContrastlibError(f"--devices: {d!r} is not a device (cpu, cuda, cuda:1)") from None
-        if device.type == "cuda" and (not torch.cuda.is_available() or (device.index or 0) >= torch.cuda.device_count()):
-            raise ContrastlibError(f"--devices: {d} is not present here")
-    return devices
+            device = None
+        if device is None or device.type not in ("cpu", "cuda") or (device.type == "cpu" and device.index):
+            raise ContrastlibError(f"--devices: {d!r} is not a device here (cpu, cuda, cuda:1)")
+        if device.type == "cuda" and (device.index or 0) >= gpus:
+            raise ContrastlibError(f"--devices: {d} is not present here ({gpus} GPU(s))")
+    return ["cpu" if d.startswith("cpu") else d for d in devices]
 
 
 class EncodePool:
@@ -60,18 +67,17 @@ class EncodePool:
         self.model, self.devices, self.overrides = str(model), list(devices), dict(overrides or {})
 
     def __call__(self, job: ShardJob) -> None:
-        if len(self.devices) < 2 or len(job.shard_ids) < 2:
-            return  # the parent encodes them (a pool of one is no pool)
         import torch
 
         threads = max(1, torch.get_num_threads() // sum(d == "cpu" for d in self.devices)) if "cpu" in self.devices else 1
         ctx = mp.get_context("spawn")
         procs = []
+        chunks = dict(zip(job.shard_ids, shard_texts(job), strict=True))
         for n, device in enumerate(self.devices):
             share = job.shard_ids[n :: len(self.devices)]
-            if share:
-                mine = ShardJob(job.folder, job.texts, share, job.prompt, job.batch_size, job.precision,
-                                job.encode_kwargs, job.shard_size)
+            if share:  # each process is sent its own shards' texts only
+                mine = ShardJob(job.folder, [], share, job.prompt, job.batch_size, job.precision,
+                                job.encode_kwargs, job.shard_size, chunks=[chunks[i] for i in share])
                 p = ctx.Process(target=_work, args=(self.model, self.overrides, device, threads, mine, os.getpid()),
                                 name=f"contrastlib-encode-{n}")
                 p.start()

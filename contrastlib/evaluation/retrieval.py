@@ -218,7 +218,8 @@ def evaluate_retrieval(
     del index
     by_dim = {}
     for d in list(cut):
-        cut_run = ranked(index_of(cut.pop(d), IndexSpec()), l2_normalise(queries[:, :d].copy()))
+        exact = dataclasses.replace(index_spec or IndexSpec(), kind="flat")  # any size fits; same device
+        cut_run = ranked(index_of(cut.pop(d), exact), l2_normalise(queries[:, :d].copy()))
         by_dim[d] = mean_metrics(cut_run, data.qrels, {"ndcg": (10,)})["ndcg@10"]
     metrics = mean_metrics(run, data.qrels, ks)
     kept = {q: hits[:top_k] for q, hits in run.items()}  # what a run file holds

@@ -149,13 +149,13 @@ class EmbeddingCache:
         for i in range(n_shards):
             entry = manifest["shards"].get(str(i))
             path = folder / f"shard-{i:05d}.npy"
-            # a shard the manifest does not list may still be done (by a pool's process)
-            parts[i] = _read_checked(path, entry["sha256"]) if entry else _read_sidecar(folder, i)
-            if parts[i] is None:
+            parts[i] = _read_checked(path, entry["sha256"]) if entry else None
+            if parts[i] is None:  # not listed, or rewritten since: its sidecar may vouch for it (a pool's process)
                 manifest["shards"].pop(str(i), None)
-            elif not entry:
-                manifest["shards"][str(i)] = json.loads(_sidecar_path(folder, i).read_text())
-                adopted = True
+                found = _read_sidecar(folder, i)
+                if found is not None:
+                    parts[i], manifest["shards"][str(i)] = found
+                    adopted = True
         if adopted:  # the manifest records what the sidecars vouched for
             write_json(manifest_path, manifest)
         missing = [i for i, p in enumerate(parts) if p is None]
@@ -164,16 +164,16 @@ class EmbeddingCache:
         if missing and self.pool is not None:  # other processes encode them; their shards are then read
             self.pool(job)
             for i in missing:
-                parts[i] = _read_sidecar(folder, i)
-                if parts[i] is not None:
-                    manifest["shards"][str(i)] = json.loads(_sidecar_path(folder, i).read_text())
+                found = _read_sidecar(folder, i)
+                if found is not None:
+                    parts[i], manifest["shards"][str(i)] = found
             write_json(manifest_path, manifest)
             missing = [i for i, p in enumerate(parts) if p is None]
             job = dataclasses.replace(job, shard_ids=missing)
         with tqdm(total=len(texts), desc=desc, unit="text", disable=not show_progress_bar or not missing) as bar:
             bar.update(sum(len(p) for p in parts if p is not None))
-            for i, emb in encode_shards(encoder, job):
-                manifest["shards"][str(i)] = json.loads(_sidecar_path(folder, i).read_text())
+            for i, emb, entry in encode_shards(encoder, job):
+                manifest["shards"][str(i)] = entry
                 write_json(manifest_path, manifest)
                 parts[i] = emb
                 bar.update(len(emb))
@@ -208,41 +208,52 @@ class ShardJob:
     precision: str
     encode_kwargs: dict[str, Any]
     shard_size: int
+    #: Each shard's texts (aligned with ``shard_ids``), given instead of ``texts`` to a
+    #: process that encodes only these (an encode pool's).
+    chunks: list[list[str]] | None = None
 
 
-def encode_shards(encoder: Any, job: ShardJob) -> Iterator[tuple[int, np.ndarray]]:
+def shard_texts(job: ShardJob) -> list[list[str]]:
+    """The texts of each of ``job``'s shards (the cache's length order cut into shards)."""
+    if job.chunks is not None:
+        return job.chunks
+    order = length_order(job.texts)
+    return [[job.texts[j] for j in order[i * job.shard_size : (i + 1) * job.shard_size]] for i in job.shard_ids]
+
+
+def encode_shards(encoder: Any, job: ShardJob) -> Iterator[tuple[int, np.ndarray, dict[str, Any]]]:
     """Encode ``job``'s shards one at a time, each written atomically with its sidecar
     (``shard-N.json``: rows, SHA-256 and the writing process's id, written after the
-    shard), and yield them. Any
+    shard), and yield each with its record. Any
     process may run it on its own shards: the files are the record, not a shared manifest."""
-    order = length_order(job.texts)
     kwargs = {"batch_size": job.batch_size, **job.encode_kwargs}
     if job.precision != "fp32":  # (a SentenceTransformer's ``precision`` means quantisation)
         kwargs["precision"] = job.precision
-    for i in job.shard_ids:
-        chunk = [job.texts[j] for j in order[i * job.shard_size : (i + 1) * job.shard_size]]
+    for i, chunk in zip(job.shard_ids, shard_texts(job), strict=True):
         emb = np.asarray(encoder.encode([prompted(job.prompt, t) for t in chunk], show_progress_bar=False, **kwargs),
                          dtype=np.float32)
         buf = io.BytesIO()
         np.save(buf, emb)
         with atomic_path(job.folder / f"shard-{i:05d}.npy") as tmp:
             tmp.write_bytes(buf.getvalue())
-        write_json(_sidecar_path(job.folder, i), {"rows": len(chunk), "sha256": hashlib.sha256(buf.getvalue()).hexdigest(),
-                                                  "pid": os.getpid()})
-        yield i, emb
+        entry = {"rows": len(chunk), "sha256": hashlib.sha256(buf.getvalue()).hexdigest(), "pid": os.getpid()}
+        write_json(_sidecar_path(job.folder, i), entry)
+        yield i, emb, entry
 
 
 def _sidecar_path(folder: Path, i: int) -> Path:
     return folder / f"shard-{i:05d}.json"
 
 
-def _read_sidecar(folder: Path, i: int) -> np.ndarray | None:
-    """Shard ``i`` as its sidecar records it, or None (not written, or damaged)."""
+def _read_sidecar(folder: Path, i: int) -> tuple[np.ndarray, dict[str, Any]] | None:
+    """Shard ``i`` and its sidecar's record, where the record vouches for the shard's bytes;
+    else None (not written, damaged, or the shard rewritten since)."""
     try:
         entry = json.loads(_sidecar_path(folder, i).read_text())
-        return _read_checked(folder / f"shard-{i:05d}.npy", entry["sha256"])
+        shard = _read_checked(folder / f"shard-{i:05d}.npy", entry["sha256"])
     except (OSError, ValueError, KeyError, TypeError):
         return None
+    return None if shard is None else (shard, entry)
 
 
 def _valid_manifest(stored: Any, n: int, shard_size: int) -> bool:

@@ -34,6 +34,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import torch
 
 from contrastlib.index.torch_search import TorchExactSearch, torch_search_device
 from contrastlib.utils.io import atomic_path, write_json
@@ -54,10 +55,12 @@ class IndexSpec:
     pq_bytes: int = 32
     train_size: int = 100_000
     seed: int = 0
-    #: Where exact (``flat``) search runs: ``auto`` (torch on the first CUDA GPU where one
-    #: is present, whatever FAISS build is installed; else FAISS on the CPU), ``faiss``,
-    #: or a torch device (``cpu``, ``cuda``, ``cuda:1``; contrastlib/index/torch_search.py).
-    search_device: str = "auto"
+    #: Where exact (``flat``) search runs: ``faiss``; ``auto`` (torch on the first CUDA GPU
+    #: where one is present, whatever FAISS build is installed; else FAISS on the CPU: the
+    #: command line's default); or a torch device (``cpu``, ``cuda``, ``cuda:1``;
+    #: contrastlib/index/torch_search.py). The default keeps searches inside a training
+    #: run (evaluators, re-mining) off the GPU that trains.
+    search_device: str = "faiss"
     #: Torch search's score precision: ``fp32``, or ``bf16`` with a float32 re-score of
     #: the candidates.
     score_dtype: str = "fp32"
@@ -67,8 +70,13 @@ class IndexSpec:
             raise ValueError(f"unknown index kind {self.kind!r}; valid: {', '.join(KINDS)}")
         if self.score_dtype not in ("fp32", "bf16"):
             raise ValueError(f"score dtype: fp32 or bf16, got {self.score_dtype!r}")
-        if self.search_device not in ("auto", "faiss", "cpu") and not self.search_device.startswith("cuda"):
-            raise ValueError(f"search device: auto, faiss, cpu or cuda[:N], got {self.search_device!r}")
+        if self.search_device not in ("auto", "faiss"):
+            try:
+                device = torch.device(self.search_device)
+            except RuntimeError:
+                device = None
+            if device is None or device.type not in ("cpu", "cuda"):
+                raise ValueError(f"search device: auto, faiss, cpu or cuda[:N], got {self.search_device!r}")
         if self.kind != "flat" and self.search_device not in ("auto", "faiss"):
             raise ValueError(f"search device {self.search_device!r}: torch searches exactly (index flat), "
                              f"not {self.kind}")

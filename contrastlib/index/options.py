@@ -28,10 +28,17 @@ def index_spec(args: argparse.Namespace) -> IndexSpec:
     if args.batch_size < 1:
         raise ContrastlibError(f"--batch-size must be >= 1, got {args.batch_size}")
     try:
-        return IndexSpec(kind=args.index, nlist=args.nlist, nprobe=args.nprobe, ef_search=args.ef_search,
+        spec = IndexSpec(kind=args.index, nlist=args.nlist, nprobe=args.nprobe, ef_search=args.ef_search,
                          search_device=args.search_device, score_dtype=args.score_dtype)
     except ValueError as exc:
         raise ContrastlibError(f"--index: {exc}") from None
+    if spec.search_device.startswith("cuda"):  # before any work: a device that is not here
+        import torch
+
+        index = torch.device(spec.search_device).index or 0
+        if not torch.cuda.is_available() or index >= torch.cuda.device_count():
+            raise ContrastlibError(f"--search-device {spec.search_device}: no such CUDA device here")
+    return spec
 
 
 def check_index_dim(spec: IndexSpec, encoder: Any) -> None:

@@ -37,6 +37,7 @@ class TorchExactSearch:
         self.score_dtype, self.chunk_rows, self.margin = score_dtype, chunk_rows, margin
         self._parts: list[torch.Tensor] = []
         self._low: list[torch.Tensor] = []  # the same, in the score dtype (bf16 only)
+        self._whole: torch.Tensor | None = None  # the parts joined once, for the re-score
         self.ntotal = 0
 
     @property
@@ -51,6 +52,7 @@ class TorchExactSearch:
             if self.score_dtype != "fp32":
                 self._low.append(part.to(SCORE_DTYPES[self.score_dtype]))
         self.ntotal += len(x)
+        self._whole = None
 
     @torch.inference_mode()
     def search(self, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
@@ -71,9 +73,14 @@ class TorchExactSearch:
             best_s, best_i = _merge(best_s, best_i, s, i + start, keep)
             start += part.shape[0]
         if self.score_dtype != "fp32" and best_i.shape[1]:  # float32 scores of the candidates
-            vectors = torch.cat(self._parts)[best_i]  # [n, keep, dim]
-            best_s = torch.einsum("nd,nkd->nk", q, vectors)
-            best_s, best_i = _merge(best_s[:, :0], best_i[:, :0], best_s, best_i, k)
+            if self._whole is None:
+                self._whole = torch.cat(self._parts)
+            rescored = torch.empty_like(best_s)
+            step = max(1, (1 << 26) // max(1, best_i.shape[1] * self.dim))  # ~256 MB of gathered rows at a time
+            for a in range(0, n, step):
+                rows = self._whole.index_select(0, best_i[a : a + step].reshape(-1)).view(-1, best_i.shape[1], self.dim)
+                rescored[a : a + step] = torch.einsum("nd,nkd->nk", q[a : a + step], rows)
+            best_s, best_i = _merge(best_s[:, :0], best_i[:, :0], rescored, best_i, k)
         best_s, best_i = best_s[:, :k], best_i[:, :k]
         out_s = np.full((n, k), -np.inf, dtype=np.float32)
         out_i = np.full((n, k), -1, dtype=np.int64)

@@ -78,7 +78,8 @@ def _distinct_pairs(items: Iterable[tuple[str, int]]) -> tuple[list[str], list[t
 
 def read_corpus_file(path: Path) -> tuple[list[str], list[str]]:
     """``(ids, texts)`` of an extra corpus: ``.txt`` (one text per line; the text is its
-    id) or a BEIR ``corpus.jsonl`` (``_id``, ``title``, ``text``)."""
+    id) or a BEIR ``corpus.jsonl`` (``_id``, ``title``, ``text``; empty documents are left
+    out, as no candidate)."""
     if path.suffix == ".txt":
         texts = list(dict.fromkeys(read_sentences(path)))
         return texts, texts
@@ -95,8 +96,8 @@ def read_corpus_file(path: Path) -> tuple[list[str], list[str]]:
             seen.add(doc_id)
             title = rec.get("title")
             text = (f"{title} {rec['text']}" if isinstance(title, str) else rec["text"]).strip()
-            if not text:
-                raise DataError(path, f"empty document (_id {doc_id!r})", n)
+            if not text:  # an empty document (real sets hold some) is no candidate
+                continue
             ids.append(doc_id)
             texts.append(text)
         return ids, texts
@@ -124,16 +125,17 @@ def read_mining_input(data: str, *, corpus: str | None = None, split: str | None
         if not pairs:
             raise DataError(root, "every relevant document is empty: nothing to mine for")
         ids, texts = [d for d, _ in kept], [t for _, t in kept]
+        empty_positive_pairs = sum(1 for _, d in relevant if d not in index)
         if corpus:
             extra_ids, extra_texts = read_corpus_file(Path(corpus))
+            known = set(beir.corpus_ids)  # the set's own documents, empty ones included
             for i, t in zip(extra_ids, extra_texts, strict=True):
-                if i not in index:
+                if i not in known:
                     index[i] = len(ids)
                     ids.append(i)
                     texts.append(t)
         return MiningInput(beir.name, anchors, pairs, ids, texts, duplicate_pairs=repeats,
-                           empty_documents=beir.empty_documents,
-                           empty_positive_pairs=sum(1 for _, d in relevant if d not in index))
+                           empty_documents=beir.empty_documents, empty_positive_pairs=empty_positive_pairs)
     rows, _ = read_tuples(path, bad_rows=bad)
     if len(rows[0]) < 2:
         raise DataError(path, "mining needs (anchor, positive) pairs, not single sentences")

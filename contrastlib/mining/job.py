@@ -174,7 +174,7 @@ def run_mining(
     # a GPU that encodes differently, gives other bytes) and where the index ran.
     h = hashlib.blake2b(digest_size=16)
     h.update(json.dumps({"input": data.fingerprint(), "model": model_fp, "settings": asdict(s), "v": 2,
-                         "gpu": index.on_gpu}, sort_keys=True, default=str).encode())
+                         "searched_by": index.backend}, sort_keys=True, default=str).encode())
     h.update(corpus_emb.tobytes())
     h.update(anchor_emb.tobytes())
     job_key = h.hexdigest()

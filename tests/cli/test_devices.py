@@ -52,6 +52,21 @@ def test_embed_on_two_processes_is_the_one_process_output_bitwise(tmp_path, tiny
     a, b = np.load(tmp_path / "one.npy"), np.load(tmp_path / "two.npy")
     assert a.shape == (300, 32) and np.array_equal(a, b)
     assert json.loads(out.strip().splitlines()[-1])["encoded"] == 15  # 300 texts in shards of 20
+    # two processes other than the command's own wrote them (each shard's sidecar names its writer)
+    writers = {json.loads(p.read_text())["pid"] for p in (tmp_path / "c").rglob("shard-*.json")}
+    assert len(writers) == 2 and two.pid not in writers
+
+
+@pytest.mark.parametrize(("value", "message"), [
+    ("0", "a count >= 1"), ("meta,meta", "'meta' is not a device here"), ("cuda:3", "not present here"),
+    ("cpu:1", "'cpu:1' is not a device here"), (",", "a count or a list"),
+])
+def test_bad_devices_are_one_line_errors(value, message):
+    from contrastlib.errors import ContrastlibError
+    from contrastlib.pool import parse_devices
+
+    with pytest.raises(ContrastlibError, match=message):
+        parse_devices(value)
 
 
 @pytest.mark.slow

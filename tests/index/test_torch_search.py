@@ -84,6 +84,8 @@ def test_the_index_layer_searches_saves_and_loads_in_torch(tmp_path):
     assert VectorIndex(32, IndexSpec("flat", search_device="auto"), use_gpu=False).backend == "faiss-cpu"
     with pytest.raises(ValueError, match="torch searches exactly"):
         IndexSpec("hnsw", search_device="cpu")
+    with pytest.raises(ValueError, match="search device: auto, faiss, cpu or cuda"):
+        IndexSpec("flat", search_device="cudax")
 
 
 def test_eval_retrieval_and_mine_through_torch_equal_faiss(tmp_path, tiny_model, capsys):

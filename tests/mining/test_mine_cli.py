@@ -319,3 +319,28 @@ def test_a_warm_job_never_loads_the_model_and_a_changed_model_is_not_served_stal
     mine(*args, "-o", str(tmp_path / "changed.jsonl"), capsys=capsys)
     assert loads == [str(model)]
     assert cold["rows_written"] > 0
+
+
+def test_an_empty_relevant_document_never_comes_back_from_an_extra_corpus(tmp_path):
+    """An empty BEIR document is no candidate; the same _id in --corpus (with text) is the
+    set's judged document, not a new candidate: it must not be mined as a negative (found
+    in review). Empty records of the extra corpus are left out too."""
+    import json
+
+    from contrastlib.mining.inputs import read_mining_input
+
+    root = tmp_path / "beir"
+    (root / "qrels").mkdir(parents=True)
+    docs = [{"_id": "d0", "title": "", "text": ""}] + [{"_id": f"d{i}", "text": f"doc {i}"} for i in range(1, 6)]
+    (root / "corpus.jsonl").write_text("".join(json.dumps(d) + "\n" for d in docs))
+    (root / "queries.jsonl").write_text(json.dumps({"_id": "q0", "text": "a query"}) + "\n"
+                                        + json.dumps({"_id": "q1", "text": "another"}) + "\n")
+    (root / "qrels" / "test.tsv").write_text("query-id\tcorpus-id\tscore\nq0\td0\t1\nq0\td1\t1\nq1\td2\t1\n")
+    extra = tmp_path / "extra.jsonl"
+    extra.write_text(json.dumps({"_id": "d0", "text": "JUDGED RELEVANT"}) + "\n"
+                     + json.dumps({"_id": "e1", "text": "an extra passage"}) + "\n"
+                     + json.dumps({"_id": "e2", "title": "", "text": " "}) + "\n")
+    data = read_mining_input(str(root), corpus=str(extra))
+    assert "JUDGED RELEVANT" not in data.corpus_texts and "d0" not in data.corpus_ids
+    assert "an extra passage" in data.corpus_texts and "e2" not in data.corpus_ids
+    assert data.empty_documents == 1 and data.empty_positive_pairs == 1
