@@ -139,7 +139,9 @@ def _numbered(dataset: Any, start: int) -> Any:
 def prompt_names(data: TrainData) -> dict[str, str]:
     """The run's prompts under sentence-transformers' names (``query``, ``document``...):
     one source's as :func:`named_prompts` gives them; of several, a name every source that
-    sets it agrees on as it is, and where they differ, each source's as ``NAME_query``."""
+    sets it agrees on as it is, and where they differ, each source's as ``NAME_query`` and
+    the first source's under the plain name too (what ``encode_query`` and the run's own
+    evaluations use)."""
     if not data.parts:
         return named_prompts(data.prompts)
     per_source = {p.name: named_prompts(p.data.prompts) for p in data.parts}
@@ -149,5 +151,7 @@ def prompt_names(data: TrainData) -> dict[str, str]:
         if len(values) == 1:
             out[name] = values.pop()
         else:
-            out.update({f"{source}_{name}": names[name] for source, names in per_source.items() if name in names})
+            setting = {source: names[name] for source, names in per_source.items() if name in names}
+            out[name] = next(iter(setting.values()))
+            out.update({f"{source}_{name}": prompt for source, prompt in setting.items()})
     return out

@@ -128,8 +128,8 @@ def test_round_robin_and_differing_prompts_are_exported_per_source(tmp_path, tin
     logs = read_logs(tmp_path / "runs" / "two")
     assert [s for s, _ in logs["train/loss/nli"]] == [0, 2, 4] and [s for s, _ in logs["train/loss/sts"]] == [1, 3, 5]
     st = json.loads((tmp_path / "runs" / "two" / "model" / "config_sentence_transformers.json").read_text())
-    assert st["prompts"] == {"nli_query": "query: ", "sts_query": "sentence: ", "nli_document": "passage: ",
-                             "sts_document": "sentence: "}
+    assert st["prompts"] == {"query": "query: ", "nli_query": "query: ", "sts_query": "sentence: ",
+                             "document": "passage: ", "nli_document": "passage: ", "sts_document": "sentence: "}
 
 
 @pytest.mark.parametrize(("change", "message"), [
