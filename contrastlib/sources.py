@@ -28,20 +28,19 @@ def read_sources(method: str, method_cls: Any, specs: Sequence[SourceSpec], conf
                  composition: str, max_rows: int | None, on_bad_row: str) -> TrainData:
     """The method's :class:`TrainData` of ``specs``: one source (``data.train`` a path) as
     the method reads it; ``several`` (a mapping, even of one source) each kept as a part."""
+    def read(s: SourceSpec, method_config: Any) -> TrainData:
+        data: TrainData = method_cls.read_train_data(s.path, method_config, max_rows=max_rows, columns=s.columns,
+                                                     bad_rows=BadRows(on_bad_row, key="data.on_bad_row"), prompts=s.prompts)
+        return data
+
     if not several:
-        s = specs[0]
-        return method_cls.read_train_data(s.path, config, max_rows=max_rows, bad_rows=BadRows(on_bad_row, key="data.on_bad_row"),
-                                          columns=s.columns, prompts=s.prompts)
+        return read(specs[0], config)
     if not method_cls.several_sources:
         raise ConfigError(f"data.train: method {method!r} trains on one source; give a path")
     parts = []
     for s in specs:
-        # a source's loss can decide how it is read (SimCSE: graded scores -> scored pairs)
-        source_config = method_cls.source_config(config, _loss_class(s))
-        try:
-            data = method_cls.read_train_data(s.path, source_config, max_rows=max_rows,
-                                              bad_rows=BadRows(on_bad_row, key="data.on_bad_row"),
-                                              columns=s.columns, prompts=s.prompts)
+        try:  # a source's loss can decide how it is read (SimCSE: graded scores -> scored pairs)
+            data = read(s, method_cls.source_config(config, _loss_class(s)))
         except ContrastlibError as exc:  # data.columns / data.prompts of this source, named as it set them
             raise ConfigError(_source_key(str(exc), s.name)) from None
         if not len(data.rows):
@@ -90,10 +89,10 @@ def plan_loss(method_cls: Any, config: Any, data: TrainData, specs: Sequence[Sou
     sections: list[dict[str, Any]] = []
     index: list[int] = []
     for spec, part in zip(specs, parts, strict=True):
+        loss_cls = _loss_class(spec)
+        source_config = method_cls.source_config(config, loss_cls) if data.parts else config  # as read_sources read it
         try:
-            check_loss(_loss_class(spec), spec.loss["name"],
-                       method_cls.loss_contract(method_cls.source_config(config, _loss_class(spec)) if data.parts
-                                                else config, part.data))
+            check_loss(loss_cls, spec.loss["name"], method_cls.loss_contract(source_config, part.data))
         except ConfigError as exc:
             raise ConfigError(_loss_key(spec, str(exc))) from None
         if spec.loss not in sections:

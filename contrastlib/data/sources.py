@@ -9,12 +9,12 @@ its columns), then tagged with the source: :class:`Sourced`.
 from __future__ import annotations
 
 import bisect
+import itertools
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol, overload, runtime_checkable
 
-import numpy as np
-from torch.utils.data import Dataset
+from torch.utils.data import ConcatDataset
 
 
 @runtime_checkable
@@ -26,7 +26,7 @@ class BatchFetch(Protocol):
 
 def starts_of(lengths: Sequence[int]) -> list[int]:
     """Where each of consecutive parts of these lengths starts."""
-    return [int(x) for x in np.concatenate([[0], np.cumsum(lengths)[:-1]])] if lengths else []
+    return list(itertools.accumulate(lengths[:-1], initial=0)) if lengths else []
 
 
 class Chained(Sequence[Any]):
@@ -67,27 +67,13 @@ class SourceItems(list[Any]):
         self.source = source
 
 
-class SourcesDataset(Dataset[Any]):
-    """The sources' datasets one after another."""
-
-    def __init__(self, datasets: Sequence[Any]) -> None:
-        self.datasets = list(datasets)
-        self.starts = starts_of([len(d) for d in self.datasets])
-        self._len = sum(len(d) for d in self.datasets)
-
-    def __len__(self) -> int:
-        return self._len
-
-    def source_of(self, i: int) -> int:
-        return bisect.bisect_right(self.starts, i) - 1
-
-    def __getitem__(self, i: int) -> Any:
-        s = self.source_of(i)
-        return self.datasets[s][i - self.starts[s]]
+class SourcesDataset(ConcatDataset[Any]):
+    """The sources' datasets one after another (torch's ``ConcatDataset``), fetching a
+    batch from its one source at once."""
 
     def __getitems__(self, indices: list[int]) -> SourceItems:
-        s = self.source_of(indices[0])
-        start, end = self.starts[s], self.starts[s] + len(self.datasets[s])
+        s = bisect.bisect_right(self.cumulative_sizes, indices[0])
+        start, end = (self.cumulative_sizes[s - 1] if s else 0), self.cumulative_sizes[s]
         if not all(start <= i < end for i in indices):  # the sampler's promise, kept
             raise ValueError(f"a batch mixes sources: rows {min(indices)}..{max(indices)} cross source {s}'s end")
         local = [i - start for i in indices]

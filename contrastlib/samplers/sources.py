@@ -77,7 +77,3 @@ class SourcesSampler(GlobalBatchSampler):
             batch = next(streams[s], None)
             if batch is not None:
                 yield np.asarray(batch, dtype=np.int64) + self.starts[s]
-
-    def source_of(self, row: int) -> int:
-        """The source of row ``row`` of the whole."""
-        return int(np.searchsorted(self.starts, row, side="right") - 1)
