@@ -145,31 +145,33 @@ class EmbeddingCache:
         order = length_order(texts)
         shard_rows = [order[i * self.shard_size : (i + 1) * self.shard_size] for i in range(n_shards)]
         parts: list[np.ndarray | None] = [None] * n_shards
-        adopted = False
-        for i in range(n_shards):
-            entry = manifest["shards"].get(str(i))
-            path = folder / f"shard-{i:05d}.npy"
-            parts[i] = _read_checked(path, entry["sha256"]) if entry else None
-            if parts[i] is None:  # not listed, or rewritten since: its sidecar may vouch for it (a pool's process)
-                manifest["shards"].pop(str(i), None)
-                found = _read_sidecar(folder, i)
+
+        def load(shards: Sequence[int]) -> list[int]:
+            """Read ``shards`` as the manifest lists them, else as their sidecars vouch for
+            them (a pool's process, or a manifest lost; the manifest then records them);
+            returns those still missing."""
+            adopted = False
+            for i in shards:
+                entry = manifest["shards"].pop(str(i), None)
+                parts[i] = _read_checked(folder / f"shard-{i:05d}.npy", entry["sha256"]) if entry else None
+                found = _read_sidecar(folder, i) if parts[i] is None else None
                 if found is not None:
-                    parts[i], manifest["shards"][str(i)] = found
+                    parts[i], entry = found
                     adopted = True
-        if adopted:  # the manifest records what the sidecars vouched for
-            write_json(manifest_path, manifest)
-        missing = [i for i, p in enumerate(parts) if p is None]
+                if parts[i] is not None:
+                    manifest["shards"][str(i)] = entry
+            if adopted:
+                write_json(manifest_path, manifest)
+            return [i for i in shards if parts[i] is None]
+
+        missing = load(range(n_shards))
         self.last_stats = {"shards": n_shards, "reused": n_shards - len(missing), "encoded": len(missing)}
-        job = ShardJob(folder, texts, missing, prompt, batch_size, precision, dict(encode_kwargs or {}), self.shard_size)
+        job = ShardJob(folder, texts, missing, prompt, batch_size, precision, dict(encode_kwargs or {}), self.shard_size,
+                       order=order)
         if missing and self.pool is not None:  # other processes encode them; their shards are then read
             self.pool(job)
-            for i in missing:
-                found = _read_sidecar(folder, i)
-                if found is not None:
-                    parts[i], manifest["shards"][str(i)] = found
-            write_json(manifest_path, manifest)
-            missing = [i for i, p in enumerate(parts) if p is None]
-            job = dataclasses.replace(job, shard_ids=missing)
+            job = dataclasses.replace(job, shard_ids=load(missing))
+            missing = job.shard_ids
         with tqdm(total=len(texts), desc=desc, unit="text", disable=not show_progress_bar or not missing) as bar:
             bar.update(sum(len(p) for p in parts if p is not None))
             for i, emb, entry in encode_shards(encoder, job):
@@ -211,13 +213,15 @@ class ShardJob:
     #: Each shard's texts (aligned with ``shard_ids``), given instead of ``texts`` to a
     #: process that encodes only these (an encode pool's).
     chunks: list[list[str]] | None = None
+    #: ``length_order(texts)``, where the caller has it already.
+    order: np.ndarray | None = None
 
 
 def shard_texts(job: ShardJob) -> list[list[str]]:
     """The texts of each of ``job``'s shards (the cache's length order cut into shards)."""
     if job.chunks is not None:
         return job.chunks
-    order = length_order(job.texts)
+    order = job.order if job.order is not None else length_order(job.texts)
     return [[job.texts[j] for j in order[i * job.shard_size : (i + 1) * job.shard_size]] for i in job.shard_ids]
 
 
