@@ -20,6 +20,7 @@ CPU), or a list (``cpu,cpu``, ``cuda:0,cuda:1``). On the CPU the threads are sha
 
 from __future__ import annotations
 
+import dataclasses
 import multiprocessing as mp
 import os
 from collections.abc import Mapping, Sequence
@@ -27,6 +28,7 @@ from typing import Any
 
 from contrastlib.errors import ContrastlibError
 from contrastlib.index.cache import ShardJob, encode_shards, shard_texts
+from contrastlib.utils.text_store import TextStore
 
 
 def parse_devices(spec: str | None) -> list[str]:
@@ -72,12 +74,15 @@ class EncodePool:
         threads = max(1, torch.get_num_threads() // sum(d == "cpu" for d in self.devices)) if "cpu" in self.devices else 1
         ctx = mp.get_context("spawn")
         procs = []
-        chunks = dict(zip(job.shard_ids, shard_texts(job), strict=True))
+        # each process is sent its own shards' texts only (a store: the store, read there)
+        stored = isinstance(job.texts, TextStore)
+        chunks = {} if stored else dict(zip(job.shard_ids, shard_texts(job), strict=True))
         for n, device in enumerate(self.devices):
             share = job.shard_ids[n :: len(self.devices)]
-            if share:  # each process is sent its own shards' texts only
-                mine = ShardJob(job.folder, [], share, job.prompt, job.batch_size, job.precision,
-                                job.encode_kwargs, job.shard_size, chunks=[chunks[i] for i in share])
+            if share:
+                mine = (dataclasses.replace(job, shard_ids=share) if stored else
+                        ShardJob(job.folder, [], share, job.prompt, job.batch_size, job.precision,
+                                 job.encode_kwargs, job.shard_size, chunks=[chunks[i] for i in share]))
                 p = ctx.Process(target=_work, args=(self.model, self.overrides, device, threads, mine, os.getpid()),
                                 name=f"contrastlib-encode-{n}")
                 p.start()

@@ -177,23 +177,9 @@ def memory_ok(peak: int, bound: int) -> bool:
 
 
 def index_bytes(index: VectorIndex) -> int:
-    """Payload of a built CPU index, read from its faiss structures (not serialised:
-    ``serialize_index`` would copy the whole index in memory)."""
-    import faiss
-
-    ix = faiss.downcast_index(index._index)
-    if isinstance(ix, faiss.IndexHNSW):
-        h = ix.hnsw
-        storage = faiss.downcast_index(ix.storage)
-        return int(storage.codes.size() + 4 * h.neighbors.size() + 8 * h.offsets.size() + 4 * h.levels.size())
-    if isinstance(ix, faiss.IndexIVF):
-        il = ix.invlists
-        listed = sum(il.list_size(i) for i in range(il.nlist))
-        out = listed * (il.code_size + 8) + ix.quantizer.ntotal * ix.d * 4
-        if isinstance(ix, faiss.IndexIVFPQ):
-            out += ix.pq.centroids.size() * 4 + ix.precomputed_table.size() * 4
-        return int(out)
-    return int(ix.ntotal * ix.code_size)
+    """Payload of a built index (``VectorIndex.nbytes``: read from its structures, not
+    serialised; ``serialize_index`` would copy the whole index in memory)."""
+    return index.nbytes
 
 
 # ---------------------------------------------------------------------- data

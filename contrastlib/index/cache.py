@@ -39,6 +39,7 @@ from tqdm.auto import tqdm
 
 from contrastlib.utils.io import atomic_path, cache_root, write_json
 from contrastlib.utils.marks import prompted
+from contrastlib.utils.text_store import TextStore, texts_fingerprint
 
 #: 2: shards follow the length order (1: the input order).
 FORMAT_VERSION = 2
@@ -69,17 +70,11 @@ def model_fingerprint(encoder: Any) -> str:
 def length_order(texts: Sequence[str]) -> np.ndarray:
     """Row indices of ``texts`` by length in characters, longest first, ties in input
     order: the order the cache's shards take their texts in."""
-    lengths = np.fromiter(map(len, texts), dtype=np.int64, count=len(texts))
+    if isinstance(texts, TextStore):
+        lengths = texts.char_lengths()
+    else:
+        lengths = np.fromiter(map(len, texts), dtype=np.int64, count=len(texts))
     return np.argsort(-lengths, kind="stable")
-
-
-def texts_fingerprint(texts: Sequence[str]) -> str:
-    h = hashlib.blake2b(digest_size=20)
-    for t in texts:
-        b = t.encode("utf-8", "surrogatepass")
-        h.update(len(b).to_bytes(8, "little"))
-        h.update(b)
-    return h.hexdigest()
 
 
 class EmbeddingCache:
@@ -111,7 +106,7 @@ class EmbeddingCache:
         h.update(texts_fingerprint(texts).encode())
         return h.hexdigest()
 
-    def embed(
+    def ensure(
         self,
         encoder: Any,
         texts: Sequence[str],
@@ -123,10 +118,11 @@ class EmbeddingCache:
         desc: str = "embed",
         model_fp: str | None = None,
         encode_kwargs: dict[str, Any] | None = None,
-    ) -> np.ndarray:
-        """``[len(texts), dim]`` float32 embeddings: read from the cache, encoding only
-        the shards it does not hold yet."""
-        texts = list(texts)
+    ) -> CachedEmbeddings:
+        """Encode the shards of ``texts`` the cache does not hold yet, and return the
+        entry, read one shard at a time (:class:`CachedEmbeddings`): no more than a shard's
+        embeddings is held here, whatever the number of texts. ``texts`` may be a list or
+        a :class:`~contrastlib.utils.text_store.TextStore` (read from disk as needed)."""
         key = self.key(encoder, texts, precision=precision, prompt=prompt, model_fp=model_fp,
                        encode_kwargs=encode_kwargs)
         folder = self.root / key
@@ -143,49 +139,46 @@ class EmbeddingCache:
             if _valid_manifest(stored, len(texts), self.shard_size):
                 manifest = stored  # (shards not listed in it are encoded again)
         order = length_order(texts)
-        shard_rows = [order[i * self.shard_size : (i + 1) * self.shard_size] for i in range(n_shards)]
-        parts: list[np.ndarray | None] = [None] * n_shards
 
         def load(shards: Sequence[int]) -> list[int]:
-            """Read ``shards`` as the manifest lists them, else as their sidecars vouch for
+            """Check ``shards`` as the manifest lists them, else as their sidecars vouch for
             them (a pool's process, or a manifest lost; the manifest then records them);
             returns those still missing."""
-            adopted = False
+            adopted, missing = False, []
             for i in shards:
                 entry = manifest["shards"].pop(str(i), None)
-                parts[i] = _read_checked(folder / f"shard-{i:05d}.npy", entry["sha256"]) if entry else None
-                found = _read_sidecar(folder, i) if parts[i] is None else None
-                if found is not None:
-                    parts[i], entry = found
-                    adopted = True
-                if parts[i] is not None:
+                ok = entry is not None and _read_checked(folder / f"shard-{i:05d}.npy", entry["sha256"]) is not None
+                if not ok:
+                    found = _read_sidecar(folder, i)
+                    ok, entry, adopted = found is not None, found[1] if found else None, adopted or found is not None
+                if ok:
                     manifest["shards"][str(i)] = entry
+                else:
+                    missing.append(i)
             if adopted:
                 write_json(manifest_path, manifest)
-            return [i for i in shards if parts[i] is None]
+            return missing
 
         missing = load(range(n_shards))
         self.last_stats = {"shards": n_shards, "reused": n_shards - len(missing), "encoded": len(missing)}
-        job = ShardJob(folder, texts, missing, prompt, batch_size, precision, dict(encode_kwargs or {}), self.shard_size,
-                       order=order)
+        job = ShardJob(folder, texts, missing, prompt, batch_size, precision, dict(encode_kwargs or {}),
+                       self.shard_size, order=order)
         if missing and self.pool is not None:  # other processes encode them; their shards are then read
             self.pool(job)
             job = dataclasses.replace(job, shard_ids=load(missing))
             missing = job.shard_ids
         with tqdm(total=len(texts), desc=desc, unit="text", disable=not show_progress_bar or not missing) as bar:
-            bar.update(sum(len(p) for p in parts if p is not None))
+            bar.update(len(texts) - sum(len(order[i * self.shard_size : (i + 1) * self.shard_size]) for i in missing))
             for i, emb, entry in encode_shards(encoder, job):
                 manifest["shards"][str(i)] = entry
                 write_json(manifest_path, manifest)
-                parts[i] = emb
                 bar.update(len(emb))
-        done = [p for p in parts if p is not None]
-        if not done:
-            return np.zeros((0, 0), dtype=np.float32)
-        out = np.empty((len(texts), done[0].shape[1]), dtype=np.float32)
-        for rows, part in zip(shard_rows, done, strict=True):
-            out[rows] = part
-        return out
+        return CachedEmbeddings(folder, order, self.shard_size)
+
+    def embed(self, encoder: Any, texts: Sequence[str], **kwargs: Any) -> np.ndarray:
+        """``[len(texts), dim]`` float32 embeddings in input order: :meth:`ensure`'s entry
+        read whole (arguments as for :meth:`ensure`)."""
+        return self.ensure(encoder, texts, **kwargs).matrix()
 
     def embedder(self, encoder: Any, **kwargs: Any) -> Callable[[Sequence[str], str], np.ndarray]:
         """``embed(texts, kind)`` for evaluators and the miner: the model is hashed once."""
@@ -196,6 +189,79 @@ class EmbeddingCache:
 
         return embed
 
+
+
+class CachedEmbeddings:
+    """One cache entry's embeddings on disk, in input order by row number: read a shard at a
+    time (:meth:`shards`), as rows (:meth:`take`), or whole (:meth:`matrix`)."""
+
+    def __init__(self, folder: Path, order: np.ndarray, shard_size: int) -> None:
+        self.folder, self.order, self.shard_size = folder, order, shard_size
+        self._position: np.ndarray | None = None
+        self._data_at: dict[int, tuple[int, int]] = {}  # shard -> (byte offset of its rows, dim)
+
+    def __len__(self) -> int:
+        return len(self.order)
+
+    @property
+    def n_shards(self) -> int:
+        return -(-len(self.order) // self.shard_size)
+
+    def rows_of(self, i: int) -> np.ndarray:
+        """The input rows of shard ``i``, in the shard's order."""
+        return self.order[i * self.shard_size : (i + 1) * self.shard_size]
+
+    def shard(self, i: int) -> np.ndarray:
+        return np.load(self.folder / f"shard-{i:05d}.npy")
+
+    def shards(self) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+        """``(input rows, embeddings)`` of each shard in turn."""
+        for i in range(self.n_shards):
+            yield self.rows_of(i), self.shard(i)
+
+    @property
+    def dim(self) -> int:
+        return self._layout(0)[1] if len(self.order) else 0
+
+    def _layout(self, i: int) -> tuple[int, int]:
+        if i not in self._data_at:
+            with open(self.folder / f"shard-{i:05d}.npy", "rb") as fh:
+                major, _ = np.lib.format.read_magic(fh)
+                read_header = np.lib.format.read_array_header_1_0 if major == 1 else np.lib.format.read_array_header_2_0
+                shape, fortran, dtype = read_header(fh)
+                if fortran or dtype != np.float32 or len(shape) != 2:
+                    raise ValueError(f"{fh.name}: not a [rows, dim] float32 shard")
+                self._data_at[i] = (fh.tell(), int(shape[1]))
+        return self._data_at[i]
+
+    def take(self, rows: Sequence[int] | np.ndarray) -> np.ndarray:
+        """``[len(rows), dim]`` embeddings of input rows ``rows``, each read from its shard's
+        file (no shard is read whole)."""
+        if self._position is None:
+            self._position = np.empty(len(self.order), dtype=np.int64)
+            self._position[self.order] = np.arange(len(self.order))
+        out = np.empty((len(rows), self.dim), dtype=np.float32)
+        fds: dict[int, int] = {}
+        try:
+            for k, r in enumerate(rows):
+                i, j = divmod(int(self._position[r]), self.shard_size)
+                start, dim = self._layout(i)
+                if i not in fds:
+                    fds[i] = os.open(self.folder / f"shard-{i:05d}.npy", os.O_RDONLY)
+                out[k] = np.frombuffer(os.pread(fds[i], 4 * dim, start + 4 * dim * j), dtype=np.float32)
+        finally:
+            for fd in fds.values():
+                os.close(fd)
+        return out
+
+    def matrix(self) -> np.ndarray:
+        """Every row, in input order."""
+        if not len(self.order):
+            return np.zeros((0, 0), dtype=np.float32)
+        out = np.empty((len(self.order), self.dim), dtype=np.float32)
+        for rows, emb in self.shards():
+            out[rows] = emb
+        return out
 
 
 @dataclass(frozen=True)
@@ -217,12 +283,15 @@ class ShardJob:
     order: np.ndarray | None = None
 
 
-def shard_texts(job: ShardJob) -> list[list[str]]:
-    """The texts of each of ``job``'s shards (the cache's length order cut into shards)."""
+def shard_texts(job: ShardJob) -> Iterator[list[str]]:
+    """The texts of each of ``job``'s shards (the cache's length order cut into shards),
+    one shard at a time (a store's texts are read from disk as each shard comes)."""
     if job.chunks is not None:
-        return job.chunks
+        yield from job.chunks
+        return
     order = job.order if job.order is not None else length_order(job.texts)
-    return [[job.texts[j] for j in order[i * job.shard_size : (i + 1) * job.shard_size]] for i in job.shard_ids]
+    for i in job.shard_ids:
+        yield [job.texts[j] for j in order[i * job.shard_size : (i + 1) * job.shard_size]]
 
 
 def encode_shards(encoder: Any, job: ShardJob) -> Iterator[tuple[int, np.ndarray, dict[str, Any]]]:

@@ -161,6 +161,66 @@ def _batches(n: int, size: int) -> Iterator[slice]:
         yield slice(start, min(start + size, n))
 
 
+def _faiss_bytes(index: Any) -> int:
+    faiss = _faiss()
+    ix = faiss.downcast_index(index)
+    if isinstance(ix, faiss.IndexIDMap):
+        return 8 * int(ix.ntotal) + _faiss_bytes(ix.index)
+    if hasattr(faiss, "GpuIndex") and isinstance(ix, faiss.GpuIndex):
+        return _faiss_bytes(faiss.index_gpu_to_cpu(ix))
+    if isinstance(ix, faiss.IndexHNSW):
+        h = ix.hnsw
+        storage = faiss.downcast_index(ix.storage)
+        return int(storage.codes.size() + 4 * h.neighbors.size() + 8 * h.offsets.size() + 4 * h.levels.size())
+    if isinstance(ix, faiss.IndexIVF):
+        il = ix.invlists
+        listed = sum(il.list_size(i) for i in range(il.nlist))
+        out = listed * (il.code_size + 8) + ix.quantizer.ntotal * ix.d * 4
+        if isinstance(ix, faiss.IndexIVFPQ):
+            out += ix.pq.centroids.size() * 4 + ix.precomputed_table.size() * 4
+        return int(out)
+    return int(ix.ntotal * ix.code_size)
+
+
+class FlatRows:
+    """Exact inner-product search over vectors kept in one float32 array, by FAISS's
+    ``knn`` (the routine ``IndexFlatIP.search`` runs: the same ids and scores). Unlike the
+    index's own growing storage, the array can be sized once (:meth:`reserve`), so
+    building it from shards holds the vectors and one shard, never two copies."""
+
+    def __init__(self, dim: int) -> None:
+        self.dim = dim
+        self.data = np.zeros((0, dim), dtype=np.float32)
+        self.ntotal = 0  # vectors added
+        self.extent = 0  # rows in use (ids run 0..extent-1)
+
+    def reserve(self, n: int) -> None:
+        if n > len(self.data):
+            grown = np.zeros((n, self.dim), dtype=np.float32)  # (untouched pages cost nothing yet)
+            grown[: self.extent] = self.data[: self.extent]
+            self.data = grown
+
+    def add(self, x: np.ndarray, ids: np.ndarray | None = None) -> None:
+        if ids is None:
+            ids = np.arange(self.extent, self.extent + len(x))
+        top = int(ids.max()) + 1 if len(ids) else 0
+        if top > len(self.data):
+            self.reserve(max(top, 2 * len(self.data)))
+        self.data[ids] = x
+        self.ntotal += len(x)
+        self.extent = max(self.extent, top)
+
+    def search(self, q: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+        if self.ntotal != self.extent:
+            raise RuntimeError(f"vectors added under ids 0..{self.extent - 1} number {self.ntotal}: "
+                               "every id below the highest must be added before a search")
+        faiss = _faiss()
+        return faiss.knn(q, self.data[: self.extent], k, metric=faiss.METRIC_INNER_PRODUCT)
+
+    def rows(self, ids: np.ndarray) -> np.ndarray:
+        return self.data[ids]
+
+
 class VectorIndex:
     """A FAISS index of ``dim``-dimensional vectors, searched by inner product.
 
@@ -176,10 +236,14 @@ class VectorIndex:
         self.dim, self.spec = dim, spec or IndexSpec()
         self._torch = self._torch_search(use_gpu)
         self.on_gpu = False
+        self._flat: FlatRows | None = None
+        self._ids_mapped = False  # an IndexIDMap was put around the index for add(ids=)
         if self._torch is None:
             self._index = self._build()
             self._place(use_gpu)
             self._set_search_parameters()
+            if self.spec.kind == "flat" and not self.on_gpu:
+                self._flat, self._index = FlatRows(dim), None
 
     def _torch_search(self, use_gpu: bool | str = "auto") -> TorchExactSearch | None:
         """Exact search in torch where :attr:`IndexSpec.search_device` asks for it (``auto``:
@@ -244,11 +308,23 @@ class VectorIndex:
 
     @property
     def ntotal(self) -> int:
-        return self._torch.ntotal if self._torch is not None else int(self._index.ntotal)
+        if self._torch is not None:
+            return self._torch.ntotal
+        return self._flat.ntotal if self._flat is not None else int(self._index.ntotal)
+
+    @property
+    def nbytes(self) -> int:
+        """The index's payload in memory: vectors or codes, lists, graph links and the ids it
+        keeps (read from its structures; a GPU index's is its CPU twin's)."""
+        if self._torch is not None:
+            return self._torch.nbytes
+        if self._flat is not None:
+            return int(self._flat.data.nbytes)
+        return _faiss_bytes(self._index)
 
     @property
     def is_trained(self) -> bool:
-        return True if self._torch is not None else bool(self._index.is_trained)
+        return True if self._torch is not None or self._flat is not None else bool(self._index.is_trained)
 
     def train(self, vectors: Any) -> None:
         """Train on a seeded sample of at most ``train_size`` vectors (trained kinds only)."""
@@ -263,16 +339,59 @@ class VectorIndex:
         self._index.train(x)
         self._set_search_parameters()
 
-    def add(self, vectors: Any, *, batch_size: int = 65_536) -> None:
-        """Append vectors (ids continue from ``ntotal``), in batches."""
+    def reserve(self, n: int) -> None:
+        """Room for ``n`` vectors, allocated once (exact search: the index is then exactly
+        ``n x dim x 4`` bytes, built from shards without a second copy; other kinds keep
+        FAISS's own storage)."""
+        if self._torch is not None:
+            self._torch.reserve(n)
+        elif self._flat is not None:
+            self._flat.reserve(n)
+
+    def add(self, vectors: Any, *, ids: Any = None, batch_size: int = 65_536) -> None:
+        """Add vectors, in batches: under ids ``ntotal, ntotal + 1, ...``, or under ``ids``
+        (distinct integers >= 0; an exact search needs every id below the highest added
+        before it searches). Searches return these ids."""
         if not self.is_trained:
             raise RuntimeError(f"{self.spec.kind} index: call train() before add()")
         x = _as_float32(vectors, self.dim, "vectors")
+        id_arr = None if ids is None else np.ascontiguousarray(np.asarray(ids, dtype=np.int64))
+        if id_arr is not None and (id_arr.shape != (len(x),) or (len(id_arr) and id_arr.min() < 0)):
+            raise ValueError(f"ids must be {len(x)} integers >= 0, got shape {id_arr.shape}")
+        if id_arr is not None and self._torch is None and self._flat is None and not self._ids_mapped:
+            self._map_ids()
         for part in _batches(len(x), batch_size):
+            part_ids = None if id_arr is None else id_arr[part]
             if self._torch is not None:
-                self._torch.add(x[part])
+                self._torch.add(x[part], part_ids)
+            elif self._flat is not None:
+                self._flat.add(x[part], part_ids)
+            elif part_ids is not None:
+                self._index.add_with_ids(x[part], part_ids)
+            elif self._ids_mapped:
+                raise ValueError("this index was given ids; give every add ids")
             else:
                 self._index.add(x[part])
+
+    def _map_ids(self) -> None:
+        """Let a FAISS index keep the caller's ids (IVF kinds keep them natively; HNSW and
+        GPU indexes go inside an ``IndexIDMap``)."""
+        if self.ntotal:
+            raise ValueError("ids: give every add ids, from the first")
+        if not (self.spec.trained and not self.on_gpu):
+            self._inner = self._index
+            self._index = _faiss().IndexIDMap(self._inner)
+        self._ids_mapped = True
+
+    def vectors(self, ids: Any) -> np.ndarray | None:
+        """The stored vectors under ``ids`` where the index keeps them exactly (exact
+        search), else None."""
+        ids = np.asarray(ids, dtype=np.int64)
+        if self._flat is not None:
+            return self._flat.rows(ids)
+        if self._torch is not None:
+            return self._torch.rows(ids)
+        return None
 
     def search(self, queries: Any, k: int, *, batch_size: int = 4_096) -> tuple[np.ndarray, np.ndarray]:
         """``(scores [n, k], ids [n, k])``, best first; ids are -1 where fewer than ``k``
@@ -282,8 +401,8 @@ class VectorIndex:
         q = _as_float32(queries, self.dim, "queries")
         scores = np.empty((len(q), k), dtype=np.float32)
         ids = np.empty((len(q), k), dtype=np.int64)
+        found = self._torch if self._torch is not None else self._flat if self._flat is not None else self._index
         for part in _batches(len(q), batch_size):
-            found = self._torch if self._torch is not None else self._index
             scores[part], ids[part] = found.search(q[part], k)
         return scores, ids
 
@@ -291,10 +410,11 @@ class VectorIndex:
     def save(self, path: str | Path) -> Path:
         """Write ``path`` (the FAISS index) and ``path.json`` (its spec), each atomically."""
         faiss, path = _faiss(), Path(path)
-        if self._torch is not None:  # saved as FAISS's flat index of the same vectors
+        if self._torch is not None or self._flat is not None:  # saved as FAISS's flat index of the same vectors
             index = faiss.IndexFlatIP(self.dim)
-            for part in self._torch._parts:
-                index.add(part.cpu().numpy())
+            stored = self._torch.rows(None) if self._torch is not None else self._flat.data[: self._flat.extent]
+            for part in _batches(len(stored), 65_536):
+                index.add(np.ascontiguousarray(stored[part]))
         else:
             index = faiss.index_gpu_to_cpu(self._index) if self.on_gpu else self._index
         with atomic_path(path) as tmp:
@@ -311,7 +431,7 @@ class VectorIndex:
         meta = json.loads(meta_path.read_text())
         out = cls.__new__(cls)
         out.dim, out.spec = int(meta["dim"]), IndexSpec(**meta["spec"])
-        out._torch, out.on_gpu = out._torch_search(use_gpu), False
+        out._torch, out.on_gpu, out._flat, out._ids_mapped = out._torch_search(use_gpu), False, None, False
         index = faiss.read_index(str(path))
         if out._torch is not None:  # a flat index's vectors, back into torch
             out._torch.add(index.reconstruct_n(0, index.ntotal))
@@ -319,4 +439,7 @@ class VectorIndex:
         out._index = index
         out._place(use_gpu)
         out._set_search_parameters()
+        if out.spec.kind == "flat" and not out.on_gpu:
+            out._flat, out._index = FlatRows(out.dim), None
+            out._flat.add(index.reconstruct_n(0, index.ntotal))
         return out

@@ -35,24 +35,56 @@ class TorchExactSearch:
             raise ValueError("chunk_rows must be >= 1 and margin >= 0")
         self.dim, self.device = dim, torch.device(device)
         self.score_dtype, self.chunk_rows, self.margin = score_dtype, chunk_rows, margin
-        self._parts: list[torch.Tensor] = []
-        self._low: list[torch.Tensor] = []  # the same, in the score dtype (bf16 only)
-        self._whole: torch.Tensor | None = None  # the parts joined once, for the re-score
-        self.ntotal = 0
+        self._data = torch.zeros((0, dim), device=self.device)  # rows 0..extent-1 in use
+        self._low: torch.Tensor | None = None  # the same, in the score dtype (bf16 only)
+        self.ntotal = 0  # vectors added
+        self.extent = 0
 
     @property
     def backend(self) -> str:
         return f"torch-{self.device.type}-{self.score_dtype}"
 
-    def add(self, vectors: np.ndarray) -> None:
+    @property
+    def nbytes(self) -> int:
+        """Device memory held: the float32 rows, and their bf16 copy once searched."""
+        low = 0 if self._low is None else self._low.numel() * self._low.element_size()
+        return self._data.numel() * 4 + low
+
+    def reserve(self, n: int) -> None:
+        """Room for ``n`` vectors on the device, allocated once."""
+        if n > len(self._data):
+            grown = torch.zeros((n, self.dim), device=self.device)
+            grown[: self.extent] = self._data[: self.extent]
+            self._data = grown
+            self._low = None
+
+    def add(self, vectors: np.ndarray, ids: np.ndarray | None = None) -> None:
+        """Add vectors under ids ``extent, extent + 1, ...``, or under ``ids``."""
         x = torch.from_numpy(np.ascontiguousarray(vectors, dtype=np.float32)).to(self.device)
-        for start in range(0, len(x), self.chunk_rows):
-            part = x[start : start + self.chunk_rows]
-            self._parts.append(part)
-            if self.score_dtype != "fp32":
-                self._low.append(part.to(SCORE_DTYPES[self.score_dtype]))
+        at = torch.arange(self.extent, self.extent + len(x)) if ids is None else torch.as_tensor(ids, dtype=torch.long)
+        top = int(at.max()) + 1 if len(at) else 0
+        if top > len(self._data):
+            self.reserve(max(top, 2 * len(self._data)))
+        self._data[at.to(self.device)] = x
         self.ntotal += len(x)
-        self._whole = None
+        self.extent = max(self.extent, top)
+        self._low = None
+
+    def rows(self, ids: np.ndarray | None) -> np.ndarray:
+        """The stored vectors under ``ids`` (None: all), on the CPU."""
+        data = self._data[: self.extent]
+        return (data if ids is None else data[torch.as_tensor(ids, dtype=torch.long).to(self.device)]).cpu().numpy()
+
+    def _chunks(self) -> list[torch.Tensor]:
+        if self.ntotal != self.extent:
+            raise RuntimeError(f"vectors added under ids 0..{self.extent - 1} number {self.ntotal}: "
+                               "every id below the highest must be added before a search")
+        data = self._data[: self.extent]
+        if self.score_dtype != "fp32":
+            if self._low is None:
+                self._low = data.to(SCORE_DTYPES[self.score_dtype])
+            data = self._low
+        return list(data.split(self.chunk_rows))
 
     @torch.inference_mode()
     def search(self, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
@@ -64,7 +96,7 @@ class TorchExactSearch:
         best_s = torch.full((n, 0), float("-inf"), device=self.device)
         best_i = torch.zeros((n, 0), dtype=torch.long, device=self.device)
         start = 0
-        parts = self._low if self.score_dtype != "fp32" else self._parts
+        parts = self._chunks()
         q_low = q.to(SCORE_DTYPES[self.score_dtype])
         for part in parts:
             scores = (q_low @ part.T).float()
@@ -73,12 +105,11 @@ class TorchExactSearch:
             best_s, best_i = _merge(best_s, best_i, s, i + start, keep)
             start += part.shape[0]
         if self.score_dtype != "fp32" and best_i.shape[1]:  # float32 scores of the candidates
-            if self._whole is None:
-                self._whole = torch.cat(self._parts)
+            whole = self._data[: self.extent]
             rescored = torch.empty_like(best_s)
             step = max(1, (1 << 26) // max(1, best_i.shape[1] * self.dim))  # ~256 MB of gathered rows at a time
             for a in range(0, n, step):
-                rows = self._whole.index_select(0, best_i[a : a + step].reshape(-1)).view(-1, best_i.shape[1], self.dim)
+                rows = whole.index_select(0, best_i[a : a + step].reshape(-1)).view(-1, best_i.shape[1], self.dim)
                 rescored[a : a + step] = torch.einsum("nd,nkd->nk", q[a : a + step], rows)
             best_s, best_i = _merge(best_s[:, :0], best_i[:, :0], rescored, best_i, k)
         best_s, best_i = best_s[:, :k], best_i[:, :k]
