@@ -95,7 +95,8 @@ def run(args: argparse.Namespace) -> int:
     if args.cross_encoder and not Path(args.cross_encoder).is_dir():
         raise ContrastlibError(f"--cross-encoder {args.cross_encoder}: not a directory")
     data = read_mining_input(args.data, corpus=args.corpus, split=args.split,  # before the model loads
-                             on_bad_row=args.on_bad_row)
+                             on_bad_row=args.on_bad_row,
+                             store_root=Path(args.cache_dir) / "corpora" if args.cache_dir else None)
     if data.bad_rows:
         print(f"{args.data}: {data.bad_rows}", file=sys.stderr)
     check_index_fits(settings.index, len(data.corpus_ids))

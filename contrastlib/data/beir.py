@@ -16,11 +16,16 @@ not an integer.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import numpy as np
+
+from contrastlib.data.corpus import corpus_store
 from contrastlib.data.readers import read_records
 from contrastlib.errors import DataError
+from contrastlib.utils.text_store import digests_of, rows_of
 
 
 @dataclass
@@ -29,9 +34,10 @@ class BeirData:
 
     root: Path
     split: str
-    corpus_ids: list[str]
+    #: (A list; or, from :func:`read_beir_streamed`, the columns of a store on disk.)
+    corpus_ids: Sequence[str]
     #: ``(title + " " + text).strip()`` per document, in ``corpus_ids`` order.
-    corpus_texts: list[str]
+    corpus_texts: Sequence[str]
     #: Only the queries that have at least one relevant document in this split's qrels,
     #: in file order (a query with no relevant document has no defined score).
     query_ids: list[str]
@@ -40,6 +46,9 @@ class BeirData:
     qrels: dict[str, dict[str, int]] = field(default_factory=dict)
     #: Documents whose title and text are both empty (encoded as "", as MTEB does).
     empty_documents: int = 0
+    #: Their ids, where the corpus was streamed (:func:`read_beir_streamed` keeps them out
+    #: of ``corpus_ids``).
+    empty_ids: list[str] = field(default_factory=list)
 
     @property
     def name(self) -> str:
@@ -102,9 +111,7 @@ def read_qrels(path: Path) -> list[tuple[int, str, str, int]]:
     return rows
 
 
-def read_beir(root: str | Path, split: str = "test") -> BeirData:
-    """Read and check one split of a BEIR-layout directory."""
-    root = Path(root)
+def _paths(root: Path, split: str) -> tuple[Path, Path, Path]:
     if not root.is_dir():
         raise DataError(root, "not a directory (expected BEIR's layout: corpus.jsonl, queries.jsonl, qrels/)")
     corpus_path, queries_path = root / "corpus.jsonl", root / "queries.jsonl"
@@ -115,6 +122,13 @@ def read_beir(root: str | Path, split: str = "test") -> BeirData:
     if not qrels_path.is_file():
         have = sorted(p.stem for p in (root / "qrels").glob("*.tsv"))
         raise DataError(qrels_path, f"missing; splits present: {', '.join(have) or 'none'}")
+    return corpus_path, queries_path, qrels_path
+
+
+def read_beir(root: str | Path, split: str = "test") -> BeirData:
+    """Read and check one split of a BEIR-layout directory."""
+    root = Path(root)
+    corpus_path, queries_path, qrels_path = _paths(root, split)
     corpus = _read_jsonl_texts(corpus_path, with_title=True)
     queries = _read_jsonl_texts(queries_path, with_title=False)
     qrels: dict[str, dict[str, int]] = {}
@@ -137,3 +151,32 @@ def read_beir(root: str | Path, split: str = "test") -> BeirData:
         qrels={q: qrels[q] for q in query_ids},
         empty_documents=sum(1 for t in corpus.values() if not t),
     )
+
+
+def read_beir_streamed(root: str | Path, split: str = "test", *, store_root: str | Path | None = None) -> BeirData:
+    """:func:`read_beir` with the corpus streamed into a store on disk
+    (contrastlib/data/corpus.py): ``corpus_ids`` and ``corpus_texts`` are its columns, read
+    as needed, and hold the non-empty documents only (the empty ones' ids are
+    ``empty_ids``). The same checks, the same one-line errors."""
+    root = Path(root)
+    corpus_path, queries_path, qrels_path = _paths(root, split)
+    store = corpus_store(corpus_path, root=store_root)
+    assert store.ids is not None
+    empty_ids = list(store.meta["empty_ids"])
+    queries = _read_jsonl_texts(queries_path, with_title=False)
+    rows = read_qrels(qrels_path)
+    known = np.concatenate([store.ids.digests(), digests_of(empty_ids)])
+    found = rows_of(known, digests_of([did for _, _, did, _ in rows]))
+    qrels: dict[str, dict[str, int]] = {}
+    for (n, qid, did, grade), at in zip(rows, found, strict=True):
+        if qid not in queries:
+            raise DataError(qrels_path, f"query-id {qid!r} is not in {queries_path.name}", n)
+        if at < 0:
+            raise DataError(qrels_path, f"corpus-id {did!r} is not in {corpus_path.name}", n)
+        qrels.setdefault(qid, {})[did] = grade
+    query_ids = [q for q in queries if any(g > 0 for g in qrels.get(q, {}).values())]
+    if not query_ids:
+        raise DataError(qrels_path, "no query has a relevant document (grade > 0)")
+    return BeirData(root=root, split=split, corpus_ids=store.ids, corpus_texts=store, query_ids=query_ids,
+                    query_texts=[queries[q] for q in query_ids], qrels={q: qrels[q] for q in query_ids},
+                    empty_documents=len(empty_ids), empty_ids=empty_ids)

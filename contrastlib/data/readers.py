@@ -167,13 +167,20 @@ def _records(path: Path, kind: str, bad: BadRows) -> Iterator[tuple[int, dict[st
 
 def read_sentences(path: str | Path) -> list[str]:
     """One sentence per line; blank lines are skipped."""
-    path = _check_file(path)
-    with reading(path), _open_text(path) as fh:
-        sentences = [line.strip() for line in fh]
-    sentences = [s for s in sentences if s]
+    sentences = [s for _, s in iter_sentences(path)]
     if not sentences:
         raise DataError(path, "no sentences (only blank lines)")
     return sentences
+
+
+def iter_sentences(path: str | Path) -> Iterator[tuple[int, str]]:
+    """``(line number, sentence)`` of a one-sentence-per-line file, read a line at a time;
+    blank lines are skipped."""
+    path = _check_file(path)
+    with reading(path), _open_text(path) as fh:
+        for n, line in enumerate(fh, start=1):
+            if line := line.strip():
+                yield n, line
 
 
 def _header_line(path: Path, first_record_line: int) -> int:

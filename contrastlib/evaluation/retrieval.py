@@ -182,8 +182,8 @@ def evaluate_retrieval(
         raise ValueError(f"similarity must be 'cosine' or 'dot', got {similarity!r}")
     needed = max(top_k, *(k for v in ks.values() for k in v))
 
-    def encode(texts: list[str], kind: str) -> np.ndarray:
-        out = embed(texts, kind) if embed is not None else encoder.encode(texts, **encode_kwargs)
+    def encode(texts: Sequence[str], kind: str) -> np.ndarray:
+        out = embed(texts, kind) if embed is not None else encoder.encode(list(texts), **encode_kwargs)
         x = np.asarray(out, dtype=np.float32)
         return l2_normalise(x) if similarity == "cosine" else x
 

@@ -173,7 +173,8 @@ class EmbeddingCache:
                 manifest["shards"][str(i)] = entry
                 write_json(manifest_path, manifest)
                 bar.update(len(emb))
-        return CachedEmbeddings(folder, order, self.shard_size)
+        return CachedEmbeddings(folder, order, self.shard_size,
+                                [manifest["shards"][str(i)]["sha256"] for i in range(n_shards)])
 
     def embed(self, encoder: Any, texts: Sequence[str], **kwargs: Any) -> np.ndarray:
         """``[len(texts), dim]`` float32 embeddings in input order: :meth:`ensure`'s entry
@@ -195,8 +196,10 @@ class CachedEmbeddings:
     """One cache entry's embeddings on disk, in input order by row number: read a shard at a
     time (:meth:`shards`), as rows (:meth:`take`), or whole (:meth:`matrix`)."""
 
-    def __init__(self, folder: Path, order: np.ndarray, shard_size: int) -> None:
+    def __init__(self, folder: Path, order: np.ndarray, shard_size: int, checksums: list[str] | None = None) -> None:
         self.folder, self.order, self.shard_size = folder, order, shard_size
+        #: Each shard's SHA-256, in shard order (what the embeddings are, in a few bytes).
+        self.checksums = checksums or []
         self._position: np.ndarray | None = None
         self._data_at: dict[int, tuple[int, int]] = {}  # shard -> (byte offset of its rows, dim)
 
@@ -269,7 +272,7 @@ class ShardJob:
     """Shards of one cache entry to encode: what a process of an encode pool is given."""
 
     folder: Path
-    texts: list[str]
+    texts: Sequence[str]
     shard_ids: list[int]
     prompt: str
     batch_size: int

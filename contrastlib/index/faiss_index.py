@@ -89,6 +89,13 @@ class IndexSpec:
         """Whether the kind needs training before vectors are added."""
         return self.kind in ("ivf_flat", "ivf_pq")
 
+    def training_rows(self, n: int) -> np.ndarray:
+        """Which of ``n`` vectors :meth:`VectorIndex.train` trains on: all, or a seeded sample
+        of ``train_size`` (sorted), so a caller can read only those."""
+        if n <= self.train_size:
+            return np.arange(n)
+        return np.sort(np.random.default_rng(self.seed).choice(n, self.train_size, replace=False))
+
 
 def _faiss() -> Any:
     import faiss
@@ -334,8 +341,7 @@ class VectorIndex:
         if len(x) < self.spec.nlist:
             raise ValueError(f"{self.spec.kind}: {len(x)} training vectors for nlist={self.spec.nlist}; need at least nlist")
         if len(x) > self.spec.train_size:
-            rows = np.random.default_rng(self.spec.seed).choice(len(x), self.spec.train_size, replace=False)
-            x = x[np.sort(rows)]
+            x = x[self.spec.training_rows(len(x))]
         self._index.train(x)
         self._set_search_parameters()
 
@@ -383,15 +389,19 @@ class VectorIndex:
             self._index = _faiss().IndexIDMap(self._inner)
         self._ids_mapped = True
 
-    def vectors(self, ids: Any) -> np.ndarray | None:
-        """The stored vectors under ``ids`` where the index keeps them exactly (exact
-        search), else None."""
+    @property
+    def exact(self) -> bool:
+        """Whether the index keeps every vector as given (exact search: :meth:`vectors`)."""
+        return self._flat is not None or self._torch is not None
+
+    def vectors(self, ids: Any) -> np.ndarray:
+        """The stored vectors under ``ids`` (exact search only: :attr:`exact`)."""
         ids = np.asarray(ids, dtype=np.int64)
         if self._flat is not None:
             return self._flat.rows(ids)
         if self._torch is not None:
             return self._torch.rows(ids)
-        return None
+        raise ValueError(f"a {self.spec.kind} index does not keep its vectors exactly")
 
     def search(self, queries: Any, k: int, *, batch_size: int = 4_096) -> tuple[np.ndarray, np.ndarray]:
         """``(scores [n, k], ids [n, k])``, best first; ids are -1 where fewer than ``k``
@@ -412,7 +422,7 @@ class VectorIndex:
         faiss, path = _faiss(), Path(path)
         if self._torch is not None or self._flat is not None:  # saved as FAISS's flat index of the same vectors
             index = faiss.IndexFlatIP(self.dim)
-            stored = self._torch.rows(None) if self._torch is not None else self._flat.data[: self._flat.extent]
+            stored = self._torch.rows(None) if self._torch is not None else self.vectors(np.arange(self.ntotal))
             for part in _batches(len(stored), 65_536):
                 index.add(np.ascontiguousarray(stored[part]))
         else:

@@ -8,7 +8,10 @@ Two inputs:
 * a BEIR-layout directory: the queries of one qrels split are the anchors, their
   relevant documents (grade > 0) the positives, ``corpus.jsonl`` the corpus.
 
-Corpus entries have ids (BEIR ``_id``; for pair files the text itself). A candidate is a
+Corpus entries have ids (BEIR ``_id``; for pair files the text itself). A corpus read from
+a file (BEIR's ``corpus.jsonl``, ``--corpus``) is streamed into a text store on disk
+(contrastlib/data/corpus.py), cached under the embedding cache's ``corpora/``, and read
+from there as needed: no corpus text is held in memory, whatever its size. A candidate is a
 known positive when its id is one of the anchor's positives *or* its text equals a
 positive's text (the same document under two ids), or when it is the anchor's own text.
 """
@@ -16,13 +19,26 @@ positive's text (the same document under two ids), or when it is the anchor's ow
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from contrastlib.data.beir import read_beir, split_spec
-from contrastlib.data.readers import BadRows, read_records, read_sentences, read_tuples
+import numpy as np
+
+from contrastlib.data.beir import read_beir_streamed, split_spec
+from contrastlib.data.corpus import corpus_records, corpus_store
+from contrastlib.data.readers import BadRows, read_tuples
 from contrastlib.errors import DataError
+from contrastlib.utils.text_store import (
+    StoreWriter,
+    TextStore,
+    cached_store,
+    digests_of,
+    first_occurrences,
+    rows_of,
+    store_key,
+    texts_fingerprint,
+)
 
 
 @dataclass
@@ -32,8 +48,10 @@ class MiningInput:
     anchors: list[str]
     #: ``(anchor index, corpus index of the positive)`` per input pair, in input order.
     pairs: list[tuple[int, int]]
-    corpus_ids: list[str]
-    corpus_texts: list[str]
+    #: Lists, or a store's columns on disk where a corpus file was read
+    #: (contrastlib/utils/text_store.py): a corpus of any size is never held in memory.
+    corpus_ids: Sequence[str]
+    corpus_texts: Sequence[str]
     #: Input pairs identical to an earlier one (same anchor, same positive): mined once.
     duplicate_pairs: int = 0
     #: Malformed input rows left out under ``--on-bad-row skip``, and the one-line account.
@@ -47,9 +65,7 @@ class MiningInput:
     def fingerprint(self) -> str:
         h = hashlib.blake2b(digest_size=16)
         for part in (self.anchors, self.corpus_ids, self.corpus_texts):
-            for t in part:
-                h.update(t.encode("utf-8", "surrogatepass") + b"\0")
-            h.update(b"\1")
+            h.update(texts_fingerprint(part).encode())
         for a, p in self.pairs:
             h.update(f"{a},{p};".encode())
         return h.hexdigest()
@@ -77,73 +93,115 @@ def _distinct_pairs(items: Iterable[tuple[str, int]]) -> tuple[list[str], list[t
 
 
 def read_corpus_file(path: Path) -> tuple[list[str], list[str]]:
-    """``(ids, texts)`` of an extra corpus: ``.txt`` (one text per line; the text is its
-    id) or a BEIR ``corpus.jsonl`` (``_id``, ``title``, ``text``; empty documents are left
-    out, as no candidate)."""
-    if path.suffix == ".txt":
-        texts = list(dict.fromkeys(read_sentences(path)))
-        return texts, texts
-    if path.name.endswith(".jsonl") or path.name.endswith(".jsonl.gz"):
-        ids: list[str] = []
-        texts = []
-        seen: set[str] = set()
-        for n, rec in read_records(path):
-            if "_id" not in rec or not isinstance(rec.get("text"), str):
-                raise DataError(path, "corpus records need '_id' and 'text' (BEIR's corpus.jsonl)", n)
-            doc_id = str(rec["_id"])
-            if doc_id in seen:
-                raise DataError(path, f"duplicate _id {doc_id!r}", n)
-            seen.add(doc_id)
-            title = rec.get("title")
-            text = (f"{title} {rec['text']}" if isinstance(title, str) else rec["text"]).strip()
-            if not text:  # an empty document (real sets hold some) is no candidate
-                continue
+    """``(ids, texts)`` of an extra corpus in memory (see :func:`contrastlib.data.corpus.corpus_records`:
+    ``.txt``, BEIR ``corpus.jsonl``, ``.parquet``): empty documents are left out, as no
+    candidate; a ``.txt`` file's repeated lines are one text."""
+    ids: list[str] = []
+    texts: list[str] = []
+    seen: set[str] = set()
+    for n, doc_id, text in corpus_records(path):
+        if path.suffix == ".txt":
+            if doc_id not in seen:
+                seen.add(doc_id)
+                ids.append(doc_id)
+                texts.append(text)
+            continue
+        if doc_id in seen:
+            raise DataError(path, f"duplicate _id {doc_id!r}", n)
+        seen.add(doc_id)
+        if text:  # an empty document (real sets hold some) is no candidate
             ids.append(doc_id)
             texts.append(text)
-        return ids, texts
-    raise DataError(path, "a corpus is a .txt file (one text per line) or a BEIR corpus.jsonl")
+    return ids, texts
+
+
+def _distinct(store: TextStore, key: str, root: Path | None) -> TextStore:
+    """``store`` without its repeated texts (the first of each kept), as a store of its own."""
+    keep = first_occurrences(store.digests())
+    if len(keep) == len(store):
+        return store
+    kept = np.zeros(len(store), dtype=bool)
+    kept[keep] = True
+
+    def fill(w: StoreWriter) -> None:
+        for i, text in enumerate(store):
+            if kept[i]:
+                w.add(text)
+
+    return cached_store(store_key("distinct", key), fill, root=root)
 
 
 def read_mining_input(data: str, *, corpus: str | None = None, split: str | None = None,
-                      on_bad_row: str = "error") -> MiningInput:
+                      on_bad_row: str = "error", store_root: str | Path | None = None) -> MiningInput:
     """Read and check a mining job's input (before any model loads). ``on_bad_row``:
     ``skip`` leaves malformed rows of a pair file out and counts them; a BEIR directory's
-    checks (ids, qrels) always stop the job."""
+    checks (ids, qrels) always stop the job. ``store_root``: where corpus stores are kept
+    (default ``$CONTRASTLIB_CACHE/corpora``)."""
     bad = BadRows(on_bad_row, key="--on-bad-row")
     path = Path(data)
+    root_dir = Path(store_root) if store_root is not None else None
+    extra = Path(corpus) if corpus else None
     if path.is_dir() or (split is None and ":" in data and Path(split_spec(data)[0]).is_dir()):
         root, default_split = split_spec(data) if not path.is_dir() else (data, "test")
-        beir = read_beir(root, split or default_split)
-        # empty documents (MTEB encodes them for evaluation) are no candidates here
-        kept = [(d, t) for d, t in zip(beir.corpus_ids, beir.corpus_texts, strict=True) if t]
-        index = {d: i for i, (d, _) in enumerate(kept)}
+        beir = read_beir_streamed(root, split or default_split, store_root=root_dir)
+        store = beir.corpus_texts
+        assert isinstance(store, TextStore) and store.ids is not None
         relevant = [(text, d) for qid, text in zip(beir.query_ids, beir.query_texts, strict=True)
                     for d, g in beir.qrels[qid].items() if g > 0]
+        wanted = list(dict.fromkeys(d for _, d in relevant))
+        # empty documents (MTEB encodes them for evaluation) are no candidates here
+        index = {d: int(r) for d, r in zip(wanted, rows_of(store.ids.digests(), digests_of(wanted)), strict=True)
+                 if r >= 0}
         # queries with the same text are one anchor with the union of their positives (else
         # one's relevant document would be mined as the other's negative)
         anchors, pairs, repeats = _distinct_pairs((text, index[d]) for text, d in relevant if d in index)
         if not pairs:
             raise DataError(root, "every relevant document is empty: nothing to mine for")
-        ids, texts = [d for d, _ in kept], [t for _, t in kept]
         empty_positive_pairs = sum(1 for _, d in relevant if d not in index)
-        if corpus:
-            extra_ids, extra_texts = read_corpus_file(Path(corpus))
-            known = set(beir.corpus_ids)  # the set's own documents, empty ones included
-            for i, t in zip(extra_ids, extra_texts, strict=True):
-                if i not in known:
-                    index[i] = len(ids)
-                    ids.append(i)
-                    texts.append(t)
-        return MiningInput(beir.name, anchors, pairs, ids, texts, duplicate_pairs=repeats,
+        if extra is not None:
+            store = _with_extra_documents(store, beir.empty_ids, extra, root_dir)
+        assert store.ids is not None
+        return MiningInput(beir.name, anchors, pairs, store.ids, store, duplicate_pairs=repeats,
                            empty_documents=beir.empty_documents, empty_positive_pairs=empty_positive_pairs)
     rows, _ = read_tuples(path, bad_rows=bad)
     if len(rows[0]) < 2:
         raise DataError(path, "mining needs (anchor, positive) pairs, not single sentences")
     corpus_index: dict[str, int] = {}  # the positives' texts are their ids
     anchors, pairs, repeats = _distinct_pairs((a, corpus_index.setdefault(p, len(corpus_index))) for a, p, *_ in rows)
-    if corpus:
-        for t in read_corpus_file(Path(corpus))[1]:
-            corpus_index.setdefault(t, len(corpus_index))
-    texts = list(corpus_index)
+    texts: Sequence[str] = list(corpus_index)
+    if extra is not None:
+        positives = list(corpus_index)
+        extra_store = corpus_store(extra, root=root_dir)  # (its ids checked; empty documents out)
+
+        def fill(w: StoreWriter) -> None:
+            for t in positives:
+                w.add(t)
+            for t in extra_store:
+                w.add(t)
+
+        key = store_key("pairs+corpus", texts_fingerprint(positives), extra_store.fingerprint)
+        texts = _distinct(cached_store(key, fill, root=root_dir), key, root_dir)
     return MiningInput(str(path), anchors, pairs, texts, texts, duplicate_pairs=repeats,
                        bad_rows_skipped=bad.count, bad_rows=bad.summary())
+
+
+def _with_extra_documents(store: TextStore, empty_ids: list[str], extra: Path, root: Path | None) -> TextStore:
+    """A BEIR set's store followed by ``extra``'s documents whose ids the set lacks (its own
+    documents, empty ones included, are never new candidates)."""
+    assert store.ids is not None
+    ids = store.ids
+    extra_store = corpus_store(extra, root=root)
+    assert extra_store.ids is not None
+    known = np.concatenate([ids.digests(), digests_of(empty_ids)])
+    new = rows_of(known, extra_store.ids.digests()) < 0
+    extra_ids = extra_store.ids
+
+    def fill(w: StoreWriter) -> None:
+        for doc_id, text in zip(ids, store, strict=True):
+            w.add(text, doc_id)
+        for is_new, doc_id, text in zip(new, extra_ids, extra_store, strict=True):
+            if is_new:
+                w.add(text, doc_id)
+
+    return cached_store(store_key("beir+corpus", store.fingerprint, extra_store.fingerprint, str(extra_store.folder)),
+                        fill, with_ids=True, root=root)

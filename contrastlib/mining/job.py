@@ -19,7 +19,7 @@ from __future__ import annotations
 import hashlib
 import json
 import shutil
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -28,13 +28,14 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from contrastlib.index import IndexSpec, VectorIndex, l2_normalise
-from contrastlib.index.cache import EmbeddingCache, model_fingerprint
+from contrastlib.index.cache import CachedEmbeddings, EmbeddingCache, model_fingerprint
 from contrastlib.mining.inputs import MiningInput
 from contrastlib.mining.miner import (
     FILTERS,
     MineOptions,
     PairResult,
     ShardStats,
+    VectorRows,
     excluded_sets,
     mine_shard,
 )
@@ -123,7 +124,7 @@ def _anchor_shards(n_anchors: int, size: int) -> list[list[int]]:
     return [list(range(s, min(s + size, n_anchors))) for s in range(0, n_anchors, size)]
 
 
-def _cross_encoder_scorer(path: str, anchors: list[str], corpus: list[str], batch_size: int) -> Callable[..., list[float]]:
+def _cross_encoder_scorer(path: str, anchors: list[str], corpus: Sequence[str], batch_size: int) -> Callable[..., list[float]]:
     from sentence_transformers import CrossEncoder
 
     model = CrossEncoder(path, trust_remote_code=False)
@@ -134,6 +135,18 @@ def _cross_encoder_scorer(path: str, anchors: list[str], corpus: list[str], batc
         return [float(x) for x in np.asarray(out).reshape(-1)]
 
     return rescore
+
+
+def build_index(corpus: CachedEmbeddings, spec: IndexSpec) -> VectorIndex:
+    """The index of a cache entry's normalised vectors, under their row numbers, built a
+    shard at a time into storage sized once: its memory is the index and one shard."""
+    index = VectorIndex(corpus.dim, spec)
+    index.reserve(len(corpus))
+    if spec.trained:  # on the seeded sample train() would draw from the whole matrix
+        index.train(l2_normalise(corpus.take(spec.training_rows(len(corpus)))))
+    for rows, emb in corpus.shards():
+        index.add(l2_normalise(emb), ids=rows)
+    return index
 
 
 def run_mining(
@@ -161,21 +174,24 @@ def run_mining(
     encode_kwargs = {"pad_to_multiple_of": s.pad_to_multiple_of, "token_budget": s.token_budget}
     if any(v is not None for v in encode_kwargs.values()):  # part of the cache key
         kw["encode_kwargs"] = {k: v for k, v in encode_kwargs.items() if v is not None}
-    corpus_emb = l2_normalise(cache.embed(encoder, data.corpus_texts, prompt=s.corpus_prompt, desc="embed corpus", **kw))
+    corpus = cache.ensure(encoder, data.corpus_texts, prompt=s.corpus_prompt, desc="embed corpus", **kw)
     reused = cache.last_stats.get("reused", 0)
     anchor_emb = l2_normalise(cache.embed(encoder, data.anchors, prompt=s.query_prompt, desc="embed anchors", **kw))
     reused += cache.last_stats.get("reused", 0)
-    index = VectorIndex(corpus_emb.shape[1], s.index)
-    index.train(corpus_emb)
-    index.add(corpus_emb)
+    positives = data.positives_by_anchor()
+    # (before the index is built, so that its passing arrays never sit beside the index)
+    excluded = excluded_sets(data.anchors, positives, data.corpus_ids, data.corpus_texts)
+    index = build_index(corpus, s.index)
+    corpus_emb = VectorRows(len(corpus), index.vectors if index.exact else lambda rows: l2_normalise(corpus.take(rows)))
 
     # Shards left by a killed job are reused only if everything they came from is the
     # same: the input, the model, the settings, the very embeddings (a cleared cache, or
-    # a GPU that encodes differently, gives other bytes) and where the index ran.
+    # a GPU that encodes differently, gives other bytes: the shards' checksums) and where
+    # the index ran.
     h = hashlib.blake2b(digest_size=16)
-    h.update(json.dumps({"input": data.fingerprint(), "model": model_fp, "settings": asdict(s), "v": 2,
-                         "searched_by": index.backend}, sort_keys=True, default=str).encode())
-    h.update(corpus_emb.tobytes())
+    h.update(json.dumps({"input": data.fingerprint(), "model": model_fp, "settings": asdict(s), "v": 3,
+                         "searched_by": index.backend, "corpus_shards": corpus.checksums}, sort_keys=True,
+                        default=str).encode())
     h.update(anchor_emb.tobytes())
     job_key = h.hexdigest()
     job_file = parts / "job.json"
@@ -190,8 +206,6 @@ def run_mining(
     parts.mkdir(parents=True, exist_ok=True)
     write_json(job_file, {"key": job_key, "source": data.source, "out": str(out)})
 
-    positives = data.positives_by_anchor()
-    excluded = excluded_sets(data.anchors, positives, data.corpus_ids, data.corpus_texts)
     max_positives = max(len(p) for p in positives)
     range_max = o.window(max_positives)
     rescore = _cross_encoder_scorer(s.cross_encoder, data.anchors, data.corpus_texts, s.batch_size) if s.cross_encoder else None

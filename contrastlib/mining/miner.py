@@ -39,9 +39,11 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
+
+from contrastlib.utils.text_store import digests_of
 
 FILTERS = (
     "known_positive",
@@ -152,20 +154,52 @@ class ShardStats:
         return cls(**d)
 
 
+class CorpusVectors(Protocol):
+    """What :func:`mine_shard` reads corpus vectors from: an ``[N, D]`` array, or
+    :class:`VectorRows` (rows read from an index or a cache as asked for)."""
+
+    def __len__(self) -> int: ...
+
+    def __getitem__(self, rows: Any) -> np.ndarray: ...
+
+
+class VectorRows:
+    """``N`` normalised corpus vectors read by ``lookup(rows) -> [len(rows), D]``, indexed
+    like an array (an int gives one row, a list gives rows)."""
+
+    def __init__(self, n: int, lookup: Callable[[np.ndarray], np.ndarray]) -> None:
+        self.n, self.lookup = n, lookup
+
+    def __len__(self) -> int:
+        return self.n
+
+    def __getitem__(self, rows: Any) -> np.ndarray:
+        if isinstance(rows, (int, np.integer)):
+            return self.lookup(np.asarray([rows], dtype=np.int64))[0]
+        return self.lookup(np.asarray(rows, dtype=np.int64).reshape(-1))
+
+
 def excluded_sets(
     anchors: Sequence[str], positives: Sequence[Sequence[int]], corpus_ids: Sequence[str], corpus_texts: Sequence[str]
 ) -> list[set[int]]:
     """Per anchor: every corpus index that is a known positive (by id or by exact text)
-    or the anchor's own text."""
-    by_text: dict[str, list[int]] = {}
-    for i, t in enumerate(corpus_texts):
-        by_text.setdefault(t, []).append(i)
+    or the anchor's own text. Texts are matched by their digests (a store's are on disk),
+    so no text of the corpus is held in memory."""
+    digests = digests_of(corpus_texts)
+    order = np.argsort(digests, kind="stable")
+    ordered = digests[order]
+
+    def rows_with(d: bytes) -> list[int]:
+        lo, hi = np.searchsorted(ordered, d, side="left"), np.searchsorted(ordered, d, side="right")
+        return [int(r) for r in order[lo:hi]]
+
+    anchor_digests = digests_of(anchors)
     out = []
-    for a, pos in zip(anchors, positives, strict=True):
+    for a_digest, pos in zip(anchor_digests, positives, strict=True):
         ex: set[int] = set(pos)
         for p in pos:
-            ex.update(by_text.get(corpus_texts[p], ()))
-        ex.update(by_text.get(a, ()))
+            ex.update(rows_with(digests[p]))
+        ex.update(rows_with(a_digest))
         out.append(ex)
     return out
 
@@ -174,7 +208,7 @@ def mine_shard(
     anchor_ids: Sequence[int],
     pairs: Sequence[tuple[int, tuple[int, int]]],
     anchor_emb: np.ndarray,
-    corpus_emb: np.ndarray,
+    corpus_emb: CorpusVectors,
     search: Callable[[np.ndarray, int], tuple[np.ndarray, np.ndarray]],
     excluded: Sequence[set[int]],
     options: MineOptions,
@@ -190,7 +224,7 @@ def mine_shard(
         pairs: ``(pair index, (anchor index, positive corpus index))`` of those anchors.
         anchor_emb: ``[len(anchor_ids), D]`` normalised anchor embeddings, same order.
         corpus_emb: ``[N, D]`` normalised corpus embeddings (for positive scores and the
-            near-duplicate check).
+            near-duplicate check): an array, or rows read as needed (:class:`CorpusVectors`).
         search: ``(queries, k) -> (scores, ids)`` over the corpus, best first.
         excluded: per job anchor, the corpus indices that are known positives.
         range_max: ``options.window(P)`` for the whole job (``P``: the most positives an

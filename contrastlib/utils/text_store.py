@@ -230,11 +230,20 @@ def first_occurrences(digests: np.ndarray) -> np.ndarray:
     return np.sort(first)
 
 
-def contains(sorted_digests: np.ndarray, queries: np.ndarray) -> np.ndarray:
-    """Which of ``queries`` are in ``sorted_digests`` (sorted ``S16``)."""
-    if not len(sorted_digests):
-        return np.zeros(len(queries), dtype=bool)
-    at = np.minimum(np.searchsorted(sorted_digests, queries), len(sorted_digests) - 1)
-    return sorted_digests[at] == queries
+def rows_of(digests: np.ndarray, queries: np.ndarray) -> np.ndarray:
+    """For each of ``queries``, the first row of ``digests`` holding it, else -1."""
+    if not len(digests) or not len(queries):
+        return np.full(len(queries), -1, dtype=np.int64)
+    order = np.argsort(digests, kind="stable")
+    ordered = digests[order]
+    at = np.minimum(np.searchsorted(ordered, queries), len(ordered) - 1)
+    return np.where(ordered[at] == queries, order[at], -1).astype(np.int64)
+
+
+def digests_of(texts: Iterable[str]) -> np.ndarray:
+    """``S16`` digests of ``texts`` (a store's are read from its files)."""
+    if isinstance(texts, TextColumn):
+        return texts.digests()
+    return np.asarray([digest(t) for t in texts], dtype="S16").reshape(-1)
 
 

@@ -1,0 +1,120 @@
+"""Corpora streamed from their files into text stores on disk (contrastlib/utils/text_store.py),
+so that a corpus of any size is read once, a record at a time, and never held in memory.
+
+A corpus file is
+
+* ``.txt``: one text per line (blank lines skipped; the text is its own id);
+* BEIR's ``corpus.jsonl`` (or ``.jsonl.gz``): ``_id``, ``text``, optional ``title``; a
+  document's text is ``(title + " " + text).strip()`` as MTEB encodes it;
+* ``.parquet``: a ``text`` column, with ``_id`` and ``title`` where present, read a record
+  batch at a time.
+
+Every check of the in-memory readers holds (``_id`` missing, a field that is not a string,
+a duplicated ``_id``: one line naming the file and line), made while streaming or, for
+duplicates, from the ids' digests afterwards. Empty documents are kept out of the store
+(no candidate to mine) and their ids recorded (``empty_ids``), since a qrels row may still
+name one. Stores are cached by the file's path, size and modification time.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from contrastlib.data.readers import iter_sentences, read_records
+from contrastlib.errors import DataError
+from contrastlib.utils.text_store import StoreWriter, TextStore, cached_store, digest, store_key
+
+#: Rows of a Parquet file read at a time.
+PARQUET_BATCH = 8192
+
+
+def _joined(path: Path, n: int, rec: dict[str, Any]) -> tuple[str, str]:
+    doc_id = rec.get("_id")
+    if doc_id is None:
+        raise DataError(path, "missing field '_id' (BEIR's corpus.jsonl: _id, title, text)", n)
+    doc_id = str(doc_id)
+    text, title = rec.get("text"), rec.get("title")
+    if not isinstance(text, str):
+        raise DataError(path, f"_id {doc_id!r}: field 'text' must be a string", n)
+    if title is not None and not isinstance(title, str):
+        raise DataError(path, f"_id {doc_id!r}: field 'title' must be a string", n)
+    return doc_id, ((title + " " + text).strip() if title is not None else text.strip())
+
+
+def corpus_records(path: Path) -> Iterator[tuple[int, str, str]]:
+    """``(line or row, id, text)`` of a corpus file, one at a time (empty texts included)."""
+    if path.suffix == ".txt":
+        for n, t in iter_sentences(path):
+            yield n, t, t
+        return
+    if path.suffix == ".parquet":
+        yield from _parquet_records(path)
+        return
+    if path.name.endswith((".jsonl", ".jsonl.gz")):
+        for n, rec in read_records(path):
+            doc_id, text = _joined(path, n, rec)
+            yield n, doc_id, text
+        return
+    raise DataError(path, "a corpus is a .txt file (one text per line), a BEIR corpus.jsonl or a .parquet file")
+
+
+def _parquet_records(path: Path) -> Iterator[tuple[int, str, str]]:
+    import pyarrow.parquet as pq
+
+    try:
+        f = pq.ParquetFile(path)
+    except Exception as exc:  # pyarrow raises several types for a file that is not Parquet
+        raise DataError(path, f"not a Parquet file ({str(exc).splitlines()[0]})") from None
+    names = set(f.schema_arrow.names)
+    if "text" not in names:
+        raise DataError(path, f"a Parquet corpus needs a 'text' column; found {', '.join(sorted(names))}")
+    columns = [c for c in ("_id", "title", "text") if c in names]
+    row = 0
+    for batch in f.iter_batches(batch_size=PARQUET_BATCH, columns=columns):
+        values = batch.to_pydict()
+        for k in range(batch.num_rows):
+            row += 1
+            rec = {c: values[c][k] for c in columns}
+            if "_id" not in rec:
+                rec["_id"] = rec["text"]
+            yield row, *_joined(path, row, rec)
+
+
+def corpus_store(path: str | Path, *, root: str | Path | None = None) -> TextStore:
+    """The non-empty documents of a corpus file as a store with ids (``meta``:
+    ``empty_ids``, ``source``); a repeated ``_id`` is an error, a text repeated under
+    another id is kept."""
+    path = Path(path)
+
+    def fill(w: StoreWriter) -> None:
+        empty: list[str] = []
+        for _, doc_id, text in corpus_records(path):
+            if text:
+                w.add(text, doc_id)
+            else:
+                empty.append(doc_id)
+        w.info.update(empty_ids=empty, source=str(path))
+
+    store = cached_store(store_key("corpus", path), fill, with_ids=True, root=root)
+    if path.suffix != ".txt":
+        _check_distinct_ids(path, store)
+    if not len(store) and not store.meta["empty_ids"]:
+        raise DataError(path, "no records")
+    return store
+
+
+def _check_distinct_ids(path: Path, store: TextStore) -> None:
+    assert store.ids is not None
+    empty = np.asarray([digest(d) for d in store.meta["empty_ids"]], dtype="S16").reshape(-1)
+    digests = np.concatenate([store.ids.digests(), empty])
+    if len(np.unique(digests)) == len(digests):
+        return
+    seen: set[str] = set()  # a repeated id: find its line (the error path only)
+    for n, doc_id, _ in corpus_records(path):
+        if doc_id in seen:
+            raise DataError(path, f"duplicate _id {doc_id!r}", n)
+        seen.add(doc_id)
