@@ -20,8 +20,8 @@ them. With the default
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
-from typing import Any
+from collections.abc import Iterator, Mapping, Sequence
+from typing import Any, overload
 
 import torch
 from torch import Tensor
@@ -71,9 +71,40 @@ def named_prompts(per_column: Sequence[str]) -> dict[str, str]:
     return names
 
 
-def with_prompt(texts: Sequence[str], prompt: str | None) -> list[str]:
-    """``texts``, each after ``prompt`` (:func:`prompted`)."""
-    return [prompted(prompt, t) for t in texts] if prompt else list(texts)
+@overload
+def with_prompt(texts: list[str], prompt: str | None) -> list[str]: ...
+@overload
+def with_prompt(texts: Sequence[str], prompt: str | None) -> Sequence[str]: ...
+def with_prompt(texts: Sequence[str], prompt: str | None) -> Sequence[str]:
+    """``texts``, each after ``prompt`` (:func:`prompted`): a list for a list; for another
+    sequence (a store on disk), a view that puts the prompt on each text as it is read."""
+    if not prompt:
+        return texts
+    if isinstance(texts, list):
+        return [prompted(prompt, t) for t in texts]
+    return Prompted(texts, prompt)
+
+
+class Prompted(Sequence[str]):
+    """``texts`` read through, each after ``prompt``."""
+
+    def __init__(self, texts: Sequence[str], prompt: str) -> None:
+        self.texts, self.prompt = texts, prompt
+
+    def __len__(self) -> int:
+        return len(self.texts)
+
+    @overload
+    def __getitem__(self, i: int) -> str: ...
+    @overload
+    def __getitem__(self, i: slice) -> list[str]: ...
+    def __getitem__(self, i: int | slice) -> str | list[str]:
+        if isinstance(i, slice):
+            return [prompted(self.prompt, t) for t in self.texts[i]]
+        return prompted(self.prompt, self.texts[i])
+
+    def __iter__(self) -> Iterator[str]:
+        return (prompted(self.prompt, t) for t in self.texts)
 
 
 def prompt_length(tokenizer: Any, prompt: str, max_length: int | None = None) -> int:

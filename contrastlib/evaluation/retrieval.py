@@ -30,20 +30,25 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import itertools
 import math
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 import numpy as np
 
-from contrastlib.data.beir import BeirData, read_beir, split_spec
+from contrastlib.data.beir import BeirData, read_beir, read_beir_streamed, split_spec
 from contrastlib.data.prompts import with_prompt
+from contrastlib.data.sources import Chained
 from contrastlib.encoders.base import Encoder
 from contrastlib.evaluation.base import Evaluation
 from contrastlib.registry import EVALUATIONS
 from contrastlib.utils.io import atomic_path
+
+if TYPE_CHECKING:
+    from contrastlib.index.cache import CachedEmbeddings
 
 #: k values reported per metric (sentence-transformers' names; recall also at 100).
 DEFAULT_KS: dict[str, tuple[int, ...]] = {
@@ -148,6 +153,16 @@ def write_trec_run(path: str | Path, run: Mapping[str, Ranking], name: str = "co
 
 
 
+def read_beir_streamed_whole(root: str, split: str, store_root: Path | None) -> BeirData:
+    """:func:`~contrastlib.data.beir.read_beir_streamed`, its empty documents put back after
+    the others (encoded as "", as MTEB does; ties are broken by id, so where they sit
+    does not change a ranking)."""
+    data = read_beir_streamed(root, split, store_root=store_root)
+    n = len(data.empty_ids)
+    return dataclasses.replace(data, corpus_ids=Chained([data.corpus_ids, data.empty_ids]),
+                               corpus_texts=Chained([data.corpus_texts, [""] * n]))
+
+
 def with_prompts(data: BeirData, query_prompt: str | None, document_prompt: str | None) -> BeirData:
     """``data`` with each prompt put before its queries' / documents' texts."""
     return dataclasses.replace(data, query_texts=with_prompt(data.query_texts, query_prompt),
@@ -163,6 +178,7 @@ def evaluate_retrieval(
     ignore_identical_ids: bool = False,
     index_spec: Any = None,
     embed: Any = None,
+    cached: Callable[[Sequence[str], str], CachedEmbeddings] | None = None,
     ks: Mapping[str, Sequence[int]] = DEFAULT_KS,
     dims: Sequence[int] = (),
     **encode_kwargs: Any,
@@ -174,7 +190,10 @@ def evaluate_retrieval(
     (the embedding cache passes itself here). ``index_spec`` picks the FAISS index
     (:class:`~contrastlib.index.IndexSpec`; default exact). ``dims``: prefix sizes scored
     as well, from the same embeddings cut and renormalised (``by_dim``: each size's nDCG@10,
-    as a Matryoshka model is used at that size).
+    as a Matryoshka model is used at that size). ``cached(texts, kind)``, when given (the
+    embedding cache's ``ensure``), is the bounded-memory path: each index is built from the
+    cache a shard at a time (contrastlib/index/build.py), one size after another, and the
+    corpus's matrix is never held whole.
     """
     from contrastlib.index import IndexSpec, VectorIndex, l2_normalise
 
@@ -206,6 +225,8 @@ def evaluate_retrieval(
             run[qid] = trec_order(hits)[:needed]
         return run
 
+    if cached is not None:
+        return _retrieval_from_cache(cached, data, ranked, index_spec or IndexSpec(), similarity, dims, ks, top_k)
     docs = encode(data.corpus_texts, "corpus")
     # each Matryoshka size's documents, cut and renormalised, searched exactly (any size
     # fits a flat index); the full embeddings go once they are indexed
@@ -223,6 +244,37 @@ def evaluate_retrieval(
         by_dim[d] = mean_metrics(cut_run, data.qrels, {"ndcg": (10,)})["ndcg@10"]
     metrics = mean_metrics(run, data.qrels, ks)
     kept = {q: hits[:top_k] for q, hits in run.items()}  # what a run file holds
+    return RetrievalResult(metrics, len(data.query_ids), len(data.corpus_ids), kept, by_dim, backend)
+
+
+def _retrieval_from_cache(cached: Callable[[Sequence[str], str], CachedEmbeddings], data: BeirData,
+                          ranked: Callable[[Any, np.ndarray], dict[str, list[tuple[str, float]]]], spec: Any, similarity: str,
+                          dims: Sequence[int], ks: Mapping[str, Sequence[int]], top_k: int) -> RetrievalResult:
+    """:func:`evaluate_retrieval` on the cache's entries: the same operations on each row,
+    so the same figures, with the index and one shard in memory."""
+    from contrastlib.index import l2_normalise
+    from contrastlib.index.build import index_from_cache
+
+    def prepare(x: np.ndarray) -> np.ndarray:
+        return l2_normalise(x) if similarity == "cosine" else x
+
+    entry = cached(data.corpus_texts, "corpus")
+    queries = prepare(cached(data.query_texts, "queries").matrix())
+    index = index_from_cache(entry, spec, prepare)
+    backend = index.backend
+    run = ranked(index, queries)
+    del index
+    by_dim = {}
+    for d in dims:
+        if d < entry.dim:
+            def cut(x: np.ndarray, d: int = int(d)) -> np.ndarray:
+                return l2_normalise(prepare(x)[:, :d].copy())
+
+            exact = dataclasses.replace(spec, kind="flat")
+            cut_run = ranked(index_from_cache(entry, exact, cut), l2_normalise(queries[:, :d].copy()))
+            by_dim[int(d)] = mean_metrics(cut_run, data.qrels, {"ndcg": (10,)})["ndcg@10"]
+    metrics = mean_metrics(run, data.qrels, ks)
+    kept = {q: hits[:top_k] for q, hits in run.items()}
     return RetrievalResult(metrics, len(data.query_ids), len(data.corpus_ids), kept, by_dim, backend)
 
 
@@ -275,36 +327,40 @@ class RetrievalEvaluator(Evaluation):
         from contrastlib.errors import ContrastlibError
         from contrastlib.index.options import check_index_dim, check_index_fits, index_spec
         from contrastlib.loading import LazyEncoder
+        from contrastlib.pool import parse_devices
         from contrastlib.utils.tables import table
 
         root, split = split_spec(args.data) if args.split is None else (args.data, args.split)
         spec = index_spec(args)
-        data = with_prompts(read_beir(root, split), args.query_prompt, args.document_prompt)  # before the model loads
+        devices = parse_devices(args.devices)
+        cached = bool(args.cache_dir or devices)  # through the embedding cache: the corpus streamed
+        if cached and args.embed_shard_size < 1:
+            raise ContrastlibError(f"--embed-shard-size must be >= 1, got {args.embed_shard_size}")
+        beir = (read_beir_streamed_whole(root, split, Path(args.cache_dir) / "corpora" if args.cache_dir else None)
+                if cached else read_beir(root, split))
+        data = with_prompts(beir, args.query_prompt, args.document_prompt)  # before the model loads
         check_index_fits(spec, len(data.corpus_ids))
         if args.run_file:
-            bad = unwritable_trec_id([*data.query_ids, *data.corpus_ids])
+            bad = unwritable_trec_id(itertools.chain(data.query_ids, data.corpus_ids))
             if bad is not None:
                 raise ContrastlibError(f"--run-file: id {bad!r} holds whitespace, which a TREC run cannot hold")
-        from contrastlib.pool import EncodePool, parse_devices
+        from contrastlib.pool import EncodePool
 
         # loaded only if an embedding is not in the cache: a warm evaluation never loads it
         encoder = LazyEncoder(args.model)
         check_index_dim(spec, encoder)
-        embed = None
-        devices = parse_devices(args.devices)
-        if args.cache_dir or devices:  # a pool encodes the cache's shards
+        ensure = None
+        if cached:  # a pool encodes the cache's shards
             from contrastlib.index.cache import EmbeddingCache, default_cache_dir
 
-            if args.embed_shard_size < 1:
-                raise ContrastlibError(f"--embed-shard-size must be >= 1, got {args.embed_shard_size}")
             cache = EmbeddingCache(args.cache_dir or default_cache_dir(), shard_size=args.embed_shard_size)
             cache.pool = EncodePool(args.model, devices) if devices else None
-            embed = cache.embedder(
+            ensure = cache.ensurer(
                 encoder, batch_size=args.batch_size, precision=args.precision, show_progress_bar=not args.no_progress
             )
         result = evaluate_retrieval(
             encoder, data, top_k=args.top_k, index_spec=spec, ignore_identical_ids=args.ignore_identical_ids,
-            embed=embed, batch_size=args.batch_size, precision=args.precision, show_progress_bar=not args.no_progress,
+            cached=ensure, batch_size=args.batch_size, precision=args.precision, show_progress_bar=not args.no_progress,
             dims=encoder.matryoshka_dims,
         )
         if args.run_file:

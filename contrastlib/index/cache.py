@@ -181,6 +181,15 @@ class EmbeddingCache:
         read whole (arguments as for :meth:`ensure`)."""
         return self.ensure(encoder, texts, **kwargs).matrix()
 
+    def ensurer(self, encoder: Any, **kwargs: Any) -> Callable[[Sequence[str], str], CachedEmbeddings]:
+        """``ensure(texts, kind)``: :meth:`ensure` with the model hashed once."""
+        fp = model_fingerprint(encoder)
+
+        def ensure(texts: Sequence[str], kind: str) -> CachedEmbeddings:
+            return self.ensure(encoder, texts, desc=f"embed {kind}", model_fp=fp, **kwargs)
+
+        return ensure
+
     def embedder(self, encoder: Any, **kwargs: Any) -> Callable[[Sequence[str], str], np.ndarray]:
         """``embed(texts, kind)`` for evaluators and the miner: the model is hashed once."""
         fp = model_fingerprint(encoder)

@@ -27,8 +27,9 @@ from typing import Any
 import numpy as np
 from tqdm.auto import tqdm
 
-from contrastlib.index import IndexSpec, VectorIndex, l2_normalise
-from contrastlib.index.cache import CachedEmbeddings, EmbeddingCache, model_fingerprint
+from contrastlib.index import IndexSpec, l2_normalise
+from contrastlib.index.build import index_from_cache
+from contrastlib.index.cache import EmbeddingCache, model_fingerprint
 from contrastlib.mining.inputs import MiningInput
 from contrastlib.mining.miner import (
     FILTERS,
@@ -137,18 +138,6 @@ def _cross_encoder_scorer(path: str, anchors: list[str], corpus: Sequence[str], 
     return rescore
 
 
-def build_index(corpus: CachedEmbeddings, spec: IndexSpec) -> VectorIndex:
-    """The index of a cache entry's normalised vectors, under their row numbers, built a
-    shard at a time into storage sized once: its memory is the index and one shard."""
-    index = VectorIndex(corpus.dim, spec)
-    index.reserve(len(corpus))
-    if spec.trained:  # on the seeded sample train() would draw from the whole matrix
-        index.train(l2_normalise(corpus.take(spec.training_rows(len(corpus)))))
-    for rows, emb in corpus.shards():
-        index.add(l2_normalise(emb), ids=rows)
-    return index
-
-
 def run_mining(
     encoder: Any,
     data: MiningInput,
@@ -181,7 +170,7 @@ def run_mining(
     positives = data.positives_by_anchor()
     # (before the index is built, so that its passing arrays never sit beside the index)
     excluded = excluded_sets(data.anchors, positives, data.corpus_ids, data.corpus_texts)
-    index = build_index(corpus, s.index)
+    index = index_from_cache(corpus, s.index)  # (a shard at a time, into storage sized once)
     corpus_emb = VectorRows(len(corpus), index.vectors if index.exact else lambda rows: l2_normalise(corpus.take(rows)))
 
     # Shards left by a killed job are reused only if everything they came from is the

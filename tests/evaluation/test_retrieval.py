@@ -173,6 +173,24 @@ def test_evaluator_matches_a_brute_force_pytrec_eval_reference(scifact_slice, ti
 
 
 @pytest.mark.shared_data
+def test_matryoshka_sizes_from_the_cache_score_as_from_the_matrix(scifact_slice, tiny, tmp_path):
+    """The cache's bounded path (indexes built a shard at a time, one size after another,
+    IVF trained on the sample read row by row) scores exactly what the whole matrix does."""
+    from contrastlib.index import IndexSpec
+    from contrastlib.index.cache import EmbeddingCache
+
+    data = read_beir(scifact_slice)
+    cache = EmbeddingCache(tmp_path, shard_size=32)
+    for spec in (IndexSpec(), IndexSpec("ivf_flat", nlist=4, nprobe=2)):
+        whole = evaluate_retrieval(tiny, data, dims=(8, 16, 32), index_spec=spec,
+                                   embed=cache.embedder(tiny, show_progress_bar=False))
+        streamed = evaluate_retrieval(tiny, data, dims=(8, 16, 32), index_spec=spec,
+                                      cached=cache.ensurer(tiny, show_progress_bar=False))
+        assert whole.by_dim == streamed.by_dim and set(whole.by_dim) == {8, 16}
+        assert whole.metrics == streamed.metrics and whole.run == streamed.run
+
+
+@pytest.mark.shared_data
 def test_cli_eval_retrieval_json_and_run_file(scifact_slice, tmp_path, capsys, tiny_model):
     run_file = tmp_path / "out.run"
     code = main(["eval", "retrieval", "-m", tiny_model, "-d", str(scifact_slice), "--run-file", str(run_file),
@@ -257,6 +275,21 @@ def test_empty_documents_are_encoded_as_mteb_does_and_counted(tmp_path, tiny_mod
            for i, qid in enumerate(data.query_ids)}
     ref = pytrec_eval.RelevanceEvaluator(data.qrels, {"ndcg_cut.10"}).evaluate(run)
     assert out["ndcg@10"] == pytest.approx(100 * np.mean([r["ndcg_cut_10"] for r in ref.values()]), abs=0.05)
+
+    # through the embedding cache the corpus is streamed from a store, its empty documents
+    # put back after the others, the index built a shard at a time (exact, and IVF with its
+    # training sample read from the cache): the same figures, up to the cache's encode
+    # batches (exactness on equal embeddings: test_matryoshka_sizes_from_the_cache_...)
+    for index in ([], ["--index", "ivf_flat", "--nlist", "4", "--nprobe", "4"]):
+        figures = []
+        for extra in ([], ["--cache-dir", str(tmp_path / "cache"), "--embed-shard-size", "16"]):
+            assert main(["eval", "retrieval", "-m", tiny_model, "-d", str(root), "--json", "--no-progress",
+                         *index, *extra]) == 0
+            figures.append(json.loads(capsys.readouterr().out.strip().splitlines()[-1]))
+        whole, streamed = figures
+        assert streamed["n_empty_documents"] == 6 and streamed["n_documents"] == whole["n_documents"]
+        assert {k: pytest.approx(v, abs=0.05) for k, v in whole.items() if "@" in k} == {
+            k: v for k, v in streamed.items() if "@" in k}
 
     assert main(["mine", "--model", tiny_model, "--data", str(root), "--out", str(tmp_path / "mined.jsonl"),
                  "--num-negatives", "2", "--no-progress"]) == 0
