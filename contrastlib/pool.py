@@ -61,6 +61,37 @@ def parse_devices(spec: str | None) -> list[str]:
     return ["cpu" if d.startswith("cpu") else d for d in devices]
 
 
+def _threads(devices: Sequence[str]) -> int:
+    """Threads for each CPU process: the machine's shared out (at least one)."""
+    import torch
+
+    cpus = sum(d == "cpu" for d in devices)
+    return max(1, torch.get_num_threads() // cpus) if cpus else 1
+
+
+def run_processes(devices: Sequence[str], target: Any, shares: Sequence[Any], *args: Any) -> None:
+    """``target(*args, device, threads, share, parent pid)`` in one spawned process per
+    device with a non-empty share; a process that stops is a one-line error once the others
+    are done."""
+    ctx = mp.get_context("spawn")
+    procs = []
+    threads = _threads(devices)
+    for n, (device, share) in enumerate(zip(devices, shares, strict=True)):
+        if share:
+            p = ctx.Process(target=target, args=(*args, device, threads, share, os.getpid()),
+                            name=f"contrastlib-{n}")
+            p.start()
+            procs.append((device, p))
+    failed = []
+    for device, p in procs:
+        p.join()
+        if p.exitcode != 0:
+            failed.append(f"{device} (exit code {p.exitcode})")
+    if failed:
+        raise ContrastlibError(f"--devices: the process on {', '.join(failed)} stopped; a restart keeps every "
+                               "shard already written and does the rest")
+
+
 class EncodePool:
     """The cache's ``pool``: encodes a job's shards on ``devices``, one process each, with
     the model ``model`` (what ``load_encoder`` takes) and its ``overrides``."""
@@ -69,43 +100,34 @@ class EncodePool:
         self.model, self.devices, self.overrides = str(model), list(devices), dict(overrides or {})
 
     def __call__(self, job: ShardJob) -> None:
-        import torch
-
-        threads = max(1, torch.get_num_threads() // sum(d == "cpu" for d in self.devices)) if "cpu" in self.devices else 1
-        ctx = mp.get_context("spawn")
-        procs = []
         # each process is sent its own shards' texts only (a store: the store, read there)
         stored = isinstance(job.texts, TextStore)
         chunks = {} if stored else dict(zip(job.shard_ids, shard_texts(job), strict=True))
-        for n, device in enumerate(self.devices):
+        shares = []
+        for n in range(len(self.devices)):
             share = job.shard_ids[n :: len(self.devices)]
-            if share:
-                mine = (dataclasses.replace(job, shard_ids=share) if stored else
-                        ShardJob(job.folder, [], share, job.prompt, job.batch_size, job.precision,
-                                 job.encode_kwargs, job.shard_size, chunks=[chunks[i] for i in share]))
-                p = ctx.Process(target=_work, args=(self.model, self.overrides, device, threads, mine, os.getpid()),
-                                name=f"contrastlib-encode-{n}")
-                p.start()
-                procs.append((device, p))
-        failed = []
-        for device, p in procs:
-            p.join()
-            if p.exitcode != 0:
-                failed.append(f"{device} (exit code {p.exitcode})")
-        if failed:
-            raise ContrastlibError(f"--devices: the process on {', '.join(failed)} stopped; a restart keeps every "
-                                   "shard already written and encodes the rest")
+            shares.append(None if not share else
+                          dataclasses.replace(job, shard_ids=share) if stored else
+                          ShardJob(job.folder, [], share, job.prompt, job.batch_size, job.precision,
+                                   job.encode_kwargs, job.shard_size, chunks=[chunks[i] for i in share]))
+        run_processes(self.devices, _encode_work, shares, self.model, self.overrides)
 
 
-def _work(model: str, overrides: dict[str, Any], device: str, threads: int, job: ShardJob, parent: int) -> None:
-    """One device's process: its shards, one at a time, until done or the parent is gone."""
+def start_worker(threads: int) -> None:
+    """What a pool's process does first: third-party chatter off, its share of the threads."""
     import torch
 
-    from contrastlib.loading import load_encoder
     from contrastlib.utils.quiet import quiet_third_party
 
     quiet_third_party()
     torch.set_num_threads(threads)
+
+
+def _encode_work(model: str, overrides: dict[str, Any], device: str, threads: int, job: ShardJob, parent: int) -> None:
+    """One device's process: its shards, one at a time, until done or the parent is gone."""
+    from contrastlib.loading import load_encoder
+
+    start_worker(threads)
     encoder: Any = load_encoder(model, **overrides)
     encoder.to(device)
     for _ in encode_shards(encoder, job):

@@ -13,10 +13,12 @@ row is in ``OUT`` exactly once, in input order.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
+import os
 import shutil
-from collections.abc import Callable
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -83,6 +85,41 @@ def _fingerprint(path: Path, model_fp: str, options: dict[str, Any]) -> str:
     return h.hexdigest()
 
 
+@dataclass(frozen=True)
+class ScoreJob:
+    """Shards of a score job for another process: ``(shard number, its (line, row)s)``."""
+
+    parts: Path
+    source: str
+    shards: list[tuple[int, list[tuple[int, dict[str, Any]]]]]
+
+
+def score_shard(model: Any, source: str, parts: Path, s: int, shard: list[tuple[int, dict[str, Any]]]) -> str:
+    """Score one shard's rows into ``parts/shard-s.jsonl`` (atomically); its SHA-256."""
+    prompts = [r["prompt"] for _, r in shard]
+    texts = model.fit_texts(prompts, [r["response"] for _, r in shard], [f"{source}:{line}" for line, _ in shard])
+    if any(t is None for t in texts):
+        bad = next(line for (line, _), t in zip(shard, texts, strict=True) if t is None)
+        raise DataError(source, "longer than the model's window, and its window policy is 'drop'", bad)
+    users = [None if r.get("user") is None else str(r["user"]) for _, r in shard]
+    rewards = model.rewards(texts, users if any(users) else None)
+    lines = [json.dumps({**r, "reward": value, "reward_normalized": (value - model.mean) / model.std})
+             for (_, r), value in zip(shard, rewards.tolist(), strict=True)]
+    data = ("\n".join(lines) + "\n").encode("utf-8")
+    with atomic_path(parts / f"shard-{s:05d}.jsonl") as tmp:
+        tmp.write_bytes(data)
+    return hashlib.sha256(data).hexdigest()  # of the bytes just written
+
+
+def score_shards(model: Any, job: ScoreJob) -> Iterator[int]:
+    """A pool process's part: each shard scored and committed with its sidecar
+    (``shard-N.json``: SHA-256 and the writer's pid, written after the shard)."""
+    for s, shard in job.shards:
+        digest = score_shard(model, job.source, job.parts, s, shard)
+        write_json(job.parts / f"shard-{s:05d}.json", {"sha256": digest, "pid": os.getpid()})
+        yield s
+
+
 def score_file(
     model: Any,
     input_path: str | Path,
@@ -94,6 +131,7 @@ def score_file(
     after_shard: Callable[[int], None] | None = None,
     on_bad_row: str = "error",
     read: tuple[list[tuple[int, dict[str, Any]]], BadRows] | None = None,
+    pool: Callable[[ScoreJob], None] | None = None,
 ) -> ScoreReport:
     """Score every row of ``input_path`` with ``model`` (a :class:`RewardModel`) into
     ``out`` (see the module docstring). Rows get ``reward`` and ``reward_normalized``
@@ -101,7 +139,8 @@ def score_file(
     malformed input rows are left out of the output and counted in the report.
     ``read``: the rows :func:`read_score_input` already read from ``input_path`` and its
     bad-row account (the CLI checks the input before loading the model), so the file is
-    not read twice."""
+    not read twice. ``pool``: scores the missing shards on other processes first
+    (``--devices``, contrastlib/pool.py); the output is the one-process output."""
     if shard_size < 1:
         raise ValueError(f"shard_size must be >= 1, got {shard_size}")
     if not model.scalar:
@@ -129,34 +168,38 @@ def score_file(
             tmp.write_text(json.dumps({"fingerprint": fp, "input": str(src), "rows": len(rows)}))
 
     n_shards = -(-len(rows) // shard_size)
-    reused = 0
     manifest_path = parts / "manifest.json"
     try:
         checksums: dict[str, str] = dict(json.loads(manifest_path.read_text())["shards"])
     except (OSError, ValueError, KeyError, TypeError):
         checksums = {}
+
+    def done(s: int) -> bool:
+        """Shard ``s`` is committed: as the manifest lists it, else as its sidecar vouches
+        for it (a pool's process; the manifest then records it)."""
+        path = parts / f"shard-{s:05d}.jsonl"
+        if path.is_file() and checksums.get(str(s)) == sha256_file(path):
+            return True
+        try:
+            entry = json.loads((parts / f"shard-{s:05d}.json").read_text())
+            ok = path.is_file() and entry["sha256"] == sha256_file(path)
+        except (OSError, ValueError, KeyError, TypeError):
+            ok = False
+        if ok:
+            checksums[str(s)] = entry["sha256"]
+        return ok
+
+    missing = [s for s in range(n_shards) if not done(s)]
+    reused = n_shards - len(missing)
+    if missing and pool is not None:  # other processes score them; their shards are then adopted
+        pool(ScoreJob(parts, str(src), [(s, rows[s * shard_size : (s + 1) * shard_size]) for s in missing]))
+        missing = [s for s in missing if not done(s)]
+    write_json(manifest_path, {"shards": checksums})
     with tqdm(total=len(rows), desc="score", unit="row", disable=not show_progress_bar) as bar:
-        for s in range(n_shards):
+        bar.update(len(rows) - sum(len(rows[s * shard_size : (s + 1) * shard_size]) for s in missing))
+        for s in missing:
             shard = rows[s * shard_size : (s + 1) * shard_size]
-            path = parts / f"shard-{s:05d}.jsonl"
-            if path.is_file() and checksums.get(str(s)) == sha256_file(path):
-                reused += 1
-                bar.update(len(shard))
-                continue
-            prompts = [r["prompt"] for _, r in shard]
-            texts = model.fit_texts(prompts, [r["response"] for _, r in shard], [f"{src}:{line}" for line, _ in shard])
-            if any(t is None for t in texts):
-                bad = next(line for (line, _), t in zip(shard, texts, strict=True) if t is None)
-                raise DataError(src, "longer than the model's window, and its window policy is 'drop'", bad)
-            users = [None if r.get("user") is None else str(r["user"]) for _, r in shard]
-            rewards = model.rewards(texts, users if any(users) else None)
-            lines = []
-            for (_, r), value in zip(shard, rewards.tolist(), strict=True):
-                lines.append(json.dumps({**r, "reward": value, "reward_normalized": (value - model.mean) / model.std}))
-            data = ("\n".join(lines) + "\n").encode("utf-8")
-            with atomic_path(path) as tmp:
-                tmp.write_bytes(data)
-            checksums[str(s)] = hashlib.sha256(data).hexdigest()  # of the bytes just written
+            checksums[str(s)] = score_shard(model, str(src), parts, s, shard)
             write_json(manifest_path, {"shards": checksums})
             bar.update(len(shard))
             if after_shard is not None:
@@ -167,3 +210,30 @@ def score_file(
             f.write((parts / f"shard-{s:05d}.jsonl").read_text(encoding="utf-8"))
     shutil.rmtree(parts)
     return ScoreReport(dst, len(rows), n_shards, reused, skipped.count)
+
+
+class ScorePool:
+    """``score``'s pool: a score job's shards dealt out to ``devices``, each process
+    loading the reward model at ``model`` with ``overrides`` (precision, batch size)."""
+
+    def __init__(self, model: str, devices: Sequence[str], overrides: Mapping[str, Any] | None = None) -> None:
+        self.model, self.devices, self.overrides = str(model), list(devices), dict(overrides or {})
+
+    def __call__(self, job: Any) -> None:
+        shares = [dataclasses.replace(job, shards=job.shards[n :: len(self.devices)]) if job.shards[n :: len(self.devices)]
+                  else None for n in range(len(self.devices))]
+        from contrastlib.pool import run_processes
+
+        run_processes(self.devices, _score_work, shares, self.model, self.overrides)
+
+
+def _score_work(model: str, overrides: dict[str, Any], device: str, threads: int, job: Any, parent: int) -> None:
+    from contrastlib.pool import start_worker
+
+    start_worker(threads)
+    scorer = load_scorer(model, **overrides)
+    scorer.encoder.to(device)
+    scorer.head.to(device)
+    for _ in score_shards(scorer, job):
+        if os.getppid() != parent:
+            return

@@ -7,7 +7,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from contrastlib.cli.verbs import emit, verb
+from contrastlib.cli.verbs import add_devices_argument, emit, verb
 from contrastlib.data.readers import add_bad_row_argument
 from contrastlib.errors import ContrastlibError
 
@@ -21,6 +21,7 @@ def arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--batch-size", type=int, default=128)
     p.add_argument("--precision", choices=["auto", "fp32", "bf16", "fp16"], default="auto")
     p.add_argument("--no-progress", action="store_true")
+    add_devices_argument(p)
 
 
 @verb("score", "reward of every (prompt, response) row of a JSONL file, resumable after a kill", arguments)
@@ -36,9 +37,15 @@ def run(args: argparse.Namespace) -> int:
     out = Path(args.out)
     if out.suffix != ".jsonl":
         raise ContrastlibError(f"{out}: the output must end in .jsonl")
-    model = load_scorer(args.model, precision=auto_encode_precision(args.precision), batch_size=args.batch_size)
+    from contrastlib.pool import parse_devices
+    from contrastlib.scoring import ScorePool
+
+    devices = parse_devices(args.devices)
+    overrides = {"precision": auto_encode_precision(args.precision), "batch_size": args.batch_size}
+    model = load_scorer(args.model, **overrides)
     report = score_file(model, args.input, out, model_fp=model.fingerprint(), shard_size=args.shard_size,
-                        show_progress_bar=not args.no_progress, read=(rows, bad))
+                        show_progress_bar=not args.no_progress, read=(rows, bad),
+                        pool=ScorePool(args.model, devices, overrides) if devices else None)
     text = f"scored {report.rows} rows -> {report.out} ({report.shards_reused}/{report.shards} shards reused)" + (
         f"; {report.bad_rows_skipped} bad input rows skipped" if report.bad_rows_skipped else "")
     emit(args, {"verb": "score", "out": str(report.out), "rows": report.rows, "shards": report.shards,

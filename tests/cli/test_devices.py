@@ -151,3 +151,70 @@ def test_mine_and_eval_retrieval_on_two_processes_equal_one_on_scifact(tmp_path,
     # shard, were encoded here
     writers = {json.loads(p.read_text())["pid"] for p in (tmp_path / "cache-two").rglob("shard-*.json")}
     assert len(writers - {os.getpid()}) >= 4
+
+
+def _reward_model(tmp: Path, tiny_model: str) -> Path:
+    import torch
+
+    from contrastlib.encoders.text import TextEncoder
+    from contrastlib.heads import BradleyTerryHead
+    from contrastlib.models.reward import RewardModel
+
+    torch.manual_seed(0)
+    encoder = TextEncoder(tiny_model, max_seq_length=16)
+    model = RewardModel(encoder, BradleyTerryHead(encoder.dim), std=2.0)
+    return model.save(tmp / "reward", head_name="bradley_terry", head_kwargs={})
+
+
+def test_score_devices_2_is_the_one_process_output_and_a_restart_adopts_the_workers_shards(tmp_path, tiny_model, capsys):
+    """``score --devices cpu,cpu``: the one-process output byte for byte. Shards the
+    workers finished before a kill (on disk with their sidecars, not yet in the parent's
+    manifest) are adopted by a restart, not scored again."""
+    from contrastlib.cli.main import main
+    from contrastlib.scoring import ScoreJob, ScorePool, read_score_input
+
+    model = _reward_model(tmp_path, tiny_model)
+    src = tmp_path / "rows.jsonl"
+    src.write_text("".join(json.dumps({"id": i, "prompt": "Q:", "response": f"answer {i} " + "more " * (i % 7)}) + "\n"
+                           for i in range(600)))
+    common = ["score", "--model", str(model), "--input", str(src), "--shard-size", "100", "--no-progress",
+              "--precision", "fp32", "--json"]
+    assert main([*common, "--out", str(tmp_path / "one.jsonl")]) == 0
+    assert main([*common, "--out", str(tmp_path / "two.jsonl"), "--devices", "cpu,cpu"]) == 0
+    assert (tmp_path / "two.jsonl").read_bytes() == (tmp_path / "one.jsonl").read_bytes()
+
+    # a killed pooled run: the workers finished shards 1 and 4, the parent recorded none
+    out = tmp_path / "restarted.jsonl"
+    rows = read_score_input(src)
+    parts = out.with_name(out.name + ".parts")
+    capsys.readouterr()
+    import contrastlib.scoring as scoring
+
+    real = scoring.score_shard
+    scored: list[int] = []
+
+    def stop_after_pool(model_, source, parts_, s, shard):  # the parent scores nothing: it was "killed"
+        scored.append(s)
+        return real(model_, source, parts_, s, shard)
+
+    job_rows = {s: rows[s * 100 : (s + 1) * 100] for s in (1, 4)}
+    # the job folder as the restarted run will find it: its job.json, two workers' shards
+    scoring.score_shard = stop_after_pool
+    try:
+        parts.mkdir()
+        from contrastlib.models.reward import RewardModel
+        from contrastlib.scoring import _fingerprint
+
+        fp = _fingerprint(src, RewardModel.load(model, precision="fp32", batch_size=128).fingerprint(),
+                          {"shard_size": 100, "on_bad_row": "error"})
+        (parts / "job.json").write_text(json.dumps({"fingerprint": fp, "input": str(src), "rows": 600}))
+        ScorePool(str(model), ["cpu"], {"precision": "fp32", "batch_size": 128})(
+            ScoreJob(parts, str(src), list(job_rows.items())))
+        sidecars = {p.name: json.loads(p.read_text())["pid"] for p in parts.glob("shard-*.json")}
+        assert set(sidecars) == {"shard-00001.json", "shard-00004.json"} and os.getpid() not in sidecars.values()
+        assert main([*common, "--out", str(out)]) == 0
+    finally:
+        scoring.score_shard = real
+    report = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert report["shards_reused"] == 2 and sorted(scored) == [0, 2, 3, 5]
+    assert out.read_bytes() == (tmp_path / "one.jsonl").read_bytes()
