@@ -28,7 +28,6 @@ from typing import Any
 
 from contrastlib.errors import ContrastlibError
 from contrastlib.index.cache import ShardJob, encode_shards, shard_texts
-from contrastlib.utils.text_store import TextStore
 
 
 def parse_devices(spec: str | None) -> list[str]:
@@ -101,7 +100,7 @@ class EncodePool:
 
     def __call__(self, job: ShardJob) -> None:
         # each process is sent its own shards' texts only (a store: the store, read there)
-        stored = isinstance(job.texts, TextStore)
+        stored = not isinstance(job.texts, list)  # (a store, or a view of one: sent as it is)
         chunks = {} if stored else dict(zip(job.shard_ids, shard_texts(job), strict=True))
         shares = []
         for n in range(len(self.devices)):

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 from pathlib import Path
+from typing import Any
 
 from contrastlib.cli.verbs import add_devices_argument, emit, verb
 from contrastlib.errors import ContrastlibError
@@ -28,10 +29,10 @@ def arguments(p: argparse.ArgumentParser) -> None:
 
 @verb("embed", "embed one text per line into .npy or .safetensors", arguments)
 def run(args: argparse.Namespace) -> int:
+    from contrastlib.data.corpus import lines_store
     from contrastlib.data.prompts import with_prompt
-    from contrastlib.data.readers import read_sentences
 
-    texts = read_sentences(args.input)
+    store = lines_store(args.input, root=Path(args.cache_dir) / "corpora" if args.cache_dir else None)
     out = Path(args.out)
     if out.suffix not in (".npy", ".safetensors"):
         raise ContrastlibError(f"{out}: output must end in .npy or .safetensors")
@@ -51,34 +52,27 @@ def run(args: argparse.Namespace) -> int:
             raise ContrastlibError(f"--prompt-name: {args.model} names no prompt {args.prompt_name!r}; "
                                    f"it has: {', '.join(named) or 'none'}")
         args.prompt = named[args.prompt_name]
-    texts = with_prompt(texts, args.prompt)  # the cache keys the texts as encoded
+    texts = with_prompt(store, args.prompt)  # the cache keys the texts as encoded
     cache = EmbeddingCache(args.cache_dir or default_cache_dir(), shard_size=args.shard_size)
     devices = parse_devices(args.devices)
     if devices:
         cache.pool = EncodePool(args.model, devices)
-    emb = cache.embed(encoder, texts, batch_size=args.batch_size, precision=args.precision,
-                      show_progress_bar=not args.no_progress, model_fp=encoder.weights_fingerprint())
+    entry = cache.ensure(encoder, texts, batch_size=args.batch_size, precision=args.precision,
+                         show_progress_bar=not args.no_progress, model_fp=encoder.weights_fingerprint())
+    prepare = None
     if args.dim is not None:  # the cache keeps every dimension: another --dim reuses it
-        import numpy as np
+        from contrastlib.index import l2_normalise
 
-        emb = emb[:, : args.dim]
-        emb = emb / np.maximum(np.linalg.norm(emb, axis=1, keepdims=True), 1e-12)
-    with atomic_path(out) as tmp:
-        if out.suffix == ".npy":
-            import numpy as np
+        def prepare(x: Any) -> Any:
+            return l2_normalise(x[:, : args.dim])
 
-            with open(tmp, "wb") as fh:
-                np.save(fh, emb)
-        else:
-            import torch
-            from safetensors.torch import save_file
-
-            save_file({"embeddings": torch.as_tensor(emb)}, str(tmp))
+    with atomic_path(out) as tmp:  # written a shard at a time, each row in its place
+        shape = entry.write(tmp, out.suffix.lstrip("."), prepare)
     reused = cache.last_stats.get("reused")
     emit(
         args,
-        {"out": str(out), "n": len(texts), "dim": int(emb.shape[1]), **cache.last_stats},
-        f"wrote {len(texts)} x {emb.shape[1]} embeddings to {out}"
+        {"out": str(out), "n": len(texts), "dim": shape[1], **cache.last_stats},
+        f"wrote {len(texts)} x {shape[1]} embeddings to {out}"
         + (f" ({reused} of {cache.last_stats['shards']} shards reused)" if reused else ""),
     )
     return 0

@@ -107,6 +107,21 @@ def corpus_store(path: str | Path, *, root: str | Path | None = None) -> TextSto
     return store
 
 
+def lines_store(path: str | Path, *, root: str | Path | None = None) -> TextStore:
+    """A one-text-per-line file (blank lines skipped, each line stripped) as a store, every
+    line kept in order (``embed``'s input: one row per line, repeats included)."""
+    path = Path(path)
+
+    def fill(w: StoreWriter) -> None:
+        for _, text in iter_sentences(path):
+            w.add(text)
+
+    store = cached_store(store_key("lines", path), fill, root=root)
+    if not len(store):
+        raise DataError(path, "no sentences (only blank lines)")
+    return store
+
+
 def _check_distinct_ids(path: Path, store: TextStore) -> None:
     assert store.ids is not None
     empty = np.asarray([digest(d) for d in store.meta["empty_ids"]], dtype="S16").reshape(-1)

@@ -266,6 +266,30 @@ class CachedEmbeddings:
                 os.close(fd)
         return out
 
+    def write(self, path: Path, fmt: str, prepare: Callable[[np.ndarray], np.ndarray] | None = None) -> tuple[int, int]:
+        """Write every row of ``prepare(shard)`` in input order to ``path`` as ``fmt``
+        (``npy``, or ``safetensors`` with one tensor ``embeddings``), a shard at a time: each
+        row goes to its place in the file, so no more than a shard is held. Returns the shape."""
+        n = len(self.order)
+        dim = (prepare(self.take([0])) if prepare else self.take([0])).shape[1] if n else 0
+        with open(path, "wb") as fh:
+            if fmt == "npy":
+                np.lib.format.write_array_header_1_0(
+                    fh, {"descr": np.lib.format.dtype_to_descr(np.dtype("<f4")), "fortran_order": False, "shape": (n, dim)})
+            else:  # safetensors: an 8-byte header size, a JSON header padded to 8 bytes, the data
+                header = json.dumps({"embeddings": {"dtype": "F32", "shape": [n, dim], "data_offsets": [0, 4 * n * dim]}},
+                                    separators=(",", ":")).encode()
+                header += b" " * (-len(header) % 8)
+                fh.write(len(header).to_bytes(8, "little") + header)
+            start = fh.tell()
+            fh.truncate(start + 4 * n * dim)
+            fd = fh.fileno()
+            for rows, emb in self.shards():
+                block = np.ascontiguousarray(prepare(emb) if prepare else emb, dtype="<f4")
+                for r, row in zip(rows.tolist(), block, strict=True):
+                    os.pwrite(fd, row.tobytes(), start + 4 * dim * r)
+        return n, dim
+
     def matrix(self) -> np.ndarray:
         """Every row, in input order."""
         if not len(self.order):
