@@ -31,7 +31,7 @@ from contrastlib.config.build import (
 from contrastlib.config.load import to_yaml
 from contrastlib.config.schema import RunConfig
 from contrastlib.config.sources import several_sources, source_specs
-from contrastlib.errors import ConfigError
+from contrastlib.errors import ConfigError, ContrastlibError
 from contrastlib.evaluation.base import Evaluation, run_evaluations
 from contrastlib.jobs import Job
 from contrastlib.methods.base import ContrastiveModule
@@ -123,6 +123,16 @@ def plan_fit(cfg: RunConfig) -> FitPlan:
             )
         evaluators += [evaluation.from_entry(e, batch_size=cfg.eval.batch_size, precision=eval_precision) for e in entries]
     evaluators += method_cls.extra_evaluators(data, batch_size=cfg.eval.batch_size, precision=eval_precision)
+    if cfg.eval.devices is not None:
+        from contrastlib.pool import parse_devices
+
+        try:
+            devices = tuple(parse_devices(str(cfg.eval.devices)))
+        except ContrastlibError as exc:
+            raise ConfigError(f"eval.devices: {str(exc).removeprefix('--devices: ')}") from None
+        for e in evaluators:
+            if e.uses_devices:
+                e.devices = devices
     method_cls.check_run(config, cfg)
     remine = None
     if cfg.remine.enabled:

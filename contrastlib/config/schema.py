@@ -141,12 +141,17 @@ class EvalConfig:
     projection: str = "tsne"
     #: Points drawn in that map (a class-stratified sample; t-SNE is quadratic).
     projection_points: int = 2000
+    #: Encode an evaluation's corpus on other processes or devices (``cpu,cpu``,
+    #: ``cuda:1``, a count; contrastlib/pool.py): each round saves the model being
+    #: evaluated and the retrieval evaluation's corpus is encoded there through a
+    #: temporary embedding cache. null: in the training process.
+    devices: str | None = None
     #: ``{evaluation name: [entries]}``: the section's other keys (not written as such).
     tasks: dict[str, Any] = field(default_factory=dict)
 
 
 #: The keys of the ``eval`` section that are settings, not evaluations.
-EVAL_SETTINGS = ("every_n_epochs", "batch_size", "precision", "projection", "projection_points")
+EVAL_SETTINGS = ("every_n_epochs", "batch_size", "precision", "projection", "projection_points", "devices")
 PROJECTIONS = ("tsne", "none")
 
 

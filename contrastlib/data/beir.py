@@ -24,6 +24,7 @@ import numpy as np
 
 from contrastlib.data.corpus import corpus_store
 from contrastlib.data.readers import read_records
+from contrastlib.data.sources import Chained
 from contrastlib.errors import DataError
 from contrastlib.utils.text_store import digests_of, rows_of
 
@@ -153,11 +154,14 @@ def read_beir(root: str | Path, split: str = "test") -> BeirData:
     )
 
 
-def read_beir_streamed(root: str | Path, split: str = "test", *, store_root: str | Path | None = None) -> BeirData:
+def read_beir_streamed(root: str | Path, split: str = "test", *, store_root: str | Path | None = None,
+                       empty_last: bool = False) -> BeirData:
     """:func:`read_beir` with the corpus streamed into a store on disk
     (contrastlib/data/corpus.py): ``corpus_ids`` and ``corpus_texts`` are its columns, read
     as needed, and hold the non-empty documents only (the empty ones' ids are
-    ``empty_ids``). The same checks, the same one-line errors."""
+    ``empty_ids``). The same checks, the same one-line errors. ``empty_last``: the empty
+    documents follow the others, as "" (evaluation encodes them, as MTEB does; ties are
+    broken by id, so where they sit changes no ranking)."""
     root = Path(root)
     corpus_path, queries_path, qrels_path = _paths(root, split)
     store = corpus_store(corpus_path, root=store_root)
@@ -177,6 +181,10 @@ def read_beir_streamed(root: str | Path, split: str = "test", *, store_root: str
     query_ids = [q for q in queries if any(g > 0 for g in qrels.get(q, {}).values())]
     if not query_ids:
         raise DataError(qrels_path, "no query has a relevant document (grade > 0)")
-    return BeirData(root=root, split=split, corpus_ids=store.ids, corpus_texts=store, query_ids=query_ids,
+    ids: Sequence[str] = store.ids
+    texts: Sequence[str] = store
+    if empty_last and empty_ids:
+        ids, texts = Chained([store.ids, empty_ids]), Chained([store, [""] * len(empty_ids)])
+    return BeirData(root=root, split=split, corpus_ids=ids, corpus_texts=texts, query_ids=query_ids,
                     query_texts=[queries[q] for q in query_ids], qrels={q: qrels[q] for q in query_ids},
                     empty_documents=len(empty_ids), empty_ids=empty_ids)

@@ -29,6 +29,10 @@ class Evaluation:
 
     takes: ClassVar[str]
     main_metric: ClassVar[str]
+    #: Whether ``eval.devices`` applies: the evaluation can encode on other processes
+    #: (:attr:`devices`, set by the run's plan).
+    uses_devices: ClassVar[bool] = False
+    devices: tuple[str, ...] = ()
     #: The row name in the run's table and in ``metrics.json`` (set per instance).
     name: str
     #: ``contrastlib eval NAME``'s help line; None: no command of its own.

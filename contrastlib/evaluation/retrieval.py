@@ -41,7 +41,6 @@ import numpy as np
 
 from contrastlib.data.beir import BeirData, read_beir, read_beir_streamed, split_spec
 from contrastlib.data.prompts import with_prompt
-from contrastlib.data.sources import Chained
 from contrastlib.encoders.base import Encoder
 from contrastlib.evaluation.base import Evaluation
 from contrastlib.registry import EVALUATIONS
@@ -151,16 +150,6 @@ def write_trec_run(path: str | Path, run: Mapping[str, Ranking], name: str = "co
                 fh.write(f"{qid} Q0 {doc} {rank} {score!r} {name}\n")
     return path
 
-
-
-def read_beir_streamed_whole(root: str, split: str, store_root: Path | None) -> BeirData:
-    """:func:`~contrastlib.data.beir.read_beir_streamed`, its empty documents put back after
-    the others (encoded as "", as MTEB does; ties are broken by id, so where they sit
-    does not change a ranking)."""
-    data = read_beir_streamed(root, split, store_root=store_root)
-    n = len(data.empty_ids)
-    return dataclasses.replace(data, corpus_ids=Chained([data.corpus_ids, data.empty_ids]),
-                               corpus_texts=Chained([data.corpus_texts, [""] * n]))
 
 
 def with_prompts(data: BeirData, query_prompt: str | None, document_prompt: str | None) -> BeirData:
@@ -286,6 +275,7 @@ class RetrievalEvaluator(Evaluation):
 
     takes: ClassVar[str] = "strings"
     main_metric: ClassVar[str] = "ndcg@10"
+    uses_devices: ClassVar[bool] = True
     name: str
     data: BeirData
     batch_size: int = 128
@@ -336,7 +326,8 @@ class RetrievalEvaluator(Evaluation):
         cached = bool(args.cache_dir or devices)  # through the embedding cache: the corpus streamed
         if cached and args.embed_shard_size < 1:
             raise ContrastlibError(f"--embed-shard-size must be >= 1, got {args.embed_shard_size}")
-        beir = (read_beir_streamed_whole(root, split, Path(args.cache_dir) / "corpora" if args.cache_dir else None)
+        beir = (read_beir_streamed(root, split, store_root=Path(args.cache_dir) / "corpora" if args.cache_dir else None,
+                                   empty_last=True)
                 if cached else read_beir(root, split))
         data = with_prompts(beir, args.query_prompt, args.document_prompt)  # before the model loads
         check_index_fits(spec, len(data.corpus_ids))
@@ -384,5 +375,25 @@ class RetrievalEvaluator(Evaluation):
         named = encoder.prompts if isinstance(encoder, Encoder) else {}  # the prompts it trains with
         data = with_prompts(self.data, named.get("query"), named.get("document"))
         dims = encoder.matryoshka_dims if isinstance(encoder, Encoder) else ()
-        r = evaluate_retrieval(encoder, data, batch_size=self.batch_size, precision=self.precision, dims=dims)
+        if self.devices and isinstance(encoder, Encoder):
+            r = self._on_devices(encoder, data, dims)
+        else:
+            r = evaluate_retrieval(encoder, data, batch_size=self.batch_size, precision=self.precision, dims=dims)
         return {**r.x100(), "n_queries": r.n_queries}
+
+    def _on_devices(self, encoder: Encoder, data: BeirData, dims: Sequence[int]) -> RetrievalResult:
+        """``eval.devices``: the model as it is now saved, the corpus and queries encoded by
+        one process per device through a temporary embedding cache, the index built from it
+        a shard at a time."""
+        import tempfile
+
+        from contrastlib.index.cache import EmbeddingCache
+        from contrastlib.pool import EncodePool
+
+        with tempfile.TemporaryDirectory(prefix="contrastlib-eval-") as tmp:
+            saved = encoder.save(Path(tmp) / "model")
+            cache = EmbeddingCache(Path(tmp) / "cache")
+            cache.pool = EncodePool(str(saved), list(self.devices))
+            ensure = cache.ensurer(encoder, batch_size=self.batch_size, precision=self.precision,
+                                   show_progress_bar=False)
+            return evaluate_retrieval(encoder, data, cached=ensure, dims=dims)

@@ -224,6 +224,25 @@ def test_fit_scores_retrieval_before_and_after(scifact_slice, tmp_path, capsys, 
     assert before["n_queries"] == 20
 
 
+@pytest.mark.shared_data
+def test_fit_evaluates_on_other_processes_with_eval_devices(scifact_slice, tmp_path, capsys, tiny_model):
+    """``eval.devices=cpu,cpu``: each round saves the model as it is and two processes
+    encode the corpus through a temporary cache: the in-process figures (up to the cache's
+    encode batches), before and after training; a bad value fails before any work."""
+    common = ["fit", "simcse-snli", "trainer.max_steps=3", "data.batch_size=8", "optim.lr=1e-2", f"model.name={tiny_model}",
+              "eval.sts=[]", f"eval.retrieval=[{scifact_slice}]"]
+    figures = []
+    for extra in ([], ["eval.devices=cpu,cpu"]):
+        assert main([*common, f"output_dir={tmp_path / str(len(figures))}", *extra, "--json"]) == 0
+        figures.append(json.loads(capsys.readouterr().out.strip().splitlines()[-1]))
+    for when in ("before", "after"):
+        here, there = (f[when][str(scifact_slice)] for f in figures)
+        assert {k: pytest.approx(v, abs=0.05) for k, v in here.items()} == there
+    assert figures[0]["after"] != figures[0]["before"]  # (the model trained between them)
+    assert main([*common, f"output_dir={tmp_path / 'bad'}", "eval.devices=tpu:0", "--dry-run", "--json"]) == 2
+    assert "eval.devices: 'tpu:0' is not a device here" in capsys.readouterr().err
+
+
 def test_split_spec_and_trec_run_scores_in_full(tmp_path):
     from contrastlib.data.beir import split_spec
 
