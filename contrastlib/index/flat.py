@@ -20,6 +20,7 @@ def faiss_bytes(index: Any) -> int:
     ix = faiss.downcast_index(index)
     if isinstance(ix, faiss.IndexIDMap):
         return 8 * int(ix.ntotal) + faiss_bytes(ix.index)
+    # duck typing: only faiss-gpu builds have GpuIndex
     if hasattr(faiss, "GpuIndex") and isinstance(ix, faiss.GpuIndex):
         return faiss_bytes(faiss.index_gpu_to_cpu(ix))
     if isinstance(ix, faiss.IndexHNSW):

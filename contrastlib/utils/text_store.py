@@ -59,6 +59,8 @@ def digest(text: str) -> bytes:
 class TextColumn(Sequence[str]):
     """One column of a store, read by ``pread``."""
 
+    _fd: int | None = None  # (also for a store whose folder could not be read)
+
     def __init__(self, folder: Path, name: str) -> None:
         self.folder, self.name = folder, name
         self.offsets = np.load(folder / f"{name}.offsets.npy")
@@ -104,8 +106,7 @@ class TextColumn(Sequence[str]):
         return np.load(self.folder / f"{self.name}.digests.npy")
 
     def close(self) -> None:
-        if getattr(self, "_fd", None) is not None:  # (a store whose folder could not be read has none)
-            assert self._fd is not None
+        if self._fd is not None:
             os.close(self._fd)
             self._fd = None
 
