@@ -23,6 +23,7 @@ from __future__ import annotations
 import dataclasses
 import multiprocessing as mp
 import os
+import sys
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -73,11 +74,12 @@ def run_processes(devices: Sequence[str], target: Any, shares: Sequence[Any], *a
     device with a non-empty share; a process that stops is a one-line error once the others
     are done."""
     ctx = mp.get_context("spawn")
+    errors = ctx.Queue()
     procs = []
     threads = _threads(devices)
     for n, (device, share) in enumerate(zip(devices, shares, strict=True)):
         if share:
-            p = ctx.Process(target=target, args=(*args, device, threads, share, os.getpid()),
+            p = ctx.Process(target=_guarded, args=(errors, target, *args, device, threads, share, os.getpid()),
                             name=f"contrastlib-{n}")
             p.start()
             procs.append((device, p))
@@ -86,9 +88,22 @@ def run_processes(devices: Sequence[str], target: Any, shares: Sequence[Any], *a
         p.join()
         if p.exitcode != 0:
             failed.append(f"{device} (exit code {p.exitcode})")
+    if not errors.empty():  # a worker's own one-line error (bad data, a model that does not load)
+        raise ContrastlibError(errors.get())
     if failed:
         raise ContrastlibError(f"--devices: the process on {', '.join(failed)} stopped; a restart keeps every "
                                "shard already written and does the rest")
+
+
+def _guarded(errors: Any, target: Any, *args: Any) -> None:
+    """A worker: ``target(*args)``, its one-line error sent to the parent."""
+    try:
+        target(*args)
+    except ContrastlibError as exc:
+        errors.put(str(exc))
+        errors.close()
+        errors.join_thread()
+        sys.exit(3)
 
 
 class EncodePool:

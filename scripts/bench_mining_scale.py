@@ -244,9 +244,28 @@ def main() -> None:
         ours_t, st_t = triplets(str(work / f"ours-{n}-warm.jsonl")), triplets(str(work / f"st-{n}-warm.jsonl"))
         r["triplets"] = {"both": len(ours_t & st_t), "only_ours": len(ours_t - st_t), "only_st": len(st_t - ours_t)}
         report["sizes"][str(n)] = r
+        report["bound"] = check_bound(report)
         Path(a["out"]).parent.mkdir(parents=True, exist_ok=True)
         Path(a["out"]).write_text(json.dumps(report, indent=2))
     print_table(report)
+    if not all(v["holds"] for v in report["bound"]["sizes"].values()):
+        sys.exit(1)
+
+
+def formula_mb(n: int, shard: int = 2048, queries: int = 10_000, d: int = DIM) -> float:
+    """docs/scale.md's terms that grow with the job: N (4d + 16) + 8 S d + 8 Q d bytes."""
+    return (n * (4 * d + 16) + 8 * shard * d + 8 * queries * d) / 2**20
+
+
+def check_bound(report: dict[str, Any], slack_mb: float = 64.0) -> dict[str, Any]:
+    """The bound on our warm runs: B from the smallest size (its peak less its terms),
+    then every size's peak against B + its terms + slack."""
+    sizes = sorted(report["sizes"], key=int)
+    peak = {n: _best(report["sizes"][n]["cases"]["ours_warm"])["peak_rss_mb"] for n in sizes}
+    base = peak[sizes[0]] - formula_mb(int(sizes[0]))
+    rows = {n: {"peak_mb": round(peak[n]), "bound_mb": round(base + formula_mb(int(n)) + slack_mb),
+                "holds": peak[n] <= base + formula_mb(int(n)) + slack_mb} for n in sizes}
+    return {"base_mb": round(base), "slack_mb": slack_mb, "sizes": rows}
 
 
 def _best(c: Any) -> dict[str, Any]:
@@ -269,6 +288,10 @@ def print_table(report: dict[str, Any]) -> None:
                   f"the index grows {(hi['index_bytes'] - lo['index_bytes']) / 2**20:.0f} MB")
     for n, r in report["sizes"].items():
         print(f"- {int(n):,}: triplets {r['triplets']}; ST cache: {r.get('st_cache', 'its own cold encode')}")
+    if "bound" in report:
+        b = report["bound"]
+        print(f"- bound (docs/scale.md): B = {b['base_mb']} MB; "
+              + "; ".join(f"{int(n):,}: peak {v['peak_mb']} <= {v['bound_mb']} MB: {v['holds']}" for n, v in b["sizes"].items()))
 
 
 if __name__ == "__main__":

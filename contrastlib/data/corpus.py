@@ -79,8 +79,8 @@ def _parquet_records(path: Path) -> Iterator[tuple[int, str, str]]:
         for k in range(batch.num_rows):
             row += 1
             rec = {c: values[c][k] for c in columns}
-            if "_id" not in rec:
-                rec["_id"] = rec["text"]
+            if "_id" not in rec:  # no ids: the text is its id (as a .txt line's), a bad text reported as such
+                rec["_id"] = rec["text"] if isinstance(rec["text"], str) else str(row)
             yield row, *_joined(path, row, rec)
 
 
@@ -100,7 +100,7 @@ def corpus_store(path: str | Path, *, root: str | Path | None = None) -> TextSto
         w.info.update(empty_ids=empty, source=str(path))
 
     store = cached_store(store_key("corpus", path), fill, with_ids=True, root=root)
-    if path.suffix != ".txt":
+    if has_ids(path):
         _check_distinct_ids(path, store)
     if not len(store) and not store.meta["empty_ids"]:
         raise DataError(path, "no records")
@@ -120,6 +120,18 @@ def lines_store(path: str | Path, *, root: str | Path | None = None) -> TextStor
     if not len(store):
         raise DataError(path, "no sentences (only blank lines)")
     return store
+
+
+def has_ids(path: Path) -> bool:
+    """Whether a corpus file's records carry ids (``_id``), whose repeats are errors; a
+    ``.txt`` line, or a Parquet row without ``_id``, is its own id and may repeat."""
+    if path.suffix == ".txt":
+        return False
+    if path.suffix == ".parquet":
+        import pyarrow.parquet as pq
+
+        return "_id" in pq.ParquetFile(path).schema_arrow.names
+    return True
 
 
 def _check_distinct_ids(path: Path, store: TextStore) -> None:

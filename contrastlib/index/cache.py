@@ -252,6 +252,9 @@ class CachedEmbeddings:
         if self._position is None:
             self._position = np.empty(len(self.order), dtype=np.int64)
             self._position[self.order] = np.arange(len(self.order))
+        rows = np.asarray(rows, dtype=np.int64)
+        if len(rows) and (rows.min() < 0 or rows.max() >= len(self.order)):
+            raise IndexError(f"rows outside 0..{len(self.order) - 1}")
         out = np.empty((len(rows), self.dim), dtype=np.float32)
         fds: dict[int, int] = {}
         try:

@@ -330,6 +330,10 @@ class VectorIndex:
             self._index = _faiss().IndexIDMap(self._inner)
         self._ids_mapped = True
 
+    def _flat_rows(self) -> np.ndarray:
+        assert self._flat is not None
+        return self._flat.data[: self._flat.extent]  # (a view: no second copy)
+
     @property
     def exact(self) -> bool:
         """Whether the index keeps every vector as given (exact search: :meth:`vectors`)."""
@@ -363,7 +367,7 @@ class VectorIndex:
         faiss, path = _faiss(), Path(path)
         if self._torch is not None or self._flat is not None:  # saved as FAISS's flat index of the same vectors
             index = faiss.IndexFlatIP(self.dim)
-            stored = self._torch.rows(None) if self._torch is not None else self.vectors(np.arange(self.ntotal))
+            stored = self._torch.rows(None) if self._torch is not None else self._flat_rows()
             for part in _batches(len(stored), 65_536):
                 index.add(np.ascontiguousarray(stored[part]))
         else:

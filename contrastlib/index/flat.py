@@ -73,4 +73,6 @@ class FlatRows:
         return faiss.knn(q, self.data[: self.extent], k, metric=faiss.METRIC_INNER_PRODUCT)
 
     def rows(self, ids: np.ndarray) -> np.ndarray:
+        if len(ids) and (ids.min() < 0 or ids.max() >= self.extent):
+            raise IndexError(f"ids outside 0..{self.extent - 1}")
         return self.data[ids]

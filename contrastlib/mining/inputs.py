@@ -193,7 +193,13 @@ def _with_extra_documents(store: TextStore, empty_ids: list[str], extra: Path, r
     extra_store = corpus_store(extra, root=root)
     assert extra_store.ids is not None
     known = np.concatenate([ids.digests(), digests_of(empty_ids)])
-    new = rows_of(known, extra_store.ids.digests()) < 0
+    extra_digests = extra_store.ids.digests()
+    # new: an id the set lacks (its own documents, empty ones included, are never new), once
+    # (a .txt file's repeated line is one text, its id)
+    new = rows_of(known, extra_digests) < 0
+    first = np.zeros(len(new), dtype=bool)
+    first[first_occurrences(extra_digests)] = True
+    new &= first
     extra_ids = extra_store.ids
 
     def fill(w: StoreWriter) -> None:
@@ -203,5 +209,6 @@ def _with_extra_documents(store: TextStore, empty_ids: list[str], extra: Path, r
             if is_new:
                 w.add(text, doc_id)
 
-    return cached_store(store_key("beir+corpus", store.fingerprint, extra_store.fingerprint, str(extra_store.folder)),
+    # (the folders are named by the files they were built from: ids and empty ids included)
+    return cached_store(store_key("beir+corpus", str(store.folder), str(extra_store.folder)),
                         fill, with_ids=True, root=root)

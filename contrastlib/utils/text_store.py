@@ -23,6 +23,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+from array import array
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import Any, overload
@@ -61,9 +62,10 @@ class TextColumn(Sequence[str]):
 
     _fd: int | None = None  # (also for a store whose folder could not be read)
 
-    def __init__(self, folder: Path, name: str) -> None:
-        self.folder, self.name = folder, name
-        self.offsets = np.load(folder / f"{name}.offsets.npy")
+    def __init__(self, folder: str | Path, name: str) -> None:
+        self.folder: Path = Path(folder)
+        self.name = name
+        self.offsets = np.load(self.folder / f"{name}.offsets.npy")
         self._fd: int | None = None
 
     def __len__(self) -> int:
@@ -101,6 +103,9 @@ class TextColumn(Sequence[str]):
                 yield block[int(self.offsets[k]) - base : int(self.offsets[k + 1]) - base].decode("utf-8", "surrogatepass")
             i = j
 
+    def __reduce__(self) -> tuple[Any, ...]:  # sent to another process by its folder (never its descriptor)
+        return TextColumn, (str(self.folder), self.name)
+
     def digests(self) -> np.ndarray:
         """``[n]`` 16-byte digests (``S16``), in row order."""
         return np.load(self.folder / f"{self.name}.digests.npy")
@@ -136,10 +141,11 @@ class TextStore(TextColumn):
 
 
 class _ColumnWriter:
-    def __init__(self, folder: Path, name: str) -> None:
-        self.folder, self.name = folder, name
-        self.fh = open(folder / f"{name}.bin", "wb")  # noqa: SIM115  (closed in finish)
-        self.offsets: list[int] = [0]
+    def __init__(self, folder: str | Path, name: str) -> None:
+        self.folder: Path = Path(folder)
+        self.name = name
+        self.fh = open(self.folder / f"{name}.bin", "wb")  # noqa: SIM115  (closed in finish)
+        self.offsets = array("q", [0])  # (8 bytes a row while building, not a Python int's 36)
         self.digests = bytearray()
 
     def add(self, value: str) -> bytes:
@@ -151,7 +157,7 @@ class _ColumnWriter:
 
     def finish(self) -> None:
         self.fh.close()
-        np.save(self.folder / f"{self.name}.offsets.npy", np.asarray(self.offsets, dtype=np.int64))
+        np.save(self.folder / f"{self.name}.offsets.npy", np.frombuffer(self.offsets, dtype=np.int64))
         np.save(self.folder / f"{self.name}.digests.npy", np.frombuffer(bytes(self.digests), dtype="S16"))
 
 
@@ -161,7 +167,7 @@ class StoreWriter:
     def __init__(self, folder: Path, with_ids: bool) -> None:
         self.text = _ColumnWriter(folder, "text")
         self.id = _ColumnWriter(folder, "id") if with_ids else None
-        self.chars: list[int] = []
+        self.chars = array("q")
         self._h = hashlib.blake2b(digest_size=20)
         #: Anything the builder wants kept in ``meta.json`` (counts, skipped ids).
         self.info: dict[str, Any] = {}
@@ -190,7 +196,7 @@ def build_store(folder: str | Path, fill: Callable[[StoreWriter], None], *, with
         w.text.finish()
         if w.id is not None:
             w.id.finish()
-        np.save(tmp / "text.chars.npy", np.asarray(w.chars, dtype=np.int32))
+        np.save(tmp / "text.chars.npy", np.frombuffer(w.chars, dtype=np.int64).astype(np.int32))
         meta = {"version": FORMAT_VERSION, "rows": len(w), "columns": ["text"] + (["id"] if w.id else []),
                 "fingerprint": w._h.hexdigest(), **w.info}
         (tmp / "meta.json").write_text(json.dumps(meta))

@@ -218,3 +218,15 @@ def test_score_devices_2_is_the_one_process_output_and_a_restart_adopts_the_work
     report = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert report["shards_reused"] == 2 and sorted(scored) == [0, 2, 3, 5]
     assert out.read_bytes() == (tmp_path / "one.jsonl").read_bytes()
+
+
+def test_a_workers_own_error_is_the_one_line_the_parent_raises(tmp_path):
+    from contrastlib.errors import ContrastlibError
+    from contrastlib.index.cache import ShardJob
+    from contrastlib.pool import EncodePool
+
+    job = ShardJob(tmp_path, ["a text"], [0], "", 8, "fp32", {}, 4)
+    with pytest.raises(ContrastlibError) as caught:
+        EncodePool(str(tmp_path / "no-model"), ["cpu"])(job)
+    assert "no-model" in str(caught.value) and "\n" not in str(caught.value)
+    assert "a restart" not in str(caught.value)

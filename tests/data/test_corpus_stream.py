@@ -77,3 +77,14 @@ def test_beir_streamed_is_beir_less_its_empty_documents(tmp_path):
     (root / "qrels" / "test.tsv").write_text("query-id\tcorpus-id\tscore\nq0\td0\t1\nq0\tnope\t1\n")
     with pytest.raises(DataError, match=r"test.tsv:3: corpus-id 'nope' is not in corpus.jsonl"):
         read_beir_streamed(root, store_root=tmp_path / "stores")
+
+
+def test_parquet_without_ids_takes_the_text_as_its_id(tmp_path):
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    pq.write_table(pa.table({"text": ["a", "b", "a"]}), tmp_path / "c.parquet")
+    assert list(corpus_store(tmp_path / "c.parquet", root=tmp_path / "stores")) == ["a", "b", "a"]
+    pq.write_table(pa.table({"text": ["a", None]}), tmp_path / "n.parquet")
+    with pytest.raises(DataError, match=r"n.parquet:2: _id '2': field 'text' must be a string"):
+        corpus_store(tmp_path / "n.parquet", root=tmp_path / "stores")

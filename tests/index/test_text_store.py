@@ -81,3 +81,18 @@ def test_the_cache_reads_a_store_as_it_reads_the_list(tmp_path):
         np.testing.assert_array_equal(emb, from_list[r])
         seen[r] += 1
     assert (seen == 1).all() and len(entry.checksums) == entry.n_shards
+
+
+def test_a_column_sent_elsewhere_opens_its_own_file(tmp_path):
+    """A pickled (or copied) column is rebuilt from its folder: it never carries, nor
+    closes, the sender's file descriptor."""
+    import copy
+    import gc
+
+    store = build_store(tmp_path / "s", fill_with(["a", "b"], ["x", "y"]), with_ids=True)
+    assert store.ids is not None and store.ids[1] == "y"  # (opens the sender's descriptor)
+    for other in (pickle.loads(pickle.dumps(store.ids)), copy.deepcopy(store.ids)):
+        assert list(other) == ["x", "y"]
+        del other
+        gc.collect()
+    assert store.ids[0] == "x" and store[1] == "b"  # the sender's descriptor still works

@@ -85,3 +85,28 @@ def test_an_index_without_its_vectors_mines_as_the_exact_one(job, tiny_model, tm
     summary = json.loads((tmp_path / "ivf.jsonl.summary.json").read_text())
     assert summary["dropped"]["near_duplicate"] == json.loads((tmp_path / "flat.jsonl.summary.json").read_text())["dropped"]["near_duplicate"]
     assert summary["dropped"]["near_duplicate"] > 0
+
+
+def test_a_beir_set_with_an_extra_corpus_takes_each_new_text_once_and_follows_its_ids(tmp_path):
+    """A .txt extra's repeated line is one candidate; the combined store follows the set's
+    ids when they change (found in review: the repeat was added twice, the old ids served)."""
+    import os
+
+    root = tmp_path / "beir"
+    (root / "qrels").mkdir(parents=True)
+
+    def write_set(doc_id: str) -> None:
+        docs = [{"_id": doc_id, "text": "alpha"}, {"_id": "d2", "text": "beta"}, {"_id": "d3", "text": ""}]
+        (root / "corpus.jsonl").write_text("".join(json.dumps(d) + "\n" for d in docs))
+        (root / "queries.jsonl").write_text(json.dumps({"_id": "q", "text": "a query"}) + "\n")
+        (root / "qrels" / "test.tsv").write_text(f"query-id\tcorpus-id\tscore\nq\t{doc_id}\t1\n")
+
+    write_set("d1")
+    extra = tmp_path / "extra.txt"
+    extra.write_text("gamma\ngamma\nd2\ndelta\n")
+    data = read_mining_input(str(root), corpus=str(extra), store_root=tmp_path / "stores")
+    assert list(data.corpus_ids) == ["d1", "d2", "gamma", "delta"]
+    write_set("X1")
+    os.utime(root / "corpus.jsonl", ns=(5, 5))
+    data = read_mining_input(str(root), corpus=str(extra), store_root=tmp_path / "stores")
+    assert list(data.corpus_ids) == ["X1", "d2", "gamma", "delta"]
