@@ -37,7 +37,7 @@ import numpy as np
 import torch
 
 from contrastlib.index.flat import FlatRows, faiss_bytes
-from contrastlib.index.torch_search import TorchExactSearch, torch_search_device
+from contrastlib.index.torch_search import SplitExactSearch, TorchExactSearch, torch_search_device
 from contrastlib.utils.io import atomic_path, write_json
 
 KINDS = ("flat", "ivf_flat", "hnsw", "ivf_pq")
@@ -59,7 +59,8 @@ class IndexSpec:
     #: Where exact (``flat``) search runs: ``faiss``; ``auto`` (torch on the first CUDA GPU
     #: where one is present, whatever FAISS build is installed; else FAISS on the CPU: the
     #: command line's default); or a torch device (``cpu``, ``cuda``, ``cuda:1``;
-    #: contrastlib/index/torch_search.py). The default keeps searches inside a training
+    #: contrastlib/index/torch_search.py), or several (``cuda:0,cuda:1``: the corpus split
+    #: over them, for one too large for a GPU). The default keeps searches inside a training
     #: run (evaluators, re-mining) off the GPU that trains.
     search_device: str = "faiss"
     #: Torch search's score precision: ``fp32``, or ``bf16`` with a float32 re-score of
@@ -72,12 +73,14 @@ class IndexSpec:
         if self.score_dtype not in ("fp32", "bf16"):
             raise ValueError(f"score dtype: fp32 or bf16, got {self.score_dtype!r}")
         if self.search_device not in ("auto", "faiss"):
-            try:
-                device = torch.device(self.search_device)
-            except RuntimeError:
-                device = None
-            if device is None or device.type not in ("cpu", "cuda"):
-                raise ValueError(f"search device: auto, faiss, cpu or cuda[:N], got {self.search_device!r}")
+            for name in self.search_device.split(","):
+                try:
+                    device = torch.device(name.strip())
+                except RuntimeError:
+                    device = None
+                if device is None or device.type not in ("cpu", "cuda"):
+                    raise ValueError(f"search device: auto, faiss, cpu or cuda[:N], or a list of them "
+                                     f"(cuda:0,cuda:1: the corpus split over them), got {self.search_device!r}")
         if self.kind != "flat" and self.search_device not in ("auto", "faiss"):
             raise ValueError(f"search device {self.search_device!r}: torch searches exactly (index flat), "
                              f"not {self.kind}")
@@ -193,12 +196,15 @@ class VectorIndex:
             if self.spec.kind == "flat" and not self.on_gpu:
                 self._flat, self._index = FlatRows(dim), None
 
-    def _torch_search(self, use_gpu: bool | str = "auto") -> TorchExactSearch | None:
+    def _torch_search(self, use_gpu: bool | str = "auto") -> TorchExactSearch | SplitExactSearch | None:
         """Exact search in torch where :attr:`IndexSpec.search_device` asks for it (``auto``:
         a CUDA GPU is present and ``use_gpu`` does not say no), else None (FAISS)."""
         s = self.spec
         if s.kind != "flat" or s.search_device == "faiss" or (s.search_device == "auto" and use_gpu is False):
             return None
+        if "," in s.search_device:  # the corpus split over several devices
+            names = [d.strip() for d in s.search_device.split(",")]
+            return SplitExactSearch(self.dim, devices=names, score_dtype=s.score_dtype)
         device = torch_search_device(s.search_device)
         return None if device is None else TorchExactSearch(self.dim, device=device, score_dtype=s.score_dtype)
 

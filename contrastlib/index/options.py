@@ -18,7 +18,7 @@ def add_index_arguments(p: argparse.ArgumentParser, *, help_kind: str = "FAISS i
     p.add_argument("--ef-search", type=int, default=64, help="HNSW efSearch")
     p.add_argument("--search-device", default="auto",
                    help="exact search: auto (torch on a CUDA GPU where present, else FAISS on the CPU), faiss, "
-                        "or a torch device (cpu, cuda, cuda:1)")
+                        "a torch device (cpu, cuda, cuda:1), or several (cuda:0,cuda:1: the corpus split over them)")
     p.add_argument("--score-dtype", choices=["fp32", "bf16"], default="fp32",
                    help="torch exact search's score precision (bf16: candidates re-scored in fp32)")
 
@@ -32,12 +32,13 @@ def index_spec(args: argparse.Namespace) -> IndexSpec:
                          search_device=args.search_device, score_dtype=args.score_dtype)
     except ValueError as exc:
         raise ContrastlibError(f"--index: {exc}") from None
-    if spec.search_device.startswith("cuda"):  # before any work: a device that is not here
-        import torch
+    for name in spec.search_device.split(","):  # before any work: a device that is not here
+        if name.strip().startswith("cuda"):
+            import torch
 
-        index = torch.device(spec.search_device).index or 0
-        if not torch.cuda.is_available() or index >= torch.cuda.device_count():
-            raise ContrastlibError(f"--search-device {spec.search_device}: no such CUDA device here")
+            index = torch.device(name.strip()).index or 0
+            if not torch.cuda.is_available() or index >= torch.cuda.device_count():
+                raise ContrastlibError(f"--search-device {spec.search_device}: no CUDA device {name.strip()} here")
     return spec
 
 

@@ -120,6 +120,64 @@ class TorchExactSearch:
         return out_s, out_i
 
 
+class SplitExactSearch:
+    """Exact search with the corpus split over several devices (a corpus too large for
+    one GPU): row ``i`` lives on device ``i % P`` as that device's row ``i // P``. Every
+    query batch is searched on each device, and the ``P`` top-``k`` lists are merged by
+    score, the lower id first among equal scores (as one device orders them)."""
+
+    def __init__(self, dim: int, *, devices: list[str], score_dtype: str = "fp32", **kwargs: Any) -> None:
+        if len(devices) < 2:
+            raise ValueError("a split search needs two devices or more")
+        self.dim, self.score_dtype = dim, score_dtype
+        self.parts = [TorchExactSearch(dim, device=d, score_dtype=score_dtype, **kwargs) for d in devices]
+        self.extent = 0
+
+    @property
+    def backend(self) -> str:
+        return f"{self.parts[0].backend}-x{len(self.parts)}"
+
+    @property
+    def ntotal(self) -> int:
+        return sum(p.ntotal for p in self.parts)
+
+    @property
+    def nbytes(self) -> int:
+        return sum(p.nbytes for p in self.parts)
+
+    def reserve(self, n: int) -> None:
+        for p, part in enumerate(self.parts):
+            part.reserve(len(range(p, n, len(self.parts))))
+
+    def add(self, vectors: np.ndarray, ids: np.ndarray | None = None) -> None:
+        ids = np.arange(self.extent, self.extent + len(vectors)) if ids is None else np.asarray(ids, dtype=np.int64)
+        n = len(self.parts)
+        for p, part in enumerate(self.parts):
+            mine = ids % n == p
+            if mine.any():
+                part.add(vectors[mine], ids[mine] // n)
+        self.extent = max(self.extent, int(ids.max()) + 1) if len(ids) else self.extent
+
+    def rows(self, ids: np.ndarray | None) -> np.ndarray:
+        ids = np.arange(self.extent) if ids is None else np.asarray(ids, dtype=np.int64)
+        out = np.empty((len(ids), self.dim), dtype=np.float32)
+        n = len(self.parts)
+        for p, part in enumerate(self.parts):
+            mine = ids % n == p
+            if mine.any():
+                out[mine] = part.rows(ids[mine] // n)
+        return out
+
+    def search(self, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+        n = len(self.parts)
+        found = [part.search(queries, k) for part in self.parts]
+        scores = np.concatenate([s for s, _ in found], axis=1)
+        ids = np.concatenate([np.where(i >= 0, i * n + p, -1) for p, (_, i) in enumerate(found)], axis=1)
+        # best score first, then the lower id; the -1 fillers (fewer than k) last
+        order = np.lexsort((np.where(ids >= 0, ids, np.iinfo(np.int64).max), -scores), axis=1)[:, :k]
+        return np.take_along_axis(scores, order, axis=1), np.take_along_axis(ids, order, axis=1)
+
+
 def _top(scores: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor]:
     """The ``k`` best of each row (which of several equal scores at the ``k``-th place is
     kept is topk's choice; the merge orders the kept ones by id)."""

@@ -114,3 +114,30 @@ def test_eval_retrieval_and_mine_through_torch_equal_faiss(tmp_path, tiny_model,
     assert (tmp_path / "cpu.jsonl").read_text() == (tmp_path / "faiss.jsonl").read_text()
     summary = json.loads((tmp_path / "cpu.jsonl.summary.json").read_text())
     assert summary["index_backend"] == "torch-cpu-fp32"
+
+
+@pytest.mark.parametrize("parts", [2, 3])
+def test_a_corpus_split_over_devices_searches_as_one(parts):
+    """``search_device="cpu,cpu"``: row i on device i % P; every device searched and the
+    lists merged: FAISS flat's ids (fp32), vectors added in any order under their ids, k
+    past a device's share included."""
+    import faiss
+
+    rng = np.random.default_rng(parts)
+    corpus = rng.standard_normal((301, 24)).astype(np.float32)
+    corpus /= np.linalg.norm(corpus, axis=1, keepdims=True)
+    queries = corpus[:40] + 0.1 * rng.standard_normal((40, 24)).astype(np.float32)
+    ref = faiss.IndexFlatIP(24)
+    ref.add(corpus)
+    index = VectorIndex(24, IndexSpec("flat", search_device=",".join(["cpu"] * parts)))
+    index.reserve(len(corpus))
+    order = rng.permutation(len(corpus))
+    for chunk in np.array_split(order, 4):
+        index.add(corpus[chunk], ids=chunk)
+    assert index.backend == f"torch-cpu-fp32-x{parts}" and index.ntotal == 301
+    for k in (1, 10, 200, 400):
+        got, want = index.search(queries, k), ref.search(queries, k)
+        np.testing.assert_array_equal(got[1], want[1])
+        np.testing.assert_allclose(got[0][got[1] >= 0], want[0][want[1] >= 0], atol=1e-6)
+    np.testing.assert_array_equal(index.vectors([300, 7, 0]), corpus[[300, 7, 0]])
+    assert index.nbytes == 301 * 24 * 4  # (each device reserved its share exactly)
