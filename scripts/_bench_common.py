@@ -29,4 +29,14 @@ def in_child(target: Any, *args: Any) -> Any:
 
 
 def peak_rss_mb() -> float:
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    """This process's peak resident memory, MB: Linux's ``VmHWM``, else ``ru_maxrss``.
+
+    Not ``ru_maxrss`` where ``VmHWM`` exists: a spawned process is forked first, and Linux
+    carries the parent's peak across the ``exec`` into the child's ``ru_maxrss``, so a
+    child of a parent that once held 3 GB reports at least 3 GB (measured; the figures in
+    docs/benchmarks.md from before 2026-12-08 came from parents that held little)."""
+    try:
+        with open("/proc/self/status") as fh:
+            return next(int(line.split()[1]) for line in fh if line.startswith("VmHWM:")) / 1024
+    except (OSError, StopIteration, ValueError):
+        return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024

