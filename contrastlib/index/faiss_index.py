@@ -23,10 +23,7 @@ which ran; mining and retrieval record it.
 
 from __future__ import annotations
 
-import functools
 import json
-import subprocess
-import sys
 import warnings
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass
@@ -36,6 +33,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from contrastlib.index import gpu as faiss_gpu
 from contrastlib.index.flat import FlatRows, faiss_bytes
 from contrastlib.index.torch_search import SplitExactSearch, TorchExactSearch, torch_search_device
 from contrastlib.utils.io import atomic_path, write_json
@@ -107,50 +105,6 @@ def _faiss() -> Any:
     return faiss
 
 
-def gpu_available() -> bool:
-    """faiss-gpu installed and a CUDA device present."""
-    faiss = _faiss()
-    # (duck typing: only faiss-gpu builds have GPU resources and get_num_gpus)
-    return hasattr(faiss, "StandardGpuResources") and faiss.get_num_gpus() > 0
-
-
-#: Run in a child process: a tiny exact search on the GPU, checked.
-_GPU_PROBE = """
-import numpy as np, faiss
-index = faiss.GpuIndexFlatIP(faiss.StandardGpuResources(), 4)
-x = np.eye(4, dtype="float32")
-index.add(x)
-assert (index.search(x, 1)[1][:, 0] == np.arange(4)).all(), "wrong neighbours"
-"""
-
-
-def probe_gpu() -> tuple[bool, str]:
-    """``(works, why)``: search a 4-vector index on the GPU in a child process.
-
-    A FAISS build without kernels for the GPU's architecture passes :func:`gpu_available`
-    and then aborts the whole process at its first kernel (the ``faiss-gpu-cu12`` 1.14.1
-    wheel on an H200: ``CUDA error 209 no kernel image is available``), so this runs
-    where an abort costs nothing."""
-    try:
-        done = subprocess.run([sys.executable, "-c", _GPU_PROBE], capture_output=True, text=True, timeout=300)
-    except subprocess.TimeoutExpired:
-        return False, "a 4-vector faiss-gpu search did not finish in 300 s"
-    if done.returncode == 0:
-        return True, "faiss-gpu works"
-    lines = [ln.strip() for ln in done.stderr.splitlines() if ln.strip()]
-    why = next((ln for ln in lines if "error" in ln.lower() or "assertion" in ln.lower()),
-               lines[-1] if lines else f"exit code {done.returncode}")
-    return False, f"faiss-gpu cannot run on this GPU: {why[:300]}"
-
-
-@functools.cache
-def gpu_usable() -> tuple[bool, str]:
-    """``(usable, why)``, once per process: :func:`gpu_available` and :func:`probe_gpu`."""
-    if not gpu_available():
-        return False, "faiss-gpu or a CUDA device is missing"
-    return probe_gpu()
-
-
 def _as_float32(x: Any, dim: int, what: str) -> np.ndarray:
     arr = np.ascontiguousarray(np.asarray(x, dtype=np.float32))
     if arr.ndim != 2 or arr.shape[1] != dim:
@@ -219,14 +173,14 @@ class VectorIndex:
     def _place(self, use_gpu: bool | str) -> None:
         """Move the index to the GPU when asked (``"auto"``: when :func:`gpu_usable`)."""
         if use_gpu == "auto":
-            want_gpu, why = gpu_usable()
-            if not want_gpu and gpu_available():  # faiss-gpu and a device, but its kernels fail
+            want_gpu, why = faiss_gpu.gpu_usable()
+            if not want_gpu and faiss_gpu.gpu_available():  # faiss-gpu and a device, but its kernels fail
                 warnings.warn(f"FAISS search stays on the CPU: {why}", RuntimeWarning, stacklevel=3)
         else:
             want_gpu = bool(use_gpu)
         self.on_gpu = want_gpu and self.spec.kind != "hnsw"  # HNSW has no GPU version
         if self.on_gpu:
-            usable, why = gpu_usable()
+            usable, why = faiss_gpu.gpu_usable()
             if not usable:
                 raise RuntimeError(f"use_gpu=True, but {why}")
             faiss = _faiss()

@@ -140,7 +140,7 @@ def test_fewer_vectors_than_k_pads_with_minus_one():
 def test_probe_gpu_runs_the_search_in_a_child_and_names_why_it_failed():
     """The real child process: on a machine without faiss-gpu it fails and says why; on one
     where faiss-gpu works it succeeds (the H200 with the cu12 wheel aborted, see docs)."""
-    from contrastlib.index.faiss_index import gpu_available, probe_gpu
+    from contrastlib.index.gpu import gpu_available, probe_gpu
 
     works, why = probe_gpu()
     if gpu_available():
@@ -152,12 +152,12 @@ def test_probe_gpu_runs_the_search_in_a_child_and_names_why_it_failed():
 def test_auto_falls_back_to_cpu_with_a_warning_when_the_gpu_check_fails(monkeypatch):
     """A faiss-gpu build that aborts on this GPU: ``auto`` stays on the CPU and says so once;
     ``use_gpu=True`` is a clear error instead of an abort."""
-    from contrastlib.index import faiss_index
+    from contrastlib.index import gpu as faiss_gpu
 
-    monkeypatch.setattr(faiss_index, "gpu_available", lambda: True)
-    monkeypatch.setattr(faiss_index, "probe_gpu",
+    monkeypatch.setattr(faiss_gpu, "gpu_available", lambda: True)
+    monkeypatch.setattr(faiss_gpu, "probe_gpu",
                         lambda: (False, "faiss-gpu cannot run on this GPU: CUDA error 209 no kernel image"))
-    faiss_index.gpu_usable.cache_clear()
+    faiss_gpu.gpu_usable.cache_clear()
     try:
         with pytest.warns(RuntimeWarning, match="stays on the CPU: faiss-gpu cannot run on this GPU: CUDA error 209"):
             index = VectorIndex(DIM, IndexSpec("flat"))
@@ -167,7 +167,7 @@ def test_auto_falls_back_to_cpu_with_a_warning_when_the_gpu_check_fails(monkeypa
         with pytest.raises(RuntimeError, match="use_gpu=True, but faiss-gpu cannot run on this GPU"):
             VectorIndex(DIM, IndexSpec("flat"), use_gpu=True)
     finally:
-        faiss_index.gpu_usable.cache_clear()
+        faiss_gpu.gpu_usable.cache_clear()
 
 
 def test_exact_search_is_faiss_flat_exactly_and_sized_once():
