@@ -40,3 +40,11 @@ def peak_rss_mb() -> float:
             return next(int(line.split()[1]) for line in fh if line.startswith("VmHWM:")) / 1024
     except (OSError, StopIteration, ValueError):
         return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def triplets(path: str) -> set[tuple[str, str, str]]:
+    """The (anchor, positive, negative) triplets of a mined JSONL file, as a set."""
+    import json
+
+    with open(path) as fh:
+        return {(r["anchor"], r["positive"], r["negative"]) for r in map(json.loads, fh)}

@@ -37,7 +37,7 @@ from typing import Any
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
-from _bench_common import in_child, peak_rss_mb
+from _bench_common import in_child, peak_rss_mb, triplets
 
 RULES = {"range_min": 10, "range_max": 50, "relative_margin": 0.05, "num_negatives": 5}
 
@@ -127,11 +127,6 @@ def run_ours(a: dict[str, Any], precision: str, cache: str, out: str, folder: st
     summary = json.loads(buf.getvalue().strip().splitlines()[-1]) if code == 0 else {}
     q.put({"seconds": seconds, "peak_rss_mb": peak_rss_mb(), "rows": summary.get("rows_written"),
            "precision": summary.get("precision"), "short_pairs": summary.get("short_pairs"), "code": code})
-
-
-def triplets(path: str) -> set[tuple[str, str, str]]:
-    with open(path) as fh:
-        return {(r["anchor"], r["positive"], r["negative"]) for r in map(json.loads, fh)}
 
 
 def main() -> None:

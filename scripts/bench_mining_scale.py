@@ -46,7 +46,7 @@ from typing import Any
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
-from _bench_common import peak_rss_mb
+from _bench_common import peak_rss_mb, triplets
 
 RULES = {"range_min": 10, "range_max": 50, "relative_margin": 0.05, "num_negatives": 5}
 DIM = 384
@@ -194,11 +194,6 @@ def st_cache_from_ours(work: Path, n: int, our_cache: Path, st_cache: Path, q: A
     np.save(st_cache / q_name, l2_normalise(anchors))
     (st_cache / "FROM_OURS").write_text("written from contrastlib's cache by st_cache_from_ours\n")
     q.put({})
-
-
-def triplets(path: str) -> set[tuple[str, str, str]]:
-    with open(path) as fh:
-        return {(r["anchor"], r["positive"], r["negative"]) for r in map(json.loads, fh)}
 
 
 def main() -> None:
