@@ -27,7 +27,7 @@ from tqdm.auto import tqdm
 
 from contrastlib.data.readers import BadRows
 from contrastlib.errors import DataError
-from contrastlib.utils.io import atomic_path, sha256_file, write_json
+from contrastlib.utils.io import atomic_path, committed_record, write_json
 
 FORMAT_VERSION = 1
 
@@ -177,17 +177,10 @@ def score_file(
     def done(s: int) -> bool:
         """Shard ``s`` is committed: as the manifest lists it, else as its sidecar vouches
         for it (a pool's process; the manifest then records it)."""
-        path = parts / f"shard-{s:05d}.jsonl"
-        if path.is_file() and checksums.get(str(s)) == sha256_file(path):
-            return True
-        try:
-            entry = json.loads((parts / f"shard-{s:05d}.json").read_text())
-            ok = path.is_file() and entry["sha256"] == sha256_file(path)
-        except (OSError, ValueError, KeyError, TypeError):
-            ok = False
-        if ok:
-            checksums[str(s)] = entry["sha256"]
-        return ok
+        found = committed_record(parts / f"shard-{s:05d}.jsonl", checksums.get(str(s)), parts / f"shard-{s:05d}.json")
+        if found is not None:
+            checksums[str(s)] = found["sha256"]
+        return found is not None
 
     missing = [s for s in range(n_shards) if not done(s)]
     reused = n_shards - len(missing)

@@ -22,8 +22,7 @@ def index_from_cache(entry: CachedEmbeddings, spec: IndexSpec,
                      prepare: Callable[[np.ndarray], np.ndarray] = l2_normalise) -> VectorIndex:
     """The index of ``prepare(shard)`` for every shard of ``entry`` (normalised by default;
     a Matryoshka size: cut, then normalised), under the rows' numbers."""
-    dim = prepare(entry.take([0])).shape[1] if len(entry) else entry.dim
-    index = VectorIndex(dim, spec)
+    index = VectorIndex(entry.prepared_dim(prepare), spec)
     index.reserve(len(entry))
     if spec.trained:
         index.train(prepare(entry.take(spec.training_rows(len(entry)))))

@@ -37,23 +37,12 @@ from typing import Any
 import numpy as np
 from tqdm.auto import tqdm
 
-from contrastlib.utils.io import atomic_path, cache_root, write_json
+from contrastlib.utils.io import atomic_path, cache_root, committed_record, write_json
 from contrastlib.utils.marks import prompted
 from contrastlib.utils.text_store import TextStore, texts_fingerprint
 
 #: 2: shards follow the length order (1: the input order).
 FORMAT_VERSION = 2
-
-
-def _read_checked(path: Path, sha256: str) -> np.ndarray | None:
-    """The shard at ``path`` if its bytes match ``sha256`` (read once), else None."""
-    try:
-        data = path.read_bytes()
-    except OSError:
-        return None
-    if hashlib.sha256(data).hexdigest() != sha256:
-        return None
-    return np.load(io.BytesIO(data))
 
 
 def default_cache_dir() -> Path:
@@ -146,15 +135,14 @@ class EmbeddingCache:
             returns those still missing."""
             adopted, missing = False, []
             for i in shards:
-                entry = manifest["shards"].pop(str(i), None)
-                ok = entry is not None and _read_checked(folder / f"shard-{i:05d}.npy", entry["sha256"]) is not None
-                if not ok:
-                    found = _read_sidecar(folder, i)
-                    ok, entry, adopted = found is not None, found[1] if found else None, adopted or found is not None
-                if ok:
-                    manifest["shards"][str(i)] = entry
-                else:
+                listed = manifest["shards"].pop(str(i), None)
+                found = committed_record(folder / f"shard-{i:05d}.npy", listed["sha256"] if listed else None,
+                                         _sidecar_path(folder, i))
+                if found is None:
                     missing.append(i)
+                    continue
+                adopted |= listed is None or found["sha256"] != listed["sha256"]
+                manifest["shards"][str(i)] = listed if listed and found["sha256"] == listed["sha256"] else found
             if adopted:
                 write_json(manifest_path, manifest)
             return missing
@@ -235,6 +223,13 @@ class CachedEmbeddings:
     def dim(self) -> int:
         return self._layout(0)[1] if len(self.order) else 0
 
+    def prepared_dim(self, prepare: Callable[[np.ndarray], np.ndarray] | None = None) -> int:
+        """Columns of ``prepare(shard)`` (a Matryoshka cut has fewer): tried on one zero row,
+        so nothing is read and no row index is built."""
+        if not len(self.order) or prepare is None:
+            return self.dim
+        return int(prepare(np.zeros((1, self.dim), dtype=np.float32)).shape[1])
+
     def _layout(self, i: int) -> tuple[int, int]:
         if i not in self._data_at:
             with open(self.folder / f"shard-{i:05d}.npy", "rb") as fh:
@@ -274,7 +269,7 @@ class CachedEmbeddings:
         (``npy``, or ``safetensors`` with one tensor ``embeddings``), a shard at a time: each
         row goes to its place in the file, so no more than a shard is held. Returns the shape."""
         n = len(self.order)
-        dim = (prepare(self.take([0])) if prepare else self.take([0])).shape[1] if n else 0
+        dim = self.prepared_dim(prepare)
         with open(path, "wb") as fh:
             if fmt == "npy":
                 np.lib.format.write_array_header_1_0(
@@ -355,17 +350,6 @@ def encode_shards(encoder: Any, job: ShardJob) -> Iterator[tuple[int, np.ndarray
 
 def _sidecar_path(folder: Path, i: int) -> Path:
     return folder / f"shard-{i:05d}.json"
-
-
-def _read_sidecar(folder: Path, i: int) -> tuple[np.ndarray, dict[str, Any]] | None:
-    """Shard ``i`` and its sidecar's record, where the record vouches for the shard's bytes;
-    else None (not written, damaged, or the shard rewritten since)."""
-    try:
-        entry = json.loads(_sidecar_path(folder, i).read_text())
-        shard = _read_checked(folder / f"shard-{i:05d}.npy", entry["sha256"])
-    except (OSError, ValueError, KeyError, TypeError):
-        return None
-    return None if shard is None else (shard, entry)
 
 
 def _valid_manifest(stored: Any, n: int, shard_size: int) -> bool:

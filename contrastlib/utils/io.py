@@ -76,6 +76,24 @@ def sha256_file(path: str | Path) -> str:
     return h.hexdigest()
 
 
+def committed_record(path: Path, sha256: str | None, sidecar: Path) -> dict[str, Any] | None:
+    """A file written once by some process, checked by its checksum: ``{"sha256": ...}`` when
+    its bytes match ``sha256`` (the caller's manifest), else its sidecar's record (``sidecar``:
+    JSON with ``sha256``, written after the file) when they match that; None if neither
+    vouches for it (missing, damaged, or rewritten since)."""
+    try:
+        actual = sha256_file(path)
+    except OSError:
+        return None
+    if sha256 is not None and actual == sha256:
+        return {"sha256": sha256}
+    try:
+        record = json.loads(sidecar.read_text())
+        return record if isinstance(record, dict) and record.get("sha256") == actual else None
+    except (OSError, ValueError):
+        return None
+
+
 def write_json(path: str | Path, obj: Any) -> None:
     with atomic_path(path) as tmp:
         tmp.write_text(json.dumps(obj, indent=2, sort_keys=False) + "\n")
