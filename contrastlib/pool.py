@@ -69,6 +69,11 @@ def _threads(devices: Sequence[str]) -> int:
     return max(1, torch.get_num_threads() // cpus) if cpus else 1
 
 
+def deal(items: Sequence[Any], n: int) -> list[list[Any]]:
+    """``items`` dealt round robin into ``n`` shares (a device's share: every n-th)."""
+    return [list(items[k::n]) for k in range(n)]
+
+
 def run_processes(devices: Sequence[str], target: Any, shares: Sequence[Any], *args: Any) -> None:
     """``target(*args, device, threads, share, parent pid)`` in one spawned process per
     device with a non-empty share; a process that stops is a one-line error once the others
@@ -117,13 +122,10 @@ class EncodePool:
         # each process is sent its own shards' texts only (a store: the store, read there)
         stored = not isinstance(job.texts, list)  # (a store, or a view of one: sent as it is)
         chunks = {} if stored else dict(zip(job.shard_ids, shard_texts(job), strict=True))
-        shares = []
-        for n in range(len(self.devices)):
-            share = job.shard_ids[n :: len(self.devices)]
-            shares.append(None if not share else
-                          dataclasses.replace(job, shard_ids=share) if stored else
-                          ShardJob(job.folder, [], share, job.prompt, job.batch_size, job.precision,
-                                   job.encode_kwargs, job.shard_size, chunks=[chunks[i] for i in share]))
+        shares = [None if not share else
+                  dataclasses.replace(job, shard_ids=share) if stored else
+                  dataclasses.replace(job, texts=[], shard_ids=share, chunks=[chunks[i] for i in share], order=None)
+                  for share in deal(job.shard_ids, len(self.devices))]
         run_processes(self.devices, _encode_work, shares, self.model, self.overrides)
 
 

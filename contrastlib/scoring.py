@@ -213,10 +213,10 @@ class ScorePool:
         self.model, self.devices, self.overrides = str(model), list(devices), dict(overrides or {})
 
     def __call__(self, job: Any) -> None:
-        shares = [dataclasses.replace(job, shards=job.shards[n :: len(self.devices)]) if job.shards[n :: len(self.devices)]
-                  else None for n in range(len(self.devices))]
-        from contrastlib.pool import run_processes
+        from contrastlib.pool import deal, run_processes
 
+        shares = [dataclasses.replace(job, shards=share) if share else None
+                  for share in deal(job.shards, len(self.devices))]
         run_processes(self.devices, _score_work, shares, self.model, self.overrides)
 
 

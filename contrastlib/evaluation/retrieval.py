@@ -214,56 +214,46 @@ def evaluate_retrieval(
             run[qid] = trec_order(hits)[:needed]
         return run
 
-    if cached is not None:
-        return _retrieval_from_cache(cached, data, ranked, index_spec or IndexSpec(), similarity, dims, ks, top_k)
-    docs = encode(data.corpus_texts, "corpus")
-    # each Matryoshka size's documents, cut and renormalised, searched exactly (any size
-    # fits a flat index); the full embeddings go once they are indexed
-    cut = {int(d): l2_normalise(docs[:, :d].copy()) for d in dims if d < docs.shape[1]}
-    index = index_of(docs, index_spec or IndexSpec())
-    backend = index.backend
-    del docs
-    queries = encode(data.query_texts, "queries")
-    run = ranked(index, queries)
-    del index
-    by_dim = {}
-    for d in list(cut):
-        exact = dataclasses.replace(index_spec or IndexSpec(), kind="flat")  # any size fits; same device
-        cut_run = ranked(index_of(cut.pop(d), exact), l2_normalise(queries[:, :d].copy()))
-        by_dim[d] = mean_metrics(cut_run, data.qrels, {"ndcg": (10,)})["ndcg@10"]
-    metrics = mean_metrics(run, data.qrels, ks)
-    kept = {q: hits[:top_k] for q, hits in run.items()}  # what a run file holds
-    return RetrievalResult(metrics, len(data.query_ids), len(data.corpus_ids), kept, by_dim, backend)
+    spec = index_spec or IndexSpec()
+    exact = dataclasses.replace(spec, kind="flat")  # each Matryoshka size: any size fits; same device
+    by_dim: dict[int, float] = {}
 
+    def size_ndcg(index: Any, queries: np.ndarray, d: int) -> None:
+        by_dim[d] = mean_metrics(ranked(index, l2_normalise(queries[:, :d].copy())), data.qrels,
+                                 {"ndcg": (10,)})["ndcg@10"]
 
-def _retrieval_from_cache(cached: Callable[[Sequence[str], str], CachedEmbeddings], data: BeirData,
-                          ranked: Callable[[Any, np.ndarray], dict[str, list[tuple[str, float]]]], spec: Any, similarity: str,
-                          dims: Sequence[int], ks: Mapping[str, Sequence[int]], top_k: int) -> RetrievalResult:
-    """:func:`evaluate_retrieval` on the cache's entries: the same operations on each row,
-    so the same figures, with the index and one shard in memory."""
-    from contrastlib.index import l2_normalise
-    from contrastlib.index.build import index_from_cache
+    if cached is not None:  # the bounded path: each index built from the cache, one after another
+        from contrastlib.index.build import index_from_cache
 
-    def prepare(x: np.ndarray) -> np.ndarray:
-        return l2_normalise(x) if similarity == "cosine" else x
+        def prepare(x: np.ndarray) -> np.ndarray:
+            return l2_normalise(x) if similarity == "cosine" else x
 
-    entry = cached(data.corpus_texts, "corpus")
-    queries = prepare(cached(data.query_texts, "queries").matrix())
-    index = index_from_cache(entry, spec, prepare)
-    backend = index.backend
-    run = ranked(index, queries)
-    del index
-    by_dim = {}
-    for d in dims:
-        if d < entry.dim:
-            def cut(x: np.ndarray, d: int = int(d)) -> np.ndarray:
+        entry = cached(data.corpus_texts, "corpus")
+        queries = prepare(cached(data.query_texts, "queries").matrix())
+        index = index_from_cache(entry, spec, prepare)
+        backend = index.backend
+        run = ranked(index, queries)
+        del index
+        for d in (int(d) for d in dims if d < entry.dim):
+            def cut(x: np.ndarray, d: int = d) -> np.ndarray:
                 return l2_normalise(prepare(x)[:, :d].copy())
 
-            exact = dataclasses.replace(spec, kind="flat")
-            cut_run = ranked(index_from_cache(entry, exact, cut), l2_normalise(queries[:, :d].copy()))
-            by_dim[int(d)] = mean_metrics(cut_run, data.qrels, {"ndcg": (10,)})["ndcg@10"]
+            size_ndcg(index_from_cache(entry, exact, cut), queries, d)
+    else:
+        docs = encode(data.corpus_texts, "corpus")
+        # each Matryoshka size's documents, cut and renormalised; the full embeddings go
+        # once they are indexed
+        cut_docs = {int(d): l2_normalise(docs[:, :d].copy()) for d in dims if d < docs.shape[1]}
+        index = index_of(docs, spec)
+        backend = index.backend
+        del docs
+        queries = encode(data.query_texts, "queries")
+        run = ranked(index, queries)
+        del index
+        for d in list(cut_docs):
+            size_ndcg(index_of(cut_docs.pop(d), exact), queries, d)
     metrics = mean_metrics(run, data.qrels, ks)
-    kept = {q: hits[:top_k] for q, hits in run.items()}
+    kept = {q: hits[:top_k] for q, hits in run.items()}  # what a run file holds
     return RetrievalResult(metrics, len(data.query_ids), len(data.corpus_ids), kept, by_dim, backend)
 
 
