@@ -20,9 +20,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import numpy as np
-
-from contrastlib.data.corpus import corpus_store
+from contrastlib.data.corpus import corpus_store, id_digests
 from contrastlib.data.readers import read_records
 from contrastlib.data.sources import Chained
 from contrastlib.errors import DataError
@@ -169,8 +167,7 @@ def read_beir_streamed(root: str | Path, split: str = "test", *, store_root: str
     empty_ids = list(store.meta["empty_ids"])
     queries = _read_jsonl_texts(queries_path, with_title=False)
     rows = read_qrels(qrels_path)
-    known = np.concatenate([store.ids.digests(), digests_of(empty_ids)])
-    found = rows_of(known, digests_of([did for _, _, did, _ in rows]))
+    found = rows_of(id_digests(store), digests_of([did for _, _, did, _ in rows]))
     qrels: dict[str, dict[str, int]] = {}
     for (n, qid, did, grade), at in zip(rows, found, strict=True):
         if qid not in queries:

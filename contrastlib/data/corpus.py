@@ -26,7 +26,7 @@ import numpy as np
 
 from contrastlib.data.readers import iter_sentences, read_records
 from contrastlib.errors import DataError
-from contrastlib.utils.text_store import StoreWriter, TextStore, cached_store, digest, store_key
+from contrastlib.utils.text_store import StoreWriter, TextStore, cached_store, digests_of, store_key
 
 #: Rows of a Parquet file read at a time.
 PARQUET_BATCH = 8192
@@ -134,10 +134,15 @@ def has_ids(path: Path) -> bool:
     return True
 
 
-def _check_distinct_ids(path: Path, store: TextStore) -> None:
+def id_digests(store: TextStore) -> np.ndarray:
+    """The digests of every id a corpus file holds: its stored documents', then its empty
+    ones' (``empty_ids``), which a qrels row may still name."""
     assert store.ids is not None
-    empty = np.asarray([digest(d) for d in store.meta["empty_ids"]], dtype="S16").reshape(-1)
-    digests = np.concatenate([store.ids.digests(), empty])
+    return np.concatenate([store.ids.digests(), digests_of(store.meta["empty_ids"])])
+
+
+def _check_distinct_ids(path: Path, store: TextStore) -> None:
+    digests = id_digests(store)
     if len(np.unique(digests)) == len(digests):
         return
     seen: set[str] = set()  # a repeated id: find its line (the error path only)

@@ -26,7 +26,7 @@ from pathlib import Path
 import numpy as np
 
 from contrastlib.data.beir import read_beir_streamed, split_spec
-from contrastlib.data.corpus import corpus_records, corpus_store
+from contrastlib.data.corpus import corpus_records, corpus_store, id_digests
 from contrastlib.data.readers import BadRows, read_tuples
 from contrastlib.errors import DataError
 from contrastlib.utils.text_store import (
@@ -159,7 +159,7 @@ def read_mining_input(data: str, *, corpus: str | None = None, split: str | None
             raise DataError(root, "every relevant document is empty: nothing to mine for")
         empty_positive_pairs = sum(1 for _, d in relevant if d not in index)
         if extra is not None:
-            store = _with_extra_documents(store, beir.empty_ids, extra, root_dir)
+            store = _with_extra_documents(store, extra, root_dir)
         assert store.ids is not None
         return MiningInput(beir.name, anchors, pairs, store.ids, store, duplicate_pairs=repeats,
                            empty_documents=beir.empty_documents, empty_positive_pairs=empty_positive_pairs)
@@ -185,14 +185,14 @@ def read_mining_input(data: str, *, corpus: str | None = None, split: str | None
                        bad_rows_skipped=bad.count, bad_rows=bad.summary())
 
 
-def _with_extra_documents(store: TextStore, empty_ids: list[str], extra: Path, root: Path | None) -> TextStore:
+def _with_extra_documents(store: TextStore, extra: Path, root: Path | None) -> TextStore:
     """A BEIR set's store followed by ``extra``'s documents whose ids the set lacks (its own
     documents, empty ones included, are never new candidates)."""
     assert store.ids is not None
     ids = store.ids
     extra_store = corpus_store(extra, root=root)
     assert extra_store.ids is not None
-    known = np.concatenate([ids.digests(), digests_of(empty_ids)])
+    known = id_digests(store)
     extra_digests = extra_store.ids.digests()
     # new: an id the set lacks (its own documents, empty ones included, are never new), once
     # (a .txt file's repeated line is one text, its id)

@@ -54,7 +54,11 @@ def _fingerprint_update(h: Any, b: bytes) -> None:
 
 def digest(text: str) -> bytes:
     """The 16-byte digest a store keeps per value."""
-    return hashlib.blake2b(text.encode("utf-8", "surrogatepass"), digest_size=16).digest()
+    return _digest_bytes(text.encode("utf-8", "surrogatepass"))
+
+
+def _digest_bytes(b: bytes) -> bytes:
+    return hashlib.blake2b(b, digest_size=16).digest()
 
 
 class TextColumn(Sequence[str]):
@@ -152,11 +156,10 @@ class _ColumnWriter:
         b = value.encode("utf-8", "surrogatepass")
         self.fh.write(b)
         self.offsets.append(self.offsets[-1] + len(b))
-        self.digests += hashlib.blake2b(b, digest_size=16).digest()
+        self.digests += _digest_bytes(b)
         return b
 
     def finish(self) -> None:
-        self.fh.close()
         np.save(self.folder / f"{self.name}.offsets.npy", np.frombuffer(self.offsets, dtype=np.int64))
         np.save(self.folder / f"{self.name}.digests.npy", np.frombuffer(bytes(self.digests), dtype="S16"))
 
@@ -187,15 +190,14 @@ def build_store(folder: str | Path, fill: Callable[[StoreWriter], None], *, with
     folder = Path(folder)
     with atomic_dir(folder) as tmp:
         w = StoreWriter(tmp, with_ids)
+        columns = [c for c in (w.text, w.id) if c is not None]
         try:
             fill(w)
         finally:
-            w.text.fh.close()
-            if w.id is not None:
-                w.id.fh.close()
-        w.text.finish()
-        if w.id is not None:
-            w.id.finish()
+            for c in columns:
+                c.fh.close()
+        for c in columns:
+            c.finish()
         np.save(tmp / "text.chars.npy", np.frombuffer(w.chars, dtype=np.int64).astype(np.int32))
         meta = {"version": FORMAT_VERSION, "rows": len(w), "columns": ["text"] + (["id"] if w.id else []),
                 "fingerprint": w._h.hexdigest(), **w.info}
