@@ -70,16 +70,15 @@ class IndexSpec:
             raise ValueError(f"unknown index kind {self.kind!r}; valid: {', '.join(KINDS)}")
         if self.score_dtype not in ("fp32", "bf16"):
             raise ValueError(f"score dtype: fp32 or bf16, got {self.score_dtype!r}")
-        if self.search_device not in ("auto", "faiss"):
-            for name in self.search_device.split(","):
-                try:
-                    device = torch.device(name.strip())
-                except RuntimeError:
-                    device = None
-                if device is None or device.type not in ("cpu", "cuda"):
-                    raise ValueError(f"search device: auto, faiss, cpu or cuda[:N], or a list of them "
-                                     f"(cuda:0,cuda:1: the corpus split over them), got {self.search_device!r}")
-        if self.kind != "flat" and self.search_device not in ("auto", "faiss"):
+        for name in self.torch_devices:
+            try:
+                device = torch.device(name)
+            except RuntimeError:
+                device = None
+            if device is None or device.type not in ("cpu", "cuda"):
+                raise ValueError(f"search device: auto, faiss, cpu or cuda[:N], or a list of them "
+                                 f"(cuda:0,cuda:1: the corpus split over them), got {self.search_device!r}")
+        if self.kind != "flat" and self.torch_devices:
             raise ValueError(f"search device {self.search_device!r}: torch searches exactly (index flat), "
                              f"not {self.kind}")
         for name in ("nlist", "nprobe", "m", "ef_search", "ef_construction", "pq_bytes", "train_size"):
@@ -90,6 +89,13 @@ class IndexSpec:
     def trained(self) -> bool:
         """Whether the kind needs training before vectors are added."""
         return self.kind in ("ivf_flat", "ivf_pq")
+
+    @property
+    def torch_devices(self) -> list[str]:
+        """The torch devices ``search_device`` names (none for ``auto`` and ``faiss``)."""
+        if self.search_device in ("auto", "faiss"):
+            return []
+        return [d.strip() for d in self.search_device.split(",")]
 
     def training_rows(self, n: int) -> np.ndarray:
         """Which of ``n`` vectors :meth:`VectorIndex.train` trains on: all, or a seeded sample
@@ -156,9 +162,8 @@ class VectorIndex:
         s = self.spec
         if s.kind != "flat" or s.search_device == "faiss" or (s.search_device == "auto" and use_gpu is False):
             return None
-        if "," in s.search_device:  # the corpus split over several devices
-            names = [d.strip() for d in s.search_device.split(",")]
-            return SplitExactSearch(self.dim, devices=names, score_dtype=s.score_dtype)
+        if len(s.torch_devices) > 1:  # the corpus split over several devices
+            return SplitExactSearch(self.dim, devices=s.torch_devices, score_dtype=s.score_dtype)
         device = torch_search_device(s.search_device)
         return None if device is None else TorchExactSearch(self.dim, device=device, score_dtype=s.score_dtype)
 

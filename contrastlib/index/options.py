@@ -32,13 +32,13 @@ def index_spec(args: argparse.Namespace) -> IndexSpec:
                          search_device=args.search_device, score_dtype=args.score_dtype)
     except ValueError as exc:
         raise ContrastlibError(f"--index: {exc}") from None
-    for name in spec.search_device.split(","):  # before any work: a device that is not here
-        if name.strip().startswith("cuda"):
+    for name in spec.torch_devices:  # before any work: a device that is not here
+        if name.startswith("cuda"):
             import torch
 
-            index = torch.device(name.strip()).index or 0
+            index = torch.device(name).index or 0
             if not torch.cuda.is_available() or index >= torch.cuda.device_count():
-                raise ContrastlibError(f"--search-device {spec.search_device}: no CUDA device {name.strip()} here")
+                raise ContrastlibError(f"--search-device {spec.search_device}: no CUDA device {name} here")
     return spec
 
 
