@@ -37,7 +37,7 @@ from typing import Any
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
-from _bench_common import in_child, peak_rss_mb, triplets
+from _bench_common import in_child, peak_rss_mb, run_cli, triplets
 
 RULES = {"range_min": 10, "range_max": 50, "relative_margin": 0.05, "num_negatives": 5}
 
@@ -66,6 +66,11 @@ def write_slice(a: dict[str, Any], folder: Path) -> Path:
         for i, t in zip(ids, texts, strict=True):
             fh.write(json.dumps({"_id": i, "text": t}) + "\n")
     return folder
+
+
+def rule_args() -> list[str]:
+    """:data:`RULES` as ``contrastlib mine`` options."""
+    return [x for k, v in RULES.items() for x in (f"--{k.replace('_', '-')}", str(v))]
 
 
 def threads(a: dict[str, Any]) -> None:
@@ -105,26 +110,15 @@ def run_st(a: dict[str, Any], precision: str, cache: str, out: str, q: Any) -> N
 
 
 def run_ours(a: dict[str, Any], precision: str, cache: str, out: str, folder: str, extra: list[str], q: Any) -> None:
-    import io
-    from contextlib import redirect_stdout
-
     import contrastlib.mining.job  # noqa: F401  (imports, as for the other side)
-    from contrastlib.cli.main import main
 
     threads(a)
     args = [
         "mine", "-m", "all-MiniLM-L6-v2", "-d", f"{folder}/pairs.jsonl", "--corpus", f"{folder}/corpus.jsonl",
         "-o", out, "--cache-dir", cache, "--precision", precision, "--batch-size", str(a["batch_size"]),
-        "--range-min", str(RULES["range_min"]), "--range-max", str(RULES["range_max"]),
-        "--relative-margin", str(RULES["relative_margin"]), "--num-negatives", str(RULES["num_negatives"]),
-        "--near-duplicate", "0", "--no-progress", "--json", *extra,
+        *rule_args(), "--near-duplicate", "0", "--no-progress", *extra,
     ]
-    buf = io.StringIO()
-    start = time.perf_counter()
-    with redirect_stdout(buf):
-        code = main(args)
-    seconds = time.perf_counter() - start
-    summary = json.loads(buf.getvalue().strip().splitlines()[-1]) if code == 0 else {}
+    code, seconds, summary = run_cli(args)
     q.put({"seconds": seconds, "peak_rss_mb": peak_rss_mb(), "rows": summary.get("rows_written"),
            "precision": summary.get("precision"), "short_pairs": summary.get("short_pairs"), "code": code})
 

@@ -33,12 +33,9 @@ from __future__ import annotations
 import argparse
 import hashlib
 import json
-import multiprocessing as mp
 import os
-import queue
 import shutil
 import sys
-import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -46,9 +43,9 @@ from typing import Any
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
-from _bench_common import peak_rss_mb, triplets
+from _bench_common import in_child, peak_rss_mb, run_cli, triplets
+from bench_mining import RULES, rule_args, threads
 
-RULES = {"range_min": 10, "range_max": 50, "relative_margin": 0.05, "num_negatives": 5}
 DIM = 384
 
 
@@ -58,16 +55,6 @@ def read_job(work: Path, n: int) -> tuple[list[str], list[str], list[str]]:
     with open(work / f"corpus-{n}.txt", encoding="utf-8") as fh:
         corpus = [line.rstrip("\n") for line in fh]
     return [r["anchor"] for r in rows], [r["positive"] for r in rows], corpus
-
-
-def threads(n: int) -> None:
-    import faiss
-    import sentence_transformers  # noqa: F401
-    import torch
-    from transformers.models.bert import modeling_bert  # noqa: F401
-
-    torch.set_num_threads(n)
-    faiss.omp_set_num_threads(n)
 
 
 def st_cache_files(anchors: list[str], positives: list[str], corpus: list[str]) -> tuple[str, str]:
@@ -89,7 +76,7 @@ def run_st(a: dict[str, Any], n: int, cache: str, out: str, use_faiss: bool, q: 
     from sentence_transformers import SentenceTransformer
     from sentence_transformers.util import mine_hard_negatives
 
-    threads(a["threads"])
+    threads(a)
     start = time.perf_counter()
     anchors, positives, corpus = read_job(Path(a["work"]), n)
     ds = datasets.Dataset.from_dict({"anchor": anchors, "positive": positives})
@@ -111,63 +98,15 @@ def run_st(a: dict[str, Any], n: int, cache: str, out: str, use_faiss: bool, q: 
 
 
 def run_ours(a: dict[str, Any], n: int, cache: str, out: str, q: Any) -> None:
-    import io
-    from contextlib import redirect_stdout
-
     import contrastlib.mining.job  # noqa: F401  (imports, as for the other side)
-    from contrastlib.cli.main import main
 
-    threads(a["threads"])
+    threads(a)
     work = a["work"]
-    args = ["mine", "-m", "all-MiniLM-L6-v2", "-d", f"{work}/pairs.jsonl", "--corpus", f"{work}/corpus-{n}.txt",
-            "-o", out, "--cache-dir", cache, "--precision", "bf16", "--batch-size", str(a["batch_size"]),
-            "--range-min", "10", "--range-max", "50", "--relative-margin", "0.05", "--num-negatives", "5",
-            "--near-duplicate", "0", "--no-progress", "--no-plot", "--json"]
-    buf = io.StringIO()
-    start = time.perf_counter()
-    with redirect_stdout(buf):
-        code = main(args)
-    seconds = time.perf_counter() - start
-    summary = json.loads(buf.getvalue().strip().splitlines()[-1]) if code == 0 else {}
+    code, seconds, summary = run_cli([
+        "mine", "-m", "all-MiniLM-L6-v2", "-d", f"{work}/pairs.jsonl", "--corpus", f"{work}/corpus-{n}.txt",
+        "-o", out, "--cache-dir", cache, "--precision", "bf16", "--batch-size", str(a["batch_size"]), *rule_args(),
+        "--near-duplicate", "0", "--no-progress", "--no-plot"])
     q.put({"seconds": seconds, "peak_rss_mb": peak_rss_mb(), "rows": summary.get("rows_written"), "code": code})
-
-
-def in_child_limited(limit_mb: float, target: Any, *args: Any) -> dict[str, Any]:
-    """``target(*args, queue)`` in a spawned process, stopped if its resident memory passes
-    ``limit_mb`` (then ``{"stopped_at_mb": ...}``)."""
-    ctx = mp.get_context("spawn")
-    q = ctx.Queue()
-    p = ctx.Process(target=target, args=(*args, q))
-    p.start()
-    seen = {"max_mb": 0.0, "stopped": False}
-
-    def watch() -> None:
-        while p.is_alive():
-            try:
-                with open(f"/proc/{p.pid}/status") as fh:
-                    rss = next(int(line.split()[1]) for line in fh if line.startswith("VmRSS:")) / 1024
-            except (OSError, StopIteration):
-                return
-            seen["max_mb"] = max(seen["max_mb"], rss)
-            if rss > limit_mb:
-                seen["stopped"] = True
-                p.kill()
-                return
-            time.sleep(0.2)
-
-    threading.Thread(target=watch, daemon=True).start()
-    start = time.perf_counter()
-    while True:
-        try:
-            out = q.get(timeout=2)
-            break
-        except queue.Empty:
-            if not p.is_alive():
-                if seen["stopped"]:
-                    return {"stopped_at_mb": round(seen["max_mb"]), "seconds": time.perf_counter() - start}
-                raise RuntimeError(f"{target.__name__}{args} died (exit code {p.exitcode})") from None
-    p.join()
-    return dict(out)
 
 
 def st_cache_from_ours(work: Path, n: int, our_cache: Path, st_cache: Path, q: Any) -> None:
@@ -221,17 +160,17 @@ def main() -> None:
         if n in a["cold_sizes"]:
             for d in (ours_cache, st_cache):
                 shutil.rmtree(d, ignore_errors=True)
-            cases["st_cold"] = in_child_limited(limit, run_st, a, n, str(st_cache), str(work / f"st-{n}.jsonl"), True)
+            cases["st_cold"] = in_child(run_st, a, n, str(st_cache), str(work / f"st-{n}.jsonl"), True, limit_mb=limit)
             print(n, "st_cold", cases["st_cold"], file=sys.stderr)
-            cases["ours_cold"] = in_child_limited(limit, run_ours, a, n, str(ours_cache), str(work / f"ours-{n}.jsonl"))
+            cases["ours_cold"] = in_child(run_ours, a, n, str(ours_cache), str(work / f"ours-{n}.jsonl"), limit_mb=limit)
             print(n, "ours_cold", cases["ours_cold"], file=sys.stderr)
         else:
             if not ours_cache.exists():  # ours, cold, once (the encode is the cost here)
-                cases["ours_cold"] = in_child_limited(limit, run_ours, a, n, str(ours_cache),
-                                                      str(work / f"ours-{n}.jsonl"))
+                cases["ours_cold"] = in_child(run_ours, a, n, str(ours_cache), str(work / f"ours-{n}.jsonl"),
+                                              limit_mb=limit)
                 print(n, "ours_cold", cases["ours_cold"], file=sys.stderr)
             if a["st_cache_from_ours"] and not st_cache.exists():  # (in a child: this parent stays small)
-                in_child_limited(limit, st_cache_from_ours, work, n, ours_cache, st_cache)
+                in_child(st_cache_from_ours, work, n, ours_cache, st_cache, limit_mb=limit)
         if (st_cache / "FROM_OURS").exists():
             r["st_cache"] = "written from ours (same model and precision)"
         before = set(os.listdir(st_cache)) if st_cache.exists() else set()
@@ -239,12 +178,12 @@ def main() -> None:
             for side in ("st", "ours"):
                 name = f"{side}_warm"
                 out = str(work / f"{side}-{n}-warm.jsonl")
-                res = (in_child_limited(limit, run_st, a, n, str(st_cache), out, True) if side == "st" else
-                       in_child_limited(limit, run_ours, a, n, str(ours_cache), out))
+                res = (in_child(run_st, a, n, str(st_cache), out, True, limit_mb=limit) if side == "st" else
+                       in_child(run_ours, a, n, str(ours_cache), out, limit_mb=limit))
                 cases.setdefault(name, []).append(res)
                 print(n, name, rep, res, file=sys.stderr)
         if a["st_default"]:
-            res = in_child_limited(limit, run_st, a, n, str(st_cache), str(work / f"st-{n}-default.jsonl"), False)
+            res = in_child(run_st, a, n, str(st_cache), str(work / f"st-{n}-default.jsonl"), False, limit_mb=limit)
             cases["st_default_warm"] = res
             print(n, "st_default_warm", res, file=sys.stderr)
         if set(os.listdir(st_cache)) - before:
